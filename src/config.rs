@@ -1,0 +1,284 @@
+//! Configuration from `WITHINGS_*` environment variables, validated once at start.
+
+use crate::measures::{DEFAULT_MEASTYPES, MEASURES, index_of};
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+use url::Url;
+
+pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:19100";
+pub const DEFAULT_API_URL: &str = "https://wbsapi.withings.net";
+
+/// A configuration value that cannot be used, named by its variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.into(),
+    }
+}
+
+/// Everything the exporter needs to run, already checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_address: SocketAddr,
+    pub api_url: Url,
+    pub access_token: Option<Secret>,
+    pub meastypes: Vec<i64>,
+    pub include_ambiguous: bool,
+    pub upstream_timeout: Duration,
+}
+
+/// The variables as strings, so that each can be checked with a message of our own
+/// (envy's would name a struct field, not the variable the operator has to fix).
+#[derive(Deserialize, Default)]
+struct Raw {
+    listen_address: Option<String>,
+    api_url: Option<String>,
+    access_token: Option<String>,
+    meastypes: Option<String>,
+    include_ambiguous: Option<String>,
+    timeout_seconds: Option<String>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the given variables; tests use this instead of touching the environment.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let raw: Raw = envy::prefixed("WITHINGS_")
+            .from_iter(vars)
+            .map_err(|e| invalid("WITHINGS_*", e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
+        let listen = non_empty(raw.listen_address).unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.into());
+        let listen_address = parse_listen_address(&listen)?;
+        let api_url = parse_api_url(
+            "WITHINGS_API_URL",
+            &non_empty(raw.api_url).unwrap_or_else(|| DEFAULT_API_URL.into()),
+        )?;
+        let access_token = non_empty(raw.access_token).map(|t| Secret::new(t.trim()));
+        let meastypes = match non_empty(raw.meastypes) {
+            Some(list) => parse_meastypes(&list)?,
+            None => DEFAULT_MEASTYPES.to_vec(),
+        };
+        let include_ambiguous = match non_empty(raw.include_ambiguous) {
+            Some(v) => parse_bool("WITHINGS_INCLUDE_AMBIGUOUS", &v)?,
+            None => true,
+        };
+        let upstream_timeout = match non_empty(raw.timeout_seconds) {
+            Some(v) => parse_seconds("WITHINGS_TIMEOUT_SECONDS", &v)?,
+            None => Duration::from_secs(20),
+        };
+        Ok(Self {
+            listen_address,
+            api_url,
+            access_token,
+            meastypes,
+            include_ambiguous,
+            upstream_timeout,
+        })
+    }
+
+    /// The access token, or the error an operator needs when there is none.
+    pub fn require_access_token(&self) -> Result<&Secret, ConfigError> {
+        self.access_token.as_ref().ok_or_else(|| {
+            invalid(
+                "WITHINGS_ACCESS_TOKEN",
+                "not set; set it to a Withings access token (or run `withings-exporter demo` to try the exporter without one)",
+            )
+        })
+    }
+
+    /// `meastypes` as Withings wants it: comma-separated.
+    pub fn meastypes_param(&self) -> String {
+        self.meastypes
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// One line for the start-up log. Secrets appear only as set/unset.
+    pub fn summary(&self) -> String {
+        format!(
+            "listen_address={} api_url={} meastypes={} include_ambiguous={} timeout_seconds={} access_token={}",
+            self.listen_address,
+            self.api_url,
+            self.meastypes_param(),
+            self.include_ambiguous,
+            self.upstream_timeout.as_secs_f64(),
+            if self.access_token.is_some() { "<set>" } else { "<unset>" },
+        )
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+fn parse_listen_address(value: &str) -> Result<SocketAddr, ConfigError> {
+    const VAR: &str = "WITHINGS_LISTEN_ADDRESS";
+    let value = value.trim();
+    // ":19100" is how Prometheus exporters are usually given an address: all interfaces.
+    let full = if value.starts_with(':') {
+        format!("0.0.0.0{value}")
+    } else {
+        value.to_owned()
+    };
+    full.parse().map_err(|_| {
+        invalid(
+            VAR,
+            format!("{value:?} is not a host:port address (for example 0.0.0.0:19100, 127.0.0.1:19100 or [::]:19100)"),
+        )
+    })
+}
+
+pub(crate) fn parse_api_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value.trim())
+        .map_err(|e| invalid(variable, format!("not a URL ({e}); for example {DEFAULT_API_URL}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(variable, format!("scheme {:?} is not http or https", url.scheme())));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(variable, "credentials in the URL are not supported; remove the user:password@ part"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(variable, "must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+fn parse_meastypes(value: &str) -> Result<Vec<i64>, ConfigError> {
+    const VAR: &str = "WITHINGS_MEASTYPES";
+    let supported = || {
+        MEASURES
+            .iter()
+            .map(|m| format!("{} ({})", m.code, m.measurement))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut types = Vec::new();
+    for part in value.split(',') {
+        let part = part.trim();
+        let code: i64 = part.parse().map_err(|_| {
+            invalid(VAR, format!("{part:?} is not a measure type number; use a comma-separated list such as 9,10,11,54,71"))
+        })?;
+        if index_of(code).is_none() {
+            return Err(invalid(
+                VAR,
+                format!("measure type {code} is not exported by this version; supported: {}", supported()),
+            ));
+        }
+        if !types.contains(&code) {
+            types.push(code);
+        }
+    }
+    Ok(types)
+}
+
+fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(invalid(variable, format!("{other:?} is not a boolean; use true or false"))),
+    }
+}
+
+pub(crate) fn parse_seconds(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| invalid(variable, format!("{value:?} is not a number of seconds between 0 and 86400")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_vars(vars(&[("WITHINGS_ACCESS_TOKEN", "t")])).unwrap();
+        assert_eq!(c.listen_address.to_string(), DEFAULT_LISTEN_ADDRESS);
+        assert_eq!(c.api_url.as_str(), "https://wbsapi.withings.net/");
+        assert_eq!(c.meastypes_param(), "9,10,11,54,71");
+        assert!(c.include_ambiguous);
+        assert_eq!(c.require_access_token().unwrap().expose(), "t");
+        assert_eq!(c.upstream_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn explicit_values() {
+        let c = Config::from_vars(vars(&[
+            ("WITHINGS_LISTEN_ADDRESS", ":8080"),
+            ("WITHINGS_API_URL", "https://wbsapi.us.withingsmed.net"),
+            ("WITHINGS_MEASTYPES", " 10, 9 ,10"),
+            ("WITHINGS_INCLUDE_AMBIGUOUS", "false"),
+            ("WITHINGS_TIMEOUT_SECONDS", "2.5"),
+            ("UNRELATED", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listen_address.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.meastypes, vec![10, 9]);
+        assert!(!c.include_ambiguous);
+        assert_eq!(c.upstream_timeout, Duration::from_millis(2500));
+        assert!(c.access_token.is_none());
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases = [
+            ("WITHINGS_LISTEN_ADDRESS", "localhost"),
+            ("WITHINGS_API_URL", "not a url"),
+            ("WITHINGS_API_URL", "ftp://example.com"),
+            ("WITHINGS_API_URL", "https://user:pw@example.com"),
+            ("WITHINGS_MEASTYPES", "9,ten"),
+            ("WITHINGS_MEASTYPES", "9,1"),
+            ("WITHINGS_INCLUDE_AMBIGUOUS", "maybe"),
+            ("WITHINGS_TIMEOUT_SECONDS", "-1"),
+            ("WITHINGS_TIMEOUT_SECONDS", "NaN"),
+        ];
+        for (var, value) in cases {
+            let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();
+            assert_eq!(err.variable, var, "{value}: {err}");
+            let line = err.to_string();
+            assert!(line.starts_with(var) && !line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn missing_token_is_reported_with_what_to_do() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        let err = c.require_access_token().unwrap_err();
+        assert_eq!(err.variable, "WITHINGS_ACCESS_TOKEN");
+        assert!(err.to_string().contains("demo"));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_summary() {
+        let c = Config::from_vars(vars(&[("WITHINGS_ACCESS_TOKEN", "very-secret-token")])).unwrap();
+        for shown in [format!("{c:?}"), c.summary()] {
+            assert!(!shown.contains("very-secret-token"), "{shown}");
+        }
+        assert!(c.summary().contains("access_token=<set>"));
+    }
+}

@@ -1,0 +1,17 @@
+//! A Prometheus exporter for Withings health measures.
+//!
+//! Data flows one way: a scrape ([`server`]) asks the [`exporter`] to fetch from Withings
+//! ([`withings`]), merges what came into the latest values ([`state`]) by way of the measure
+//! table ([`measures`]), and renders metric families ([`collector`]).
+
+pub mod collector;
+pub mod config;
+pub mod exporter;
+pub mod measures;
+pub mod secret;
+pub mod server;
+pub mod simulator;
+pub mod state;
+pub mod telemetry;
+pub mod tokens;
+pub mod withings;

@@ -1,0 +1,156 @@
+//! The HTTP server: `/metrics`, a landing page, health endpoints.
+
+use crate::collector::CONTENT_TYPE;
+use crate::exporter::Exporter;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE as CONTENT_TYPE_HEADER, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How long shutdown waits for scrapes in flight before closing their connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+const LANDING_PAGE: &str = concat!(
+    "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Withings Exporter</title></head>\n",
+    "<body>\n<h1>Withings Exporter</h1>\n<p>Version ",
+    env!("CARGO_PKG_VERSION"),
+    "</p>\n<ul>\n<li><a href=\"metrics\">Metrics</a></li>\n",
+    "<li><a href=\"-/healthy\">Health</a></li>\n<li><a href=\"-/ready\">Readiness</a></li>\n</ul>\n</body>\n</html>\n"
+);
+
+/// A bound, not yet running server. Binding first lets tests ask for port 0 and learn the
+/// real port before anything runs.
+pub struct Application {
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+}
+
+impl Application {
+    pub async fn bind(address: SocketAddr, exporter: Arc<Exporter>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(address).await?;
+        Ok(Self { listener, exporter })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then lets connections in flight finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let graceful = GracefulShutdown::new();
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(hyper_util::rt::TokioTimer::new());
+        // Slow-loris clients must not hold connections open forever.
+        builder.header_read_timeout(Duration::from_secs(30));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(conn) => conn,
+                        // Running out of file descriptors or a reset during accept must not
+                        // stop the server; the next accept may well succeed.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accepting a connection failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let exporter = Arc::clone(&self.exporter);
+                    let service = service_fn(move |req| {
+                        let exporter = Arc::clone(&exporter);
+                        async move { Ok::<_, Infallible>(route(&exporter, req).await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+        }
+        Ok(())
+    }
+}
+
+async fn route(exporter: &Exporter, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method();
+    let readable = method == Method::GET || method == Method::HEAD;
+    match req.uri().path() {
+        "/metrics" if method == Method::GET => {
+            text(StatusCode::OK, CONTENT_TYPE, exporter.scrape().await)
+        }
+        // HEAD answers from the state without calling Withings: a probe should not spend the
+        // account's rate limit. hyper drops the body and keeps the headers.
+        "/metrics" if method == Method::HEAD => {
+            text(StatusCode::OK, CONTENT_TYPE, exporter.render(None))
+        }
+        "/" if readable => text(StatusCode::OK, "text/html; charset=utf-8", LANDING_PAGE.into()),
+        "/-/healthy" | "/-/ready" if readable => text(StatusCode::OK, "text/plain; charset=utf-8", "OK\n".into()),
+        "/metrics" | "/" | "/-/healthy" | "/-/ready" => {
+            let mut response = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "Method not allowed: use GET or HEAD\n".into(),
+            );
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            response
+        }
+        _ => text(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not found: try /metrics\n".into()),
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

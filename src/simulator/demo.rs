@@ -1,0 +1,156 @@
+//! Readings for the demo: a plausible person measured by three devices, new readings
+//! arriving as time passes. Deterministic: the same minute always gives the same values.
+
+use serde_json::{Value, json};
+
+/// One reading slot per minute: blood pressure and pulse every slot, SpO2 every second
+/// slot, body temperature every fifth.
+pub const SLOT_SECONDS: i64 = 60;
+/// How much history the demo starts with, so that graphs are not empty at first.
+pub const HISTORY_SLOTS: i64 = 180;
+
+const BPM: (&str, &str) = ("c405eb8e0e053f6601e151c7e43c04e29aad6956", "BPM Connect");
+const WATCH: (&str, &str) = ("dbf7f61809d5fb350a16a50f6af6e826f0746082", "ScanWatch 2");
+const THERMO: (&str, &str) = ("1d453daf947378fac40677e7a085eea73750b061", "Thermo");
+
+/// Generates groups for slots as time reaches them.
+#[derive(Debug, Clone)]
+pub struct Live {
+    next_slot: i64,
+}
+
+impl Live {
+    pub fn starting_at(now: i64) -> Self {
+        Self {
+            next_slot: now.div_euclid(SLOT_SECONDS) - HISTORY_SLOTS,
+        }
+    }
+
+    /// The groups of every slot that has begun by `now` and was not generated before.
+    pub fn advance(&mut self, now: i64) -> Vec<Value> {
+        let last = now.div_euclid(SLOT_SECONDS);
+        let mut groups = Vec::new();
+        while self.next_slot <= last {
+            groups.extend(slot_groups(self.next_slot));
+            self.next_slot += 1;
+        }
+        groups
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A value in `-spread..=spread`, fixed for (slot, salt).
+fn noise(slot: i64, salt: u64, spread: i64) -> i64 {
+    let r = splitmix((slot as u64).wrapping_mul(31).wrapping_add(salt));
+    (r % (2 * spread as u64 + 1)) as i64 - spread
+}
+
+/// A slow daily swing, -1.0..=1.0.
+fn daily(slot: i64) -> f64 {
+    let minutes_per_day = 24.0 * 60.0;
+    (std::f64::consts::TAU * (slot as f64) / minutes_per_day).sin()
+}
+
+fn group(grpid: i64, date: i64, device: (&str, &str), measures: Value) -> Value {
+    json!({
+        "grpid": grpid,
+        "attrib": 0,
+        "date": date,
+        "created": date + 20,
+        "modified": date + 20,
+        "category": 1,
+        "deviceid": device.0,
+        "hash_deviceid": device.0,
+        "measures": measures,
+        "modelid": null,
+        "model": device.1,
+        "comment": null,
+        "timezone": "Europe/Berlin"
+    })
+}
+
+fn slot_groups(slot: i64) -> Vec<Value> {
+    let date = slot * SLOT_SECONDS + 7;
+    let base = 5_000_000_000 + slot * 4;
+    let swing = daily(slot);
+    let mut groups = Vec::with_capacity(3);
+    let systolic = 121 + (8.0 * swing).round() as i64 + noise(slot, 1, 6);
+    let diastolic = 78 + (5.0 * swing).round() as i64 + noise(slot, 2, 4);
+    let pulse = 68 + (6.0 * swing).round() as i64 + noise(slot, 3, 5);
+    groups.push(group(
+        base,
+        date,
+        BPM,
+        json!([
+            {"value": diastolic, "type": 9, "unit": 0, "algo": 0, "fm": 3},
+            {"value": systolic, "type": 10, "unit": 0, "algo": 0, "fm": 3},
+            {"value": pulse, "type": 11, "unit": 0, "algo": 0, "fm": 3}
+        ]),
+    ));
+    if slot % 2 == 0 {
+        let spo2 = 97 + noise(slot, 4, 2);
+        let mut g = group(
+            base + 1,
+            date + 20,
+            WATCH,
+            json!([{"value": spo2, "type": 54, "unit": 0, "algo": 285343749, "fm": 131}]),
+        );
+        g["is_inconclusive"] = json!(false);
+        groups.push(g);
+    }
+    if slot % 5 == 0 {
+        // Thermometers report millidegrees with unit -3, in steps of 10.
+        let temp = 36_800 + 10 * ((15.0 * swing).round() as i64 + noise(slot, 5, 20));
+        groups.push(group(
+            base + 2,
+            date + 40,
+            THERMO,
+            json!([{"value": temp, "type": 71, "unit": -3, "algo": 0, "fm": 0}]),
+        ));
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_with_history_and_grows_with_time() {
+        let now = 1_700_000_000;
+        let mut live = Live::starting_at(now);
+        let first = live.advance(now);
+        assert!(first.len() as i64 > HISTORY_SLOTS, "{}", first.len());
+        assert!(live.advance(now).is_empty());
+        assert!(!live.advance(now + SLOT_SECONDS).is_empty());
+        assert!(first.iter().all(|g| g["date"].as_i64().unwrap() <= now + SLOT_SECONDS));
+    }
+
+    #[test]
+    fn values_are_plausible_and_deterministic() {
+        for slot in 0..2000 {
+            let a = slot_groups(slot);
+            assert_eq!(a, slot_groups(slot));
+            for g in &a {
+                for m in g["measures"].as_array().unwrap() {
+                    let v = m["value"].as_i64().unwrap();
+                    let ok = match m["type"].as_i64().unwrap() {
+                        9 => (60..=95).contains(&v),
+                        10 => (100..=140).contains(&v),
+                        11 => (50..=90).contains(&v),
+                        54 => (94..=100).contains(&v),
+                        71 => (36_000..=37_600).contains(&v),
+                        _ => false,
+                    };
+                    assert!(ok, "slot {slot}: {m}");
+                }
+            }
+        }
+    }
+}

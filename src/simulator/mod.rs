@@ -1,0 +1,456 @@
+//! A simulated Withings API, faithful to `withings-api.md`: the demo runs against it, and the
+//! tests use it as their only fake Withings, switching it into failure modes as they need.
+
+pub mod demo;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use url::Url;
+
+/// The body Withings sends, with HTTP 200, for an expired or invalid access token (the seed).
+pub const EXPIRED_TOKEN_BODY: &str = r#"{"status":401,"body":{},"error":"XRequestID: Not provided invalid_token: The access token provided is invalid"}"#;
+
+/// A way for the simulator to misbehave on a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// HTTP 200 with status 401, as the seed shows.
+    ExpiredToken,
+    /// HTTP 200 with any body status, an `error` text and optionally `wait_seconds`.
+    Status {
+        status: i64,
+        error: String,
+        wait_seconds: Option<i64>,
+    },
+    /// A non-200 HTTP answer, e.g. a proxy's HTML error page.
+    Http { status: u16, body: String },
+    /// HTTP 200 with exactly this body: garbage, truncated JSON, the wrong shape.
+    Body(String),
+    /// Answer normally, but only after this long.
+    Delay(Duration),
+}
+
+/// One request the simulator received, for tests to inspect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// Query string and form body parameters together.
+    pub params: BTreeMap<String, String>,
+    pub bearer: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimulatorOptions {
+    pub listen: SocketAddr,
+    /// Access tokens the measure endpoint accepts.
+    pub access_tokens: Vec<String>,
+    /// Groups per `getmeas` page; beyond it the answer says `more` and gives an `offset`.
+    pub page_size: usize,
+    /// Generate demo readings as time passes.
+    pub live: bool,
+    pub timezone: String,
+}
+
+impl Default for SimulatorOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            access_tokens: vec!["test-access-token".into()],
+            page_size: 500,
+            live: false,
+            timezone: "Europe/Berlin".into(),
+        }
+    }
+}
+
+/// A measure group as stored: the JSON that is served, and what filtering needs from it.
+#[derive(Debug, Clone)]
+struct StoredGroup {
+    json: Value,
+    grpid: i64,
+    date: i64,
+    modified: i64,
+    category: i64,
+}
+
+impl StoredGroup {
+    fn from_json(json: Value) -> Result<Self, SimulatorError> {
+        let int = |key: &str| json.get(key).and_then(Value::as_i64);
+        let grpid = int("grpid").ok_or(SimulatorError::Group("grpid"))?;
+        let date = int("date").ok_or(SimulatorError::Group("date"))?;
+        if !json.get("measures").is_some_and(Value::is_array) {
+            return Err(SimulatorError::Group("measures"));
+        }
+        Ok(Self {
+            modified: int("modified").or(int("created")).unwrap_or(date),
+            category: int("category").unwrap_or(1),
+            grpid,
+            date,
+            json,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    #[error("a measure group lacks a valid `{0}`")]
+    Group(&'static str),
+    #[error("not a getmeas response or measuregrps array: {0}")]
+    Fixture(String),
+}
+
+struct Inner {
+    groups: Vec<StoredGroup>,
+    live: Option<demo::Live>,
+    tokens: HashSet<String>,
+    fault: Option<Fault>,
+    once: VecDeque<Fault>,
+    requests: Vec<RecordedRequest>,
+    page_size: usize,
+    timezone: String,
+    clock: Option<i64>,
+}
+
+/// A running simulator. Cloning gives another handle to the same one.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Mutex<Inner>>,
+    addr: SocketAddr,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl Simulator {
+    /// Binds and starts serving on the current Tokio runtime.
+    pub async fn start(options: SimulatorOptions) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(options.listen).await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Mutex::new(Inner {
+            groups: Vec::new(),
+            live: options.live.then(|| demo::Live::starting_at(unix_now())),
+            tokens: options.access_tokens.into_iter().collect(),
+            fault: None,
+            once: VecDeque::new(),
+            requests: Vec::new(),
+            page_size: options.page_size.max(1),
+            timezone: options.timezone,
+            clock: None,
+        }));
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(listener, Arc::clone(&inner), stopped));
+        Ok(Self {
+            inner,
+            addr,
+            stop: Arc::new(stop),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to give the exporter as `WITHINGS_API_URL`.
+    pub fn url(&self) -> Url {
+        // A SocketAddr always makes a valid http URL.
+        Url::parse(&format!("http://{}/", self.addr)).expect("socket address URL")
+    }
+
+    /// Stops accepting connections.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the stored history.
+    pub fn set_groups(&self, groups: Vec<Value>) -> Result<(), SimulatorError> {
+        let stored = groups
+            .into_iter()
+            .map(StoredGroup::from_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.lock().groups = stored;
+        Ok(())
+    }
+
+    /// Adds a group, or replaces the one with the same `grpid` (a correction).
+    pub fn upsert_group(&self, group: Value) -> Result<(), SimulatorError> {
+        let group = StoredGroup::from_json(group)?;
+        let mut inner = self.lock();
+        match inner.groups.iter_mut().find(|g| g.grpid == group.grpid) {
+            Some(existing) => *existing = group,
+            None => inner.groups.push(group),
+        }
+        Ok(())
+    }
+
+    /// Loads a captured answer: a whole `getmeas` envelope, or a bare `measuregrps` array.
+    pub fn load_fixture(&self, text: &str) -> Result<(), SimulatorError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| SimulatorError::Fixture(e.to_string()))?;
+        let groups = match value {
+            Value::Array(groups) => groups,
+            Value::Object(mut envelope) => match envelope
+                .get_mut("body")
+                .and_then(|b| b.get_mut("measuregrps"))
+                .map(Value::take)
+            {
+                Some(Value::Array(groups)) => groups,
+                _ => return Err(SimulatorError::Fixture("no body.measuregrps array".into())),
+            },
+            _ => return Err(SimulatorError::Fixture("neither an object nor an array".into())),
+        };
+        self.set_groups(groups)
+    }
+
+    /// Misbehave on every measure request from now on (`None` to behave again).
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.lock().fault = fault;
+    }
+
+    /// Misbehave on the next measure request only; queued faults come before `set_fault`'s.
+    pub fn push_fault(&self, fault: Fault) {
+        self.lock().once.push_back(fault);
+    }
+
+    /// Accept `token` from now on.
+    pub fn add_access_token(&self, token: &str) {
+        self.lock().tokens.insert(token.to_owned());
+    }
+
+    /// Stop accepting `token`, as when it expires.
+    pub fn revoke_access_token(&self, token: &str) {
+        self.lock().tokens.remove(token);
+    }
+
+    /// Fixes the simulator's clock (`updatetime`); `None` follows the real clock.
+    pub fn set_clock(&self, unix_seconds: Option<i64>) {
+        self.lock().clock = unix_seconds;
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// How many requests reached `path` (e.g. "/measure").
+    pub fn request_count(&self, path: &str) -> usize {
+        self.lock().requests.iter().filter(|r| r.path == path).count()
+    }
+
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+}
+
+async fn serve(listener: TcpListener, inner: Arc<Mutex<Inner>>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let inner = Arc::clone(&inner);
+                let service = service_fn(move |req| {
+                    let inner = Arc::clone(&inner);
+                    async move { Ok::<_, Infallible>(handle(&inner, req).await) }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let mut params = BTreeMap::new();
+    if let Some(query) = parts.uri.query() {
+        params.extend(url::form_urlencoded::parse(query.as_bytes()).into_owned());
+    }
+    let body = match Limited::new(body, 1 << 20).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", "request too large".into()),
+    };
+    params.extend(url::form_urlencoded::parse(&body).into_owned());
+    let bearer = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let path = parts.uri.path().to_owned();
+    lock(inner).requests.push(RecordedRequest {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        params: params.clone(),
+        bearer: bearer.clone(),
+    });
+    match path.as_str() {
+        "/measure" => measure(inner, &params, bearer.as_deref()).await,
+        _ => reply(StatusCode::NOT_FOUND, "text/html", "<html><body>Not Found</body></html>".into()),
+    }
+}
+
+async fn measure(
+    inner: &Mutex<Inner>,
+    params: &BTreeMap<String, String>,
+    bearer: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let fault = {
+        let mut guard = lock(inner);
+        guard.once.pop_front().or_else(|| guard.fault.clone())
+    };
+    match fault {
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(fault) => return fault_reply(fault),
+        None => {}
+    }
+    let mut guard = lock(inner);
+    let now = guard.clock.unwrap_or_else(unix_now);
+    if let Some(live) = guard.live.as_mut() {
+        let fresh = live.advance(now);
+        guard
+            .groups
+            .extend(fresh.into_iter().filter_map(|g| StoredGroup::from_json(g).ok()));
+    }
+    if !bearer.is_some_and(|t| guard.tokens.contains(t)) {
+        return envelope_reply(EXPIRED_TOKEN_BODY.into());
+    }
+    if params.get("action").map(String::as_str) != Some("getmeas") {
+        return envelope_reply(
+            json!({"status": 2554, "body": {}, "error": "Not implemented"}).to_string(),
+        );
+    }
+    let int = |key: &str| -> Result<Option<i64>, String> {
+        params
+            .get(key)
+            .map(|v| v.parse::<i64>().map_err(|_| format!("Invalid Params: {key}")))
+            .transpose()
+    };
+    let parsed = (|| -> Result<_, String> {
+        let types: Option<Vec<i64>> = params
+            .get("meastypes")
+            .or_else(|| params.get("meastype"))
+            .map(|list| {
+                list.split(',')
+                    .map(|t| t.trim().parse().map_err(|_| "Invalid Params: meastypes".to_owned()))
+                    .collect()
+            })
+            .transpose()?;
+        let lastupdate = int("lastupdate")?;
+        let range = (int("startdate")?, int("enddate")?);
+        if lastupdate.is_some() && (range.0.is_some() || range.1.is_some()) {
+            return Err("Invalid Params: lastupdate cannot be used with startdate or enddate".into());
+        }
+        Ok((types, int("category")?.unwrap_or(1), lastupdate, range, int("offset")?.unwrap_or(0)))
+    })();
+    let (types, category, lastupdate, (start, end), offset) = match parsed {
+        Ok(p) => p,
+        Err(error) => return envelope_reply(json!({"status": 293, "body": {}, "error": error}).to_string()),
+    };
+    let selected: Vec<Value> = guard
+        .groups
+        .iter()
+        .filter(|g| g.category == category)
+        .filter(|g| lastupdate.is_none_or(|t| g.modified > t))
+        .filter(|g| start.is_none_or(|s| g.date >= s) && end.is_none_or(|e| g.date <= e))
+        .filter_map(|g| filter_measures(&g.json, types.as_deref()))
+        .collect();
+    let offset = usize::try_from(offset).unwrap_or(0).min(selected.len());
+    let end = (offset + guard.page_size).min(selected.len());
+    let more = end < selected.len();
+    let page: Vec<Value> = selected[offset..end].to_vec();
+    let body = json!({
+        "status": 0,
+        "body": {
+            "updatetime": now,
+            "timezone": guard.timezone,
+            "measuregrps": page,
+            "more": i64::from(more),
+            "offset": if more { end as i64 } else { 0 },
+        }
+    });
+    drop(guard);
+    envelope_reply(body.to_string())
+}
+
+/// The group with only the requested types, or `None` if it has none of them.
+fn filter_measures(group: &Value, types: Option<&[i64]>) -> Option<Value> {
+    let Some(types) = types else {
+        return Some(group.clone());
+    };
+    let measures: Vec<Value> = group["measures"]
+        .as_array()?
+        .iter()
+        .filter(|m| m["type"].as_i64().is_some_and(|t| types.contains(&t)))
+        .cloned()
+        .collect();
+    if measures.is_empty() {
+        return None;
+    }
+    let mut group = group.clone();
+    group["measures"] = Value::Array(measures);
+    Some(group)
+}
+
+fn fault_reply(fault: Fault) -> Response<Full<Bytes>> {
+    match fault {
+        Fault::ExpiredToken => envelope_reply(EXPIRED_TOKEN_BODY.into()),
+        Fault::Status {
+            status,
+            error,
+            wait_seconds,
+        } => {
+            let mut body = json!({"status": status, "body": {}, "error": error});
+            if let Some(wait) = wait_seconds {
+                body["wait_seconds"] = json!(wait);
+            }
+            envelope_reply(body.to_string())
+        }
+        Fault::Http { status, body } => reply(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "text/html",
+            body,
+        ),
+        Fault::Body(body) => envelope_reply(body),
+        Fault::Delay(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", String::new()),
+    }
+}
+
+fn envelope_reply(body: String) -> Response<Full<Bytes>> {
+    reply(StatusCode::OK, "application/json", body)
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,346 @@
+use super::model::{Envelope, GetmeasBodyRaw, GetmeasPage, MeasureGroup, TokenBody};
+use super::{ApiError, StatusClass};
+use crate::secret::Secret;
+use bytes::{Bytes, BytesMut};
+use std::time::Duration;
+use url::Url;
+
+/// Limits on every call to Withings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Answers larger than this are refused rather than buffered: a full history of a real
+    /// account is a few MiB, so this only stops a broken or hostile upstream.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(20),
+            max_body_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Parameters of one `getmeas` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetmeasQuery {
+    /// Comma-separated type codes.
+    pub meastypes: String,
+    /// Only groups created or modified after this unix time; 0 asks for everything.
+    pub lastupdate: i64,
+    /// The `offset` of the previous page when it said `more`.
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WithingsClient {
+    http: reqwest::Client,
+    measure_url: Url,
+    oauth_url: Url,
+    options: ClientOptions,
+}
+
+impl WithingsClient {
+    pub fn new(api_url: &Url, options: ClientOptions) -> Result<Self, ApiError> {
+        // reqwest is built without a bundled crypto provider so that no C toolchain beyond
+        // gcc is needed (ring builds with cc; aws-lc wants cmake). Installing twice is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .user_agent(concat!("withings-exporter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Transport(error_chain(&e)))?;
+        Ok(Self {
+            http,
+            measure_url: join(api_url, "measure"),
+            oauth_url: join(api_url, "v2/oauth2"),
+            options,
+        })
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// One `getmeas` page. The token goes in the `Authorization` header, the parameters in a
+    /// form body, so nothing secret ends up in a URL.
+    pub async fn getmeas(
+        &self,
+        token: &Secret,
+        query: &GetmeasQuery,
+    ) -> Result<GetmeasPage, ApiError> {
+        let lastupdate = query.lastupdate.to_string();
+        let offset = query.offset.map(|o| o.to_string());
+        let mut form: Vec<(&str, &str)> = vec![
+            ("action", "getmeas"),
+            ("meastypes", &query.meastypes),
+            ("category", "1"),
+            ("lastupdate", &lastupdate),
+        ];
+        if let Some(offset) = &offset {
+            form.push(("offset", offset));
+        }
+        let request = self
+            .http
+            .post(self.measure_url.clone())
+            .bearer_auth(token.expose())
+            .form(&form);
+        let body = self.send(request).await?;
+        parse_getmeas(&body)
+    }
+
+    /// `action=requesttoken` with the given form fields (grant type, client credentials,
+    /// code or refresh token). Secrets travel only in the form body.
+    pub async fn request_token(&self, form: &[(&str, &str)]) -> Result<TokenBody, ApiError> {
+        let mut fields = Vec::with_capacity(form.len() + 1);
+        fields.push(("action", "requesttoken"));
+        fields.extend_from_slice(form);
+        let request = self.http.post(self.oauth_url.clone()).form(&fields);
+        let body = self.send(request).await?;
+        parse_token(&body)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Bytes, ApiError> {
+        let mut response = request.send().await.map_err(|e| self.transport(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ApiError::Http {
+                status: status.as_u16(),
+            });
+        }
+        let limit = self.options.max_body_bytes;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::TooLarge { limit });
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(&e))? {
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::TooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    fn transport(&self, e: &reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::Timeout(self.options.request_timeout)
+        } else {
+            ApiError::Transport(error_chain(e))
+        }
+    }
+}
+
+fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let prefix = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{prefix}/{path}"));
+    url
+}
+
+/// reqwest's own message is terse ("error sending request"); the cause is further down the
+/// chain ("Connection refused"). URLs are dropped: they carry no secret, but they do not help.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// serde would happily read a struct from a JSON array, field by field; Withings answers are
+/// objects, so anything else is the wrong shape.
+fn expect_object(action: &'static str, text: &[u8], what: &str) -> Result<(), ApiError> {
+    match text.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(ApiError::InvalidResponse {
+            action,
+            detail: format!("{what} is not a JSON object"),
+        }),
+    }
+}
+
+fn envelope<'a>(action: &'static str, body: &'a [u8]) -> Result<Envelope<'a>, ApiError> {
+    expect_object(action, body, "the answer")?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| ApiError::InvalidResponse {
+        action,
+        detail: e.to_string(),
+    })?;
+    if envelope.status != 0 {
+        let body_wait = envelope
+            .body
+            .and_then(|b| serde_json::from_str::<GetmeasBodyRaw>(b.get()).ok())
+            .and_then(|b| b.wait_seconds);
+        return Err(ApiError::Status {
+            status: envelope.status,
+            class: StatusClass::of(envelope.status),
+            message: envelope
+                .error_text()
+                .unwrap_or_else(|| "no error text".into()),
+            wait_seconds: envelope.wait_seconds.or(body_wait),
+        });
+    }
+    Ok(envelope)
+}
+
+/// Parses a `getmeas` answer. A malformed group is counted and skipped; a malformed
+/// envelope or body fails the whole answer.
+pub fn parse_getmeas(body: &[u8]) -> Result<GetmeasPage, ApiError> {
+    const ACTION: &str = "getmeas";
+    let envelope = envelope(ACTION, body)?;
+    let raw = envelope.body.ok_or_else(|| ApiError::InvalidResponse {
+        action: ACTION,
+        detail: "status 0 without a body".into(),
+    })?;
+    expect_object(ACTION, raw.get().as_bytes(), "body")?;
+    let parsed: GetmeasBodyRaw =
+        serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {
+            action: ACTION,
+            detail: e.to_string(),
+        })?;
+    let mut page = GetmeasPage {
+        updatetime: parsed.updatetime,
+        timezone: parsed.timezone,
+        groups: Vec::with_capacity(parsed.measuregrps.len()),
+        malformed_groups: 0,
+        more: parsed.more,
+        offset: parsed.offset,
+    };
+    for raw_group in parsed.measuregrps {
+        let parsed = expect_object(ACTION, raw_group.get().as_bytes(), "group")
+            .ok()
+            .and_then(|()| serde_json::from_str::<MeasureGroup>(raw_group.get()).ok());
+        match parsed {
+            Some(group) => page.groups.push(group),
+            None => page.malformed_groups += 1,
+        }
+    }
+    Ok(page)
+}
+
+/// Parses a `requesttoken` answer.
+pub fn parse_token(body: &[u8]) -> Result<TokenBody, ApiError> {
+    const ACTION: &str = "requesttoken";
+    let envelope = envelope(ACTION, body)?;
+    let raw = envelope.body.ok_or_else(|| ApiError::InvalidResponse {
+        action: ACTION,
+        detail: "status 0 without a body".into(),
+    })?;
+    expect_object(ACTION, raw.get().as_bytes(), "body")?;
+    // serde_json's message quotes no input, so a token in a malformed body cannot leak here.
+    serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {
+        action: ACTION,
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_expired_token_is_an_auth_failure() {
+        let body = br#"{"status":401,"body":{},"error":"XRequestID: Not provided invalid_token: The access token provided is invalid"}"#;
+        let err = parse_getmeas(body).unwrap_err();
+        assert!(err.is_auth_failure(), "{err:?}");
+        assert_eq!(err.status_label(), "401");
+        assert!(err.to_string().contains("invalid_token"), "{err}");
+    }
+
+    #[test]
+    fn rate_limit_carries_wait_seconds_from_either_place() {
+        let beside = br#"{"status":601,"body":{},"error":"Too many requests","wait_seconds":42}"#;
+        let inside = br#"{"status":601,"body":{"wait_seconds":"7"},"error":"Too many requests"}"#;
+        for (body, want) in [(&beside[..], 42), (&inside[..], 7)] {
+            match parse_getmeas(body).unwrap_err() {
+                ApiError::Status {
+                    class: StatusClass::RateLimited,
+                    wait_seconds,
+                    ..
+                } => assert_eq!(wait_seconds, Some(want)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn more_and_offset_as_booleans_or_integers() {
+        let a = br#"{"status":0,"body":{"updatetime":"5","measuregrps":[],"more":true,"offset":3}}"#;
+        let b = br#"{"status":0,"body":{"updatetime":5,"measuregrps":[],"more":0,"offset":false}}"#;
+        let a = parse_getmeas(a).unwrap();
+        assert!(a.more);
+        assert_eq!((a.offset, a.updatetime), (Some(3), Some(5)));
+        let b = parse_getmeas(b).unwrap();
+        assert!(!b.more);
+        assert_eq!(b.offset, Some(0));
+    }
+
+    #[test]
+    fn a_malformed_group_is_skipped_not_fatal() {
+        let body = br#"{"status":0,"body":{"measuregrps":[
+            {"grpid":1,"date":"yesterday","measures":[]},
+            [3, 0, 5, 5, 5, 1, "d", "m", false, []],
+            {"grpid":2,"date":10,"deviceid":12,"hash_deviceid":12,"model":null,
+             "measures":[{"value":1,"type":9,"unit":0,"extra":{"x":[1]}}],"new_field":true}
+        ]}}"#;
+        let page = parse_getmeas(body).unwrap();
+        assert_eq!(page.malformed_groups, 2);
+        assert_eq!(page.groups.len(), 1);
+        assert_eq!(page.groups[0].hash_deviceid.as_deref(), Some("12"));
+        assert_eq!(page.groups[0].model, None);
+    }
+
+    #[test]
+    fn not_json_and_wrong_shapes_are_invalid_responses() {
+        for body in [
+            &b"<html>502 Bad Gateway</html>"[..],
+            b"",
+            b"{\"status\":0,\"body\":{\"measuregrps\":",
+            b"[1,2,3]",
+            b"{\"status\":\"ok\"}",
+            b"{\"status\":0}",
+            b"{\"status\":0,\"body\":{\"measuregrps\":{\"a\":1}}}",
+            b"{\"status\":0,\"body\":[1,\"x\",[]]}",
+            b"{\"status\":0,\"body\":null}",
+        ] {
+            let err = parse_getmeas(body).unwrap_err();
+            assert_eq!(err.status_label(), "invalid_response", "{err:?}");
+        }
+    }
+
+    #[test]
+    fn token_answer_with_string_userid_parses_and_debug_hides_tokens() {
+        let body = br#"{"status":0,"body":{"userid":"12345","access_token":"new-access-token","refresh_token":"new-refresh-token","expires_in":10800,"scope":"user.metrics","token_type":"Bearer"}}"#;
+        let token = parse_token(body).unwrap();
+        assert_eq!(token.userid.as_deref(), Some("12345"));
+        assert_eq!(token.access_token.expose(), "new-access-token");
+        let shown = format!("{token:?}");
+        assert!(!shown.contains("new-access-token") && !shown.contains("new-refresh-token"));
+    }
+
+    #[test]
+    fn bad_token_answer_does_not_echo_the_body() {
+        let body = br#"{"status":0,"body":{"access_token":"sekrit-value","expires_in":"soon"}}"#;
+        let err = parse_token(body).unwrap_err();
+        assert!(!err.to_string().contains("sekrit"), "{err}");
+    }
+
+    #[test]
+    fn endpoint_urls_keep_a_path_prefix() {
+        let base = Url::parse("http://127.0.0.1:1/prefix/").unwrap();
+        assert_eq!(join(&base, "measure").as_str(), "http://127.0.0.1:1/prefix/measure");
+        let base = Url::parse("https://wbsapi.withings.net").unwrap();
+        assert_eq!(join(&base, "v2/oauth2").as_str(), "https://wbsapi.withings.net/v2/oauth2");
+    }
+}

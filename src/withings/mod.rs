@@ -1,0 +1,125 @@
+//! The Withings client: HTTP calls to the measure and OAuth endpoints, and the response model.
+
+mod client;
+mod lenient;
+pub mod model;
+
+pub use client::{ClientOptions, GetmeasQuery, WithingsClient, parse_getmeas, parse_token};
+pub use model::{GetmeasPage, Measure, MeasureGroup, TokenBody};
+
+use std::fmt;
+use std::time::Duration;
+
+/// What a body `status` means for the client (`withings-api.md`, "Envelope").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    /// The token is expired or invalid: refresh if possible, else report it invalid.
+    Auth,
+    /// The application or user lacks a grant: a re-authorization is needed.
+    Unauthorized,
+    /// The request was refused for its parameters; retrying it unchanged is pointless.
+    InvalidParams,
+    /// Withings timed out or is in a bad state: retry later.
+    Transient,
+    /// Too many requests: back off.
+    RateLimited,
+    NotImplemented,
+    Unknown,
+}
+
+impl StatusClass {
+    pub fn of(status: i64) -> Self {
+        match status {
+            100..=102 | 200 | 401 => Self::Auth,
+            214 | 277 | 2553 | 2555 => Self::Unauthorized,
+            522 | 524 => Self::Transient,
+            601 => Self::RateLimited,
+            2554 => Self::NotImplemented,
+            201..=353 | 501..=511 => Self::InvalidParams,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for StatusClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auth => "authentication failed",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidParams => "invalid parameters",
+            Self::Transient => "temporary failure",
+            Self::RateLimited => "too many requests",
+            Self::NotImplemented => "not implemented",
+            Self::Unknown => "unknown status",
+        })
+    }
+}
+
+/// Why a call to Withings gave no usable answer. Messages never contain a token.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot reach Withings: {0}")]
+    Transport(String),
+    #[error("Withings did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Withings answered HTTP {status}")]
+    Http { status: u16 },
+    #[error("Withings' answer exceeds the {limit}-byte limit and was refused")]
+    TooLarge { limit: usize },
+    #[error("Withings' answer is not a valid {action} response: {detail}")]
+    InvalidResponse { action: &'static str, detail: String },
+    #[error("Withings answered status {status} ({class}): {message}")]
+    Status {
+        status: i64,
+        class: StatusClass,
+        message: String,
+        wait_seconds: Option<i64>,
+    },
+}
+
+impl ApiError {
+    /// Value of the `status` label on `withings_api_requests_total`.
+    pub fn status_label(&self) -> String {
+        match self {
+            Self::Transport(_) => "transport_error".into(),
+            Self::Timeout(_) => "timeout".into(),
+            Self::Http { .. } => "http_error".into(),
+            Self::TooLarge { .. } | Self::InvalidResponse { .. } => "invalid_response".into(),
+            Self::Status { status, .. } => status.to_string(),
+        }
+    }
+
+    pub fn class(&self) -> Option<StatusClass> {
+        match self {
+            Self::Status { class, .. } => Some(*class),
+            _ => None,
+        }
+    }
+
+    pub fn is_auth_failure(&self) -> bool {
+        self.class() == Some(StatusClass::Auth)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_as_documented() {
+        for s in [100, 101, 102, 200, 401] {
+            assert_eq!(StatusClass::of(s), StatusClass::Auth, "{s}");
+        }
+        for s in [214, 277, 2553, 2555] {
+            assert_eq!(StatusClass::of(s), StatusClass::Unauthorized, "{s}");
+        }
+        for s in [201, 213, 215, 276, 278, 293, 353, 501, 503, 511] {
+            assert_eq!(StatusClass::of(s), StatusClass::InvalidParams, "{s}");
+        }
+        assert_eq!(StatusClass::of(522), StatusClass::Transient);
+        assert_eq!(StatusClass::of(524), StatusClass::Transient);
+        assert_eq!(StatusClass::of(601), StatusClass::RateLimited);
+        assert_eq!(StatusClass::of(2554), StatusClass::NotImplemented);
+        assert_eq!(StatusClass::of(999), StatusClass::Unknown);
+    }
+}

@@ -1,0 +1,164 @@
+//! Shared test harness: a simulator and a real exporter server on ephemeral ports.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use withings_exporter::config::Config;
+use withings_exporter::exporter::{Exporter, ExporterSettings};
+use withings_exporter::server::Application;
+use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_exporter::tokens::TokenSource;
+
+pub const TOKEN: &str = "test-access-token";
+
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(fixture_path(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub simulator: Simulator,
+    pub exporter: Arc<Exporter>,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Extra `WITHINGS_*` variables and simulator options for [`spawn_app_with`].
+#[derive(Default)]
+pub struct AppOptions {
+    pub env: Vec<(&'static str, String)>,
+    pub simulator: SimulatorOptions,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+/// Starts a simulator and an exporter pointed at it, both on port 0.
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let simulator = Simulator::start(SimulatorOptions {
+        access_tokens: vec![TOKEN.into()],
+        ..options.simulator
+    })
+    .await
+    .expect("simulator starts");
+    let mut vars = vec![
+        ("WITHINGS_LISTEN_ADDRESS".to_string(), "127.0.0.1:0".to_string()),
+        ("WITHINGS_API_URL".to_string(), simulator.url().to_string()),
+        ("WITHINGS_ACCESS_TOKEN".to_string(), TOKEN.to_string()),
+        ("WITHINGS_TIMEOUT_SECONDS".to_string(), "5".to_string()),
+    ];
+    vars.extend(options.env.into_iter().map(|(k, v)| (k.to_string(), v)));
+    let config = Config::from_vars(vars).expect("valid test configuration");
+    let token = config.require_access_token().expect("token").clone();
+    let exporter = Arc::new(
+        Exporter::new(ExporterSettings::from_config(&config), TokenSource::Static(token))
+            .expect("exporter"),
+    );
+    let app = Application::bind(config.listen_address, Arc::clone(&exporter))
+        .await
+        .expect("bind");
+    let address = app.local_addr().expect("local address");
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        simulator,
+        exporter,
+        http: reqwest::Client::new(),
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// GET /metrics, asserting the answer is a well-formed text exposition.
+    pub async fn scrape(&self) -> String {
+        let response = self.get("/metrics").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        response.text().await.expect("body")
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server result");
+        }
+        self.simulator.stop();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.simulator.stop();
+    }
+}
+
+/// The value of the sample whose name and labels are exactly `series` (as printed,
+/// e.g. `withings_up` or `withings_blood_pressure_mmhg{kind="systolic",...}`).
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = rest.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// The value of the only sample of `metric` whose labels include every `name="value"` in
+/// `labels`.
+pub fn sample_with(exposition: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let found: Vec<f64> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|(n, v)| l.contains(&format!("{n}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(found.len() <= 1, "{metric} {labels:?} matches {} samples", found.len());
+    found.first().copied()
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
