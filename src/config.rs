@@ -55,7 +55,9 @@ impl Config {
     }
 
     /// Reads the given variables; tests use this instead of touching the environment.
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let raw: Raw = envy::prefixed("WITHINGS_")
             .from_iter(vars)
             .map_err(|e| invalid("WITHINGS_*", e.to_string()))?;
@@ -120,7 +122,11 @@ impl Config {
             self.meastypes_param(),
             self.include_ambiguous,
             self.upstream_timeout.as_secs_f64(),
-            if self.access_token.is_some() { "<set>" } else { "<unset>" },
+            if self.access_token.is_some() {
+                "<set>"
+            } else {
+                "<unset>"
+            },
         )
     }
 }
@@ -147,13 +153,23 @@ fn parse_listen_address(value: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 pub(crate) fn parse_api_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value.trim())
-        .map_err(|e| invalid(variable, format!("not a URL ({e}); for example {DEFAULT_API_URL}")))?;
+    let url = Url::parse(value.trim()).map_err(|e| {
+        invalid(
+            variable,
+            format!("not a URL ({e}); for example {DEFAULT_API_URL}"),
+        )
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(variable, format!("scheme {:?} is not http or https", url.scheme())));
+        return Err(invalid(
+            variable,
+            format!("scheme {:?} is not http or https", url.scheme()),
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(variable, "credentials in the URL are not supported; remove the user:password@ part"));
+        return Err(invalid(
+            variable,
+            "credentials in the URL are not supported; remove the user:password@ part",
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid(variable, "must not have a query or fragment"));
@@ -179,7 +195,10 @@ fn parse_meastypes(value: &str) -> Result<Vec<i64>, ConfigError> {
         if index_of(code).is_none() {
             return Err(invalid(
                 VAR,
-                format!("measure type {code} is not exported by this version; supported: {}", supported()),
+                format!(
+                    "measure type {code} is not exported by this version; supported: {}",
+                    supported()
+                ),
             ));
         }
         if !types.contains(&code) {
@@ -193,7 +212,10 @@ fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> 
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        other => Err(invalid(variable, format!("{other:?} is not a boolean; use true or false"))),
+        other => Err(invalid(
+            variable,
+            format!("{other:?} is not a boolean; use true or false"),
+        )),
     }
 }
 
@@ -204,7 +226,12 @@ pub(crate) fn parse_seconds(variable: &'static str, value: &str) -> Result<Durat
         .ok()
         .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
         .map(Duration::from_secs_f64)
-        .ok_or_else(|| invalid(variable, format!("{value:?} is not a number of seconds between 0 and 86400")))
+        .ok_or_else(|| {
+            invalid(
+                variable,
+                format!("{value:?} is not a number of seconds between 0 and 86400"),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -212,7 +239,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -48,7 +48,10 @@ const DEMO_TOKEN: &str = "demo-token";
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -117,8 +120,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn serve(config: &Config, tokens: TokenSource) -> anyhow::Result<()> {
     tracing::info!(config = %config.summary(), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
-    let exporter = Exporter::new(ExporterSettings::from_config(config), tokens)
-        .map_err(|e: withings::ApiError| anyhow::anyhow!("cannot set up the Withings client: {e}"))?;
+    let exporter = Exporter::new(ExporterSettings::from_config(config), tokens).map_err(
+        |e: withings::ApiError| anyhow::anyhow!("cannot set up the Withings client: {e}"),
+    )?;
     let app = Application::bind(config.listen_address, Arc::new(exporter))
         .await
         .with_context(|| {

@@ -27,7 +27,10 @@ impl TokenSource {
 
     /// Called when Withings rejected `rejected` as expired or invalid. Returns a fresh token
     /// to retry with, or `None` when this source cannot produce one.
-    pub async fn after_auth_failure(&self, _rejected: &Secret) -> Result<Option<Secret>, TokenError> {
+    pub async fn after_auth_failure(
+        &self,
+        _rejected: &Secret,
+    ) -> Result<Option<Secret>, TokenError> {
         match self {
             Self::Static(_) => Ok(None),
         }

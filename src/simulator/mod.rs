@@ -173,7 +173,9 @@ impl Simulator {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replaces the stored history.
@@ -211,7 +213,11 @@ impl Simulator {
                 Some(Value::Array(groups)) => groups,
                 _ => return Err(SimulatorError::Fixture("no body.measuregrps array".into())),
             },
-            _ => return Err(SimulatorError::Fixture("neither an object nor an array".into())),
+            _ => {
+                return Err(SimulatorError::Fixture(
+                    "neither an object nor an array".into(),
+                ));
+            }
         };
         self.set_groups(groups)
     }
@@ -247,7 +253,11 @@ impl Simulator {
 
     /// How many requests reached `path` (e.g. "/measure").
     pub fn request_count(&self, path: &str) -> usize {
-        self.lock().requests.iter().filter(|r| r.path == path).count()
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
     }
 
     pub fn clear_requests(&self) {
@@ -255,7 +265,11 @@ impl Simulator {
     }
 }
 
-async fn serve(listener: TcpListener, inner: Arc<Mutex<Inner>>, mut stopped: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    inner: Arc<Mutex<Inner>>,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -277,7 +291,9 @@ async fn serve(listener: TcpListener, inner: Arc<Mutex<Inner>>, mut stopped: wat
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -288,7 +304,13 @@ async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<B
     }
     let body = match Limited::new(body, 1 << 20).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", "request too large".into()),
+        Err(_) => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                "request too large".into(),
+            );
+        }
     };
     params.extend(url::form_urlencoded::parse(&body).into_owned());
     let bearer = parts
@@ -306,7 +328,11 @@ async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<B
     });
     match path.as_str() {
         "/measure" => measure(inner, &params, bearer.as_deref()).await,
-        _ => reply(StatusCode::NOT_FOUND, "text/html", "<html><body>Not Found</body></html>".into()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/html",
+            "<html><body>Not Found</body></html>".into(),
+        ),
     }
 }
 
@@ -328,9 +354,11 @@ async fn measure(
     let now = guard.clock.unwrap_or_else(unix_now);
     if let Some(live) = guard.live.as_mut() {
         let fresh = live.advance(now);
-        guard
-            .groups
-            .extend(fresh.into_iter().filter_map(|g| StoredGroup::from_json(g).ok()));
+        guard.groups.extend(
+            fresh
+                .into_iter()
+                .filter_map(|g| StoredGroup::from_json(g).ok()),
+        );
     }
     if !bearer.is_some_and(|t| guard.tokens.contains(t)) {
         return envelope_reply(EXPIRED_TOKEN_BODY.into());
@@ -343,7 +371,10 @@ async fn measure(
     let int = |key: &str| -> Result<Option<i64>, String> {
         params
             .get(key)
-            .map(|v| v.parse::<i64>().map_err(|_| format!("Invalid Params: {key}")))
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| format!("Invalid Params: {key}"))
+            })
             .transpose()
     };
     let parsed = (|| -> Result<_, String> {
@@ -352,20 +383,34 @@ async fn measure(
             .or_else(|| params.get("meastype"))
             .map(|list| {
                 list.split(',')
-                    .map(|t| t.trim().parse().map_err(|_| "Invalid Params: meastypes".to_owned()))
+                    .map(|t| {
+                        t.trim()
+                            .parse()
+                            .map_err(|_| "Invalid Params: meastypes".to_owned())
+                    })
                     .collect()
             })
             .transpose()?;
         let lastupdate = int("lastupdate")?;
         let range = (int("startdate")?, int("enddate")?);
         if lastupdate.is_some() && (range.0.is_some() || range.1.is_some()) {
-            return Err("Invalid Params: lastupdate cannot be used with startdate or enddate".into());
+            return Err(
+                "Invalid Params: lastupdate cannot be used with startdate or enddate".into(),
+            );
         }
-        Ok((types, int("category")?.unwrap_or(1), lastupdate, range, int("offset")?.unwrap_or(0)))
+        Ok((
+            types,
+            int("category")?.unwrap_or(1),
+            lastupdate,
+            range,
+            int("offset")?.unwrap_or(0),
+        ))
     })();
     let (types, category, lastupdate, (start, end), offset) = match parsed {
         Ok(p) => p,
-        Err(error) => return envelope_reply(json!({"status": 293, "body": {}, "error": error}).to_string()),
+        Err(error) => {
+            return envelope_reply(json!({"status": 293, "body": {}, "error": error}).to_string());
+        }
     };
     let selected: Vec<Value> = guard
         .groups
@@ -432,7 +477,11 @@ fn fault_reply(fault: Fault) -> Response<Full<Bytes>> {
             body,
         ),
         Fault::Body(body) => envelope_reply(body),
-        Fault::Delay(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", String::new()),
+        Fault::Delay(_) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            String::new(),
+        ),
     }
 }
 

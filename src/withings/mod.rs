@@ -4,7 +4,10 @@ mod client;
 mod lenient;
 pub mod model;
 
-pub use client::{ClientOptions, GetmeasQuery, WithingsClient, parse_getmeas, parse_token};
+pub use client::{
+    ClientOptions, GetmeasQuery, WithingsClient, install_crypto_provider, parse_getmeas,
+    parse_token,
+};
 pub use model::{GetmeasPage, Measure, MeasureGroup, TokenBody};
 
 use std::fmt;
@@ -67,7 +70,10 @@ pub enum ApiError {
     #[error("Withings' answer exceeds the {limit}-byte limit and was refused")]
     TooLarge { limit: usize },
     #[error("Withings' answer is not a valid {action} response: {detail}")]
-    InvalidResponse { action: &'static str, detail: String },
+    InvalidResponse {
+        action: &'static str,
+        detail: String,
+    },
     #[error("Withings answered status {status} ({class}): {message}")]
     Status {
         status: i64,
