@@ -7,6 +7,7 @@
 pub mod collector;
 pub mod config;
 pub mod exporter;
+pub mod healthcheck;
 pub mod measures;
 pub mod secret;
 pub mod server;
