@@ -87,8 +87,8 @@ fn dockerfile_follows_the_rules_hadolint_cannot_see() {
     let dockerfile = read("Dockerfile");
     let user = dockerfile
         .lines()
-        .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
         .expect("a USER line");
     assert!(
         user.split(':')
