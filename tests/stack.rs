@@ -42,6 +42,16 @@ fn read_repo_file(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
+/// An HTTP client whose requests give up: a port taken by something that accepts but never
+/// answers must not hang the test.
+fn http() -> reqwest::Client {
+    withings_exporter::withings::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client")
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -78,6 +88,14 @@ fn assert_promtool_accepts(exposition: &str) {
         "promtool check metrics ({}) complained:\n{complaints}\n--- exposition ---\n{exposition}",
         output.status
     );
+}
+
+/// The check above is only worth something if promtool's lint findings fail it.
+#[test]
+#[ignore = "needs promtool (Debian package prometheus)"]
+#[should_panic(expected = "should have \"_total\" suffix")]
+fn promtool_lint_findings_fail_the_check() {
+    assert_promtool_accepts("# HELP requests Requests.\n# TYPE requests counter\nrequests 1\n");
 }
 
 /// Every metric family the exposition of a healthy scrape must contain, so that the lint
@@ -250,11 +268,22 @@ async fn start_daemon(
     dir: &Path,
     args: impl Fn(u16) -> Vec<String>,
 ) -> Daemon {
-    let http = common::http();
+    start_daemon_on_ports(name, program, dir, args, free_port).await
+}
+
+/// [`start_daemon`] with the ports to try coming from `next_port`.
+async fn start_daemon_on_ports(
+    name: &'static str,
+    program: &str,
+    dir: &Path,
+    args: impl Fn(u16) -> Vec<String>,
+    mut next_port: impl FnMut() -> u16,
+) -> Daemon {
+    let http = http();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let port = free_port();
+        let port = next_port();
         let log = dir.join(format!("{name}-{attempt}.log"));
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
@@ -283,7 +312,13 @@ async fn start_daemon(
                 }
                 panic!("{name} exited with {status} before it was ready\n{tail}");
             }
-            if let Ok(response) = http.get(daemon.url("/-/ready")).send().await
+            // Short: a port taken by a process that never answers shows as a timeout.
+            let ready = http
+                .get(daemon.url("/-/ready"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if let Ok(response) = ready
                 && response.status().is_success()
             {
                 return daemon;
@@ -296,6 +331,43 @@ async fn start_daemon(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Alertmanager's arguments, on `port`, with its files in `dir`.
+fn alertmanager_args(dir: &Path, port: u16) -> Vec<String> {
+    vec![
+        format!("--config.file={}", dir.join("alertmanager.yml").display()),
+        format!("--storage.path={}", dir.join("alertmanager-data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        // Empty disables clustering, which would otherwise bind port 9094.
+        "--cluster.listen-address=".into(),
+    ]
+}
+
+#[tokio::test]
+#[ignore = "needs prometheus-alertmanager (Debian package of the same name)"]
+async fn a_daemon_whose_port_was_taken_is_started_on_another() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(
+        dir.path().join("alertmanager.yml"),
+        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+    )
+    .expect("write alertmanager.yml");
+    // Held until the end: the first attempt cannot bind it.
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_port = taken.local_addr().expect("address").port();
+    let mut ports = vec![taken_port, free_port()].into_iter();
+    let daemon = start_daemon_on_ports(
+        "alertmanager",
+        "prometheus-alertmanager",
+        dir.path(),
+        |port| alertmanager_args(dir.path(), port),
+        || ports.next().expect("at most two attempts"),
+    )
+    .await;
+    assert_ne!(daemon.port, taken_port);
+    let first = std::fs::read_to_string(dir.path().join("alertmanager-1.log")).expect("first log");
+    assert!(first.contains("address already in use"), "{first}");
 }
 
 // -------------------------------------------------------------- webhook receiver
@@ -437,26 +509,16 @@ impl Stack {
             shipped.contains(PLACEHOLDER_WEBHOOK),
             "{ALERTMANAGER_CONFIG} no longer uses {PLACEHOLDER_WEBHOOK}: update this test"
         );
-        let am_config = dir.path().join("alertmanager.yml");
         std::fs::write(
-            &am_config,
+            dir.path().join("alertmanager.yml"),
             shipped.replace(PLACEHOLDER_WEBHOOK, &webhook.url()),
         )
         .expect("write alertmanager.yml");
-        let am_storage = dir.path().join("alertmanager-data");
         let alertmanager = start_daemon(
             "alertmanager",
             "prometheus-alertmanager",
             dir.path(),
-            |port| {
-                vec![
-                    format!("--config.file={}", am_config.display()),
-                    format!("--storage.path={}", am_storage.display()),
-                    format!("--web.listen-address=127.0.0.1:{port}"),
-                    // Empty disables clustering, which would otherwise bind port 9094.
-                    "--cluster.listen-address=".into(),
-                ]
-            },
+            |port| alertmanager_args(dir.path(), port),
         )
         .await;
 
@@ -493,7 +555,7 @@ impl Stack {
             prometheus,
             alertmanager,
             webhook,
-            http: common::http(),
+            http: http(),
             app,
             _dir: dir,
         }
