@@ -12,11 +12,14 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "common/dashboard.rs"]
+mod dashboard;
+use dashboard::{DASHBOARD, dashboard_queries};
+
 const RULES: &str = "prometheus/rules/withings.rules.yml";
 const RULE_TESTS: &str = "prometheus/rules/withings.rules.test.yml";
 const PROMETHEUS_CONFIG: &str = "prometheus/prometheus.yml";
 const ALERTMANAGER_CONFIG: &str = "prometheus/alertmanager.yml";
-const DASHBOARD: &str = "grafana/dashboards/withings.json";
 
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -75,57 +78,6 @@ fn all_panels(dashboard: &Value) -> Vec<&Value> {
     let mut out = Vec::new();
     walk(&dashboard["panels"], &mut out);
     out
-}
-
-/// Every PromQL query of the panels of `grafana/dashboards/withings.json`
-/// (including panels inside rows), in dashboard order, with the dashboard
-/// variables replaced by concrete values: `$job` and `$instance` by `.*`,
-/// `$__rate_interval` and `$__interval` by `1m`, `$__range` by `1h`. The
-/// results can be sent to Prometheus as they are.
-///
-/// Self-contained (only `std` and `serde_json`) so that other tests can copy it.
-fn dashboard_queries() -> Vec<String> {
-    const VARIABLES: &[(&str, &str)] = &[
-        ("${__rate_interval}", "1m"),
-        ("$__rate_interval", "1m"),
-        ("${__interval}", "1m"),
-        ("$__interval", "1m"),
-        ("${__range}", "1h"),
-        ("$__range", "1h"),
-        ("${instance}", ".*"),
-        ("$instance", ".*"),
-        ("${job}", ".*"),
-        ("$job", ".*"),
-    ];
-    fn collect(panels: &serde_json::Value, queries: &mut Vec<String>) {
-        for panel in panels.as_array().into_iter().flatten() {
-            for target in panel["targets"].as_array().into_iter().flatten() {
-                let Some(expr) = target["expr"].as_str() else {
-                    continue;
-                };
-                if expr.trim().is_empty() {
-                    continue;
-                }
-                let mut query = expr.to_owned();
-                for (variable, value) in VARIABLES {
-                    query = query.replace(variable, value);
-                }
-                queries.push(query);
-            }
-            if let Some(nested) = panel.get("panels") {
-                collect(nested, queries);
-            }
-        }
-    }
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/dashboards/withings.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&text).expect("dashboard is valid JSON");
-    let mut queries = Vec::new();
-    collect(&dashboard["panels"], &mut queries);
-    queries
 }
 
 /// Raw (unexpanded) target expressions with the title of their panel.
