@@ -113,8 +113,16 @@ mod tests {
                 model: Some("BPM \"Core\"\n".into()),
                 is_inconclusive: false,
                 measures: vec![
-                    Measure { value: 89, kind: 9, unit: 0 },
-                    Measure { value: 109, kind: 10, unit: 0 },
+                    Measure {
+                        value: 89,
+                        kind: 9,
+                        unit: 0,
+                    },
+                    Measure {
+                        value: 109,
+                        kind: 10,
+                        unit: 0,
+                    },
                 ],
             }],
             MergeOptions {
@@ -122,7 +130,11 @@ mod tests {
             },
         );
         let text = encode(vital_families(&state));
-        assert_eq!(text.matches("# TYPE withings_blood_pressure_mmhg gauge").count(), 1);
+        assert_eq!(
+            text.matches("# TYPE withings_blood_pressure_mmhg gauge")
+                .count(),
+            1
+        );
         assert!(text.contains(
             "withings_blood_pressure_mmhg{kind=\"systolic\",device_id=\"\",device_model=\"BPM \\\"Core\\\"\\n\"} 109\n"
         ), "{text}");

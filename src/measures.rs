@@ -108,10 +108,16 @@ mod tests {
     #[test]
     fn scaling_is_exact_to_the_last_digit() {
         assert_eq!(scale(37370, -3), Some(37.37));
-        assert_eq!(scale(37370, -3).map(|v| v.to_string()).as_deref(), Some("37.37"));
+        assert_eq!(
+            scale(37370, -3).map(|v| v.to_string()).as_deref(),
+            Some("37.37")
+        );
         assert_eq!(scale(10600, -2), Some(106.0));
         assert_eq!(scale(109, 0), Some(109.0));
-        assert_eq!(scale(99, -2).map(|v| v.to_string()).as_deref(), Some("0.99"));
+        assert_eq!(
+            scale(99, -2).map(|v| v.to_string()).as_deref(),
+            Some("0.99")
+        );
         assert_eq!(scale(5, -3), Some(0.005));
         assert_eq!(scale(-1234, -2), Some(-12.34));
         assert_eq!(scale(7, 2), Some(700.0));
@@ -138,7 +144,11 @@ mod tests {
         }
         for value in 0..=100_i64 {
             let got = scale(value, -2).unwrap().to_string();
-            let want = if value == 100 { "1".to_string() } else { format!("0.{value:02}").trim_end_matches('0').to_string() };
+            let want = if value == 100 {
+                "1".to_string()
+            } else {
+                format!("0.{value:02}").trim_end_matches('0').to_string()
+            };
             let want = if value == 0 { "0".to_string() } else { want };
             assert_eq!(got, want);
         }
@@ -153,7 +163,12 @@ mod tests {
             for o in same_family {
                 assert_eq!(o.help, m.help, "{} rows disagree on HELP", m.metric);
                 let names = |d: &MeasureDef| d.labels.iter().map(|l| l.0).collect::<Vec<_>>();
-                assert_eq!(names(o), names(m), "{} rows disagree on label names", m.metric);
+                assert_eq!(
+                    names(o),
+                    names(m),
+                    "{} rows disagree on label names",
+                    m.metric
+                );
             }
         }
         for code in DEFAULT_MEASTYPES {

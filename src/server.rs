@@ -83,7 +83,10 @@ impl Application {
             }
         }
         drop(self.listener);
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
         }
         Ok(())
@@ -102,18 +105,30 @@ async fn route(exporter: &Exporter, req: Request<Incoming>) -> Response<Full<Byt
         "/metrics" if method == Method::HEAD => {
             text(StatusCode::OK, CONTENT_TYPE, exporter.render(None))
         }
-        "/" if readable => text(StatusCode::OK, "text/html; charset=utf-8", LANDING_PAGE.into()),
-        "/-/healthy" | "/-/ready" if readable => text(StatusCode::OK, "text/plain; charset=utf-8", "OK\n".into()),
+        "/" if readable => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            LANDING_PAGE.into(),
+        ),
+        "/-/healthy" | "/-/ready" if readable => {
+            text(StatusCode::OK, "text/plain; charset=utf-8", "OK\n".into())
+        }
         "/metrics" | "/" | "/-/healthy" | "/-/ready" => {
             let mut response = text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain; charset=utf-8",
                 "Method not allowed: use GET or HEAD\n".into(),
             );
-            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             response
         }
-        _ => text(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not found: try /metrics\n".into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "Not found: try /metrics\n".into(),
+        ),
     }
 }
 

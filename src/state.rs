@@ -202,7 +202,11 @@ mod tests {
         inconclusive.is_inconclusive = true;
         let mut ambiguous = group(3, 800, &[(10, 200, 0)]);
         ambiguous.attrib = Some(ATTRIB_AMBIGUOUS);
-        let groups = [group(1, 100, &[(54, 98, 0), (10, 120, 0)]), inconclusive, ambiguous];
+        let groups = [
+            group(1, 100, &[(54, 98, 0), (10, 120, 0)]),
+            inconclusive,
+            ambiguous,
+        ];
 
         let mut with = LatestState::default();
         let stats = with.merge(&groups, ALL);
@@ -224,7 +228,13 @@ mod tests {
     #[test]
     fn a_correction_replaces_its_group_even_with_an_earlier_date() {
         let mut state = LatestState::default();
-        state.merge(&[group(1, 100, &[(10, 120, 0)]), group(2, 200, &[(10, 190, 0)])], ALL);
+        state.merge(
+            &[
+                group(1, 100, &[(10, 120, 0)]),
+                group(2, 200, &[(10, 190, 0)]),
+            ],
+            ALL,
+        );
         let mut corrected = group(2, 200, &[(10, 119, 0)]);
         corrected.modified = Some(300);
         state.merge(&[corrected], ALL);
@@ -241,7 +251,11 @@ mod tests {
         negative.hash_deviceid = None;
         let stats = state.merge(
             &[
-                group(1, 100, &[(10, 1, 400), (9, i64::MAX, i64::MIN), (11, i64::MIN, -3)]),
+                group(
+                    1,
+                    100,
+                    &[(10, 1, 400), (9, i64::MAX, i64::MIN), (11, i64::MIN, -3)],
+                ),
                 group(2, 100, &[(999, 1, 0)]),
                 negative,
             ],

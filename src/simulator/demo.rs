@@ -129,7 +129,11 @@ mod tests {
         assert!(first.len() as i64 > HISTORY_SLOTS, "{}", first.len());
         assert!(live.advance(now).is_empty());
         assert!(!live.advance(now + SLOT_SECONDS).is_empty());
-        assert!(first.iter().all(|g| g["date"].as_i64().unwrap() <= now + SLOT_SECONDS));
+        assert!(
+            first
+                .iter()
+                .all(|g| g["date"].as_i64().unwrap() <= now + SLOT_SECONDS)
+        );
     }
 
     #[test]

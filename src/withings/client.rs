@@ -173,10 +173,11 @@ fn expect_object(action: &'static str, text: &[u8], what: &str) -> Result<(), Ap
 
 fn envelope<'a>(action: &'static str, body: &'a [u8]) -> Result<Envelope<'a>, ApiError> {
     expect_object(action, body, "the answer")?;
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| ApiError::InvalidResponse {
-        action,
-        detail: e.to_string(),
-    })?;
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidResponse {
+            action,
+            detail: e.to_string(),
+        })?;
     if envelope.status != 0 {
         let body_wait = envelope
             .body
@@ -276,7 +277,8 @@ mod tests {
 
     #[test]
     fn more_and_offset_as_booleans_or_integers() {
-        let a = br#"{"status":0,"body":{"updatetime":"5","measuregrps":[],"more":true,"offset":3}}"#;
+        let a =
+            br#"{"status":0,"body":{"updatetime":"5","measuregrps":[],"more":true,"offset":3}}"#;
         let b = br#"{"status":0,"body":{"updatetime":5,"measuregrps":[],"more":0,"offset":false}}"#;
         let a = parse_getmeas(a).unwrap();
         assert!(a.more);
@@ -339,8 +341,14 @@ mod tests {
     #[test]
     fn endpoint_urls_keep_a_path_prefix() {
         let base = Url::parse("http://127.0.0.1:1/prefix/").unwrap();
-        assert_eq!(join(&base, "measure").as_str(), "http://127.0.0.1:1/prefix/measure");
+        assert_eq!(
+            join(&base, "measure").as_str(),
+            "http://127.0.0.1:1/prefix/measure"
+        );
         let base = Url::parse("https://wbsapi.withings.net").unwrap();
-        assert_eq!(join(&base, "v2/oauth2").as_str(), "https://wbsapi.withings.net/v2/oauth2");
+        assert_eq!(
+            join(&base, "v2/oauth2").as_str(),
+            "https://wbsapi.withings.net/v2/oauth2"
+        );
     }
 }

@@ -67,7 +67,10 @@ pub enum ApiError {
     #[error("Withings' answer exceeds the {limit}-byte limit and was refused")]
     TooLarge { limit: usize },
     #[error("Withings' answer is not a valid {action} response: {detail}")]
-    InvalidResponse { action: &'static str, detail: String },
+    InvalidResponse {
+        action: &'static str,
+        detail: String,
+    },
     #[error("Withings answered status {status} ({class}): {message}")]
     Status {
         status: i64,
