@@ -148,9 +148,14 @@ impl Authorization {
         &self.settings.token_file
     }
 
+    pub fn redirect_uri(&self) -> &Url {
+        &self.settings.redirect_uri
+    }
+
     /// Binds the redirect URI's host and port. Done before the URL is shown, so that the
-    /// redirect cannot arrive before anyone listens.
-    pub async fn listen(&self) -> Result<CallbackListener, AuthError> {
+    /// redirect cannot arrive before anyone listens. Port 0 takes any free port and puts it
+    /// in the redirect URI (for tests: Withings only redirects to the registered URI).
+    pub async fn listen(&mut self) -> Result<CallbackListener, AuthError> {
         let uri = &self.settings.redirect_uri;
         let (Some(host), Some(port)) = (uri.host_str(), uri.port_or_known_default()) else {
             return Err(AuthError::CannotListen(uri.to_string()));
@@ -166,6 +171,13 @@ impl Authorization {
                     address: format!("{host}:{port}"),
                     source,
                 })?;
+        if port == 0 {
+            let bound = listener.local_addr().map_err(|source| AuthError::Listen {
+                address: format!("{host}:{port}"),
+                source,
+            })?;
+            let _ = self.settings.redirect_uri.set_port(Some(bound.port()));
+        }
         Ok(CallbackListener { listener })
     }
 

@@ -134,7 +134,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn authorize(paste: bool, timeout: std::time::Duration) -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let authorization = Authorization::new(AuthSettings::from_config(&config)?)?;
+    let mut authorization = Authorization::new(AuthSettings::from_config(&config)?)?;
     let code = if paste {
         println!(
             "Open this URL in a browser, on any machine, and authorize the access:\n\n  {}\n",

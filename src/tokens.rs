@@ -18,9 +18,7 @@ pub enum TokenError {
     Unavailable(String),
     /// Withings refused the refresh token (or the client): only a new authorization helps.
     /// The instructions were logged once when it happened; this is repeated on every scrape.
-    #[error(
-        "the refresh token was refused by Withings ({0}); waiting for a new authorization (`withings-exporter auth`)"
-    )]
+    #[error("the refresh token was refused by Withings ({0}); a new authorization is needed")]
     ReauthorizationNeeded(String),
     /// A refresh failed for a reason that may pass; it is retried after a backoff.
     #[error("refreshing the access token failed ({0})")]

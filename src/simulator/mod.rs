@@ -309,6 +309,11 @@ impl Simulator {
         self.lock().oauth.set_access_token_lifetime(lifetime);
     }
 
+    /// Changes the callback URL registered for the application.
+    pub fn set_redirect_uri(&self, uri: &str) {
+        self.lock().oauth.set_redirect_uri(uri);
+    }
+
     /// Misbehave on every token-endpoint request from now on (`None` to behave again).
     pub fn set_token_fault(&self, fault: Option<Fault>) {
         self.lock().token_fault = fault;

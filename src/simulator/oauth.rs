@@ -99,6 +99,10 @@ impl OAuth {
         )
     }
 
+    pub(crate) fn set_redirect_uri(&mut self, uri: &str) {
+        self.options.redirect_uri = uri.to_owned();
+    }
+
     pub(crate) fn set_access_token_lifetime(&mut self, lifetime: Duration) {
         self.options.access_token_lifetime = lifetime;
     }
