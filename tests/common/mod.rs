@@ -15,7 +15,9 @@ use withings_exporter::tokens::TokenSource;
 pub const TOKEN: &str = "test-access-token";
 
 pub fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub fn fixture(name: &str) -> String {
@@ -51,7 +53,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     .await
     .expect("simulator starts");
     let mut vars = vec![
-        ("WITHINGS_LISTEN_ADDRESS".to_string(), "127.0.0.1:0".to_string()),
+        (
+            "WITHINGS_LISTEN_ADDRESS".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
         ("WITHINGS_API_URL".to_string(), simulator.url().to_string()),
         ("WITHINGS_ACCESS_TOKEN".to_string(), TOKEN.to_string()),
         ("WITHINGS_TIMEOUT_SECONDS".to_string(), "5".to_string()),
@@ -60,8 +65,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let config = Config::from_vars(vars).expect("valid test configuration");
     let token = config.require_access_token().expect("token").clone();
     let exporter = Arc::new(
-        Exporter::new(ExporterSettings::from_config(&config), TokenSource::Static(token))
-            .expect("exporter"),
+        Exporter::new(
+            ExporterSettings::from_config(&config),
+            TokenSource::Static(token),
+        )
+        .expect("exporter"),
     );
     let app = Application::bind(config.listen_address, Arc::clone(&exporter))
         .await
@@ -142,10 +150,18 @@ pub fn sample_with(exposition: &str, metric: &str, labels: &[(&str, &str)]) -> O
             l.strip_prefix(metric)
                 .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
         })
-        .filter(|l| labels.iter().all(|(n, v)| l.contains(&format!("{n}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(n, v)| l.contains(&format!("{n}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
-    assert!(found.len() <= 1, "{metric} {labels:?} matches {} samples", found.len());
+    assert!(
+        found.len() <= 1,
+        "{metric} {labels:?} matches {} samples",
+        found.len()
+    );
     found.first().copied()
 }
 
