@@ -8,6 +8,7 @@ pub mod auth;
 pub mod collector;
 pub mod config;
 pub mod exporter;
+pub mod healthcheck;
 pub mod measures;
 pub mod secret;
 pub mod server;

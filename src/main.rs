@@ -8,7 +8,7 @@ use withings_exporter::exporter::{Exporter, ExporterSettings};
 use withings_exporter::server::{Application, shutdown_signal};
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
 use withings_exporter::tokens::TokenSource;
-use withings_exporter::{telemetry, withings};
+use withings_exporter::{healthcheck, telemetry, withings};
 
 /// Prometheus exporter for Withings health measures.
 ///
@@ -36,6 +36,16 @@ enum Command {
     },
     /// Serve /metrics from a built-in simulated Withings account: no account needed.
     Demo,
+    /// Exit 0 when the exporter configured by WITHINGS_LISTEN_ADDRESS answers /-/healthy
+    /// (the container image's HEALTHCHECK; the image has no curl).
+    Healthcheck {
+        /// Check this URL instead of the one derived from WITHINGS_LISTEN_ADDRESS.
+        #[arg(long)]
+        url: Option<url::Url>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
     /// Run only the simulated Withings API, for tests and benchmarks.
     Simulator {
         /// Address to listen on.
@@ -101,6 +111,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.api_url = simulator.url();
             tracing::info!(url = %simulator.url(), "demo: simulated Withings API running");
             serve(&config, TokenSource::Static(DEMO_TOKEN.into())).await
+        }
+        Command::Healthcheck { url, timeout } => {
+            let url = match url {
+                Some(url) => url,
+                None => healthcheck::health_url(Config::from_env()?.listen_address, false),
+            };
+            let timeout = std::time::Duration::try_from_secs_f64(timeout)
+                .context("--timeout must be a positive number of seconds")?;
+            healthcheck::check(&url, timeout).await?;
+            Ok(())
         }
         Command::Simulator {
             listen,

@@ -286,7 +286,7 @@ impl Drop for ChildGuard {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_auth_command_in_paste_mode_writes_the_token_file() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    withings_exporter::withings::install_crypto_provider();
     let sim = simulator().await;
     let dir = tempfile::tempdir().unwrap();
     let path: PathBuf = dir.path().join("tokens.json");

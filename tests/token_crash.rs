@@ -85,7 +85,7 @@ async fn killing_the_exporter_during_refreshes_never_loses_the_token() {
     // every scrape and the new access token is used at once, killing the old refresh token:
     // a lost or torn save would show up as an unusable refresh token in the file.
     // reqwest is built without a default crypto provider (see WithingsClient::new).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    withings_exporter::withings::install_crypto_provider();
     let sim = Simulator::start(SimulatorOptions {
         oauth: OAuthOptions {
             access_token_lifetime: Duration::from_millis(200),

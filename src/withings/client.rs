@@ -46,9 +46,7 @@ pub struct WithingsClient {
 
 impl WithingsClient {
     pub fn new(api_url: &Url, options: ClientOptions) -> Result<Self, ApiError> {
-        // reqwest is built without a bundled crypto provider so that no C toolchain beyond
-        // gcc is needed (ring builds with cc; aws-lc wants cmake). Installing twice is a no-op.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
@@ -134,6 +132,14 @@ impl WithingsClient {
             ApiError::Transport(error_chain(e))
         }
     }
+}
+
+/// Makes ring the process's TLS provider. reqwest is built without a bundled one so that no
+/// C toolchain beyond gcc is needed (ring builds with cc; aws-lc wants cmake), and it panics
+/// when building a client with none installed. Call before building any `reqwest::Client`;
+/// a second call changes nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn join(base: &Url, path: &str) -> Url {

@@ -4,7 +4,10 @@ mod client;
 mod lenient;
 pub mod model;
 
-pub use client::{ClientOptions, GetmeasQuery, WithingsClient, parse_getmeas, parse_token};
+pub use client::{
+    ClientOptions, GetmeasQuery, WithingsClient, install_crypto_provider, parse_getmeas,
+    parse_token,
+};
 pub use model::{GetmeasPage, Measure, MeasureGroup, TokenBody};
 
 use std::fmt;

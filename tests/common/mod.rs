@@ -52,15 +52,16 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     })
     .await
     .expect("simulator starts");
-    let mut vars = vec![
-        (
-            "WITHINGS_LISTEN_ADDRESS".to_string(),
-            "127.0.0.1:0".to_string(),
-        ),
-        ("WITHINGS_API_URL".to_string(), simulator.url().to_string()),
-        ("WITHINGS_ACCESS_TOKEN".to_string(), TOKEN.to_string()),
-        ("WITHINGS_TIMEOUT_SECONDS".to_string(), "5".to_string()),
-    ];
+    let mut vars: std::collections::BTreeMap<String, String> = [
+        ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0".to_string()),
+        ("WITHINGS_API_URL", simulator.url().to_string()),
+        ("WITHINGS_ACCESS_TOKEN", TOKEN.to_string()),
+        ("WITHINGS_TIMEOUT_SECONDS", "5".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    // Later settings replace the defaults above.
     vars.extend(options.env.into_iter().map(|(k, v)| (k.to_string(), v)));
     let config = Config::from_vars(vars).expect("valid test configuration");
     let token = config.require_access_token().expect("token").clone();
@@ -83,7 +84,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         address,
         simulator,
         exporter,
-        http: reqwest::Client::new(),
+        http: http(),
         shutdown: Some(tx),
         server: Some(server),
     }
@@ -163,6 +164,12 @@ pub fn sample_with(exposition: &str, metric: &str, labels: &[(&str, &str)]) -> O
         found.len()
     );
     found.first().copied()
+}
+
+/// A plain HTTP client for tests (reqwest needs the crypto provider installed first).
+pub fn http() -> reqwest::Client {
+    withings_exporter::withings::install_crypto_provider();
+    reqwest::Client::new()
 }
 
 /// Polls `condition` until it holds or `timeout` passes.

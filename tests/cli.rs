@@ -1,0 +1,237 @@
+//! The binary as an operator runs it: exit codes, one-line errors, signals, logs.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_withings-exporter");
+
+/// Kills the child when the test ends, however it ends.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn exporter(vars: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    // Only what the test sets: the developer's own WITHINGS_* must not leak in.
+    cmd.env_clear()
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs a command that is expected to exit by itself, within a deadline.
+fn run_to_exit(mut cmd: Command) -> (i32, String) {
+    let mut guard = ChildGuard(cmd.spawn().expect("spawn"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = guard.0.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            guard
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return (status.code().unwrap_or(-1), stderr);
+        }
+        assert!(Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_configuration_stops_at_once_with_one_line_naming_the_variable() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[
+                ("WITHINGS_ACCESS_TOKEN", "t"),
+                ("WITHINGS_LISTEN_ADDRESS", "nonsense"),
+            ],
+            "WITHINGS_LISTEN_ADDRESS",
+        ),
+        (
+            &[
+                ("WITHINGS_ACCESS_TOKEN", "t"),
+                ("WITHINGS_MEASTYPES", "9,x"),
+            ],
+            "WITHINGS_MEASTYPES",
+        ),
+        (
+            &[
+                ("WITHINGS_ACCESS_TOKEN", "t"),
+                ("WITHINGS_API_URL", "wbsapi"),
+            ],
+            "WITHINGS_API_URL",
+        ),
+        (&[], "WITHINGS_ACCESS_TOKEN"),
+    ];
+    for (vars, variable) in cases {
+        let (code, stderr) = run_to_exit(exporter(vars));
+        assert_ne!(code, 0, "{variable}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(lines.len(), 1, "{variable}: {stderr}");
+        assert!(lines[0].contains(variable), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_reported_clearly() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = busy.local_addr().unwrap().to_string();
+    let (code, stderr) = run_to_exit(exporter(&[
+        ("WITHINGS_ACCESS_TOKEN", "t"),
+        ("WITHINGS_LISTEN_ADDRESS", &address),
+    ]));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains(&address) && stderr.contains("WITHINGS_LISTEN_ADDRESS"),
+        "{stderr}"
+    );
+}
+
+/// Reads the child's stderr on a thread so the test can poll what it has logged so far.
+fn spawn_logged(cmd: &mut Command) -> (ChildGuard, std::sync::Arc<std::sync::Mutex<String>>) {
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    (ChildGuard(child), log)
+}
+
+fn wait_for_log(log: &std::sync::Mutex<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = log.lock().unwrap().clone();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never logged {needle:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_fails_quietly_about_secrets_and_stops_on_sigterm() {
+    let secret = "tok-3f9a2c-never-print-me";
+    let simulator = withings_exporter::simulator::Simulator::start(Default::default())
+        .await
+        .unwrap();
+    // The simulator does not know this token: every fetch is an auth failure, logged.
+    let api = simulator.url().to_string();
+    let (mut guard, log) = spawn_logged(&mut exporter(&[
+        ("WITHINGS_ACCESS_TOKEN", secret),
+        ("WITHINGS_API_URL", &api),
+        ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
+    ]));
+    let started = wait_for_log(&log, "serving metrics at http://");
+    let url = started
+        .split("serving metrics at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let text = common::http()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(common::sample(&text, "withings_token_valid"), Some(0.0));
+    let logged = wait_for_log(&log, "fetching measures from Withings failed");
+    assert!(
+        logged.contains("401") && logged.contains("invalid_token"),
+        "{logged}"
+    );
+    assert!(logged.contains("access_token=<set>"), "{logged}");
+    assert!(!logged.contains(secret), "secret in the log:\n{logged}");
+    assert!(!text.contains(secret));
+
+    let pid = guard.0.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code, Some(0), "{}", log.lock().unwrap());
+    wait_for_log(&log, "shutting down");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_shows_all_five_vitals_without_any_credentials() {
+    let (_guard, log) =
+        spawn_logged(exporter(&[("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")]).arg("demo"));
+    let started = wait_for_log(&log, "serving metrics at http://");
+    let url = started
+        .split("serving metrics at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let text = common::http()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(common::sample(&text, "withings_up"), Some(1.0), "{text}");
+    assert_eq!(common::sample(&text, "withings_token_valid"), Some(1.0));
+    for measurement in [
+        "systolic_blood_pressure",
+        "diastolic_blood_pressure",
+        "heart_rate",
+        "spo2",
+        "body_temperature",
+    ] {
+        let at = common::sample_with(
+            &text,
+            "withings_measurement_timestamp_seconds",
+            &[("measurement", measurement)],
+        );
+        assert!(at.is_some(), "{measurement} missing:\n{text}");
+    }
+    for metric in [
+        "withings_blood_pressure_mmhg",
+        "withings_heart_rate_bpm",
+        "withings_spo2_ratio",
+        "withings_body_temperature_celsius",
+    ] {
+        assert!(text.contains(&format!("\n{metric}{{")), "{metric} missing");
+    }
+}
