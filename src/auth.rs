@@ -36,6 +36,9 @@ pub struct AuthSettings {
     pub redirect_uri: Url,
     pub token_file: PathBuf,
     pub client: ClientOptions,
+    /// Where the redirect listener binds, when not the redirect URI's own host and port:
+    /// in a container, 0.0.0.0:19101 receives what the host forwards to 127.0.0.1:19101.
+    pub listen: Option<SocketAddr>,
 }
 
 impl AuthSettings {
@@ -58,6 +61,7 @@ impl AuthSettings {
                 request_timeout: config.upstream_timeout,
                 ..ClientOptions::default()
             },
+            listen: None,
         })
     }
 }
@@ -156,6 +160,16 @@ impl Authorization {
     /// redirect cannot arrive before anyone listens. Port 0 takes any free port and puts it
     /// in the redirect URI (for tests: Withings only redirects to the registered URI).
     pub async fn listen(&mut self) -> Result<CallbackListener, AuthError> {
+        if let Some(address) = self.settings.listen {
+            let listener =
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| AuthError::Listen {
+                        address: address.to_string(),
+                        source,
+                    })?;
+            return Ok(CallbackListener { listener });
+        }
         let uri = &self.settings.redirect_uri;
         let (Some(host), Some(port)) = (uri.host_str(), uri.port_or_known_default()) else {
             return Err(AuthError::CannotListen(uri.to_string()));
@@ -424,6 +438,7 @@ mod tests {
             redirect_uri: Url::parse("http://127.0.0.1:19101/callback").unwrap(),
             token_file: PathBuf::from("/nonexistent/tokens.json"),
             client: ClientOptions::default(),
+            listen: None,
         }
     }
 

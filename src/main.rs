@@ -33,6 +33,10 @@ enum Command {
         /// How long to wait for the redirect, in seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Listen for the redirect on this address instead of WITHINGS_REDIRECT_URI's host
+        /// and port; in a container, 0.0.0.0:19101 with the port published on the host.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
     /// Serve /metrics from a built-in simulated Withings account: no account needed.
     Demo,
@@ -96,9 +100,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let tokens = TokenSource::from_config(&config)?;
             serve(&config, tokens).await
         }
-        Command::Auth { paste, timeout } => {
-            authorize(paste, std::time::Duration::from_secs(timeout)).await
-        }
+        Command::Auth {
+            paste,
+            timeout,
+            listen,
+        } => authorize(paste, std::time::Duration::from_secs(timeout), listen).await,
         Command::Demo => {
             let mut config = Config::from_env()?;
             let simulator = Simulator::start(SimulatorOptions {
@@ -152,9 +158,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn authorize(paste: bool, timeout: std::time::Duration) -> anyhow::Result<()> {
+async fn authorize(
+    paste: bool,
+    timeout: std::time::Duration,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let mut authorization = Authorization::new(AuthSettings::from_config(&config)?)?;
+    let mut settings = AuthSettings::from_config(&config)?;
+    settings.listen = listen;
+    let mut authorization = Authorization::new(settings)?;
     let code = if paste {
         println!(
             "Open this URL in a browser, on any machine, and authorize the access:\n\n  {}\n",
@@ -176,9 +188,12 @@ async fn authorize(paste: bool, timeout: std::time::Duration) -> anyhow::Result<
             "Open this URL in a browser and authorize the access:\n\n  {}\n",
             authorization.url()
         );
+        let listening = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
         println!(
-            "Waiting for Withings to redirect the browser to {} ... (on a headless server, use `withings-exporter auth --paste`)",
-            config.redirect_uri
+            "Waiting for Withings to redirect the browser to {} (listening on {listening}) ... (on a headless server, use `withings-exporter auth --paste`)",
+            authorization.redirect_uri()
         );
         authorization.receive(listener, timeout).await?
     };

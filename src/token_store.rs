@@ -114,6 +114,36 @@ impl TokenStore {
         Ok(Some(tokens))
     }
 
+    /// Removes temporary files left by saves of processes that died mid-save (SIGKILL, power
+    /// loss). Files of a process still running are left alone: it may be saving right now.
+    pub fn remove_stale_temp_files(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!(".{}.tmp.", name.to_string_lossy());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+            if !alive {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// The file's modification time, to notice that someone (`withings-exporter auth`)
     /// replaced it.
     pub fn modified(&self) -> Option<SystemTime> {
@@ -271,6 +301,28 @@ mod tests {
             leftovers, 0,
             "the temporary file of a failed save is removed"
         );
+    }
+
+    #[test]
+    fn stale_temporary_files_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path().join("tokens.json"));
+        store.save(&pair(1)).unwrap();
+        // No process has pid u32::MAX - 1 (Linux caps pids far lower); ours is alive.
+        let dead = dir
+            .path()
+            .join(format!(".tokens.json.tmp.{}.0", u32::MAX - 1));
+        let ours = dir
+            .path()
+            .join(format!(".tokens.json.tmp.{}.99", std::process::id()));
+        let unrelated = dir.path().join(".other.json.tmp.1.0");
+        for f in [&dead, &ours, &unrelated] {
+            std::fs::write(f, b"{").unwrap();
+        }
+        store.remove_stale_temp_files();
+        assert!(!dead.exists());
+        assert!(ours.exists() && unrelated.exists());
+        assert_eq!(store.load().unwrap(), Some(pair(1)));
     }
 
     #[test]

@@ -71,16 +71,19 @@ impl TokenSource {
             variable,
             message: message.to_owned(),
         };
+        // The container image sets WITHINGS_TOKEN_FILE for everyone; only a file that exists
+        // says the user meant to use it.
+        let file_exists = config.token_file.as_ref().is_some_and(|p| p.exists());
         let Some(credentials) = config.client_credentials()? else {
             if let Some(token) = &config.access_token {
-                if config.token_file.is_some() || config.refresh_token.is_some() {
+                if file_exists || config.refresh_token.is_some() {
                     tracing::warn!(
                         "WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET are not set, so tokens cannot be refreshed: using the fixed WITHINGS_ACCESS_TOKEN and ignoring WITHINGS_TOKEN_FILE/WITHINGS_REFRESH_TOKEN"
                     );
                 }
                 return Ok(Self::Static(token.clone()));
             }
-            if config.token_file.is_some() || config.refresh_token.is_some() {
+            if file_exists || config.refresh_token.is_some() {
                 return Err(missing(
                     "WITHINGS_CLIENT_ID",
                     "not set; refreshing tokens needs WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET (or WITHINGS_CLIENT_SECRET_FILE) of your Withings application",
@@ -236,6 +239,7 @@ impl TokenManager {
         bootstrap: Option<Secret>,
         policy: RefreshPolicy,
     ) -> Result<Self, TokenSetupError> {
+        store.remove_stale_temp_files();
         let current = match store.load()? {
             Some(tokens) => {
                 if bootstrap.is_some() {

@@ -33,6 +33,7 @@ fn settings(sim: &Simulator, token_file: &Path, redirect_uri: &str) -> AuthSetti
         redirect_uri: Url::parse(redirect_uri).unwrap(),
         token_file: token_file.to_path_buf(),
         client: ClientOptions::default(),
+        listen: None,
     }
 }
 
@@ -284,57 +285,85 @@ impl Drop for ChildGuard {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_auth_command_in_paste_mode_writes_the_token_file() {
+/// Runs `withings-exporter auth ARGS` against the simulator; returns the child and its
+/// stdout, read up to the line for which `stop` returns a value.
+async fn auth_command<T: Send + 'static>(
+    sim: &Simulator,
+    token_file: &Path,
+    args: &[&str],
+    stop: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> (ChildGuard, T, std::io::BufReader<std::process::ChildStdout>) {
     withings_exporter::withings::install_crypto_provider();
-    let sim = simulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path: PathBuf = dir.path().join("tokens.json");
     let o = OAuthOptions::default();
     let mut child = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
-            .args(["auth", "--paste"])
+            .arg("auth")
+            .args(args)
             .env_clear()
             .env("WITHINGS_API_URL", sim.url().as_str())
             .env("WITHINGS_ACCOUNT_URL", sim.url().as_str())
             .env("WITHINGS_CLIENT_ID", &o.client_id)
             .env("WITHINGS_CLIENT_SECRET", &o.client_secret)
             .env("WITHINGS_REDIRECT_URI", &o.redirect_uri)
-            .env("WITHINGS_TOKEN_FILE", &path)
+            .env("WITHINGS_TOKEN_FILE", token_file)
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     let stdout = child.0.stdout.take().unwrap();
-    // The URL is printed before the program waits for input.
-    let url = tokio::task::spawn_blocking(move || {
+    let (found, reader) = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         let mut reader = std::io::BufReader::new(stdout);
         let mut line = String::new();
         while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if let Some(start) = line.find("http://") {
-                return (Url::parse(line[start..].trim()).unwrap(), reader);
+            if let Some(found) = stop(&line) {
+                return (found, reader);
             }
             line.clear();
         }
-        panic!("no URL printed");
+        panic!("the auth command ended without printing what was expected");
     })
     .await
     .unwrap();
-    let (url, mut rest) = url;
-    let location = consent(&url).await;
-    let mut stdin = child.0.stdin.take().unwrap();
-    writeln!(stdin, "{location}").unwrap();
-    drop(stdin);
+    (child, found, reader)
+}
+
+fn printed_url(line: &str) -> Option<Url> {
+    let start = line.find("http://")?;
+    line.trim_start()
+        .starts_with("http://")
+        .then(|| Url::parse(line[start..].trim()).unwrap())
+}
+
+async fn finish(
+    child: ChildGuard,
+    mut rest: std::io::BufReader<std::process::ChildStdout>,
+) -> String {
+    let mut child = child;
     let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
         .await
         .unwrap();
     let mut out = String::new();
     std::io::Read::read_to_string(&mut rest, &mut out).unwrap();
     assert!(status.success(), "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_command_in_paste_mode_writes_the_token_file() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("tokens.json");
+    // The URL is printed before the program waits for input.
+    let (mut child, url, rest) = auth_command(&sim, &path, &["--paste"], printed_url).await;
+    let location = consent(&url).await;
+    let mut stdin = child.0.stdin.take().unwrap();
+    writeln!(stdin, "{location}").unwrap();
+    drop(stdin);
+    let out = finish(child, rest).await;
     assert!(
         out.contains("withings-exporter serve") && out.contains(&path.display().to_string()),
         "{out}"
@@ -344,4 +373,34 @@ async fn the_auth_command_in_paste_mode_writes_the_token_file() {
     assert!(
         !out.contains(tokens.refresh_token.expose()) && !out.contains(tokens.access_token.expose())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_command_receives_the_redirect_on_its_listen_address() {
+    // As in a container: the redirect URI names 127.0.0.1:19101 on the host, the listener
+    // binds another address (here an ephemeral port) that the host forwards to.
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("tokens.json");
+    let (child, url, mut rest) =
+        auth_command(&sim, &path, &["--listen", "127.0.0.1:0"], printed_url).await;
+    let listening: std::net::SocketAddr = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(rest.read_line(&mut line).unwrap() > 0, "no listening line");
+            if let Some(at) = line.split("(listening on ").nth(1) {
+                break at.split(')').next().unwrap().parse().unwrap();
+            }
+        }
+    };
+    let mut redirect = Url::parse(&consent(&url).await).unwrap();
+    redirect.set_port(Some(listening.port())).unwrap();
+    let page = reqwest::get(redirect).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let out = finish(child, rest).await;
+    assert!(out.contains("Authorized"), "{out}");
+    let tokens = TokenStore::new(&path).load().unwrap().unwrap();
+    assert!(sim.refresh_token_usable(tokens.refresh_token.expose()));
 }

@@ -181,4 +181,11 @@ async fn killing_the_exporter_during_refreshes_never_loses_the_token() {
         .await
         .unwrap();
     assert!(text.lines().any(|l| l == "withings_up 1"), "{text}");
+    // Temporary files of killed saves were cleaned up at start.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "tokens.json")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
