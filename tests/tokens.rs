@@ -604,3 +604,81 @@ async fn a_malformed_token_file_stops_the_start_and_is_left_untouched() {
     );
     assert_eq!(std::fs::read(&path).unwrap(), content);
 }
+
+#[tokio::test]
+async fn the_token_configuration_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let existing = dir.path().join("existing.json");
+    TokenStore::new(&existing)
+        .save(&StoredTokens {
+            access_token: Secret::new("a"),
+            refresh_token: Secret::new("r"),
+            expires_at: now() + 100,
+            obtained_at: None,
+            userid: None,
+            scope: None,
+        })
+        .unwrap();
+    let missing = dir.path().join("missing.json");
+    let (existing, missing) = (
+        existing.display().to_string(),
+        missing.display().to_string(),
+    );
+    let source = |pairs: &[(&str, &str)]| {
+        let config =
+            Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        TokenSource::from_config(&config)
+    };
+    let creds = [
+        ("WITHINGS_CLIENT_ID", "cid"),
+        ("WITHINGS_CLIENT_SECRET", "cs"),
+    ];
+    // Fixed token, even with the image's default WITHINGS_TOKEN_FILE pointing nowhere.
+    for extra in [None, Some(("WITHINGS_TOKEN_FILE", missing.as_str()))] {
+        let mut vars = vec![("WITHINGS_ACCESS_TOKEN", "fixed")];
+        vars.extend(extra);
+        assert!(matches!(source(&vars).unwrap(), TokenSource::Static(_)));
+    }
+    // Client credentials and an existing file: managed, from the file.
+    let mut vars = creds.to_vec();
+    vars.push(("WITHINGS_TOKEN_FILE", existing.as_str()));
+    let managed = source(&vars).unwrap();
+    assert!(matches!(managed, TokenSource::Managed(_)));
+    assert_eq!(managed.access_token().await.unwrap().expose(), "a");
+    // Each impossible combination: one line naming the variable to fix.
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![], "WITHINGS_ACCESS_TOKEN"),
+        (
+            vec![("WITHINGS_TOKEN_FILE", missing.as_str())],
+            "WITHINGS_ACCESS_TOKEN",
+        ),
+        (
+            vec![("WITHINGS_TOKEN_FILE", existing.as_str())],
+            "WITHINGS_CLIENT_ID",
+        ),
+        (vec![("WITHINGS_REFRESH_TOKEN", "r")], "WITHINGS_CLIENT_ID"),
+        (
+            vec![
+                ("WITHINGS_CLIENT_ID", "cid"),
+                ("WITHINGS_TOKEN_FILE", existing.as_str()),
+            ],
+            "WITHINGS_CLIENT_SECRET",
+        ),
+        (creds.to_vec(), "WITHINGS_TOKEN_FILE"),
+        (
+            [
+                creds.as_slice(),
+                &[("WITHINGS_TOKEN_FILE", missing.as_str())],
+            ]
+            .concat(),
+            "WITHINGS_TOKEN_FILE",
+        ),
+    ];
+    for (vars, variable) in cases {
+        let line = source(&vars).unwrap_err().to_string();
+        assert!(
+            line.starts_with(variable) && !line.contains('\n'),
+            "{vars:?}: {line}"
+        );
+    }
+}
