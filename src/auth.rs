@@ -208,8 +208,13 @@ impl Authorization {
         let listener = callback.listener;
         let server = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    // Out of file descriptors, say: pause rather than spin, then go on.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                 };
                 let (tx, path, state) = (tx.clone(), path.clone(), state.clone());
                 let service = hyper::service::service_fn(
