@@ -82,11 +82,11 @@ pub enum AuthError {
     )]
     NoCode(&'static str),
     #[error(
-        "cannot listen for Withings' redirect on {address} ({source}); free that port, set WITHINGS_REDIRECT_URI (it must equal the callback URL registered for your application), or use `withings-exporter auth --paste`"
+        "cannot listen for Withings' redirect on {address} ({cause}); free that port, set WITHINGS_REDIRECT_URI (it must equal the callback URL registered for your application), or use `withings-exporter auth --paste`"
     )]
     Listen {
         address: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "WITHINGS_REDIRECT_URI {0} cannot be listened on here (only http URLs with a host and port can); use `withings-exporter auth --paste`"
@@ -161,13 +161,12 @@ impl Authorization {
     /// in the redirect URI (for tests: Withings only redirects to the registered URI).
     pub async fn listen(&mut self) -> Result<CallbackListener, AuthError> {
         if let Some(address) = self.settings.listen {
-            let listener =
-                TcpListener::bind(address)
-                    .await
-                    .map_err(|source| AuthError::Listen {
-                        address: address.to_string(),
-                        source,
-                    })?;
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|cause| AuthError::Listen {
+                    address: address.to_string(),
+                    cause,
+                })?;
             return Ok(CallbackListener { listener });
         }
         let uri = &self.settings.redirect_uri;
@@ -181,14 +180,14 @@ impl Authorization {
         let listener =
             TcpListener::bind((host, port))
                 .await
-                .map_err(|source| AuthError::Listen {
+                .map_err(|cause| AuthError::Listen {
                     address: format!("{host}:{port}"),
-                    source,
+                    cause,
                 })?;
         if port == 0 {
-            let bound = listener.local_addr().map_err(|source| AuthError::Listen {
+            let bound = listener.local_addr().map_err(|cause| AuthError::Listen {
                 address: format!("{host}:{port}"),
-                source,
+                cause,
             })?;
             let _ = self.settings.redirect_uri.set_port(Some(bound.port()));
         }

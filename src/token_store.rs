@@ -46,19 +46,21 @@ impl std::fmt::Debug for StoredTokens {
 /// do, and never quote its content.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot read the token file {path}: {source}; check the path and its permissions")]
-    Read { path: PathBuf, source: io::Error },
+    // `cause`, not `source`: the message already includes it, and a source would make
+    // anyhow's `{:#}` print it twice.
+    #[error("cannot read the token file {path}: {cause}; check the path and its permissions")]
+    Read { path: PathBuf, cause: io::Error },
     #[error(
         "the token file {path} is not a valid token file ({detail}); it was left untouched: restore it from a backup, or delete it and run `withings-exporter auth`"
     )]
     Malformed { path: PathBuf, detail: String },
     #[error(
-        "cannot write the token file {path} ({step}: {source}); the directory must exist and be writable by the exporter (mount a writable volume there)"
+        "cannot write the token file {path} ({step}: {cause}); the directory must exist and be writable by the exporter (mount a writable volume there)"
     )]
     Write {
         path: PathBuf,
         step: &'static str,
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -87,10 +89,10 @@ impl TokenStore {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
+            Err(cause) => {
                 return Err(StoreError::Read {
                     path: self.path.clone(),
-                    source,
+                    cause,
                 });
             }
         };
@@ -155,10 +157,10 @@ impl TokenStore {
     /// Replaces the file atomically and durably, mode 0600.
     pub fn save(&self, tokens: &StoredTokens) -> Result<(), StoreError> {
         let fail = |step: &'static str| {
-            move |source: io::Error| StoreError::Write {
+            move |cause: io::Error| StoreError::Write {
                 path: self.path.clone(),
                 step,
-                source,
+                cause,
             }
         };
         let dir = match self.path.parent() {

@@ -43,7 +43,7 @@ pub enum TokenSetupError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot set up the Withings client: {0}")]
-    Client(#[from] ApiError),
+    Client(ApiError),
 }
 
 /// The registered application's credentials, needed to refresh.
@@ -109,7 +109,8 @@ impl TokenSource {
                 request_timeout: config.upstream_timeout,
                 ..ClientOptions::default()
             },
-        )?;
+        )
+        .map_err(TokenSetupError::Client)?;
         let manager = TokenManager::open(
             client,
             credentials,
