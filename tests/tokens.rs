@@ -460,7 +460,7 @@ async fn transient_refresh_failures_keep_the_tokens_and_back_off() {
     let path = dir.path().join("tokens.json");
     let first = authorized_file(&sim, &path);
     let policy = RefreshPolicy {
-        backoff_base: Duration::from_secs(2),
+        backoff_base: Duration::from_secs(4),
         ..RefreshPolicy::default()
     };
     let app = spawn_managed(&sim, &path, policy).await;
@@ -473,7 +473,7 @@ async fn transient_refresh_failures_keep_the_tokens_and_back_off() {
     let text = app.scrape().await;
     assert_eq!(sample(&text, "withings_up"), Some(0.0));
     assert_eq!(refreshes(&text, "transient_error"), 1.0);
-    // Within the backoff (at least half of 2 s) further scrapes do not call the endpoint.
+    // Within the backoff (at least half of 4 s) further scrapes do not call the endpoint.
     for _ in 0..3 {
         app.scrape().await;
     }
