@@ -9,6 +9,10 @@ use url::Url;
 
 pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0:19100";
 pub const DEFAULT_API_URL: &str = "https://wbsapi.withings.net";
+pub const DEFAULT_ACCOUNT_URL: &str = "https://account.withings.com";
+/// Where `withings-exporter auth` listens for Withings' redirect unless told otherwise; it
+/// must equal the callback URL registered for the application.
+pub const DEFAULT_REDIRECT_URI: &str = "http://127.0.0.1:19101/callback";
 
 /// A configuration value that cannot be used, named by its variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +38,13 @@ pub struct Config {
     pub meastypes: Vec<i64>,
     pub include_ambiguous: bool,
     pub upstream_timeout: Duration,
+    /// Token management (issue 3): see `tokens::TokenSource::from_config`.
+    pub token_file: Option<std::path::PathBuf>,
+    pub refresh_token: Option<Secret>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub account_url: Url,
+    pub redirect_uri: Url,
 }
 
 /// The variables as strings, so that each can be checked with a message of our own
@@ -46,6 +57,13 @@ struct Raw {
     meastypes: Option<String>,
     include_ambiguous: Option<String>,
     timeout_seconds: Option<String>,
+    token_file: Option<String>,
+    refresh_token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_secret_file: Option<String>,
+    account_url: Option<String>,
+    redirect_uri: Option<String>,
 }
 
 impl Config {
@@ -84,6 +102,42 @@ impl Config {
             Some(v) => parse_seconds("WITHINGS_TIMEOUT_SECONDS", &v)?,
             None => Duration::from_secs(20),
         };
+        let client_secret = match (
+            non_empty(raw.client_secret),
+            non_empty(raw.client_secret_file),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "WITHINGS_CLIENT_SECRET_FILE",
+                    "set together with WITHINGS_CLIENT_SECRET; set only one of them",
+                ));
+            }
+            (Some(secret), None) => Some(Secret::new(secret.trim())),
+            (None, Some(file)) => {
+                let path = std::path::PathBuf::from(file.trim());
+                let secret = crate::tokens::read_secret_file(&path).map_err(|e| {
+                    invalid(
+                        "WITHINGS_CLIENT_SECRET_FILE",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                if secret.is_empty() {
+                    return Err(invalid(
+                        "WITHINGS_CLIENT_SECRET_FILE",
+                        format!("{} is empty", path.display()),
+                    ));
+                }
+                Some(secret)
+            }
+            (None, None) => None,
+        };
+        let account_url = parse_api_url(
+            "WITHINGS_ACCOUNT_URL",
+            &non_empty(raw.account_url).unwrap_or_else(|| DEFAULT_ACCOUNT_URL.into()),
+        )?;
+        let redirect_uri = parse_redirect_uri(
+            &non_empty(raw.redirect_uri).unwrap_or_else(|| DEFAULT_REDIRECT_URI.into()),
+        )?;
         Ok(Self {
             listen_address,
             api_url,
@@ -91,6 +145,12 @@ impl Config {
             meastypes,
             include_ambiguous,
             upstream_timeout,
+            token_file: non_empty(raw.token_file).map(|p| std::path::PathBuf::from(p.trim())),
+            refresh_token: non_empty(raw.refresh_token).map(|t| Secret::new(t.trim())),
+            client_id: non_empty(raw.client_id).map(|c| c.trim().to_owned()),
+            client_secret,
+            account_url,
+            redirect_uri,
         })
     }
 
@@ -102,6 +162,27 @@ impl Config {
                 "not set; set it to a Withings access token (or run `withings-exporter demo` to try the exporter without one)",
             )
         })
+    }
+
+    /// The application's credentials: both or neither must be set.
+    pub fn client_credentials(
+        &self,
+    ) -> Result<Option<crate::tokens::ClientCredentials>, ConfigError> {
+        match (&self.client_id, &self.client_secret) {
+            (Some(client_id), Some(client_secret)) => Ok(Some(crate::tokens::ClientCredentials {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(invalid(
+                "WITHINGS_CLIENT_SECRET",
+                "not set while WITHINGS_CLIENT_ID is; set it (or WITHINGS_CLIENT_SECRET_FILE) to your Withings application's client secret",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "WITHINGS_CLIENT_ID",
+                "not set while a client secret is; set it to your Withings application's client id",
+            )),
+        }
     }
 
     /// `meastypes` as Withings wants it: comma-separated.
@@ -123,6 +204,22 @@ impl Config {
             self.include_ambiguous,
             self.upstream_timeout.as_secs_f64(),
             if self.access_token.is_some() {
+                "<set>"
+            } else {
+                "<unset>"
+            },
+        ) + &format!(
+            " token_file={} refresh_token={} client_id={} client_secret={}",
+            self.token_file
+                .as_ref()
+                .map_or_else(|| "<unset>".into(), |p| p.display().to_string()),
+            if self.refresh_token.is_some() {
+                "<set>"
+            } else {
+                "<unset>"
+            },
+            self.client_id.as_deref().unwrap_or("<unset>"),
+            if self.client_secret.is_some() {
                 "<set>"
             } else {
                 "<unset>"
@@ -173,6 +270,17 @@ pub(crate) fn parse_api_url(variable: &'static str, value: &str) -> Result<Url, 
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid(variable, "must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+fn parse_redirect_uri(value: &str) -> Result<Url, ConfigError> {
+    const VAR: &str = "WITHINGS_REDIRECT_URI";
+    let url = Url::parse(value.trim()).map_err(|e| {
+        invalid(VAR, format!("not a URL ({e}); use the callback URL registered for your Withings application, e.g. {DEFAULT_REDIRECT_URI}"))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(VAR, "must be an http or https URL with a host"));
     }
     Ok(url)
 }
@@ -301,6 +409,65 @@ mod tests {
         let err = c.require_access_token().unwrap_err();
         assert_eq!(err.variable, "WITHINGS_ACCESS_TOKEN");
         assert!(err.to_string().contains("demo"));
+    }
+
+    #[test]
+    fn token_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, "file-secret-value\n").unwrap();
+        let file_var = secret_file.display().to_string();
+        let c = Config::from_vars(vars(&[
+            ("WITHINGS_CLIENT_ID", "cid"),
+            ("WITHINGS_CLIENT_SECRET_FILE", &file_var),
+            ("WITHINGS_TOKEN_FILE", "/data/tokens.json"),
+            ("WITHINGS_REFRESH_TOKEN", "refresh-value"),
+        ]))
+        .unwrap();
+        let creds = c.client_credentials().unwrap().unwrap();
+        assert_eq!(creds.client_secret.expose(), "file-secret-value");
+        assert_eq!(c.redirect_uri.as_str(), DEFAULT_REDIRECT_URI);
+        assert_eq!(c.account_url.as_str(), "https://account.withings.com/");
+        let shown = format!("{c:?} {}", c.summary());
+        for secret in ["file-secret-value", "refresh-value"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            c.summary().contains("client_secret=<set>")
+                && c.summary().contains("refresh_token=<set>")
+        );
+
+        let both = Config::from_vars(vars(&[
+            ("WITHINGS_CLIENT_SECRET", "s"),
+            ("WITHINGS_CLIENT_SECRET_FILE", &file_var),
+        ]))
+        .unwrap_err();
+        assert_eq!(both.variable, "WITHINGS_CLIENT_SECRET_FILE");
+        let missing = Config::from_vars(vars(&[(
+            "WITHINGS_CLIENT_SECRET_FILE",
+            "/nonexistent/secret",
+        )]))
+        .unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/secret"),
+            "{missing}"
+        );
+        let half = Config::from_vars(vars(&[("WITHINGS_CLIENT_ID", "cid")])).unwrap();
+        assert_eq!(
+            half.client_credentials().unwrap_err().variable,
+            "WITHINGS_CLIENT_SECRET"
+        );
+        for (var, value) in [
+            ("WITHINGS_REDIRECT_URI", "not a url"),
+            ("WITHINGS_ACCOUNT_URL", "ftp://x"),
+        ] {
+            assert_eq!(
+                Config::from_vars(vars(&[(var, value)]))
+                    .unwrap_err()
+                    .variable,
+                var
+            );
+        }
     }
 
     #[test]

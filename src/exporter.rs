@@ -137,6 +137,7 @@ impl Exporter {
         registry
             .register(Box::new(build_info))
             .expect("first registration");
+        tokens.register(&registry).expect("first registration");
         Ok(Self {
             client,
             tokens,
@@ -171,7 +172,10 @@ impl Exporter {
                 health.last_success = Some(unix_now_f64());
             }
             Err(e) => {
-                if matches!(e, FetchError::Api(api) if api.is_auth_failure()) {
+                // A refused refresh token means no token works until a re-authorization.
+                if matches!(e, FetchError::Api(api) if api.is_auth_failure())
+                    || matches!(e, FetchError::Token(t) if t.is_permanent())
+                {
                     lock(&self.health).token_valid = Some(false);
                 }
                 tracing::warn!(

@@ -4,6 +4,7 @@
 //! ([`withings`]), merges what came into the latest values ([`state`]) by way of the measure
 //! table ([`measures`]), and renders metric families ([`collector`]).
 
+pub mod auth;
 pub mod collector;
 pub mod config;
 pub mod exporter;
@@ -14,5 +15,6 @@ pub mod server;
 pub mod simulator;
 pub mod state;
 pub mod telemetry;
+pub mod token_store;
 pub mod tokens;
 pub mod withings;

@@ -2,6 +2,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use withings_exporter::auth::{AuthSettings, Authorization};
 use withings_exporter::config::{Config, DEFAULT_LISTEN_ADDRESS};
 use withings_exporter::exporter::{Exporter, ExporterSettings};
 use withings_exporter::server::{Application, shutdown_signal};
@@ -21,8 +22,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve /metrics from the Withings account of WITHINGS_ACCESS_TOKEN (the default).
+    /// Serve /metrics from the Withings account of WITHINGS_TOKEN_FILE or WITHINGS_ACCESS_TOKEN (the default).
     Serve,
+    /// Authorize the exporter with a Withings account and write WITHINGS_TOKEN_FILE.
+    Auth {
+        /// Do not listen for the redirect: open the URL on any machine, then paste the URL
+        /// the browser was redirected to (or the code) here. For headless servers.
+        #[arg(long, alias = "no-browser")]
+        paste: bool,
+        /// How long to wait for the redirect, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Listen for the redirect on this address instead of WITHINGS_REDIRECT_URI's host
+        /// and port; in a container, 0.0.0.0:19101 with the port published on the host.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// Serve /metrics from a built-in simulated Withings account: no account needed.
     Demo,
     /// Exit 0 when the exporter configured by WITHINGS_LISTEN_ADDRESS answers /-/healthy
@@ -82,9 +97,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             let config = Config::from_env()?;
-            let token = config.require_access_token()?.clone();
-            serve(&config, TokenSource::Static(token)).await
+            let tokens = TokenSource::from_config(&config)?;
+            serve(&config, tokens).await
         }
+        Command::Auth {
+            paste,
+            timeout,
+            listen,
+        } => authorize(paste, std::time::Duration::from_secs(timeout), listen).await,
         Command::Demo => {
             let mut config = Config::from_env()?;
             let simulator = Simulator::start(SimulatorOptions {
@@ -136,6 +156,61 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn authorize(
+    paste: bool,
+    timeout: std::time::Duration,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let mut settings = AuthSettings::from_config(&config)?;
+    settings.listen = listen;
+    let mut authorization = Authorization::new(settings)?;
+    let code = if paste {
+        println!(
+            "Open this URL in a browser, on any machine, and authorize the access:\n\n  {}\n",
+            authorization.url()
+        );
+        println!(
+            "Your browser is then sent to {} (the page may fail to load: that is fine).",
+            config.redirect_uri
+        );
+        println!(
+            "Paste the whole URL from the address bar here, within 30 seconds, and press Enter:"
+        );
+        authorization
+            .read_pasted(tokio::io::BufReader::new(tokio::io::stdin()))
+            .await?
+    } else {
+        let listener = authorization.listen().await?;
+        println!(
+            "Open this URL in a browser and authorize the access:\n\n  {}\n",
+            authorization.url()
+        );
+        let listening = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        println!(
+            "Waiting for Withings to redirect the browser to {} (listening on {listening}) ... (on a headless server, use `withings-exporter auth --paste`)",
+            authorization.redirect_uri()
+        );
+        authorization.receive(listener, timeout).await?
+    };
+    let tokens = authorization.exchange(&code).await?;
+    println!(
+        "Authorized{}. Tokens saved to {} (mode 0600).",
+        tokens
+            .userid
+            .as_deref()
+            .map(|u| format!(" Withings user {u}"))
+            .unwrap_or_default(),
+        authorization.token_file().display()
+    );
+    println!(
+        "Next: run `withings-exporter serve` with the same WITHINGS_CLIENT_ID, WITHINGS_CLIENT_SECRET and WITHINGS_TOKEN_FILE; it refreshes the tokens by itself. Keep the token file on a persistent volume."
+    );
+    Ok(())
 }
 
 async fn serve(config: &Config, tokens: TokenSource) -> anyhow::Result<()> {

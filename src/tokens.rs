@@ -1,12 +1,56 @@
-//! Where the access token for each Withings call comes from.
+//! Where the access token for each Withings call comes from: a fixed token, or a
+//! [`TokenManager`] that refreshes it and keeps the rotated refresh token safe on disk.
 
+use crate::config::{Config, ConfigError};
 use crate::secret::Secret;
+use crate::token_store::{StoreError, StoredTokens, TokenStore};
+use crate::withings::{ApiError, ClientOptions, StatusClass, WithingsClient};
+use prometheus::{IntCounterVec, Opts, Registry};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Why no usable access token could be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("no access token is available: {0}")]
     Unavailable(String),
+    /// Withings refused the refresh token (or the client): only a new authorization helps.
+    /// The instructions were logged once when it happened; this is repeated on every scrape.
+    #[error("the refresh token was refused by Withings ({0}); a new authorization is needed")]
+    ReauthorizationNeeded(String),
+    /// A refresh failed for a reason that may pass; it is retried after a backoff.
+    #[error("refreshing the access token failed ({0})")]
+    RefreshFailed(String),
+    /// A refreshed pair exists only in memory; it is not used until it is on disk.
+    #[error("a refreshed token pair could not be saved, so it is not used yet: {0}")]
+    NotSaved(String),
+}
+
+impl TokenError {
+    /// True when retrying cannot help until the user authorizes again.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::ReauthorizationNeeded(_))
+    }
+}
+
+/// A problem found while setting up the token source at start: the program stops.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenSetupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot set up the Withings client: {0}")]
+    Client(ApiError),
+}
+
+/// The registered application's credentials, needed to refresh.
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: Secret,
 }
 
 /// The source of access tokens.
@@ -15,13 +59,73 @@ pub enum TokenSource {
     /// A fixed `WITHINGS_ACCESS_TOKEN`: never refreshed, so `withings_token_valid` falls to 0
     /// when Withings stops accepting it.
     Static(Secret),
+    /// Tokens from the token file, refreshed before they expire.
+    Managed(Arc<TokenManager>),
 }
 
 impl TokenSource {
+    /// Chooses the source the configuration asks for; see the README's table of token
+    /// variables. Creates the token file from `WITHINGS_REFRESH_TOKEN` when there is none.
+    pub fn from_config(config: &Config) -> Result<Self, TokenSetupError> {
+        let missing = |variable: &'static str, message: &str| ConfigError {
+            variable,
+            message: message.to_owned(),
+        };
+        // The container image sets WITHINGS_TOKEN_FILE for everyone; only a file that exists
+        // says the user meant to use it.
+        let file_exists = config.token_file.as_ref().is_some_and(|p| p.exists());
+        let Some(credentials) = config.client_credentials()? else {
+            if let Some(token) = &config.access_token {
+                if file_exists || config.refresh_token.is_some() {
+                    tracing::warn!(
+                        "WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET are not set, so tokens cannot be refreshed: using the fixed WITHINGS_ACCESS_TOKEN and ignoring WITHINGS_TOKEN_FILE/WITHINGS_REFRESH_TOKEN"
+                    );
+                }
+                return Ok(Self::Static(token.clone()));
+            }
+            if file_exists || config.refresh_token.is_some() {
+                return Err(missing(
+                    "WITHINGS_CLIENT_ID",
+                    "not set; refreshing tokens needs WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET (or WITHINGS_CLIENT_SECRET_FILE) of your Withings application",
+                )
+                .into());
+            }
+            return Err(missing(
+                "WITHINGS_ACCESS_TOKEN",
+                "no token configured; set WITHINGS_CLIENT_ID, WITHINGS_CLIENT_SECRET and WITHINGS_TOKEN_FILE and run `withings-exporter auth`, or set a fixed WITHINGS_ACCESS_TOKEN (or run `withings-exporter demo` to try the exporter without an account)",
+            )
+            .into());
+        };
+        let Some(path) = &config.token_file else {
+            return Err(missing(
+                "WITHINGS_TOKEN_FILE",
+                "not set; with client credentials the exporter refreshes tokens and must save each new refresh token: set it to a file on a persistent volume",
+            )
+            .into());
+        };
+        let client = WithingsClient::new(
+            &config.api_url,
+            ClientOptions {
+                request_timeout: config.upstream_timeout,
+                ..ClientOptions::default()
+            },
+        )
+        .map_err(TokenSetupError::Client)?;
+        let manager = TokenManager::open(
+            client,
+            credentials,
+            TokenStore::new(path),
+            config.refresh_token.clone(),
+            RefreshPolicy::default(),
+        )?;
+        Ok(Self::Managed(Arc::new(manager)))
+    }
+
     /// The token to use for the next call.
     pub async fn access_token(&self) -> Result<Secret, TokenError> {
         match self {
             Self::Static(token) => Ok(token.clone()),
+            Self::Managed(manager) => manager.access_token().await,
         }
     }
 
@@ -29,10 +133,11 @@ impl TokenSource {
     /// to retry with, or `None` when this source cannot produce one.
     pub async fn after_auth_failure(
         &self,
-        _rejected: &Secret,
+        rejected: &Secret,
     ) -> Result<Option<Secret>, TokenError> {
         match self {
             Self::Static(_) => Ok(None),
+            Self::Managed(manager) => manager.after_auth_failure(rejected).await.map(Some),
         }
     }
 
@@ -40,6 +145,476 @@ impl TokenSource {
     pub fn expiry(&self) -> Option<i64> {
         match self {
             Self::Static(_) => None,
+            Self::Managed(manager) => manager.expiry(),
+        }
+    }
+
+    /// Adds this source's metrics to the exporter's registry.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        match self {
+            Self::Static(_) => Ok(()),
+            Self::Managed(manager) => registry.register(Box::new(manager.refreshes.clone())),
+        }
+    }
+}
+
+/// When to refresh and how to back off.
+#[derive(Debug, Clone)]
+pub struct RefreshPolicy {
+    /// Refresh when less than this, or a tenth of the token's lifetime if that is shorter,
+    /// remains. The tenth keeps short-lived tokens from being refreshed on every call.
+    pub max_margin: Duration,
+    /// First wait after a transient failure; doubles with each further failure.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            max_margin: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `withings_token_refreshes_total` outcomes.
+const OUTCOMES: [&str; 4] = [
+    "success",
+    "transient_error",
+    "permanent_error",
+    "save_error",
+];
+
+/// Owns the token pair: refreshes it one request at a time and saves every new pair before
+/// using it.
+pub struct TokenManager {
+    client: WithingsClient,
+    credentials: ClientCredentials,
+    store: TokenStore,
+    policy: RefreshPolicy,
+    /// Held across a refresh request, so that concurrent callers wait for its result instead
+    /// of refreshing again: a second refresh would rotate the pair the first one just got.
+    state: tokio::sync::Mutex<State>,
+    /// Mirrors `state.current.expires_at` for renders, which must not wait on a refresh.
+    expiry: AtomicI64,
+    refreshes: IntCounterVec,
+}
+
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("client_id", &self.credentials.client_id)
+            .field("token_file", &self.store.path())
+            .finish_non_exhaustive()
+    }
+}
+
+struct State {
+    /// The pair on disk, in use.
+    current: StoredTokens,
+    /// A refreshed pair whose save failed. Withings keeps the old refresh token alive until
+    /// the new access token is first used, so as long as this pair is not used, the pair on
+    /// disk still works: a crash loses nothing. Using it before it is saved would kill the
+    /// only refresh token on disk. No further refresh is made while it exists, since that
+    /// would rotate away a pair we still hold.
+    unsaved: Option<StoredTokens>,
+    /// After a transient failure, no refresh before this instant.
+    retry_at: Option<Instant>,
+    failures: u32,
+    /// Withings refused the refresh token: no more refresh requests until the token file
+    /// changes (someone ran `withings-exporter auth`).
+    rejected: Option<String>,
+    file_mtime: Option<SystemTime>,
+}
+
+impl TokenManager {
+    /// Starts from the token file; when there is none, from `bootstrap` (a refresh token),
+    /// writing the file at once so that an unwritable location fails at start, not after
+    /// the first rotation.
+    pub fn open(
+        client: WithingsClient,
+        credentials: ClientCredentials,
+        store: TokenStore,
+        bootstrap: Option<Secret>,
+        policy: RefreshPolicy,
+    ) -> Result<Self, TokenSetupError> {
+        store.remove_stale_temp_files();
+        let current = match store.load()? {
+            Some(tokens) => {
+                if bootstrap.is_some() {
+                    tracing::info!(
+                        token_file = %store.path().display(),
+                        "using the token file; WITHINGS_REFRESH_TOKEN is ignored since the file holds a newer pair"
+                    );
+                }
+                tokens
+            }
+            None => {
+                let Some(refresh_token) = bootstrap else {
+                    return Err(ConfigError {
+                        variable: "WITHINGS_TOKEN_FILE",
+                        message: format!(
+                            "{} does not exist; run `withings-exporter auth` to create it, or set WITHINGS_REFRESH_TOKEN to start from a refresh token",
+                            store.path().display()
+                        ),
+                    }
+                    .into());
+                };
+                let tokens = StoredTokens {
+                    access_token: Secret::new(""),
+                    refresh_token,
+                    expires_at: 0,
+                    obtained_at: None,
+                    userid: None,
+                    scope: None,
+                };
+                store.save(&tokens)?;
+                tracing::info!(token_file = %store.path().display(), "created the token file from WITHINGS_REFRESH_TOKEN");
+                tokens
+            }
+        };
+        Ok(Self::new(client, credentials, store, current, policy))
+    }
+
+    /// A manager holding `current`, which must already be in `store`.
+    pub fn new(
+        client: WithingsClient,
+        credentials: ClientCredentials,
+        store: TokenStore,
+        current: StoredTokens,
+        policy: RefreshPolicy,
+    ) -> Self {
+        let refreshes = IntCounterVec::new(
+            Opts::new(
+                "withings_token_refreshes_total",
+                "Access-token refreshes attempted, by outcome: success, transient_error (retried with backoff), permanent_error (re-authorization needed), save_error (the new pair could not be saved and is not used).",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        for outcome in OUTCOMES {
+            refreshes.with_label_values(&[outcome]);
+        }
+        let file_mtime = store.modified();
+        Self {
+            client,
+            credentials,
+            expiry: AtomicI64::new(expiry_gauge(&current)),
+            store,
+            policy,
+            state: tokio::sync::Mutex::new(State {
+                current,
+                unsaved: None,
+                retry_at: None,
+                failures: 0,
+                rejected: None,
+                file_mtime,
+            }),
+            refreshes,
+        }
+    }
+
+    pub fn store(&self) -> &TokenStore {
+        &self.store
+    }
+
+    pub fn expiry(&self) -> Option<i64> {
+        Some(self.expiry.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+
+    /// The access token to use now, refreshing first when it is about to expire.
+    pub async fn access_token(&self) -> Result<Secret, TokenError> {
+        let mut st = self.state.lock().await;
+        self.settle(&mut st);
+        let now = unix_now();
+        let usable = !st.current.access_token.is_empty() && now < st.current.expires_at;
+        if let Some(reason) = &st.rejected {
+            return Err(TokenError::ReauthorizationNeeded(reason.clone()));
+        }
+        if st.unsaved.is_some() {
+            return if usable {
+                Ok(st.current.access_token.clone())
+            } else {
+                Err(TokenError::NotSaved(format!(
+                    "see the error about {}",
+                    self.store.path().display()
+                )))
+            };
+        }
+        if !self.due(&st.current, now) {
+            return Ok(st.current.access_token.clone());
+        }
+        if let Some(wait) = backoff_left(&st) {
+            return if usable {
+                Ok(st.current.access_token.clone())
+            } else {
+                Err(TokenError::RefreshFailed(format!(
+                    "next attempt in {:.1}s",
+                    wait.as_secs_f64()
+                )))
+            };
+        }
+        match self.refresh(&mut st).await {
+            Ok(token) => Ok(token),
+            // A token that still works is better than none while a refresh can be retried.
+            Err(e) if usable && !e.is_permanent() => Ok(st.current.access_token.clone()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Withings rejected `rejected`: refresh, unless another caller already did.
+    pub async fn after_auth_failure(&self, rejected: &Secret) -> Result<Secret, TokenError> {
+        let mut st = self.state.lock().await;
+        self.settle(&mut st);
+        if st.current.access_token != *rejected && !st.current.access_token.is_empty() {
+            // Replaced while this caller waited for the lock: the single flight's result.
+            return Ok(st.current.access_token.clone());
+        }
+        if let Some(reason) = &st.rejected {
+            return Err(TokenError::ReauthorizationNeeded(reason.clone()));
+        }
+        if st.unsaved.is_some() {
+            return Err(TokenError::NotSaved(format!(
+                "see the error about {}",
+                self.store.path().display()
+            )));
+        }
+        if let Some(wait) = backoff_left(&st) {
+            return Err(TokenError::RefreshFailed(format!(
+                "next attempt in {:.1}s",
+                wait.as_secs_f64()
+            )));
+        }
+        self.refresh(&mut st).await
+    }
+
+    fn due(&self, tokens: &StoredTokens, now: i64) -> bool {
+        if tokens.access_token.is_empty() {
+            return true;
+        }
+        let max = i64::try_from(self.policy.max_margin.as_secs()).unwrap_or(i64::MAX);
+        let margin = match tokens.obtained_at {
+            Some(obtained) => max.min((tokens.expires_at - obtained).max(0) / 10),
+            None => max,
+        };
+        now >= tokens.expires_at.saturating_sub(margin)
+    }
+
+    /// Saves a pending pair, and picks up a token file replaced from outside.
+    fn settle(&self, st: &mut State) {
+        if let Some(pending) = &st.unsaved {
+            match self.store.save(pending) {
+                Ok(()) => {
+                    tracing::info!(token_file = %self.store.path().display(), "saved the refreshed token pair after an earlier failure; using it now");
+                    if let Some(pending) = st.unsaved.take() {
+                        self.adopt(st, pending);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "still cannot save the refreshed token pair; keeping the previous pair, which stays valid until the new one is used");
+                }
+            }
+            return;
+        }
+        let mtime = self.store.modified();
+        if mtime == st.file_mtime {
+            return;
+        }
+        st.file_mtime = mtime;
+        match self.store.load() {
+            Ok(Some(tokens)) if tokens != st.current => {
+                tracing::info!(token_file = %self.store.path().display(), "the token file was replaced; using its tokens");
+                st.rejected = None;
+                st.failures = 0;
+                st.retry_at = None;
+                self.expiry.store(expiry_gauge(&tokens), Ordering::Relaxed);
+                st.current = tokens;
+            }
+            Ok(_) => {}
+            // Keep the pair in memory: it is the best there is, and it is never written
+            // over a file this process could not read.
+            Err(e) => {
+                tracing::warn!(error = %e, "the token file changed and cannot be used; keeping the tokens in memory")
+            }
+        }
+    }
+
+    fn adopt(&self, st: &mut State, tokens: StoredTokens) {
+        self.expiry.store(expiry_gauge(&tokens), Ordering::Relaxed);
+        st.current = tokens;
+        st.file_mtime = self.store.modified();
+    }
+
+    async fn refresh(&self, st: &mut State) -> Result<Secret, TokenError> {
+        let answer = self
+            .client
+            .request_token(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", &self.credentials.client_id),
+                ("client_secret", self.credentials.client_secret.expose()),
+                ("refresh_token", st.current.refresh_token.expose()),
+            ])
+            .await;
+        let body = match answer {
+            Ok(body) => body,
+            Err(e) if is_permanent(&e) => {
+                self.count("permanent_error");
+                let reason = e.to_string();
+                // Logged once: from now on callers get the error without another request.
+                tracing::error!(
+                    error = %reason,
+                    token_file = %self.store.path().display(),
+                    "Withings refused the refresh token, so no new access token can be had: run `withings-exporter auth` with this WITHINGS_TOKEN_FILE to authorize again (the running exporter picks up the new file); if the error names the client, check WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET"
+                );
+                st.rejected = Some(reason.clone());
+                st.file_mtime = self.store.modified();
+                return Err(TokenError::ReauthorizationNeeded(reason));
+            }
+            Err(e) => {
+                self.count("transient_error");
+                st.failures = st.failures.saturating_add(1);
+                let wait_seconds = match &e {
+                    ApiError::Status { wait_seconds, .. } => {
+                        wait_seconds.and_then(|w| u64::try_from(w).ok())
+                    }
+                    _ => None,
+                };
+                let delay = backoff(&self.policy, st.failures, wait_seconds);
+                st.retry_at = Some(Instant::now() + delay);
+                tracing::warn!(error = %e, retry_in_seconds = delay.as_secs_f64(), "refreshing the access token failed; keeping the current tokens and retrying later");
+                return Err(TokenError::RefreshFailed(e.to_string()));
+            }
+        };
+        st.failures = 0;
+        st.retry_at = None;
+        let now = unix_now();
+        let fresh = StoredTokens {
+            access_token: body.access_token,
+            refresh_token: body.refresh_token,
+            expires_at: now.saturating_add(body.expires_in),
+            obtained_at: Some(now),
+            userid: body.userid.or_else(|| st.current.userid.clone()),
+            scope: body.scope.or_else(|| st.current.scope.clone()),
+        };
+        // Saved before it is used: see `State::unsaved`.
+        match self.store.save(&fresh) {
+            Ok(()) => {
+                self.count("success");
+                let token = fresh.access_token.clone();
+                tracing::info!(
+                    expires_at = fresh.expires_at,
+                    "refreshed the access token and saved the new pair"
+                );
+                self.adopt(st, fresh);
+                Ok(token)
+            }
+            Err(e) => {
+                self.count("save_error");
+                tracing::error!(error = %e, "the refreshed token pair could not be saved; it is held in memory and not used until it is saved, and the saved pair stays valid meanwhile");
+                st.unsaved = Some(fresh);
+                Err(TokenError::NotSaved(e.to_string()))
+            }
+        }
+    }
+
+    fn count(&self, outcome: &str) {
+        self.refreshes.with_label_values(&[outcome]).inc();
+    }
+}
+
+/// On the token endpoint, a refused refresh token comes as "invalid parameters" (e.g. 503),
+/// a refused client as that or an authentication status; none improves by retrying.
+fn is_permanent(e: &ApiError) -> bool {
+    matches!(
+        e.class(),
+        Some(StatusClass::Auth | StatusClass::Unauthorized | StatusClass::InvalidParams)
+    )
+}
+
+fn backoff_left(st: &State) -> Option<Duration> {
+    st.retry_at
+        .and_then(|at| at.checked_duration_since(Instant::now()))
+        .filter(|d| !d.is_zero())
+}
+
+/// Exponential, capped, with jitter so that many exporters of one application (they share
+/// its rate limit) do not retry in step; never shorter than Withings' `wait_seconds`.
+fn backoff(policy: &RefreshPolicy, failures: u32, wait_seconds: Option<u64>) -> Duration {
+    let exp = policy
+        .backoff_base
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(policy.backoff_cap);
+    let mut bytes = [0u8; 4];
+    let fraction = match getrandom::getrandom(&mut bytes) {
+        Ok(()) => f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX),
+        Err(_) => 1.0,
+    };
+    let jittered = exp.mul_f64(0.5 + 0.5 * fraction);
+    jittered.max(Duration::from_secs(wait_seconds.unwrap_or(0)))
+}
+
+fn expiry_gauge(tokens: &StoredTokens) -> i64 {
+    if tokens.access_token.is_empty() {
+        0
+    } else {
+        tokens.expires_at
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Reads a secret from a file as container secrets are mounted: one value, perhaps followed
+/// by a newline.
+pub fn read_secret_file(path: &Path) -> std::io::Result<Secret> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(Secret::new(text.trim_end_matches(['\n', '\r']).trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_honours_wait_seconds() {
+        let policy = RefreshPolicy {
+            max_margin: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(300),
+        };
+        for failures in 1..=12 {
+            let d = backoff(&policy, failures, None);
+            let full = Duration::from_secs(2u64 << (failures - 1)).min(Duration::from_secs(300));
+            assert!(d >= full / 2 && d <= full, "{failures}: {d:?} vs {full:?}");
+        }
+        assert!(backoff(&policy, 1, Some(60)) >= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn permanent_and_transient_token_endpoint_failures() {
+        let status = |s: i64| ApiError::Status {
+            status: s,
+            class: StatusClass::of(s),
+            message: String::new(),
+            wait_seconds: None,
+        };
+        for s in [503, 293, 401, 214] {
+            assert!(is_permanent(&status(s)), "{s}");
+        }
+        for e in [
+            status(522),
+            status(524),
+            status(601),
+            ApiError::Http { status: 502 },
+            ApiError::Transport("refused".into()),
+            ApiError::Timeout(Duration::from_secs(1)),
+        ] {
+            assert!(!is_permanent(&e), "{e:?}");
         }
     }
 }

@@ -2,6 +2,9 @@
 //! tests use it as their only fake Withings, switching it into failure modes as they need.
 
 pub mod demo;
+pub mod oauth;
+
+pub use oauth::OAuthOptions;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -62,6 +65,8 @@ pub struct SimulatorOptions {
     /// Generate demo readings as time passes.
     pub live: bool,
     pub timezone: String,
+    /// The registered application and token lifetimes of the OAuth endpoints.
+    pub oauth: OAuthOptions,
 }
 
 impl Default for SimulatorOptions {
@@ -72,6 +77,7 @@ impl Default for SimulatorOptions {
             page_size: 500,
             live: false,
             timezone: "Europe/Berlin".into(),
+            oauth: OAuthOptions::default(),
         }
     }
 }
@@ -122,6 +128,18 @@ struct Inner {
     page_size: usize,
     timezone: String,
     clock: Option<i64>,
+    oauth: oauth::OAuth,
+    token_fault: Option<Fault>,
+    token_once: VecDeque<Fault>,
+}
+
+impl Inner {
+    /// Milliseconds, so that tests can give access tokens lifetimes under a second; follows
+    /// `set_clock` when it is set.
+    fn now_ms(&self) -> i64 {
+        self.clock
+            .map_or_else(unix_now_ms, |s| s.saturating_mul(1000))
+    }
 }
 
 /// A running simulator. Cloning gives another handle to the same one.
@@ -147,6 +165,9 @@ impl Simulator {
             page_size: options.page_size.max(1),
             timezone: options.timezone,
             clock: None,
+            oauth: oauth::OAuth::new(options.oauth),
+            token_fault: None,
+            token_once: VecDeque::new(),
         }));
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(serve(listener, Arc::clone(&inner), stopped));
@@ -263,6 +284,45 @@ impl Simulator {
     pub fn clear_requests(&self) {
         self.lock().requests.clear();
     }
+
+    /// Issues a token pair as if the user had just authorized: (access, refresh, expires_in).
+    pub fn issue_token_pair(&self) -> (String, String, i64) {
+        let mut inner = self.lock();
+        let now = inner.now_ms();
+        inner.oauth.issue_pair(now)
+    }
+
+    /// Whether a refresh with this refresh token would be accepted now (asking does not
+    /// use it up).
+    pub fn refresh_token_usable(&self, token: &str) -> bool {
+        let inner = self.lock();
+        inner.oauth.refresh_usable(token, inner.now_ms())
+    }
+
+    /// Requests the token endpoint (`/v2/oauth2`) has answered or refused, faults included.
+    pub fn token_request_count(&self) -> usize {
+        self.request_count("/v2/oauth2")
+    }
+
+    /// Lifetime of access tokens issued from now on.
+    pub fn set_access_token_lifetime(&self, lifetime: Duration) {
+        self.lock().oauth.set_access_token_lifetime(lifetime);
+    }
+
+    /// Changes the callback URL registered for the application.
+    pub fn set_redirect_uri(&self, uri: &str) {
+        self.lock().oauth.set_redirect_uri(uri);
+    }
+
+    /// Misbehave on every token-endpoint request from now on (`None` to behave again).
+    pub fn set_token_fault(&self, fault: Option<Fault>) {
+        self.lock().token_fault = fault;
+    }
+
+    /// Misbehave on the next token-endpoint request only.
+    pub fn push_token_fault(&self, fault: Fault) {
+        self.lock().token_once.push_back(fault);
+    }
 }
 
 async fn serve(
@@ -328,6 +388,27 @@ async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<B
     });
     match path.as_str() {
         "/measure" => measure(inner, &params, bearer.as_deref()).await,
+        "/v2/oauth2" => token_endpoint(inner, &params).await,
+        "/oauth2_user/authorize2" => {
+            let mut guard = lock(inner);
+            let now = guard.now_ms();
+            match guard.oauth.authorize(&params, now) {
+                oauth::Authorize::Redirect(location) => {
+                    let mut response = reply(StatusCode::FOUND, "text/html", String::new());
+                    if let Ok(value) = HeaderValue::from_str(&location) {
+                        response
+                            .headers_mut()
+                            .insert(hyper::header::LOCATION, value);
+                    }
+                    response
+                }
+                oauth::Authorize::ErrorPage(error) => reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/html",
+                    format!("<html><body><h1>Error</h1><p>{error}</p></body></html>"),
+                ),
+            }
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/html",
@@ -360,7 +441,10 @@ async fn measure(
                 .filter_map(|g| StoredGroup::from_json(g).ok()),
         );
     }
-    if !bearer.is_some_and(|t| guard.tokens.contains(t)) {
+    let now_ms = guard.now_ms();
+    let accepted =
+        bearer.is_some_and(|t| guard.tokens.contains(t) || guard.oauth.accept_access(t, now_ms));
+    if !accepted {
         return envelope_reply(EXPIRED_TOKEN_BODY.into());
     }
     if params.get("action").map(String::as_str) != Some("getmeas") {
@@ -438,6 +522,29 @@ async fn measure(
     envelope_reply(body.to_string())
 }
 
+async fn token_endpoint(
+    inner: &Mutex<Inner>,
+    params: &BTreeMap<String, String>,
+) -> Response<Full<Bytes>> {
+    let fault = {
+        let mut guard = lock(inner);
+        guard
+            .token_once
+            .pop_front()
+            .or_else(|| guard.token_fault.clone())
+    };
+    match fault {
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(fault) => return fault_reply(fault),
+        None => {}
+    }
+    let mut guard = lock(inner);
+    let now = guard.now_ms();
+    let body = guard.oauth.token_endpoint(params, now);
+    drop(guard);
+    envelope_reply(body.to_string())
+}
+
 /// The group with only the requested types, or `None` if it has none of them.
 fn filter_measures(group: &Value, types: Option<&[i64]>) -> Option<Value> {
     let Some(types) = types else {
@@ -496,6 +603,12 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn unix_now() -> i64 {

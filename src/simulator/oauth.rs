@@ -1,0 +1,286 @@
+//! The simulator's OAuth authority: the authorization page (a user who always consents),
+//! the token endpoint, access-token expiry and refresh-token rotation, as `withings-api.md`
+//! ("Tokens") describes them.
+
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use url::Url;
+
+/// How long an authorization code can be exchanged.
+pub const CODE_LIFETIME_MS: i64 = 30_000;
+/// How long a replaced refresh token keeps working if the new access token is never used.
+pub const SUPERSEDED_REFRESH_LIFETIME_MS: i64 = 8 * 3600 * 1000;
+
+/// The one application registered with the simulator.
+#[derive(Debug, Clone)]
+pub struct OAuthOptions {
+    pub client_id: String,
+    pub client_secret: String,
+    /// The callback URL registered for the application; `redirect_uri` must equal it.
+    pub redirect_uri: String,
+    /// Lifetime of issued access tokens (3 hours at Withings). `expires_in` is its whole
+    /// seconds, so a lifetime under a second is announced as 0.
+    pub access_token_lifetime: Duration,
+    pub userid: String,
+}
+
+impl Default for OAuthOptions {
+    fn default() -> Self {
+        Self {
+            client_id: "test-client-id".into(),
+            client_secret: "test-client-secret".into(),
+            redirect_uri: "http://127.0.0.1:19101/callback".into(),
+            access_token_lifetime: Duration::from_secs(10_800),
+            userid: "12345".into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Code {
+    issued_ms: i64,
+    redirect_uri: String,
+    scope: String,
+    used: bool,
+}
+
+#[derive(Debug)]
+struct Access {
+    expires_ms: i64,
+    used: bool,
+}
+
+#[derive(Debug)]
+enum RefreshState {
+    Active,
+    /// Replaced: dies once `successor` (the access token issued with its replacement) is
+    /// used, or 8 hours after the replacement was issued.
+    Superseded {
+        successor: String,
+        since_ms: i64,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct OAuth {
+    options: OAuthOptions,
+    codes: HashMap<String, Code>,
+    access: HashMap<String, Access>,
+    refresh: HashMap<String, (RefreshState, String)>,
+    serial: u64,
+}
+
+/// What the authorize endpoint does with a request.
+pub(crate) enum Authorize {
+    Redirect(String),
+    /// Withings shows an error page rather than redirecting to an unregistered URI.
+    ErrorPage(String),
+}
+
+impl OAuth {
+    pub(crate) fn new(options: OAuthOptions) -> Self {
+        Self {
+            options,
+            codes: HashMap::new(),
+            access: HashMap::new(),
+            refresh: HashMap::new(),
+            serial: 0,
+        }
+    }
+
+    fn next(&mut self, kind: &str) -> String {
+        self.serial += 1;
+        // Unique and recognisable in test output; the secrecy of simulated tokens is moot.
+        format!(
+            "sim-{kind}-{}-{:x}",
+            self.serial,
+            self.serial.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        )
+    }
+
+    pub(crate) fn set_redirect_uri(&mut self, uri: &str) {
+        self.options.redirect_uri = uri.to_owned();
+    }
+
+    pub(crate) fn set_access_token_lifetime(&mut self, lifetime: Duration) {
+        self.options.access_token_lifetime = lifetime;
+    }
+
+    /// Issues a pair directly, as if a user had authorized; for tests that start from a
+    /// token file.
+    pub(crate) fn issue_pair(&mut self, now_ms: i64) -> (String, String, i64) {
+        let scope = "user.metrics".to_owned();
+        let (access, refresh, expires_in) = self.new_pair(now_ms, &scope);
+        (access, refresh, expires_in)
+    }
+
+    fn new_pair(&mut self, now_ms: i64, scope: &str) -> (String, String, i64) {
+        let access = self.next("access");
+        let refresh = self.next("refresh");
+        let lifetime_ms =
+            i64::try_from(self.options.access_token_lifetime.as_millis()).unwrap_or(i64::MAX);
+        self.access.insert(
+            access.clone(),
+            Access {
+                expires_ms: now_ms.saturating_add(lifetime_ms),
+                used: false,
+            },
+        );
+        self.refresh
+            .insert(refresh.clone(), (RefreshState::Active, scope.to_owned()));
+        (access, refresh, lifetime_ms / 1000)
+    }
+
+    /// Whether `/measure` accepts this access token now; marks it used, which kills the
+    /// refresh token it replaced.
+    pub(crate) fn accept_access(&mut self, token: &str, now_ms: i64) -> bool {
+        match self.access.get_mut(token) {
+            Some(a) if now_ms < a.expires_ms => {
+                a.used = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a refresh request with `token` would succeed now, without making one.
+    pub(crate) fn refresh_usable(&self, token: &str, now_ms: i64) -> bool {
+        match self.refresh.get(token) {
+            Some((RefreshState::Active, _)) => true,
+            Some((
+                RefreshState::Superseded {
+                    successor,
+                    since_ms,
+                },
+                _,
+            )) => {
+                now_ms < since_ms.saturating_add(SUPERSEDED_REFRESH_LIFETIME_MS)
+                    && !self.access.get(successor).is_some_and(|a| a.used)
+            }
+            None => false,
+        }
+    }
+
+    /// `GET /oauth2_user/authorize2`: a user who always consents.
+    pub(crate) fn authorize(
+        &mut self,
+        params: &BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Authorize {
+        let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
+        if get("client_id") != self.options.client_id {
+            return Authorize::ErrorPage("invalid_client: unknown client_id".into());
+        }
+        let redirect_uri = get("redirect_uri");
+        if redirect_uri != self.options.redirect_uri {
+            return Authorize::ErrorPage(
+                "redirect_uri_mismatch: the redirect_uri does not match the callback URL registered for this application".into(),
+            );
+        }
+        let Ok(mut target) = Url::parse(redirect_uri) else {
+            return Authorize::ErrorPage("invalid redirect_uri".into());
+        };
+        let scope = get("scope");
+        let state = get("state");
+        if get("response_type") != "code" || !scope.split(',').any(|s| s.trim() == "user.metrics") {
+            let error = if get("response_type") != "code" {
+                "unsupported_response_type"
+            } else {
+                "invalid_scope"
+            };
+            target
+                .query_pairs_mut()
+                .append_pair("error", error)
+                .append_pair("state", state);
+            return Authorize::Redirect(target.into());
+        }
+        let code = self.next("code");
+        self.codes.insert(
+            code.clone(),
+            Code {
+                issued_ms: now_ms,
+                redirect_uri: redirect_uri.to_owned(),
+                scope: scope.to_owned(),
+                used: false,
+            },
+        );
+        target
+            .query_pairs_mut()
+            .append_pair("code", &code)
+            .append_pair("state", state);
+        Authorize::Redirect(target.into())
+    }
+
+    /// `POST /v2/oauth2`: the envelope to answer.
+    pub(crate) fn token_endpoint(
+        &mut self,
+        params: &BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Value {
+        let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
+        let invalid = |error: &str| json!({"status": 503, "body": {}, "error": format!("Invalid Params: {error}")});
+        if get("action") != "requesttoken" {
+            return json!({"status": 2554, "body": {}, "error": "Not implemented"});
+        }
+        if get("client_id") != self.options.client_id
+            || get("client_secret") != self.options.client_secret
+        {
+            return invalid("invalid client_id or client_secret");
+        }
+        let (access, refresh, expires_in, scope) = match get("grant_type") {
+            "authorization_code" => {
+                let redirect_uri = get("redirect_uri");
+                let Some(code) = self.codes.get_mut(get("code")) else {
+                    return invalid("invalid code");
+                };
+                if code.used || now_ms >= code.issued_ms + CODE_LIFETIME_MS {
+                    return invalid("invalid code: the code is expired or was already used");
+                }
+                if redirect_uri != code.redirect_uri {
+                    return invalid("redirect_uri_mismatch");
+                }
+                code.used = true;
+                let scope = code.scope.clone();
+                let (a, r, e) = self.new_pair(now_ms, &scope);
+                (a, r, e, scope)
+            }
+            "refresh_token" => {
+                let old = get("refresh_token").to_owned();
+                if !self.refresh_usable(&old, now_ms) {
+                    return invalid("invalid refresh_token");
+                }
+                let scope = self
+                    .refresh
+                    .get(&old)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+                let (a, r, e) = self.new_pair(now_ms, &scope);
+                self.refresh.insert(
+                    old,
+                    (
+                        RefreshState::Superseded {
+                            successor: a.clone(),
+                            since_ms: now_ms,
+                        },
+                        scope.clone(),
+                    ),
+                );
+                (a, r, e, scope)
+            }
+            _ => return invalid("grant_type"),
+        };
+        json!({
+            "status": 0,
+            "body": {
+                "userid": self.options.userid,
+                "access_token": access,
+                "refresh_token": refresh,
+                "expires_in": expires_in,
+                "scope": scope,
+                "csrf_token": "sim-csrf",
+                "token_type": "Bearer",
+            }
+        })
+    }
+}
