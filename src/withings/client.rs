@@ -245,10 +245,16 @@ pub fn parse_token(body: &[u8]) -> Result<TokenBody, ApiError> {
         detail: "status 0 without a body".into(),
     })?;
     expect_object(ACTION, raw.get().as_bytes(), "body")?;
-    // serde_json's message quotes no input, so a token in a malformed body cannot leak here.
+    // serde_json's messages can quote a string value ("invalid type: string \"...\""), and
+    // this body carries tokens: report only the kind of error and where it is.
     serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {
         action: ACTION,
-        detail: e.to_string(),
+        detail: format!(
+            "{:?} error in the token body at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ),
     })
 }
 
@@ -339,9 +345,14 @@ mod tests {
 
     #[test]
     fn bad_token_answer_does_not_echo_the_body() {
-        let body = br#"{"status":0,"body":{"access_token":"sekrit-value","expires_in":"soon"}}"#;
-        let err = parse_token(body).unwrap_err();
-        assert!(!err.to_string().contains("sekrit"), "{err}");
+        for body in [
+            &br#"{"status":0,"body":{"access_token":"sekrit-value","expires_in":"soon"}}"#[..],
+            br#"{"status":0,"body":{"access_token":"a","refresh_token":"b","expires_in":1,"scope":["sekrit-value"]}}"#,
+            br#"{"status":0,"body":{"access_token":{"sekrit-value":1}}}"#,
+        ] {
+            let err = parse_token(body).unwrap_err();
+            assert!(!err.to_string().contains("sekrit"), "{err}");
+        }
     }
 
     #[test]
