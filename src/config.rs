@@ -4,6 +4,7 @@ use crate::measures::{DEFAULT_MEASTYPES, MEASURES, index_of};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
@@ -34,6 +35,8 @@ pub struct Config {
     pub meastypes: Vec<i64>,
     pub include_ambiguous: bool,
     pub upstream_timeout: Duration,
+    /// `WITHINGS_WEB_CONFIG_FILE`: TLS and basic auth, read by [`crate::web_config`].
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// The variables as strings, so that each can be checked with a message of our own
@@ -46,6 +49,7 @@ struct Raw {
     meastypes: Option<String>,
     include_ambiguous: Option<String>,
     timeout_seconds: Option<String>,
+    web_config_file: Option<String>,
 }
 
 impl Config {
@@ -84,6 +88,8 @@ impl Config {
             Some(v) => parse_seconds("WITHINGS_TIMEOUT_SECONDS", &v)?,
             None => Duration::from_secs(20),
         };
+        // Checked by web_config at start, where a bad file can be named with its key.
+        let web_config_file = non_empty(raw.web_config_file).map(PathBuf::from);
         Ok(Self {
             listen_address,
             api_url,
@@ -91,6 +97,7 @@ impl Config {
             meastypes,
             include_ambiguous,
             upstream_timeout,
+            web_config_file,
         })
     }
 
@@ -116,7 +123,7 @@ impl Config {
     /// One line for the start-up log. Secrets appear only as set/unset.
     pub fn summary(&self) -> String {
         format!(
-            "listen_address={} api_url={} meastypes={} include_ambiguous={} timeout_seconds={} access_token={}",
+            "listen_address={} api_url={} meastypes={} include_ambiguous={} timeout_seconds={} access_token={} web_config_file={}",
             self.listen_address,
             self.api_url,
             self.meastypes_param(),
@@ -127,6 +134,9 @@ impl Config {
             } else {
                 "<unset>"
             },
+            self.web_config_file
+                .as_ref()
+                .map_or_else(|| "<unset>".into(), |p| p.display().to_string()),
         )
     }
 }

@@ -14,4 +14,5 @@ pub mod simulator;
 pub mod state;
 pub mod telemetry;
 pub mod tokens;
+pub mod web_config;
 pub mod withings;
