@@ -874,18 +874,31 @@ impl WebConfig {
         self.reload().map(|()| true)
     }
 
-    /// Runs for ever: reloads on SIGHUP and when a change is seen at a poll, logging each
-    /// outcome on one line.
-    pub async fn watch(self: Arc<Self>, poll: Duration) {
+    /// The reload task, to spawn: reloads on SIGHUP and when a change is seen at a poll,
+    /// logging each outcome on one line, for ever. The SIGHUP handler is installed before this
+    /// returns (so call it within the runtime): a SIGHUP sent once the server has announced
+    /// itself must reload, not hit the default action and end the process.
+    pub fn watch(self: Arc<Self>, poll: Duration) -> impl Future<Output = ()> + Send + 'static {
         #[cfg(unix)]
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
+        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(signal) => Some(signal),
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen for SIGHUP; the web configuration is reloaded only when it changes");
                 None
             }
         };
+        self.reload_loop(
+            poll,
+            #[cfg(unix)]
+            hangup,
+        )
+    }
+
+    async fn reload_loop(
+        self: Arc<Self>,
+        poll: Duration,
+        #[cfg(unix)] mut hangup: Option<tokio::signal::unix::Signal>,
+    ) {
         let mut ticks = tokio::time::interval(poll);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
