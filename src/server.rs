@@ -81,7 +81,7 @@ impl Application {
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
-                    let (stream, _) = match accepted {
+                    let (stream, peer) = match accepted {
                         Ok(conn) => conn,
                         // Running out of file descriptors or a reset during accept must not
                         // stop the server; the next accept may well succeed.
@@ -110,18 +110,8 @@ impl Application {
                         let builder = builder.clone();
                         let watcher = graceful.watcher();
                         tokio::spawn(async move {
-                            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(stream)) => stream,
-                                // Plain HTTP on the HTTPS port, a client without a required
-                                // certificate: the client's problem, not worth a warning.
-                                Ok(Err(e)) => {
-                                    tracing::debug!(error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!("TLS handshake timed out");
-                                    return;
-                                }
+                            let Some(stream) = tls_handshake(&acceptor, stream, peer).await else {
+                                return;
                             };
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
                             if let Err(e) = watcher.watch(conn).await {
@@ -152,6 +142,27 @@ impl Application {
     }
 }
 
+/// The TLS side of a new connection, or None when the client fails the handshake: plain HTTP
+/// on the HTTPS port, a client without a required certificate. That is the client's problem,
+/// logged at debug, not worth a warning.
+async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// The 401 answer when basic auth is configured and the request lacks a valid user; None to
 /// go on. `/-/healthy` stays open so that a container health check needs no password.
 async fn authorize(
@@ -167,6 +178,12 @@ async fn authorize(
     if security.users.allows(header).await {
         return None;
     }
+    // Debug only: a scanner must not be able to fill the log. No user name: people type
+    // passwords into that field too.
+    tracing::debug!(
+        path = req.uri().path(),
+        "request without valid credentials refused"
+    );
     // The same answer whether the user exists or not.
     let mut response = text(
         StatusCode::UNAUTHORIZED,
