@@ -314,6 +314,26 @@ mod tests {
     }
 
     #[test]
+    fn web_config_file_is_taken_as_a_path_and_summarised() {
+        let c = Config::from_vars(vars(&[(
+            "WITHINGS_WEB_CONFIG_FILE",
+            "/etc/withings/web.yml",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.web_config_file.as_deref(),
+            Some(std::path::Path::new("/etc/withings/web.yml"))
+        );
+        assert!(
+            c.summary()
+                .contains("web_config_file=/etc/withings/web.yml")
+        );
+        let unset = Config::from_vars(vars(&[("WITHINGS_WEB_CONFIG_FILE", " ")])).unwrap();
+        assert!(unset.web_config_file.is_none());
+        assert!(unset.summary().contains("web_config_file=<unset>"));
+    }
+
+    #[test]
     fn secrets_stay_out_of_debug_and_summary() {
         let c = Config::from_vars(vars(&[("WITHINGS_ACCESS_TOKEN", "very-secret-token")])).unwrap();
         for shown in [format!("{c:?}"), c.summary()] {

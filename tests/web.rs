@@ -375,6 +375,61 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() 
     assert_eq!(common::sample(&text, "withings_up"), Some(1.0), "{text}");
 }
 
+/// exporter-toolkit's `client_auth_type` values mean what they mean in Go's `crypto/tls`.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_client_auth_type_admits_the_clients_go_would() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let trusted = client_ca.client();
+    let rogue = Ca::new("rogue CA").client();
+    // (type, admits no certificate, admits a certificate of another CA)
+    let cases = [
+        ("NoClientCert", true, true),
+        ("RequestClientCert", true, true),
+        ("RequireAnyClientCert", false, true),
+        ("VerifyClientCertIfGiven", true, false),
+        ("RequireAndVerifyClientCert", false, false),
+    ];
+    for (kind, admits_none, admits_rogue) in cases {
+        let files = Files::new();
+        files.server_cert(&server_ca);
+        files.write("client-ca.pem", &client_ca.pem());
+        let ca_line = if kind == "NoClientCert" {
+            ""
+        } else {
+            "  client_ca_file: client-ca.pem\n"
+        };
+        files.write(
+            "web.yml",
+            &format!("{TLS}  client_auth_type: {kind}\n{ca_line}"),
+        );
+        let app = SecuredApp::start(&files.config()).await;
+        let url = app.https("/-/healthy");
+        let admitted = |client: reqwest::Client| {
+            let url = url.clone();
+            async move {
+                get(&client, &url, None)
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        };
+        assert_eq!(
+            admitted(https_client(&server_ca, None)).await,
+            admits_none,
+            "{kind}, no certificate"
+        );
+        assert_eq!(
+            admitted(https_client(&server_ca, Some(&rogue))).await,
+            admits_rogue,
+            "{kind}, certificate of another CA"
+        );
+        assert!(
+            admitted(https_client(&server_ca, Some(&trusted))).await,
+            "{kind}, certificate of the client CA"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_and_basic_auth_together() {
     let files = Files::new();
