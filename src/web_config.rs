@@ -14,7 +14,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -570,7 +570,7 @@ pub struct BasicAuth {
     /// Checked when the user is unknown; None when there are no users.
     dummy: Option<Secret>,
     cache_key: ring::hmac::Key,
-    verified: Mutex<HashMap<[u8; 32], ()>>,
+    verified: Mutex<HashSet<[u8; 32]>>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
@@ -589,7 +589,7 @@ impl BasicAuth {
             users: HashMap::new(),
             dummy: None,
             cache_key: cache_key(),
-            verified: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashSet::new()),
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
     }
@@ -646,7 +646,7 @@ impl BasicAuth {
             users,
             dummy,
             cache_key: cache_key(),
-            verified: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashSet::new()),
             one_at_a_time: tokio::sync::Mutex::new(()),
         })
     }
@@ -706,18 +706,18 @@ impl BasicAuth {
     fn is_cached(&self, key: &[u8; 32]) -> bool {
         self.verified
             .lock()
-            .map(|cache| cache.contains_key(key))
+            .map(|cache| cache.contains(key))
             .unwrap_or(false)
     }
 
     fn remember(&self, key: [u8; 32]) {
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= AUTH_CACHE_CAPACITY
-                && let Some(old) = cache.keys().next().copied()
+                && let Some(old) = cache.iter().next().copied()
             {
                 cache.remove(&old);
             }
-            cache.insert(key, ());
+            cache.insert(key);
         }
     }
 }
@@ -790,7 +790,6 @@ impl fmt::Debug for WebConfig {
 pub enum ReloadTrigger {
     Sighup,
     FileChanged,
-    Request,
 }
 
 impl fmt::Display for ReloadTrigger {
@@ -798,7 +797,6 @@ impl fmt::Display for ReloadTrigger {
         f.write_str(match self {
             Self::Sighup => "SIGHUP",
             Self::FileChanged => "file changed",
-            Self::Request => "request",
         })
     }
 }
@@ -921,7 +919,7 @@ impl WebConfig {
             let this = Arc::clone(&self);
             let outcome = tokio::task::spawn_blocking(move || match trigger {
                 ReloadTrigger::FileChanged => this.reload_if_changed(),
-                _ => this.reload().map(|()| true),
+                ReloadTrigger::Sighup => this.reload().map(|()| true),
             })
             .await;
             match outcome {
