@@ -258,6 +258,14 @@ impl WebSecurity {
     }
 }
 
+/// Whether the file turns TLS on, read without loading certificates or hashing anything: for
+/// a client of the server (the `healthcheck` subcommand) that only needs the scheme.
+pub fn tls_configured(path: &Path) -> Result<bool, WebConfigError> {
+    let text = read(path, path, None)?;
+    let raw = parse(path, &text)?;
+    Ok(raw.tls_server_config.is_some_and(|tls| !tls.is_empty()))
+}
+
 fn parse(path: &Path, text: &[u8]) -> Result<RawFile, WebConfigError> {
     // An empty file configures nothing, as in exporter-toolkit; the YAML parser would call it
     // a missing document.
@@ -986,6 +994,28 @@ mod tests {
             assert!(security.tls.is_none(), "{text:?}");
             assert!(security.users.is_empty(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn tls_configured_tells_the_scheme_without_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("", false),
+            ("tls_server_config: {}\n", false),
+            ("basic_auth_users: {}\n", false),
+            // The certificate need not exist: only the scheme is asked for.
+            (
+                "tls_server_config:\n  cert_file: none.pem\n  key_file: none.pem\n",
+                true,
+            ),
+        ];
+        for (text, tls) in cases {
+            let path = write(dir.path(), "web.yml", text);
+            assert_eq!(tls_configured(&path), Ok(tls), "{text:?}");
+        }
+        let path = write(dir.path(), "web.yml", "tls_server_config: [\n");
+        assert!(tls_configured(&path).is_err());
+        assert!(tls_configured(&dir.path().join("absent.yml")).is_err());
     }
 
     #[test]
