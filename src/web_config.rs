@@ -1218,6 +1218,19 @@ mod tests {
         assert!(BasicAuth::none().allows(None).await);
     }
 
+    #[tokio::test]
+    async fn htpasswd_and_go_hash_prefixes_are_accepted() {
+        // htpasswd writes $2y$, Go's bcrypt $2a$; the algorithm is the same as $2b$.
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        assert!(hash.starts_with("$2b$"), "{hash}");
+        for prefix in ["$2y$", "$2a$"] {
+            let other = format!("{prefix}{}", &hash[4..]);
+            let auth = BasicAuth::new(Path::new("web.yml"), vec![("u".into(), other)]).unwrap();
+            assert!(auth.allows(Some(&header("u", "pw"))).await, "{prefix}");
+            assert!(!auth.allows(Some(&header("u", "pW"))).await, "{prefix}");
+        }
+    }
+
     #[test]
     fn the_dummy_hash_costs_as_much_as_the_dearest_user() {
         let auth = BasicAuth::new(
