@@ -4,6 +4,7 @@ use crate::measures::{DEFAULT_MEASTYPES, MEASURES, index_of};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
@@ -45,6 +46,8 @@ pub struct Config {
     pub client_secret: Option<Secret>,
     pub account_url: Url,
     pub redirect_uri: Url,
+    /// `WITHINGS_WEB_CONFIG_FILE`: TLS and basic auth, read by [`crate::web_config`].
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// The variables as strings, so that each can be checked with a message of our own
@@ -64,6 +67,7 @@ struct Raw {
     client_secret_file: Option<String>,
     account_url: Option<String>,
     redirect_uri: Option<String>,
+    web_config_file: Option<String>,
 }
 
 impl Config {
@@ -138,6 +142,8 @@ impl Config {
         let redirect_uri = parse_redirect_uri(
             &non_empty(raw.redirect_uri).unwrap_or_else(|| DEFAULT_REDIRECT_URI.into()),
         )?;
+        // Checked by web_config at start, where a bad file can be named with its key.
+        let web_config_file = non_empty(raw.web_config_file).map(PathBuf::from);
         Ok(Self {
             listen_address,
             api_url,
@@ -151,6 +157,7 @@ impl Config {
             client_secret,
             account_url,
             redirect_uri,
+            web_config_file,
         })
     }
 
@@ -197,7 +204,7 @@ impl Config {
     /// One line for the start-up log. Secrets appear only as set/unset.
     pub fn summary(&self) -> String {
         format!(
-            "listen_address={} api_url={} meastypes={} include_ambiguous={} timeout_seconds={} access_token={}",
+            "listen_address={} api_url={} meastypes={} include_ambiguous={} timeout_seconds={} access_token={} web_config_file={}",
             self.listen_address,
             self.api_url,
             self.meastypes_param(),
@@ -208,6 +215,9 @@ impl Config {
             } else {
                 "<unset>"
             },
+            self.web_config_file
+                .as_ref()
+                .map_or_else(|| "<unset>".into(), |p| p.display().to_string()),
         ) + &format!(
             " token_file={} refresh_token={} client_id={} client_secret={}",
             self.token_file
@@ -468,6 +478,26 @@ mod tests {
                 var
             );
         }
+    }
+
+    #[test]
+    fn web_config_file_is_taken_as_a_path_and_summarised() {
+        let c = Config::from_vars(vars(&[(
+            "WITHINGS_WEB_CONFIG_FILE",
+            "/etc/withings/web.yml",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.web_config_file.as_deref(),
+            Some(std::path::Path::new("/etc/withings/web.yml"))
+        );
+        assert!(
+            c.summary()
+                .contains("web_config_file=/etc/withings/web.yml")
+        );
+        let unset = Config::from_vars(vars(&[("WITHINGS_WEB_CONFIG_FILE", " ")])).unwrap();
+        assert!(unset.web_config_file.is_none());
+        assert!(unset.summary().contains("web_config_file=<unset>"));
     }
 
     #[test]

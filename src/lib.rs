@@ -17,4 +17,5 @@ pub mod state;
 pub mod telemetry;
 pub mod token_store;
 pub mod tokens;
+pub mod web_config;
 pub mod withings;

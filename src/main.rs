@@ -8,6 +8,7 @@ use withings_exporter::exporter::{Exporter, ExporterSettings};
 use withings_exporter::server::{Application, shutdown_signal};
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
 use withings_exporter::tokens::TokenSource;
+use withings_exporter::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
 use withings_exporter::{healthcheck, telemetry, withings};
 
 /// Prometheus exporter for Withings health measures.
@@ -121,7 +122,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Healthcheck { url, timeout } => {
             let url = match url {
                 Some(url) => url,
-                None => healthcheck::health_url(Config::from_env()?.listen_address, false),
+                None => {
+                    let config = Config::from_env()?;
+                    // HTTPS when the web configuration turns TLS on; /-/healthy needs no user.
+                    let https = match &config.web_config_file {
+                        Some(path) => withings_exporter::web_config::tls_configured(path)
+                            .map_err(|e| anyhow::anyhow!("WITHINGS_WEB_CONFIG_FILE: {e}"))?,
+                        None => false,
+                    };
+                    healthcheck::health_url(config.listen_address, https)
+                }
             };
             let timeout = std::time::Duration::try_from_secs_f64(timeout)
                 .context("--timeout must be a positive number of seconds")?;
@@ -213,8 +223,28 @@ async fn authorize(
     Ok(())
 }
 
+/// Reads `WITHINGS_WEB_CONFIG_FILE`, if set; a file that cannot be used stops the start.
+fn web_config(config: &Config) -> anyhow::Result<Option<Arc<WebConfig>>> {
+    let Some(path) = &config.web_config_file else {
+        return Ok(None);
+    };
+    let web = WebConfig::load(path).map_err(|e| {
+        anyhow::anyhow!("WITHINGS_WEB_CONFIG_FILE: {e} (fix the file, or unset the variable to serve without TLS and authentication)")
+    })?;
+    let current = web.current();
+    tracing::info!(
+        file = %path.display(),
+        tls = web.tls_enabled(),
+        client_auth = ?current.client_auth,
+        basic_auth_users = current.users.len(),
+        "web configuration loaded"
+    );
+    Ok(Some(Arc::new(web)))
+}
+
 async fn serve(config: &Config, tokens: TokenSource) -> anyhow::Result<()> {
     tracing::info!(config = %config.summary(), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
+    let web = web_config(config)?;
     let exporter = Exporter::new(ExporterSettings::from_config(config), tokens).map_err(
         |e: withings::ApiError| anyhow::anyhow!("cannot set up the Withings client: {e}"),
     )?;
@@ -226,8 +256,16 @@ async fn serve(config: &Config, tokens: TokenSource) -> anyhow::Result<()> {
                 config.listen_address
             )
         })?;
+    let app = match web {
+        Some(web) => {
+            tokio::spawn(Arc::clone(&web).watch(DEFAULT_POLL_INTERVAL));
+            app.with_web_config(web)
+        }
+        None => app,
+    };
     let address = app.local_addr()?;
-    tracing::info!(%address, "serving metrics at http://{address}/metrics");
+    let scheme = if app.is_tls() { "https" } else { "http" };
+    tracing::info!(%address, "serving metrics at {scheme}://{address}/metrics");
     app.run_until(shutdown_signal()).await?;
     Ok(())
 }

@@ -2,10 +2,13 @@
 
 use crate::collector::CONTENT_TYPE;
 use crate::exporter::Exporter;
+use crate::web_config::{CHALLENGE, WebConfig};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE as CONTENT_TYPE_HEADER, HeaderValue};
+use hyper::header::{
+    ALLOW, AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HeaderValue, WWW_AUTHENTICATE,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -20,6 +23,10 @@ use tokio::net::TcpListener;
 /// How long shutdown waits for scrapes in flight before closing their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// A client that has not finished its TLS handshake by then is dropped, so half-open
+/// handshakes cannot pile up.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 const LANDING_PAGE: &str = concat!(
     "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Withings Exporter</title></head>\n",
     "<body>\n<h1>Withings Exporter</h1>\n<p>Version ",
@@ -33,12 +40,30 @@ const LANDING_PAGE: &str = concat!(
 pub struct Application {
     listener: TcpListener,
     exporter: Arc<Exporter>,
+    web: Option<Arc<WebConfig>>,
 }
 
 impl Application {
     pub async fn bind(address: SocketAddr, exporter: Arc<Exporter>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
-        Ok(Self { listener, exporter })
+        Ok(Self {
+            listener,
+            exporter,
+            web: None,
+        })
+    }
+
+    /// Applies `WITHINGS_WEB_CONFIG_FILE`: HTTPS only when it configures TLS, and basic auth
+    /// on every route but `/-/healthy` when it lists users. Later reloads of `web` apply to
+    /// the connections and requests that follow.
+    pub fn with_web_config(mut self, web: Arc<WebConfig>) -> Self {
+        self.web = Some(web);
+        self
+    }
+
+    /// Whether the server speaks HTTPS (and only HTTPS).
+    pub fn is_tls(&self) -> bool {
+        self.web.as_ref().is_some_and(|w| w.tls_enabled())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -56,7 +81,7 @@ impl Application {
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
-                    let (stream, _) = match accepted {
+                    let (stream, peer) = match accepted {
                         Ok(conn) => conn,
                         // Running out of file descriptors or a reset during accept must not
                         // stop the server; the next accept may well succeed.
@@ -67,10 +92,34 @@ impl Application {
                         }
                     };
                     let exporter = Arc::clone(&self.exporter);
+                    let web = self.web.clone();
                     let service = service_fn(move |req| {
                         let exporter = Arc::clone(&exporter);
-                        async move { Ok::<_, Infallible>(route(&exporter, req).await) }
+                        let web = web.clone();
+                        async move {
+                            if let Some(denied) = authorize(web.as_deref(), &req).await {
+                                return Ok::<_, Infallible>(denied);
+                            }
+                            Ok::<_, Infallible>(route(&exporter, req).await)
+                        }
                     });
+                    if let Some(tls) = self.web.as_ref().and_then(|w| w.current().tls.clone()) {
+                        // The handshake runs on the connection's own task: a slow client must
+                        // not hold up accepting the next one.
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                        let builder = builder.clone();
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let Some(stream) = tls_handshake(&acceptor, stream, peer).await else {
+                                return;
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        });
+                        continue;
+                    }
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
@@ -91,6 +140,60 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// The TLS side of a new connection, or None when the client fails the handshake: plain HTTP
+/// on the HTTPS port, a client without a required certificate. That is the client's problem,
+/// logged at debug, not worth a warning.
+async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// The 401 answer when basic auth is configured and the request lacks a valid user; None to
+/// go on. `/-/healthy` stays open so that a container health check needs no password.
+async fn authorize(
+    web: Option<&WebConfig>,
+    req: &Request<Incoming>,
+) -> Option<Response<Full<Bytes>>> {
+    let web = web?;
+    if req.uri().path() == "/-/healthy" {
+        return None;
+    }
+    let security = web.current();
+    let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    if security.users.allows(header).await {
+        return None;
+    }
+    // Debug only: a scanner must not be able to fill the log. No user name: people type
+    // passwords into that field too.
+    tracing::debug!(
+        path = req.uri().path(),
+        "request without valid credentials refused"
+    );
+    // The same answer whether the user exists or not.
+    let mut response = text(
+        StatusCode::UNAUTHORIZED,
+        "text/plain; charset=utf-8",
+        "Unauthorized\n".into(),
+    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+    Some(response)
 }
 
 async fn route(exporter: &Exporter, req: Request<Incoming>) -> Response<Full<Bytes>> {
