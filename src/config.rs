@@ -14,6 +14,12 @@ pub const DEFAULT_ACCOUNT_URL: &str = "https://account.withings.com";
 /// Where `withings-exporter auth` listens for Withings' redirect unless told otherwise; it
 /// must equal the callback URL registered for the application.
 pub const DEFAULT_REDIRECT_URI: &str = "http://127.0.0.1:19101/callback";
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The 2,062-group history of a real account is about 1 MiB in one answer; 32 MiB leaves
+/// room for far larger accounts and only stops a broken or hostile upstream.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+/// Below this, even the smallest real answer (an error envelope) could be refused.
+const MIN_RESPONSE_BYTES: usize = 1024;
 
 /// A configuration value that cannot be used, named by its variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +54,13 @@ pub struct Config {
     pub redirect_uri: Url,
     /// `WITHINGS_WEB_CONFIG_FILE`: TLS and basic auth, read by [`crate::web_config`].
     pub web_config_file: Option<PathBuf>,
+    /// Time allowed to open a connection to Withings.
+    pub connect_timeout: Duration,
+    /// Withings answers larger than this are refused.
+    pub max_response_bytes: usize,
+    /// Scrapes sooner than this after the last fetch are served its result; zero fetches
+    /// on every scrape.
+    pub min_fetch_interval: Duration,
 }
 
 /// The variables as strings, so that each can be checked with a message of our own
@@ -68,6 +81,9 @@ struct Raw {
     account_url: Option<String>,
     redirect_uri: Option<String>,
     web_config_file: Option<String>,
+    connect_timeout_seconds: Option<String>,
+    max_response_bytes: Option<String>,
+    min_fetch_interval_seconds: Option<String>,
 }
 
 impl Config {
@@ -144,6 +160,18 @@ impl Config {
         )?;
         // Checked by web_config at start, where a bad file can be named with its key.
         let web_config_file = non_empty(raw.web_config_file).map(PathBuf::from);
+        let connect_timeout = match non_empty(raw.connect_timeout_seconds) {
+            Some(v) => parse_seconds("WITHINGS_CONNECT_TIMEOUT_SECONDS", &v)?,
+            None => DEFAULT_CONNECT_TIMEOUT,
+        };
+        let max_response_bytes = match non_empty(raw.max_response_bytes) {
+            Some(v) => parse_byte_limit("WITHINGS_MAX_RESPONSE_BYTES", &v)?,
+            None => DEFAULT_MAX_RESPONSE_BYTES,
+        };
+        let min_fetch_interval = match non_empty(raw.min_fetch_interval_seconds) {
+            Some(v) => parse_interval("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", &v)?,
+            None => Duration::ZERO,
+        };
         Ok(Self {
             listen_address,
             api_url,
@@ -158,6 +186,9 @@ impl Config {
             account_url,
             redirect_uri,
             web_config_file,
+            connect_timeout,
+            max_response_bytes,
+            min_fetch_interval,
         })
     }
 
@@ -204,12 +235,15 @@ impl Config {
     /// One line for the start-up log. Secrets appear only as set/unset.
     pub fn summary(&self) -> String {
         format!(
-            "listen_address={} api_url={} meastypes={} include_ambiguous={} timeout_seconds={} access_token={} web_config_file={}",
+            "listen_address={} api_url={} meastypes={} include_ambiguous={} timeout_seconds={} connect_timeout_seconds={} max_response_bytes={} min_fetch_interval_seconds={} access_token={} web_config_file={}",
             self.listen_address,
             self.api_url,
             self.meastypes_param(),
             self.include_ambiguous,
             self.upstream_timeout.as_secs_f64(),
+            self.connect_timeout.as_secs_f64(),
+            self.max_response_bytes,
+            self.min_fetch_interval.as_secs_f64(),
             if self.access_token.is_some() {
                 "<set>"
             } else {
@@ -352,6 +386,31 @@ pub(crate) fn parse_seconds(variable: &'static str, value: &str) -> Result<Durat
         })
 }
 
+/// Like [`parse_seconds`], but zero is allowed: it means "no interval".
+fn parse_interval(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 86_400.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| invalid(variable, format!("{value:?} is not a number of seconds from 0 to 86400 (0 fetches on every scrape)")))
+}
+
+fn parse_byte_limit(variable: &'static str, value: &str) -> Result<usize, ConfigError> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n >= MIN_RESPONSE_BYTES)
+        .ok_or_else(|| {
+            invalid(
+                variable,
+                format!("{value:?} is not a whole number of bytes of at least {MIN_RESPONSE_BYTES} (the default is {DEFAULT_MAX_RESPONSE_BYTES})"),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +431,31 @@ mod tests {
         assert!(c.include_ambiguous);
         assert_eq!(c.require_access_token().unwrap().expose(), "t");
         assert_eq!(c.upstream_timeout, Duration::from_secs(20));
+        assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(c.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
+        assert_eq!(c.min_fetch_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn sync_settings() {
+        let c = Config::from_vars(vars(&[
+            ("WITHINGS_CONNECT_TIMEOUT_SECONDS", "1.5"),
+            ("WITHINGS_MAX_RESPONSE_BYTES", "65536"),
+            ("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", "30"),
+        ]))
+        .unwrap();
+        assert_eq!(c.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(c.max_response_bytes, 65536);
+        assert_eq!(c.min_fetch_interval, Duration::from_secs(30));
+        let zero =
+            Config::from_vars(vars(&[("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", "0")])).unwrap();
+        assert_eq!(zero.min_fetch_interval, Duration::ZERO);
+        let summary = c.summary();
+        assert!(
+            summary.contains("min_fetch_interval_seconds=30")
+                && summary.contains("max_response_bytes=65536"),
+            "{summary}"
+        );
     }
 
     #[test]
@@ -404,6 +488,11 @@ mod tests {
             ("WITHINGS_INCLUDE_AMBIGUOUS", "maybe"),
             ("WITHINGS_TIMEOUT_SECONDS", "-1"),
             ("WITHINGS_TIMEOUT_SECONDS", "NaN"),
+            ("WITHINGS_CONNECT_TIMEOUT_SECONDS", "0"),
+            ("WITHINGS_MAX_RESPONSE_BYTES", "1MB"),
+            ("WITHINGS_MAX_RESPONSE_BYTES", "100"),
+            ("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", "-1"),
+            ("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", "soon"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();

@@ -1,13 +1,16 @@
 //! One scrape: fetch what changed from Withings, merge it into the latest-values state,
 //! and render the exposition. Data flows one way: scrape → fetch → merge → render.
 
+use crate::clock::Clock;
 use crate::collector::{self, single_gauge};
 use crate::config::Config;
+use crate::flight::{self, Missed, SingleFlight, Ticket};
+use crate::ratelimit::RateLimiter;
 use crate::state::{LatestState, MergeOptions, MergeStats};
 use crate::tokens::TokenSource;
-use crate::withings::{ApiError, ClientOptions, GetmeasQuery, WithingsClient};
+use crate::withings::{ApiError, ClientOptions, GetmeasQuery, StatusClass, WithingsClient};
 use prometheus::{IntCounterVec, Opts, Registry};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use url::Url;
 
@@ -25,6 +28,8 @@ pub struct ExporterSettings {
     pub meastypes: String,
     pub include_ambiguous: bool,
     pub client: ClientOptions,
+    /// `WITHINGS_MIN_FETCH_INTERVAL_SECONDS`.
+    pub min_fetch_interval: Duration,
 }
 
 impl ExporterSettings {
@@ -35,13 +40,15 @@ impl ExporterSettings {
             include_ambiguous: config.include_ambiguous,
             client: ClientOptions {
                 request_timeout: config.upstream_timeout,
-                ..ClientOptions::default()
+                connect_timeout: config.connect_timeout,
+                max_body_bytes: config.max_response_bytes,
             },
+            min_fetch_interval: config.min_fetch_interval,
         }
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -49,6 +56,14 @@ pub enum FetchError {
     Token(#[from] crate::tokens::TokenError),
     #[error("Withings kept answering `more` after {0} pages; the sync was abandoned")]
     EndlessPagination(usize),
+    #[error("Withings answered 601 (too many requests); no request is made for another {0:.0?}")]
+    RateLimited(Duration),
+    #[error(
+        "the scrape's time budget of {0:?} ran out before Withings answered; the fetch goes on in the background"
+    )]
+    ScrapeDeadline(Duration),
+    #[error("the fetch from Withings ended without a result")]
+    Abandoned,
 }
 
 impl FetchError {
@@ -88,6 +103,12 @@ pub struct Exporter {
     registry: Registry,
     api_requests: IntCounterVec,
     groups_skipped: IntCounterVec,
+    clock: Clock,
+    rate_limit: RateLimiter,
+    flights: SingleFlight<Result<MergeStats, FetchError>>,
+    /// Cap on the budget a scrape-timeout header gives: `WITHINGS_TIMEOUT_SECONDS`.
+    scrape_budget: Duration,
+    scrapes: IntCounterVec,
 }
 
 /// How one scrape's fetch went.
@@ -104,7 +125,7 @@ impl Exporter {
         let api_requests = IntCounterVec::new(
             Opts::new(
                 "withings_api_requests_total",
-                "Requests made to the Withings API, by action and answer: the body status, or http_error, timeout, transport_error, invalid_response.",
+                "Requests made to the Withings API, by action and answer: the body status, or http_error, timeout, transport_error, invalid_response, too_large (over WITHINGS_MAX_RESPONSE_BYTES).",
             ),
             &["action", "status"],
         )
@@ -123,6 +144,17 @@ impl Exporter {
         registry
             .register(Box::new(groups_skipped.clone()))
             .expect("first registration");
+        let scrapes = IntCounterVec::new(
+            Opts::new(
+                "withings_scrapes_total",
+                "Scrapes of /metrics by where their data came from: new_fetch (started a fetch from Withings), shared_fetch (joined a fetch already running), recent_fetch (served the last fetch, sooner than WITHINGS_MIN_FETCH_INTERVAL_SECONDS after it), rate_limited (no fetch: backing off after a 601).",
+            ),
+            &["served_from"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(scrapes.clone()))
+            .expect("first registration");
         let build_info = prometheus::IntGaugeVec::new(
             Opts::new(
                 "withings_exporter_build_info",
@@ -138,7 +170,13 @@ impl Exporter {
             .register(Box::new(build_info))
             .expect("first registration");
         tokens.register(&registry).expect("first registration");
+        let clock = Clock::default();
         Ok(Self {
+            scrape_budget: client.options().request_timeout,
+            rate_limit: RateLimiter::new(clock.clone()),
+            flights: SingleFlight::new(clock.clone(), settings.min_fetch_interval),
+            clock,
+            scrapes,
             client,
             tokens,
             meastypes: settings.meastypes,
@@ -155,16 +193,94 @@ impl Exporter {
     }
 
     /// A scrape: sync with Withings, then render everything.
-    pub async fn scrape(&self) -> String {
-        let outcome = self.fetch().await;
-        self.render(Some(&outcome))
+    pub async fn scrape(self: &Arc<Self>) -> String {
+        self.scrape_within(None).await
+    }
+
+    /// A scrape that waits for Withings at most `budget` (and never more than
+    /// `WITHINGS_TIMEOUT_SECONDS`); past it, the answer has the last known values and
+    /// `withings_up 0`. Concurrent scrapes share one fetch; see [`crate::flight`].
+    pub async fn scrape_within(self: &Arc<Self>, budget: Option<Duration>) -> String {
+        let started = Instant::now();
+        let result = self.shared_fetch(budget).await;
+        self.render(Some(&ScrapeOutcome {
+            result,
+            duration: started.elapsed(),
+        }))
+    }
+
+    async fn shared_fetch(
+        self: &Arc<Self>,
+        budget: Option<Duration>,
+    ) -> Result<MergeStats, FetchError> {
+        if let Some(left) = self.rate_limit.remaining() {
+            self.scrapes.with_label_values(&["rate_limited"]).inc();
+            return Err(FetchError::RateLimited(left));
+        }
+        let exporter = Arc::clone(self);
+        let ticket = self
+            .flights
+            .ticket(move || async move { exporter.fetch().await.result });
+        let mut result = match ticket {
+            Ticket::Recent(result) => {
+                self.scrapes.with_label_values(&["recent_fetch"]).inc();
+                return result;
+            }
+            Ticket::Wait { result, started } => {
+                let source = if started { "new_fetch" } else { "shared_fetch" };
+                self.scrapes.with_label_values(&[source]).inc();
+                result
+            }
+        };
+        // Without a budget (no scrape-timeout header) the scrape waits for the fetch, whose
+        // every request is bounded by WITHINGS_TIMEOUT_SECONDS; that way the fetch's own
+        // timeout, not a race with it, decides what a slow upstream is reported as.
+        let budget = budget.map(|b| b.min(self.scrape_budget));
+        match flight::wait(&mut result, budget).await {
+            Ok(result) => result,
+            Err(Missed::Deadline) => {
+                let budget = budget.unwrap_or_default();
+                tracing::warn!(
+                    budget_seconds = budget.as_secs_f64(),
+                    "Withings did not answer within the scrape's budget; serving the last known values"
+                );
+                Err(FetchError::ScrapeDeadline(budget))
+            }
+            Err(Missed::Abandoned) => Err(FetchError::Abandoned),
+        }
+    }
+
+    /// The clock behind the fetch interval and the rate-limit backoff; tests advance it.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Brings the state up to date with Withings. Never panics and never loses state: a
-    /// failure leaves the last known readings in place.
+    /// failure leaves the last known readings in place. While backing off after a 601 it
+    /// makes no request at all.
     pub async fn fetch(&self) -> ScrapeOutcome {
         let started = Instant::now();
+        if let Some(left) = self.rate_limit.remaining() {
+            return ScrapeOutcome {
+                result: Err(FetchError::RateLimited(left)),
+                duration: started.elapsed(),
+            };
+        }
         let result = self.sync().await;
+        match &result {
+            Err(FetchError::Api(ApiError::Status {
+                class: StatusClass::RateLimited,
+                wait_seconds,
+                ..
+            })) => {
+                let wait = self.rate_limit.rate_limited(*wait_seconds);
+                tracing::warn!(
+                    wait_seconds = wait.as_secs_f64(),
+                    "Withings is rate-limiting this application; no request until the wait has passed"
+                );
+            }
+            _ => self.rate_limit.answered(),
+        }
         match &result {
             Ok(_) => {
                 let mut health = lock(&self.health);
@@ -307,15 +423,28 @@ impl Exporter {
                 expiry as f64,
             ));
         }
+        let resume_at = self.rate_limit.resume_at_unix();
+        families.push(single_gauge(
+            "withings_rate_limited",
+            "1 while the exporter makes no request to Withings because it answered 601 (too many requests), 0 otherwise.",
+            if resume_at.is_some() { 1.0 } else { 0.0 },
+        ));
+        if let Some(at) = resume_at {
+            families.push(single_gauge(
+                "withings_rate_limit_resume_timestamp_seconds",
+                "Unix time requests to Withings resume after a 601 (present only while backing off).",
+                at,
+            ));
+        }
         if let Some(outcome) = outcome {
             families.push(single_gauge(
                 "withings_up",
-                "1 when this scrape's fetch from Withings succeeded, 0 when it failed (the vitals are then the last known ones).",
+                "1 when the fetch from Withings behind this scrape succeeded, 0 when it failed, ran out of the scrape's time or was held back by a rate limit (the vitals are then the last known ones). Concurrent scrapes share one fetch, and with WITHINGS_MIN_FETCH_INTERVAL_SECONDS a scrape sooner than that after the last fetch reports that fetch's result.",
                 if outcome.result.is_ok() { 1.0 } else { 0.0 },
             ));
             families.push(single_gauge(
                 "withings_scrape_duration_seconds",
-                "Time this scrape spent fetching from Withings and building the answer.",
+                "Time this scrape spent waiting for Withings (or for the fetch it shared) and building the answer; near 0 when it was served the last fetch under WITHINGS_MIN_FETCH_INTERVAL_SECONDS.",
                 (outcome.duration + build_started.elapsed()).as_secs_f64(),
             ));
         }

@@ -5,11 +5,14 @@
 //! table ([`measures`]), and renders metric families ([`collector`]).
 
 pub mod auth;
+pub mod clock;
 pub mod collector;
 pub mod config;
 pub mod exporter;
+pub mod flight;
 pub mod healthcheck;
 pub mod measures;
+pub mod ratelimit;
 pub mod secret;
 pub mod server;
 pub mod simulator;

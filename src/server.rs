@@ -20,6 +20,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// The header Prometheus sends with its `scrape_timeout` for this target.
+pub const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
+/// Kept back from the scrape timeout for building and sending the answer: a tenth of it,
+/// at most half a second (blackbox_exporter's default offset).
+const MAX_SCRAPE_MARGIN: Duration = Duration::from_millis(500);
+
+/// How long a scrape may wait for Withings, from Prometheus' scrape-timeout header. An
+/// absent or unusable value gives `None` (the exporter's own timeout applies), as
+/// blackbox_exporter does: a bad header must not fail the scrape.
+pub fn scrape_budget(header: Option<&HeaderValue>) -> Option<Duration> {
+    let seconds: f64 = header?.to_str().ok()?.trim().parse().ok()?;
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return None;
+    }
+    let timeout = Duration::try_from_secs_f64(seconds).ok()?;
+    let margin = (timeout / 10).min(MAX_SCRAPE_MARGIN);
+    Some(timeout - margin)
+}
+
 /// How long shutdown waits for scrapes in flight before closing their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -196,12 +215,17 @@ async fn authorize(
     Some(response)
 }
 
-async fn route(exporter: &Exporter, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(exporter: &Arc<Exporter>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method();
     let readable = method == Method::GET || method == Method::HEAD;
     match req.uri().path() {
         "/metrics" if method == Method::GET => {
-            text(StatusCode::OK, CONTENT_TYPE, exporter.scrape().await)
+            let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
+            text(
+                StatusCode::OK,
+                CONTENT_TYPE,
+                exporter.scrape_within(budget).await,
+            )
         }
         // HEAD answers from the state without calling Withings: a probe should not spend the
         // account's rate limit. hyper drops the body and keeps the headers.
@@ -271,4 +295,31 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(value: &str) -> Option<Duration> {
+        scrape_budget(Some(&HeaderValue::from_str(value).unwrap()))
+    }
+
+    #[test]
+    fn the_budget_keeps_a_margin_for_the_answer() {
+        assert_eq!(budget("10"), Some(Duration::from_millis(9500)));
+        assert_eq!(budget("1"), Some(Duration::from_millis(900)));
+        assert_eq!(budget(" 0.5 "), Some(Duration::from_millis(450)));
+        assert_eq!(budget("120"), Some(Duration::from_millis(119_500)));
+    }
+
+    #[test]
+    fn unusable_headers_are_ignored() {
+        assert_eq!(scrape_budget(None), None);
+        for bad in ["", "ten", "0", "-3", "NaN", "inf", "1e400", "1s"] {
+            assert_eq!(budget(bad), None, "{bad:?}");
+        }
+        let not_text = HeaderValue::from_bytes(b"\xff1").unwrap();
+        assert_eq!(scrape_budget(Some(&not_text)), None);
+    }
 }

@@ -131,6 +131,9 @@ struct Inner {
     oauth: oauth::OAuth,
     token_fault: Option<Fault>,
     token_once: VecDeque<Fault>,
+    /// While true, measure requests are recorded, then wait: tests use it to keep a fetch in
+    /// flight for exactly as long as they need.
+    hold: watch::Sender<bool>,
 }
 
 impl Inner {
@@ -168,6 +171,7 @@ impl Simulator {
             oauth: oauth::OAuth::new(options.oauth),
             token_fault: None,
             token_once: VecDeque::new(),
+            hold: watch::Sender::new(false),
         }));
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(serve(listener, Arc::clone(&inner), stopped));
@@ -323,6 +327,16 @@ impl Simulator {
     pub fn push_token_fault(&self, fault: Fault) {
         self.lock().token_once.push_back(fault);
     }
+
+    /// Holds every measure request (already received ones too) until [`Simulator::release`].
+    pub fn hold(&self) {
+        self.lock().hold.send_replace(true);
+    }
+
+    /// Lets held measure requests, and those after, be answered.
+    pub fn release(&self) {
+        self.lock().hold.send_replace(false);
+    }
 }
 
 async fn serve(
@@ -422,6 +436,9 @@ async fn measure(
     params: &BTreeMap<String, String>,
     bearer: Option<&str>,
 ) -> Response<Full<Bytes>> {
+    let mut held = lock(inner).hold.subscribe();
+    // The sender lives in `inner`, as long as this request can; an error cannot happen.
+    let _ = held.wait_for(|hold| !*hold).await;
     let fault = {
         let mut guard = lock(inner);
         guard.once.pop_front().or_else(|| guard.fault.clone())

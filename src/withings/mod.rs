@@ -67,7 +67,9 @@ pub enum ApiError {
     Timeout(Duration),
     #[error("Withings answered HTTP {status}")]
     Http { status: u16 },
-    #[error("Withings' answer exceeds the {limit}-byte limit and was refused")]
+    #[error(
+        "Withings' answer exceeds the {limit}-byte limit and was refused (raise WITHINGS_MAX_RESPONSE_BYTES if the account's history really is this large)"
+    )]
     TooLarge { limit: usize },
     #[error("Withings' answer is not a valid {action} response: {detail}")]
     InvalidResponse {
@@ -90,7 +92,8 @@ impl ApiError {
             Self::Transport(_) => "transport_error".into(),
             Self::Timeout(_) => "timeout".into(),
             Self::Http { .. } => "http_error".into(),
-            Self::TooLarge { .. } | Self::InvalidResponse { .. } => "invalid_response".into(),
+            Self::TooLarge { .. } => "too_large".into(),
+            Self::InvalidResponse { .. } => "invalid_response".into(),
             Self::Status { status, .. } => status.to_string(),
         }
     }

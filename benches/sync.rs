@@ -1,0 +1,395 @@
+//! What a scrape costs, against the simulator serving a real account's 2,062-group history
+//! (`tests/fixtures/measurement_list.json`). Run with `cargo bench --bench sync`; the
+//! figures go in BENCHMARKS.md.
+//!
+//! The exporter runs as its own process (the release binary), so that its peak memory is its
+//! own; the simulator and the load generator share this process. Everything is on loopback
+//! and every phase makes a bounded number of requests.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use withings_exporter::simulator::{Simulator, SimulatorOptions};
+
+const TOKEN: &str = "bench-token";
+/// The simulator's `updatetime`: later than every group of the fixture, so steady-state
+/// fetches find nothing new, as on a real account between two readings.
+const T: i64 = 1_700_000_000;
+const MEASTYPES: &str = "9,10,11,54,71";
+const FIRST_SYNC_RUNS: usize = 5;
+const STEADY_ROUNDS: usize = 10;
+const STEADY_PER_ROUND: usize = 100;
+const REQUESTS_PER_LEVEL: usize = 1024;
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+
+/// The exporter binary as a child process; killed and reaped however the bench ends.
+struct ExporterProcess {
+    child: Child,
+    metrics_url: String,
+}
+
+impl Drop for ExporterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ExporterProcess {
+    fn start(api_url: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
+            .arg("serve")
+            .env_clear()
+            .env("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")
+            .env("WITHINGS_API_URL", api_url)
+            .env("WITHINGS_ACCESS_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the exporter binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        // Reads the address from the start-up log line, then keeps draining so that the
+        // child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // "... serving metrics at http://127.0.0.1:PORT/metrics address=..."
+                if let Some(url) = line
+                    .split("serving metrics at ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let metrics_url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the exporter logs its address within 30 s");
+        ExporterProcess { child, metrics_url }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Peak and current resident memory of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+struct Stats {
+    n: usize,
+    p50: Duration,
+    p99: Duration,
+    mean: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let n = samples.len();
+    let at = |q: usize| samples[(n * q / 100).min(n - 1)];
+    Stats {
+        n,
+        p50: at(50),
+        p99: at(99),
+        mean: samples.iter().sum::<Duration>() / n as u32,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+/// GET /metrics; the time and the body, after checking the fetch succeeded.
+async fn scrape(http: &reqwest::Client, url: &str) -> (Duration, String) {
+    let started = Instant::now();
+    let body = http
+        .get(url)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let took = started.elapsed();
+    assert!(
+        body.contains("\nwithings_up 1\n"),
+        "a scrape failed:\n{body}"
+    );
+    (took, body)
+}
+
+/// The request the exporter makes, sent straight to the simulator: the upstream's own cost.
+async fn getmeas(
+    http: &reqwest::Client,
+    sim: &Simulator,
+    lastupdate: i64,
+    offset: Option<i64>,
+) -> (Duration, serde_json::Value, usize) {
+    let mut form = vec![
+        ("action", "getmeas".to_string()),
+        ("meastypes", MEASTYPES.to_string()),
+        ("category", "1".to_string()),
+        ("lastupdate", lastupdate.to_string()),
+    ];
+    if let Some(o) = offset {
+        form.push(("offset", o.to_string()));
+    }
+    let started = Instant::now();
+    let bytes = http
+        .post(sim.url().join("measure").expect("url"))
+        .bearer_auth(TOKEN)
+        .form(&form)
+        .send()
+        .await
+        .expect("getmeas")
+        .bytes()
+        .await
+        .expect("body");
+    let took = started.elapsed();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(value["status"], 0, "{value}");
+    (took, value, bytes.len())
+}
+
+/// Bytes and pages of a whole sync (lastupdate=0, following `more`/`offset`).
+async fn full_history_bytes(http: &reqwest::Client, sim: &Simulator) -> (usize, usize, usize) {
+    let (mut bytes, mut pages, mut groups, mut offset) = (0, 0, 0, None);
+    loop {
+        let (_, body, n) = getmeas(http, sim, 0, offset).await;
+        bytes += n;
+        pages += 1;
+        groups += body["body"]["measuregrps"].as_array().map_or(0, Vec::len);
+        if body["body"]["more"].as_i64() != Some(1) {
+            return (bytes, pages, groups);
+        }
+        offset = body["body"]["offset"].as_i64();
+    }
+}
+
+/// `concurrency` clients, each running its share of `total` rounds of `one` back to back.
+async fn load<F, Fut, T>(concurrency: usize, total: usize, one: F) -> Vec<T>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    let per_client = total / concurrency;
+    let clients: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let one = one.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(per_client);
+                for _ in 0..per_client {
+                    samples.push(one().await);
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(total);
+    for c in clients {
+        all.extend(c.await.expect("client task"));
+    }
+    all
+}
+
+async fn start_simulator(fixture: Option<&str>) -> Simulator {
+    let sim = Simulator::start(SimulatorOptions {
+        access_tokens: vec![TOKEN.into()],
+        ..SimulatorOptions::default()
+    })
+    .await
+    .expect("simulator");
+    if let Some(text) = fixture {
+        sim.load_fixture(text).expect("fixture loads");
+    }
+    sim.set_clock(Some(T));
+    sim
+}
+
+async fn run() {
+    let fixture_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/measurement_list.json"
+    );
+    let fixture = std::fs::read_to_string(fixture_path).expect("fixture");
+    let large = start_simulator(Some(&fixture)).await;
+    let empty = start_simulator(None).await;
+    // reqwest is built without a crypto provider of its own (see the Withings client).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+
+    println!("## Upstream answers (simulator, page size 500)\n");
+    println!(
+        "| account | full history: pages, groups, bytes | full history read directly, median of 5, ms | steady-state request: groups, bytes |"
+    );
+    println!("|---|---|---|---|");
+    for (name, sim) in [("large (2,062 groups)", &large), ("empty", &empty)] {
+        let (bytes, pages, groups) = full_history_bytes(&http, sim).await;
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            full_history_bytes(&http, sim).await;
+            times.push(started.elapsed());
+        }
+        times.sort();
+        let (_, body, steady_bytes) = getmeas(&http, sim, T - 300, None).await;
+        let steady_groups = body["body"]["measuregrps"].as_array().map_or(0, Vec::len);
+        println!(
+            "| {name} | {pages}, {groups}, {bytes} | {} | {steady_groups}, {steady_bytes} |",
+            ms(times[2])
+        );
+    }
+
+    println!("\n## First full sync (first scrape of a fresh exporter process)\n");
+    println!("| account | runs | min ms | median ms | max ms | upstream requests |");
+    println!("|---|---|---|---|---|---|");
+    for (name, sim) in [("large", &large), ("empty", &empty)] {
+        let mut times = Vec::new();
+        let mut requests = 0;
+        for _ in 0..FIRST_SYNC_RUNS {
+            let exporter = ExporterProcess::start(sim.url().as_str());
+            let before = sim.request_count("/measure");
+            times.push(scrape(&http, &exporter.metrics_url).await.0);
+            requests = sim.request_count("/measure") - before;
+        }
+        times.sort();
+        println!(
+            "| {name} | {FIRST_SYNC_RUNS} | {} | {} | {} | {requests} |",
+            ms(times[0]),
+            ms(times[FIRST_SYNC_RUNS / 2]),
+            ms(times[FIRST_SYNC_RUNS - 1])
+        );
+    }
+
+    // Two long-lived exporters, warmed up, scraped in alternating rounds so that noise from
+    // the shared machine falls on both alike.
+    let large_exporter = ExporterProcess::start(large.url().as_str());
+    let empty_exporter = ExporterProcess::start(empty.url().as_str());
+    let mut bodies = Vec::new();
+    for e in [&large_exporter, &empty_exporter] {
+        for _ in 0..20 {
+            scrape(&http, &e.metrics_url).await;
+        }
+        bodies.push(scrape(&http, &e.metrics_url).await.1.len());
+    }
+    let (mut large_times, mut empty_times) = (Vec::new(), Vec::new());
+    let large_before = large.request_count("/measure");
+    let empty_before = empty.request_count("/measure");
+    for _ in 0..STEADY_ROUNDS {
+        for _ in 0..STEADY_PER_ROUND {
+            large_times.push(scrape(&http, &large_exporter.metrics_url).await.0);
+        }
+        for _ in 0..STEADY_PER_ROUND {
+            empty_times.push(scrape(&http, &empty_exporter.metrics_url).await.0);
+        }
+    }
+    let scrapes = (STEADY_ROUNDS * STEADY_PER_ROUND) as f64;
+    let per_scrape =
+        |sim: &Simulator, before: usize| (sim.request_count("/measure") - before) as f64 / scrapes;
+    let large_stats = stats(large_times);
+    let empty_stats = stats(empty_times);
+    println!("\n## Steady-state scrape, concurrency 1 (sequential GET /metrics)\n");
+    println!(
+        "| account | scrapes | p50 ms | p99 ms | mean ms | upstream requests per scrape | /metrics bytes |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, s, sim, before, body) in [
+        ("large", &large_stats, &large, large_before, bodies[0]),
+        ("empty", &empty_stats, &empty, empty_before, bodies[1]),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {} | {:.2} | {body} |",
+            s.n,
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.mean),
+            per_scrape(sim, before)
+        );
+    }
+    println!(
+        "\nlarge / empty: p50 {:.3}, mean {:.3} (target: at most 1.10)",
+        large_stats.p50.as_secs_f64() / empty_stats.p50.as_secs_f64(),
+        large_stats.mean.as_secs_f64() / empty_stats.mean.as_secs_f64()
+    );
+
+    println!("\n## /metrics latency under concurrency (large account, coalescing, interval 0)\n");
+    println!(
+        "| concurrency | scrapes | exporter's upstream requests | scrape p50 ms | scrape p99 ms | direct upstream p50 ms | direct upstream p99 ms | added p50 ms | added p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for concurrency in CONCURRENCY {
+        let url = large_exporter.metrics_url.clone();
+        let sim = large.clone();
+        let client = http.clone();
+        let before = large.request_count("/measure");
+        // Each client alternates a direct upstream request and a scrape, so that both are
+        // sampled under the same load from the rest of the machine.
+        let pairs = load(concurrency, REQUESTS_PER_LEVEL, move || {
+            let client = client.clone();
+            let url = url.clone();
+            let sim = sim.clone();
+            async move {
+                let direct = getmeas(&client, &sim, T - 300, None).await.0;
+                (direct, scrape(&client, &url).await.0)
+            }
+        })
+        .await;
+        let upstream_requests = large.request_count("/measure") - before - pairs.len();
+        let (direct, scraped): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        let (direct, scraped) = (stats(direct), stats(scraped));
+        let added = |a: Duration, b: Duration| (a.as_secs_f64() - b.as_secs_f64()) * 1000.0;
+        println!(
+            "| {concurrency} | {} | {upstream_requests} | {} | {} | {} | {} | {:.3} | {:.3} |",
+            scraped.n,
+            ms(scraped.p50),
+            ms(scraped.p99),
+            ms(direct.p50),
+            ms(direct.p99),
+            added(scraped.p50, direct.p50),
+            added(scraped.p99, direct.p99),
+        );
+    }
+
+    println!("\n## Exporter process memory (after all of the above)\n");
+    println!("| exporter | peak RSS (VmHWM) KiB | RSS now KiB |");
+    println!("|---|---|---|");
+    for (name, e) in [
+        ("large account", &large_exporter),
+        ("empty account", &empty_exporter),
+    ] {
+        let (hwm, rss) = memory_kib(e.pid());
+        println!("| {name} | {hwm} | {rss} |");
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; this harness takes no options.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let load_average = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average before: {}", load_average().trim());
+    runtime.block_on(run());
+    println!("\nload average after: {}", load_average().trim());
+    println!(
+        "\n(loopback only; exporter: the release binary as a child process; simulator and load generator: this process, 2 worker threads)"
+    );
+}
