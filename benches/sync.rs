@@ -8,9 +8,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use withings_exporter::config::Config;
+use withings_exporter::exporter::{Exporter, ExporterSettings};
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_exporter::tokens::TokenSource;
 
 const TOKEN: &str = "bench-token";
 /// The simulator's `updatetime`: later than every group of the fixture, so steady-state
@@ -18,8 +22,8 @@ const TOKEN: &str = "bench-token";
 const T: i64 = 1_700_000_000;
 const MEASTYPES: &str = "9,10,11,54,71";
 const FIRST_SYNC_RUNS: usize = 5;
-const STEADY_ROUNDS: usize = 10;
-const STEADY_PER_ROUND: usize = 100;
+const STEADY_ROUNDS: usize = 50;
+const STEADY_PER_ROUND: usize = 20;
 const REQUESTS_PER_LEVEL: usize = 1024;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 
@@ -366,6 +370,8 @@ async fn run() {
         );
     }
 
+    in_process_costs(&large).await;
+
     println!("\n## Exporter process memory (after all of the above)\n");
     println!("| exporter | peak RSS (VmHWM) KiB | RSS now KiB |");
     println!("|---|---|---|");
@@ -391,5 +397,51 @@ fn main() {
     println!("\nload average after: {}", load_average().trim());
     println!(
         "\n(loopback only; exporter: the release binary as a child process; simulator and load generator: this process, 2 worker threads)"
+    );
+}
+
+/// Where the time of a scrape goes, without HTTP in front of the exporter: an exporter in
+/// this process, synced with the large account.
+async fn in_process_costs(sim: &Simulator) {
+    const RENDERS: u32 = 20_000;
+    const SCRAPES: u32 = 2_000;
+    let config = Config::from_vars([
+        ("WITHINGS_API_URL".to_string(), sim.url().to_string()),
+        (
+            "WITHINGS_LISTEN_ADDRESS".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
+    ])
+    .expect("configuration");
+    let exporter = Arc::new(
+        Exporter::new(
+            ExporterSettings::from_config(&config),
+            TokenSource::Static(TOKEN.into()),
+        )
+        .expect("exporter"),
+    );
+    assert!(exporter.scrape().await.contains("\nwithings_up 1\n"));
+    let started = Instant::now();
+    let mut bytes = 0;
+    for _ in 0..RENDERS {
+        bytes += exporter.render(None).len();
+    }
+    let render = started.elapsed() / RENDERS;
+    let started = Instant::now();
+    for _ in 0..SCRAPES {
+        exporter.scrape().await;
+    }
+    let scrape = started.elapsed() / SCRAPES;
+    println!("\n## In-process costs (large account, no HTTP in front of the exporter)\n");
+    println!("| step | mean per call |");
+    println!("|---|---|");
+    println!(
+        "| render the exposition ({} bytes, {RENDERS} calls) | {:.1} µs |",
+        bytes / RENDERS as usize,
+        render.as_secs_f64() * 1e6
+    );
+    println!(
+        "| scrape: steady-state fetch from the simulator + merge + render ({SCRAPES} calls) | {:.1} µs |",
+        scrape.as_secs_f64() * 1e6
     );
 }
