@@ -484,8 +484,9 @@ fn rules_with_short_for_shortens_only_non_zero_durations() {
         text,
         format!("  - alert: A\n    for: {SHORT_FOR}\n  - alert: B\n    for: 0m\n")
     );
-    // The shipped rules: WithingsExporterDown, WithingsTokenInvalid, WithingsFetchFailing.
-    assert_eq!(rules_with_short_for(&read_repo_file(RULES)).1, 3);
+    // The shipped rules: WithingsExporterDown, WithingsTokenInvalid, WithingsFetchFailing,
+    // WithingsRateLimited.
+    assert_eq!(rules_with_short_for(&read_repo_file(RULES)).1, 4);
 }
 
 /// The exporter, its simulator, Prometheus, Alertmanager and the webhook, all on loopback.
