@@ -1,6 +1,10 @@
 //! Issue 3: `withings-exporter auth` against the simulator's authorization page and token
 //! endpoint, in both modes (redirect listener, pasted URL), and its one-line errors.
 
+#[path = "common/process.rs"]
+mod process;
+use process::ChildGuard;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -273,16 +277,6 @@ async fn a_bad_client_secret_gets_a_clear_error() {
     assert_one_line(&err, "WITHINGS_CLIENT_SECRET");
     assert!(!err.to_string().contains("wrong-secret-value"));
     assert!(!path.exists());
-}
-
-/// Kills and reaps the child however the test ends.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Runs `withings-exporter auth ARGS` against the simulator; returns the child and its

@@ -2,21 +2,10 @@
 
 mod common;
 
+use common::process::{BIN, ChildGuard, capture_stderr, served_url, wait_for_log};
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_withings-exporter");
-
-/// Kills the child when the test ends, however it ends.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn exporter(vars: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
@@ -103,39 +92,11 @@ fn a_port_in_use_is_reported_clearly() {
     );
 }
 
-/// Reads the child's stderr on a thread so the test can poll what it has logged so far.
+/// Starts the command with its log captured.
 fn spawn_logged(cmd: &mut Command) -> (ChildGuard, std::sync::Arc<std::sync::Mutex<String>>) {
-    let mut child = cmd.spawn().expect("spawn");
-    let mut stderr = child.stderr.take().unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    (ChildGuard(child), log)
-}
-
-fn wait_for_log(log: &std::sync::Mutex<String>, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = log.lock().unwrap().clone();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never logged {needle:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut guard = ChildGuard(cmd.spawn().expect("spawn"));
+    let log = capture_stderr(&mut guard.0);
+    (guard, log)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -151,13 +112,7 @@ async fn serves_fails_quietly_about_secrets_and_stops_on_sigterm() {
         ("WITHINGS_API_URL", &api),
         ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
     ]));
-    let started = wait_for_log(&log, "serving metrics at http://");
-    let url = started
-        .split("serving metrics at ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let url = served_url(&log).await;
     let text = common::http()
         .get(&url)
         .send()
@@ -167,7 +122,7 @@ async fn serves_fails_quietly_about_secrets_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(common::sample(&text, "withings_token_valid"), Some(0.0));
-    let logged = wait_for_log(&log, "fetching measures from Withings failed");
+    let logged = wait_for_log(&log, "fetching measures from Withings failed", 1).await;
     assert!(
         logged.contains("401") && logged.contains("invalid_token"),
         "{logged}"
@@ -188,20 +143,14 @@ async fn serves_fails_quietly_about_secrets_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(code, Some(0), "{}", log.lock().unwrap());
-    wait_for_log(&log, "shutting down");
+    wait_for_log(&log, "shutting down", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_shows_all_five_vitals_without_any_credentials() {
     let (_guard, log) =
         spawn_logged(exporter(&[("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")]).arg("demo"));
-    let started = wait_for_log(&log, "serving metrics at http://");
-    let url = started
-        .split("serving metrics at ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let url = served_url(&log).await;
     let text = common::http()
         .get(&url)
         .send()

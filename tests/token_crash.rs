@@ -2,25 +2,19 @@
 //! every scrape; after each kill the token file must parse and hold a refresh token the
 //! simulated Withings still accepts.
 
+#[path = "common/process.rs"]
+mod process;
+use process::ChildGuard;
+
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{OAuthOptions, Simulator, SimulatorOptions};
 use withings_exporter::token_store::{StoredTokens, TokenStore};
-
-/// Kills and reaps the child however the test ends.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Running {
     child: ChildGuard,

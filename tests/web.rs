@@ -4,14 +4,15 @@
 mod common;
 
 use base64::Engine;
+use common::process::{BIN, ChildGuard, capture_stderr, served_url, wait_for_log};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use withings_exporter::config::Config;
@@ -21,7 +22,6 @@ use withings_exporter::simulator::{Simulator, SimulatorOptions};
 use withings_exporter::tokens::TokenSource;
 use withings_exporter::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_withings-exporter");
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A certificate authority made for one test.
@@ -558,16 +558,6 @@ async fn the_watcher_applies_a_changed_file_and_a_renewed_certificate() {
     assert!(get(&stale, &url, None).await.is_err());
 }
 
-/// Kills the child when the test ends, however it ends.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn exporter_command(web_config: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
@@ -645,40 +635,6 @@ fn an_unusable_web_config_stops_the_start_with_one_line_naming_file_and_key() {
     }
 }
 
-/// Collects the child's stderr on a thread so the test can poll what it has logged so far.
-fn capture_stderr(child: &mut Child) -> Arc<Mutex<String>> {
-    let mut stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    log
-}
-
-async fn wait_for_log(log: &Mutex<String>, needle: &str, count: usize) -> String {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let text = log.lock().unwrap().clone();
-        if text.matches(needle).count() >= count {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never logged {needle:?} {count} time(s):\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_serves_https_with_auth_and_reloads_on_sighup() {
     let files = Files::new();
@@ -687,17 +643,13 @@ async fn the_binary_serves_https_with_auth_and_reloads_on_sighup() {
     files.write("web.yml", &format!("{TLS}{}", users(&[("alice", "pw-a")])));
     let mut child = ChildGuard(exporter_command(&files.config()).spawn().unwrap());
     let log = capture_stderr(&mut child.0);
-    let started = wait_for_log(&log, "serving metrics at https://", 1).await;
+    let url = served_url(&log).await;
+    assert!(url.starts_with("https://"), "{url}");
+    let started = log.lock().unwrap().clone();
     assert!(
         started.contains("web configuration loaded") && started.contains("tls=true"),
         "{started}"
     );
-    let url = started
-        .split("serving metrics at ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .replace("0.0.0.0", "127.0.0.1");
     let client = https_client(&ca, None);
     let status = |user: &'static str, password: &'static str| {
         let client = client.clone();

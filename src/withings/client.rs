@@ -2,6 +2,7 @@ use super::model::{Envelope, GetmeasBodyRaw, GetmeasPage, MeasureGroup, TokenBod
 use super::{ApiError, StatusClass};
 use crate::secret::Secret;
 use bytes::{Bytes, BytesMut};
+use serde_json::value::RawValue;
 use std::time::Duration;
 use url::Url;
 
@@ -201,16 +202,23 @@ fn envelope<'a>(action: &'static str, body: &'a [u8]) -> Result<Envelope<'a>, Ap
     Ok(envelope)
 }
 
+/// The `body` object of a status-0 answer; any other status is an [`ApiError::Status`].
+fn success_body<'a>(action: &'static str, body: &'a [u8]) -> Result<&'a RawValue, ApiError> {
+    let raw = envelope(action, body)?
+        .body
+        .ok_or_else(|| ApiError::InvalidResponse {
+            action,
+            detail: "status 0 without a body".into(),
+        })?;
+    expect_object(action, raw.get().as_bytes(), "body")?;
+    Ok(raw)
+}
+
 /// Parses a `getmeas` answer. A malformed group is counted and skipped; a malformed
 /// envelope or body fails the whole answer.
 pub fn parse_getmeas(body: &[u8]) -> Result<GetmeasPage, ApiError> {
     const ACTION: &str = "getmeas";
-    let envelope = envelope(ACTION, body)?;
-    let raw = envelope.body.ok_or_else(|| ApiError::InvalidResponse {
-        action: ACTION,
-        detail: "status 0 without a body".into(),
-    })?;
-    expect_object(ACTION, raw.get().as_bytes(), "body")?;
+    let raw = success_body(ACTION, body)?;
     let parsed: GetmeasBodyRaw =
         serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {
             action: ACTION,
@@ -239,12 +247,7 @@ pub fn parse_getmeas(body: &[u8]) -> Result<GetmeasPage, ApiError> {
 /// Parses a `requesttoken` answer.
 pub fn parse_token(body: &[u8]) -> Result<TokenBody, ApiError> {
     const ACTION: &str = "requesttoken";
-    let envelope = envelope(ACTION, body)?;
-    let raw = envelope.body.ok_or_else(|| ApiError::InvalidResponse {
-        action: ACTION,
-        detail: "status 0 without a body".into(),
-    })?;
-    expect_object(ACTION, raw.get().as_bytes(), "body")?;
+    let raw = success_body(ACTION, body)?;
     // serde_json's messages can quote a string value ("invalid type: string \"...\""), and
     // this body carries tokens: report only the kind of error and where it is.
     serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {

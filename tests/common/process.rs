@@ -1,0 +1,67 @@
+#![allow(dead_code)] // each test binary uses a different part of it
+//! The exporter binary as a child process: killed however the test ends, its log readable
+//! while it runs.
+
+use std::io::Read;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_withings-exporter");
+
+/// Kills and reaps the child however the test ends, a failed assertion included.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Collects the child's piped stderr on a thread, so that the test can read what it has
+/// logged so far and the child never blocks on a full pipe.
+pub fn capture_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    log
+}
+
+/// Polls the log until `needle` appears `count` times; returns the log then.
+pub async fn wait_for_log(log: &Mutex<String>, needle: &str, count: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = log.lock().unwrap().clone();
+        if text.matches(needle).count() >= count {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never logged {needle:?} {count} time(s):\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for the exporter to announce where it serves, and returns that `/metrics` URL.
+pub async fn served_url(log: &Mutex<String>) -> String {
+    let started = wait_for_log(log, "serving metrics at ", 1).await;
+    started
+        .split("serving metrics at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a URL after 'serving metrics at'")
+        .replace("0.0.0.0", "127.0.0.1")
+}
