@@ -331,12 +331,18 @@ impl Exporter {
                 Err(e) if e.is_auth_failure() && !retried_auth => {
                     // One retry with a fresh token, if the source can make one.
                     retried_auth = true;
-                    match self.tokens.after_auth_failure(&token).await? {
-                        Some(fresh) => {
+                    match self.tokens.after_auth_failure(&token).await {
+                        Ok(Some(fresh)) => {
                             token = fresh;
                             continue;
                         }
-                        None => return Err(e.into()),
+                        Ok(None) => return Err(e.into()),
+                        // Withings refused the token just now and no other can be used:
+                        // whatever kept the refresh from helping, the token is not valid.
+                        Err(refresh) => {
+                            lock(&self.health).token_valid = Some(false);
+                            return Err(refresh.into());
+                        }
                     }
                 }
                 Err(e) => return Err(e.into()),
