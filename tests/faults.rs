@@ -923,3 +923,42 @@ async fn sigterm_in_the_middle_of_a_refresh() {
     }
     case.assert_clean_log();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_withings_never_answers() {
+    // The scrape in flight cannot be finished with fresh data: it is answered when its
+    // budget (WITHINGS_TIMEOUT_SECONDS) runs out, with the last known values, and the
+    // process exits cleanly rather than waiting for Withings.
+    let mut case = Case::start_with(Options {
+        env: vec![("WITHINGS_TIMEOUT_SECONDS", "1".into())],
+        ..Options::default()
+    })
+    .await;
+    case.sim.hold();
+    let requests = case.sim.request_count("/measure");
+    let scrape = {
+        let (http, url) = (case.http.clone(), case.url("/metrics"));
+        tokio::spawn(async move {
+            let response = http.get(url).send().await?;
+            let status = response.status();
+            Ok::<_, reqwest::Error>((status, response.text().await?))
+        })
+    };
+    assert!(
+        eventually(WAIT, || case.sim.request_count("/measure") > requests).await,
+        "the fetch reached Withings"
+    );
+    sigterm(&case);
+    case.wait_for_shutdown_to_begin().await;
+    let (status, text) = scrape
+        .await
+        .unwrap()
+        .expect("the scrape in flight is answered");
+    assert_eq!(status, 200);
+    assert_eq!(sample(&text, "withings_up"), Some(0.0), "{text}");
+    case.assert_vitals_survive(&text);
+    let exit = case.exit_status().await;
+    assert_eq!(exit.code(), Some(0), "{exit:?} {:?}", case.log_lines());
+    assert_eq!(case.assert_token_file_intact(), case.pair);
+    case.assert_clean_log();
+}
