@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{ExporterProcess, memory_kib, ms, stats};
+use common::{ExporterProcess, cpu_seconds, memory_kib, ms, stats};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -98,9 +98,9 @@ async fn run() {
     ))
     .expect("fixture");
     println!(
-        "| row | scrapes | wall time s | scrapes/s | p50 ms | p99 ms | max ms | upstream requests | errors | down | VmRSS before KiB | VmRSS after KiB | VmHWM KiB |"
+        "| row | scrapes | wall time s | scrapes/s | p50 ms | p99 ms | max ms | upstream requests | errors | down | VmRSS before KiB | VmRSS after KiB | VmHWM KiB | CPU s exporter | CPU s bench process |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut failed = false;
     let mut series = Vec::new();
     for row in &ROWS {
@@ -121,6 +121,8 @@ async fn run() {
         assert_eq!(warm.errors + warm.down, 0, "the warm-up failed");
         let (_, rss_before) = memory_kib(exporter.pid());
         let upstream_before = sim.request_count("/measure");
+        let child = exporter.pid().to_string();
+        let cpu_before = (cpu_seconds(&child), cpu_seconds("self"));
         // In quarters, to see whether resident memory levels off or keeps growing.
         let deadline = Instant::now() + TIME_LIMIT;
         let mut outcome = Outcome {
@@ -150,12 +152,16 @@ async fn run() {
             rss_series.push(memory_kib(exporter.pid()).1);
         }
         let upstream = sim.request_count("/measure") - upstream_before;
+        let cpu = (
+            cpu_seconds(&child) - cpu_before.0,
+            cpu_seconds("self") - cpu_before.1,
+        );
         let (hwm, rss_after) = memory_kib(exporter.pid());
         let (errors, down, elapsed) = (outcome.errors, outcome.down, outcome.elapsed);
         let max = outcome.latencies.iter().max().copied().unwrap_or_default();
         let s = stats(outcome.latencies);
         println!(
-            "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
             row.name,
             s.n,
             elapsed.as_secs_f64(),
@@ -168,7 +174,9 @@ async fn run() {
             down,
             rss_before,
             rss_after,
-            hwm
+            hwm,
+            cpu.0,
+            cpu.1
         );
         series.push(format!(
             "{}: VmRSS KiB before and after each quarter: {rss_before} {}",

@@ -99,3 +99,20 @@ pub fn stats(mut samples: Vec<Duration>) -> Stats {
 pub fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat` (`"self"` for
+/// this process), assuming the usual 100 clock ticks a second.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; fields after it are plain numbers.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15, i.e. 12 and 13 after the name.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
