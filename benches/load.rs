@@ -17,6 +17,9 @@ use withings_exporter::simulator::{Simulator, SimulatorOptions};
 
 const TOKEN: &str = "bench-token";
 const SCRAPES: usize = 100_000;
+/// A longer soak: `LOAD_SCRAPES=1000000 cargo bench --bench load` (still bounded by
+/// `TIME_LIMIT`).
+const SCRAPES_VARIABLE: &str = "LOAD_SCRAPES";
 const CONCURRENCY: usize = 64;
 const SEGMENTS: usize = 4;
 const WARM_UP: usize = 1_000;
@@ -101,6 +104,18 @@ async fn run() {
         "| row | scrapes | wall time s | scrapes/s | p50 ms | p99 ms | max ms | upstream requests | errors | down | VmRSS before KiB | VmRSS after KiB | VmHWM KiB | CPU s exporter | CPU s bench process |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let scrapes = match std::env::var(SCRAPES_VARIABLE) {
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if n >= SEGMENTS => n,
+            _ => {
+                eprintln!(
+                    "{SCRAPES_VARIABLE} must be a whole number of at least {SEGMENTS}, not {v:?}"
+                );
+                std::process::exit(2);
+            }
+        },
+        Err(_) => SCRAPES,
+    };
     let mut failed = false;
     let mut series = Vec::new();
     for row in &ROWS {
@@ -126,7 +141,7 @@ async fn run() {
         // In quarters, to see whether resident memory levels off or keeps growing.
         let deadline = Instant::now() + TIME_LIMIT;
         let mut outcome = Outcome {
-            latencies: Vec::with_capacity(SCRAPES),
+            latencies: Vec::with_capacity(scrapes),
             errors: 0,
             down: 0,
             elapsed: Duration::ZERO,
@@ -136,12 +151,12 @@ async fn run() {
             let left = deadline.saturating_duration_since(Instant::now());
             let part = tokio::time::timeout(
                 left,
-                hammer(&http, &exporter.metrics_url, SCRAPES / SEGMENTS),
+                hammer(&http, &exporter.metrics_url, scrapes / SEGMENTS),
             )
             .await
             .unwrap_or_else(|_| {
                 panic!(
-                    "{}: {SCRAPES} scrapes took longer than {TIME_LIMIT:?}; abandoned",
+                    "{}: {scrapes} scrapes took longer than {TIME_LIMIT:?}; abandoned",
                     row.name
                 )
             });
