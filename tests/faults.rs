@@ -638,11 +638,13 @@ async fn rate_limited(wait_seconds: Option<i64>) -> f64 {
     assert_eq!(sample(&text, "withings_rate_limited"), Some(1.0), "{text}");
     assert_eq!(getmeas_requests(&text, "601"), Some(1.0), "{text}");
     case.assert_vitals_survive(&text);
-    case.expect_problems(
-        mark,
-        &["Withings is rate-limiting this application", FETCH_FAILED],
-    )
-    .await;
+    let lines = case
+        .expect_problems(mark, &["Withings is rate-limiting this application"])
+        .await;
+    assert!(
+        lines[0].contains("status=\"601\"") && lines[0].contains("wait_seconds="),
+        "{lines:?}"
+    );
     // Backing off: the next scrapes make no request at all.
     case.sim.set_fault(None);
     let requests = case.sim.request_count("/measure");
