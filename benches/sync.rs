@@ -6,11 +6,11 @@
 //! own; the simulator and the load generator share this process. Everything is on loopback
 //! and every phase makes a bounded number of requests.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+mod common;
+
+use common::{ExporterProcess, memory_kib, ms, stats};
 use withings_exporter::config::Config;
 use withings_exporter::exporter::{Exporter, ExporterSettings};
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
@@ -26,97 +26,6 @@ const STEADY_ROUNDS: usize = 50;
 const STEADY_PER_ROUND: usize = 20;
 const REQUESTS_PER_LEVEL: usize = 1024;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
-
-/// The exporter binary as a child process; killed and reaped however the bench ends.
-struct ExporterProcess {
-    child: Child,
-    metrics_url: String,
-}
-
-impl Drop for ExporterProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ExporterProcess {
-    fn start(api_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
-            .arg("serve")
-            .env_clear()
-            .env("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")
-            .env("WITHINGS_API_URL", api_url)
-            .env("WITHINGS_ACCESS_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the exporter binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        // Reads the address from the start-up log line, then keeps draining so that the
-        // child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // "... serving metrics at http://127.0.0.1:PORT/metrics address=..."
-                if let Some(url) = line
-                    .split("serving metrics at ")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let metrics_url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the exporter logs its address within 30 s");
-        ExporterProcess { child, metrics_url }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-/// Peak and current resident memory of a process, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
-struct Stats {
-    n: usize,
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let n = samples.len();
-    let at = |q: usize| samples[(n * q / 100).min(n - 1)];
-    Stats {
-        n,
-        p50: at(50),
-        p99: at(99),
-        mean: samples.iter().sum::<Duration>() / n as u32,
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
-}
 
 /// GET /metrics; the time and the body, after checking the fetch succeeded.
 async fn scrape(http: &reqwest::Client, url: &str) -> (Duration, String) {
@@ -267,7 +176,7 @@ async fn run() {
         let mut times = Vec::new();
         let mut requests = 0;
         for _ in 0..FIRST_SYNC_RUNS {
-            let exporter = ExporterProcess::start(sim.url().as_str());
+            let exporter = ExporterProcess::start(sim.url().as_str(), TOKEN, &[]);
             let before = sim.request_count("/measure");
             times.push(scrape(&http, &exporter.metrics_url).await.0);
             requests = sim.request_count("/measure") - before;
@@ -283,8 +192,8 @@ async fn run() {
 
     // Two long-lived exporters, warmed up, scraped in alternating rounds so that noise from
     // the shared machine falls on both alike.
-    let large_exporter = ExporterProcess::start(large.url().as_str());
-    let empty_exporter = ExporterProcess::start(empty.url().as_str());
+    let large_exporter = ExporterProcess::start(large.url().as_str(), TOKEN, &[]);
+    let empty_exporter = ExporterProcess::start(empty.url().as_str(), TOKEN, &[]);
     let mut bodies = Vec::new();
     for e in [&large_exporter, &empty_exporter] {
         for _ in 0..20 {

@@ -267,17 +267,24 @@ impl Exporter {
             };
         }
         let result = self.sync().await;
+        // One line per failure: a 601 gets its own, which says what happens next.
+        let mut logged = false;
         match &result {
-            Err(FetchError::Api(ApiError::Status {
-                class: StatusClass::RateLimited,
-                wait_seconds,
-                ..
-            })) => {
+            Err(
+                e @ FetchError::Api(ApiError::Status {
+                    class: StatusClass::RateLimited,
+                    wait_seconds,
+                    ..
+                }),
+            ) => {
                 let wait = self.rate_limit.rate_limited(*wait_seconds);
                 tracing::warn!(
+                    status = e.status_label().as_deref().unwrap_or("none"),
                     wait_seconds = wait.as_secs_f64(),
-                    "Withings is rate-limiting this application; no request until the wait has passed"
+                    error = %e,
+                    "Withings is rate-limiting this application; no request until the wait has passed, serving the last known values meanwhile"
                 );
+                logged = true;
             }
             _ => self.rate_limit.answered(),
         }
@@ -294,11 +301,13 @@ impl Exporter {
                 {
                     lock(&self.health).token_valid = Some(false);
                 }
-                tracing::warn!(
-                    status = e.status_label().as_deref().unwrap_or("none"),
-                    error = %e,
-                    "fetching measures from Withings failed; serving the last known values"
-                );
+                if !logged {
+                    tracing::warn!(
+                        status = e.status_label().as_deref().unwrap_or("none"),
+                        error = %e,
+                        "fetching measures from Withings failed; serving the last known values"
+                    );
+                }
             }
         }
         ScrapeOutcome {
@@ -331,12 +340,18 @@ impl Exporter {
                 Err(e) if e.is_auth_failure() && !retried_auth => {
                     // One retry with a fresh token, if the source can make one.
                     retried_auth = true;
-                    match self.tokens.after_auth_failure(&token).await? {
-                        Some(fresh) => {
+                    match self.tokens.after_auth_failure(&token).await {
+                        Ok(Some(fresh)) => {
                             token = fresh;
                             continue;
                         }
-                        None => return Err(e.into()),
+                        Ok(None) => return Err(e.into()),
+                        // Withings refused the token just now and no other can be used:
+                        // whatever kept the refresh from helping, the token is not valid.
+                        Err(refresh) => {
+                            lock(&self.health).token_valid = Some(false);
+                            return Err(refresh.into());
+                        }
                     }
                 }
                 Err(e) => return Err(e.into()),

@@ -43,6 +43,9 @@ pub enum Fault {
     Body(String),
     /// Answer normally, but only after this long.
     Delay(Duration),
+    /// HTTP 200 announcing this whole body, of which only the first half is sent before the
+    /// connection is aborted: a connection reset in the middle of the body.
+    ResetMidBody(String),
 }
 
 /// One request the simulator received, for tests to inspect.
@@ -134,6 +137,8 @@ struct Inner {
     /// While true, measure requests are recorded, then wait: tests use it to keep a fetch in
     /// flight for exactly as long as they need.
     hold: watch::Sender<bool>,
+    /// The same for the token endpoint, to keep a refresh in flight.
+    token_hold: watch::Sender<bool>,
 }
 
 impl Inner {
@@ -172,6 +177,7 @@ impl Simulator {
             token_fault: None,
             token_once: VecDeque::new(),
             hold: watch::Sender::new(false),
+            token_hold: watch::Sender::new(false),
         }));
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(serve(listener, Arc::clone(&inner), stopped));
@@ -337,6 +343,17 @@ impl Simulator {
     pub fn release(&self) {
         self.lock().hold.send_replace(false);
     }
+
+    /// Holds every token-endpoint request (already received ones too) until
+    /// [`Simulator::release_token_endpoint`].
+    pub fn hold_token_endpoint(&self) {
+        self.lock().token_hold.send_replace(true);
+    }
+
+    /// Lets held token-endpoint requests, and those after, be answered.
+    pub fn release_token_endpoint(&self) {
+        self.lock().token_hold.send_replace(false);
+    }
 }
 
 async fn serve(
@@ -351,7 +368,7 @@ async fn serve(
                 let inner = Arc::clone(&inner);
                 let service = service_fn(move |req| {
                     let inner = Arc::clone(&inner);
-                    async move { Ok::<_, Infallible>(handle(&inner, req).await) }
+                    async move { Ok::<_, Infallible>(cut_if_asked(handle(&inner, req).await)) }
                 });
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -543,6 +560,9 @@ async fn token_endpoint(
     inner: &Mutex<Inner>,
     params: &BTreeMap<String, String>,
 ) -> Response<Full<Bytes>> {
+    let mut held = lock(inner).token_hold.subscribe();
+    // The sender lives in `inner`, as long as this request can; an error cannot happen.
+    let _ = held.wait_for(|hold| !*hold).await;
     let fault = {
         let mut guard = lock(inner);
         guard
@@ -601,12 +621,84 @@ fn fault_reply(fault: Fault) -> Response<Full<Bytes>> {
             body,
         ),
         Fault::Body(body) => envelope_reply(body),
+        Fault::ResetMidBody(body) => {
+            let mut response = envelope_reply(body);
+            response.extensions_mut().insert(CutMidBody);
+            response
+        }
         Fault::Delay(_) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             "text/plain",
             String::new(),
         ),
     }
+}
+
+/// Marks a reply whose body is to be cut off halfway (`Fault::ResetMidBody`).
+#[derive(Debug, Clone, Copy)]
+struct CutMidBody;
+
+/// A reply body as sent: whole, or cut off by an error, which makes hyper abort the
+/// connection after the headers (with the full `content-length`) and the first half.
+enum SimBody {
+    Whole(Full<Bytes>),
+    /// The first half still to send, whether it has been flushed (hyper flushes when the
+    /// body is pending), and the whole body's length to announce.
+    Cut(Option<Bytes>, bool, u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connection reset by the simulator (Fault::ResetMidBody)")]
+struct Reset;
+
+impl hyper::body::Body for SimBody {
+    type Data = Bytes;
+    type Error = Reset;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Reset>>> {
+        match self.get_mut() {
+            Self::Whole(full) => std::pin::Pin::new(full)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|never| match never {}))),
+            Self::Cut(half, flushed, _) => {
+                if let Some(half) = half.take() {
+                    return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(half))));
+                }
+                if !*flushed {
+                    // Pending once, so that hyper writes out the half before the abort.
+                    *flushed = true;
+                    cx.waker().wake_by_ref();
+                    return std::task::Poll::Pending;
+                }
+                std::task::Poll::Ready(Some(Err(Reset)))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Whole(full) => full.size_hint(),
+            Self::Cut(_, _, announced) => hyper::body::SizeHint::with_exact(*announced),
+        }
+    }
+}
+
+fn cut_if_asked(response: Response<Full<Bytes>>) -> Response<SimBody> {
+    let cut = response.extensions().get::<CutMidBody>().is_some();
+    response.map(|body| {
+        if !cut {
+            return SimBody::Whole(body);
+        }
+        let whole = body.into_inner().unwrap_or_default();
+        SimBody::Cut(
+            Some(whole.slice(..whole.len() / 2)),
+            false,
+            whole.len() as u64,
+        )
+    })
 }
 
 fn envelope_reply(body: String) -> Response<Full<Bytes>> {

@@ -1,0 +1,118 @@
+//! Shared by the benches that run the release binary as a child process: starting it,
+//! reading its memory, summarising latencies.
+#![allow(dead_code)] // each bench uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The exporter binary as a child process; killed and reaped however the bench ends.
+pub struct ExporterProcess {
+    child: Child,
+    pub metrics_url: String,
+}
+
+impl Drop for ExporterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ExporterProcess {
+    /// Starts `withings-exporter serve` with a fixed access token and `env` on top.
+    pub fn start(api_url: &str, token: &str, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
+            .arg("serve")
+            .env_clear()
+            .env("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")
+            .env("WITHINGS_API_URL", api_url)
+            .env("WITHINGS_ACCESS_TOKEN", token)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the exporter binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        // Reads the address from the start-up log line, then keeps draining so that the
+        // child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // "... serving metrics at http://127.0.0.1:PORT/metrics address=..."
+                if let Some(url) = line
+                    .split("serving metrics at ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let metrics_url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the exporter logs its address within 30 s");
+        ExporterProcess { child, metrics_url }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Peak and current resident memory of a process, in KiB.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+pub struct Stats {
+    pub n: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub mean: Duration,
+}
+
+pub fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let n = samples.len();
+    let at = |q: usize| samples[(n * q / 100).min(n - 1)];
+    Stats {
+        n,
+        p50: at(50),
+        p99: at(99),
+        mean: samples.iter().sum::<Duration>() / n as u32,
+    }
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat` (`"self"` for
+/// this process), assuming the usual 100 clock ticks a second.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; fields after it are plain numbers.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15, i.e. 12 and 13 after the name.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
