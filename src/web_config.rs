@@ -223,7 +223,13 @@ impl WebSecurity {
     /// Reads and checks the file and everything it names.
     pub fn load(path: &Path) -> Result<Self, WebConfigError> {
         let text = read(path, path, None)?;
-        let raw = parse(path, &text)?;
+        Self::from_bytes(path, &text)
+    }
+
+    /// Checks the content `text` of the file at `path` and everything it names; `path` is
+    /// where relative file names are resolved from and what error messages name.
+    pub fn from_bytes(path: &Path, text: &[u8]) -> Result<Self, WebConfigError> {
+        let raw = parse(path, text)?;
         Self::build(path, raw)
     }
 
