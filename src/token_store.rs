@@ -78,7 +78,9 @@ impl StoredTokens {
             return true;
         }
         let margin = match self.obtained_at {
-            Some(obtained) => max_margin.min((self.expires_at - obtained).max(0) / 10),
+            // Saturating: the file may hold any i64, and `expires_at` near i64::MAX with a
+            // negative `obtained_at` overflowed (a panic in a debug build).
+            Some(obtained) => max_margin.min(self.expires_at.saturating_sub(obtained).max(0) / 10),
             None => max_margin,
         };
         now >= self.expires_at.saturating_sub(margin)
