@@ -42,6 +42,51 @@ impl std::fmt::Debug for StoredTokens {
     }
 }
 
+/// Why the content of a token file is not a token pair. `detail` never quotes the content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct MalformedTokens {
+    pub detail: String,
+}
+
+impl StoredTokens {
+    /// The pair in the content of a token file: what [`TokenStore::load`] reads, given as
+    /// bytes so that it can be checked (and fuzzed) without a file.
+    pub fn parse(bytes: &[u8]) -> Result<Self, MalformedTokens> {
+        let malformed = |detail: String| MalformedTokens { detail };
+        // serde_json's messages can quote a value ("invalid type: string \"...\""), and a
+        // value here may be a token: report only where and what kind of error it was.
+        let tokens: StoredTokens = serde_json::from_slice(bytes).map_err(|e| {
+            malformed(format!(
+                "JSON {:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        if tokens.refresh_token.is_empty() {
+            return Err(malformed("refresh_token is empty".into()));
+        }
+        Ok(tokens)
+    }
+
+    /// Whether the pair should be refreshed at `now` (unix seconds): from a tenth of its
+    /// lifetime before it expires, at most `max_margin` seconds before, so that a refresh
+    /// that fails has time to be retried while the access token still works.
+    pub fn refresh_due(&self, now: i64, max_margin: i64) -> bool {
+        if self.access_token.is_empty() {
+            return true;
+        }
+        let margin = match self.obtained_at {
+            // Saturating: the file may hold any i64, and `expires_at` near i64::MAX with a
+            // negative `obtained_at` overflowed (a panic in a debug build).
+            Some(obtained) => max_margin.min(self.expires_at.saturating_sub(obtained).max(0) / 10),
+            None => max_margin,
+        };
+        now >= self.expires_at.saturating_sub(margin)
+    }
+}
+
 /// Why the token file could not be read or written. Messages name the file and what to
 /// do, and never quote its content.
 #[derive(Debug, thiserror::Error)]
@@ -96,24 +141,12 @@ impl TokenStore {
                 });
             }
         };
-        let malformed = |detail: String| StoreError::Malformed {
-            path: self.path.clone(),
-            detail,
-        };
-        // serde_json's messages can quote a value ("invalid type: string \"...\""), and a
-        // value here may be a token: report only where and what kind of error it was.
-        let tokens: StoredTokens = serde_json::from_slice(&bytes).map_err(|e| {
-            malformed(format!(
-                "JSON {:?} error at line {} column {}",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
-        })?;
-        if tokens.refresh_token.is_empty() {
-            return Err(malformed("refresh_token is empty".into()));
-        }
-        Ok(Some(tokens))
+        StoredTokens::parse(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Malformed {
+                path: self.path.clone(),
+                detail: e.detail,
+            })
     }
 
     /// Removes temporary files left by saves of processes that died mid-save (SIGKILL, power

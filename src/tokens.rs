@@ -391,15 +391,8 @@ impl TokenManager {
     }
 
     fn due(&self, tokens: &StoredTokens, now: i64) -> bool {
-        if tokens.access_token.is_empty() {
-            return true;
-        }
         let max = i64::try_from(self.policy.max_margin.as_secs()).unwrap_or(i64::MAX);
-        let margin = match tokens.obtained_at {
-            Some(obtained) => max.min((tokens.expires_at - obtained).max(0) / 10),
-            None => max,
-        };
-        now >= tokens.expires_at.saturating_sub(margin)
+        tokens.refresh_due(now, max)
     }
 
     /// Saves a pending pair, and picks up a token file replaced from outside.

@@ -42,11 +42,25 @@ impl fmt::Display for WebConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.file.display())?;
         if let Some(key) = &self.key {
-            write!(f, "{key}: ")?;
+            write!(f, "{}: ", escape_controls(key))?;
         }
         // Parser messages can span lines; the operator gets one.
-        f.write_str(&self.message.replace('\n', " "))
+        f.write_str(&escape_controls(&self.message.replace('\n', " ")))
     }
+}
+
+/// A key or a message can quote a YAML key, which may hold any character when quoted
+/// ("a\nb"); escaped, it cannot break the one-line message.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The file as written. `Option<Value>` fields are keys exporter-toolkit accepts and we refuse.
@@ -223,7 +237,13 @@ impl WebSecurity {
     /// Reads and checks the file and everything it names.
     pub fn load(path: &Path) -> Result<Self, WebConfigError> {
         let text = read(path, path, None)?;
-        let raw = parse(path, &text)?;
+        Self::from_bytes(path, &text)
+    }
+
+    /// Checks the content `text` of the file at `path` and everything it names; `path` is
+    /// where relative file names are resolved from and what error messages name.
+    pub fn from_bytes(path: &Path, text: &[u8]) -> Result<Self, WebConfigError> {
+        let raw = parse(path, text)?;
         Self::build(path, raw)
     }
 

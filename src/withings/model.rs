@@ -21,13 +21,28 @@ pub struct Envelope<'a> {
 }
 
 impl Envelope<'_> {
-    /// Withings' `error` text, whatever JSON type it came as.
+    /// Withings' `error` text, whatever JSON type it came as, on one line: it ends up in a
+    /// log line, where a newline in it would forge a second line.
     pub fn error_text(&self) -> Option<String> {
-        match &self.error {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(other) => Some(other.to_string()),
+        let text = match &self.error {
+            None | Some(serde_json::Value::Null) => return None,
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        if !text.contains(char::is_control) {
+            return Some(text);
         }
+        Some(
+            text.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
     }
 }
 
