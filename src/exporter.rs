@@ -81,6 +81,9 @@ impl FetchError {
 struct SyncCursor {
     /// `updatetime` of the first page of the last complete sync; `None` until one completes.
     updatetime: Option<i64>,
+    /// A correction retired a latest reading: the next sync reads the whole history again,
+    /// into a fresh state, because the reading that now is the latest was sent long ago.
+    rebuild: bool,
 }
 
 /// Facts about the last answers, exposed as gauges.
@@ -318,9 +321,13 @@ impl Exporter {
 
     async fn sync(&self) -> Result<MergeStats, FetchError> {
         let mut cursor = self.cursor.lock().await;
-        let lastupdate = cursor
-            .updatetime
-            .map_or(0, |t| (t - SYNC_OVERLAP_SECONDS).max(0));
+        let lastupdate = match cursor.updatetime {
+            Some(t) if !cursor.rebuild => (t - SYNC_OVERLAP_SECONDS).max(0),
+            _ => 0,
+        };
+        // A rebuild fills a fresh state and swaps it in only when complete, so that scrapes
+        // meanwhile keep the readings they had.
+        let mut rebuilt = cursor.rebuild.then(LatestState::default);
         let mut token = self.tokens.access_token().await?;
         let mut retried_auth = false;
         let mut offset = None;
@@ -365,7 +372,16 @@ impl Exporter {
             }
             // Pages are merged as they come: a reading is true whether or not the rest of
             // the history arrives, and merging is idempotent if the sync is redone.
-            let stats = lock(&self.state).merge(&page.groups, self.merge_options);
+            let stats = match rebuilt.as_mut() {
+                Some(fresh) => fresh.merge(&page.groups, self.merge_options),
+                None => lock(&self.state).merge(&page.groups, self.merge_options),
+            };
+            if stats.needs_full_sync && rebuilt.is_none() {
+                tracing::info!(
+                    "Withings corrected a measure group that held a latest reading; reading the whole history again"
+                );
+                cursor.rebuild = true;
+            }
             self.count_skipped(&stats);
             total.groups += stats.groups;
             total.updated += stats.updated;
@@ -381,6 +397,10 @@ impl Exporter {
         }
         // Only a complete sync moves the cursor; a failed one is redone from the old cursor.
         cursor.updatetime = Some(first_updatetime.unwrap_or_else(unix_now));
+        if let Some(fresh) = rebuilt {
+            *lock(&self.state) = fresh;
+            cursor.rebuild = false;
+        }
         Ok(total)
     }
 

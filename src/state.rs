@@ -2,6 +2,7 @@
 
 use crate::measures::{MEASURES, scale};
 use crate::withings::MeasureGroup;
+use std::collections::{HashMap, HashSet};
 
 /// Attribution Withings gives a group whose device may belong to another user.
 pub const ATTRIB_AMBIGUOUS: i64 = 1;
@@ -35,6 +36,11 @@ pub struct MergeStats {
     pub skipped_ambiguous: usize,
     pub skipped_out_of_range: usize,
     pub skipped_not_real: usize,
+    /// A newer version of a group that held a latest reading no longer gives that reading
+    /// (its date moved back, the measure or the whole group is gone or no longer counts).
+    /// Which reading is now the latest may lie in history this merge did not see: the
+    /// caller should rebuild the state from the whole history.
+    pub needs_full_sync: bool,
 }
 
 /// One slot per row of the measure table.
@@ -69,53 +75,99 @@ impl LatestState {
         options: MergeOptions,
     ) -> MergeStats {
         let mut stats = MergeStats::default();
+        let groups: Vec<&MeasureGroup> = groups.into_iter().collect();
+        // One answer can hold two versions of a group (a correction, or the attrib 0/8 pair).
+        // Only the newest version is a reading: letting an older one compete would make the
+        // result depend on the order Withings happened to list them in.
+        let mut newest: HashMap<i64, i64> = HashMap::with_capacity(groups.len());
+        for group in &groups {
+            let version = version_of(group);
+            newest
+                .entry(group.grpid)
+                .and_modify(|v| *v = (*v).max(version))
+                .or_insert(version);
+        }
+        let mut seen: HashSet<i64> = HashSet::with_capacity(groups.len());
         for group in groups {
             stats.groups += 1;
-            if group.category.is_some_and(|c| c != CATEGORY_REAL) {
-                stats.skipped_not_real += 1;
+            // Of equal versions (identical copies), the first stands for all.
+            if newest.get(&group.grpid) != Some(&version_of(group)) || !seen.insert(group.grpid) {
                 continue;
             }
-            if group.attrib == Some(ATTRIB_AMBIGUOUS) && !options.include_ambiguous {
-                stats.skipped_ambiguous += 1;
-                continue;
-            }
-            if group.is_inconclusive {
-                stats.skipped_inconclusive += 1;
-                continue;
-            }
-            // A negative date is not a reading we can place in time.
-            if group.date < 0 {
-                stats.skipped_out_of_range += 1;
-                continue;
-            }
-            for measure in &group.measures {
-                let Some(index) = crate::measures::index_of(measure.kind) else {
-                    continue;
-                };
-                let def = &MEASURES[index];
-                let exponent = i32::try_from(measure.unit)
-                    .ok()
-                    .and_then(|u| u.checked_add(def.exponent_shift));
-                let Some(value) = exponent.and_then(|e| scale(measure.value, e)) else {
-                    stats.skipped_out_of_range += 1;
-                    continue;
-                };
-                let candidate = Reading {
-                    value,
-                    date: group.date,
-                    grpid: group.grpid,
-                    modified: group.modified.or(group.created).unwrap_or(group.date),
-                    device_id: group.hash_deviceid.clone().unwrap_or_default(),
-                    device_model: group.model.clone().unwrap_or_default(),
-                };
-                if supersedes(&candidate, self.readings[index].as_ref()) {
-                    self.readings[index] = Some(candidate);
-                    stats.updated += 1;
+            let version = version_of(group);
+            let retired: Vec<(usize, i64)> = self
+                .readings
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_ref().map(|r| (i, r)))
+                .filter(|(_, r)| r.grpid == group.grpid && r.modified < version)
+                .map(|(i, r)| (i, r.date))
+                .collect();
+            self.merge_group(group, options, &mut stats);
+            // Each reading this group held must now come from its new version, at a date no
+            // earlier than before; otherwise the true latest may be another, older group.
+            for (index, old_date) in retired {
+                let still_held = self.readings[index].as_ref().is_some_and(|r| {
+                    r.grpid == group.grpid && r.modified == version && r.date >= old_date
+                });
+                if !still_held {
+                    stats.needs_full_sync = true;
                 }
             }
         }
         stats
     }
+
+    /// Folds one version of a group in, after the filters that say whether it counts.
+    fn merge_group(&mut self, group: &MeasureGroup, options: MergeOptions, stats: &mut MergeStats) {
+        if group.category.is_some_and(|c| c != CATEGORY_REAL) {
+            stats.skipped_not_real += 1;
+            return;
+        }
+        if group.attrib == Some(ATTRIB_AMBIGUOUS) && !options.include_ambiguous {
+            stats.skipped_ambiguous += 1;
+            return;
+        }
+        if group.is_inconclusive {
+            stats.skipped_inconclusive += 1;
+            return;
+        }
+        // A negative date is not a reading we can place in time.
+        if group.date < 0 {
+            stats.skipped_out_of_range += 1;
+            return;
+        }
+        for measure in &group.measures {
+            let Some(index) = crate::measures::index_of(measure.kind) else {
+                continue;
+            };
+            let def = &MEASURES[index];
+            let exponent = i32::try_from(measure.unit)
+                .ok()
+                .and_then(|u| u.checked_add(def.exponent_shift));
+            let Some(value) = exponent.and_then(|e| scale(measure.value, e)) else {
+                stats.skipped_out_of_range += 1;
+                continue;
+            };
+            let candidate = Reading {
+                value,
+                date: group.date,
+                grpid: group.grpid,
+                modified: version_of(group),
+                device_id: group.hash_deviceid.clone().unwrap_or_default(),
+                device_model: group.model.clone().unwrap_or_default(),
+            };
+            if supersedes(&candidate, self.readings[index].as_ref()) {
+                self.readings[index] = Some(candidate);
+                stats.updated += 1;
+            }
+        }
+    }
+}
+
+/// Which version of a group this is: its last modification, else its creation, else its date.
+fn version_of(group: &MeasureGroup) -> i64 {
+    group.modified.or(group.created).unwrap_or(group.date)
 }
 
 /// Whether `new` should replace `current` as the latest reading.
@@ -242,6 +294,66 @@ mod tests {
         // A stale copy of the same group (older `modified`) does not undo the correction.
         state.merge(&[group(2, 200, &[(10, 190, 0)])], ALL);
         assert_eq!(value(&state, 10), Some(119.0));
+    }
+
+    #[test]
+    fn two_versions_of_a_group_in_one_answer_give_the_same_result_in_any_order() {
+        // Group 1 was corrected (modified 5) from date 300 back to date 100; the stale copy
+        // (modified 3) must not count, so group 2 is the latest whatever the order.
+        let mut stale = group(1, 300, &[(10, 150, 0)]);
+        stale.modified = Some(3);
+        let mut corrected = group(1, 100, &[(10, 120, 0)]);
+        corrected.modified = Some(5);
+        let other = group(2, 200, &[(10, 130, 0)]);
+        let groups = [corrected, other, stale];
+        for perm in [
+            [0, 1, 2],
+            [2, 1, 0],
+            [1, 2, 0],
+            [2, 0, 1],
+            [0, 2, 1],
+            [1, 0, 2],
+        ] {
+            let mut state = LatestState::default();
+            state.merge(perm.iter().map(|&i| &groups[i]), ALL);
+            assert_eq!(value(&state, 10), Some(130.0), "{perm:?}");
+        }
+    }
+
+    #[test]
+    fn a_correction_that_retires_a_latest_reading_asks_for_a_full_sync() {
+        let mut state = LatestState::default();
+        state.merge(
+            &[
+                group(1, 100, &[(10, 120, 0)]),
+                group(2, 200, &[(10, 130, 0)]),
+            ],
+            ALL,
+        );
+        // Corrected in place, same date: settled by the correction itself.
+        let mut same_date = group(2, 200, &[(10, 131, 0)]);
+        same_date.modified = Some(300);
+        assert!(!state.merge(&[same_date], ALL).needs_full_sync);
+        // Moved back in time: group 1 may be the latest now, and only history says.
+        let mut moved_back = group(2, 50, &[(10, 131, 0)]);
+        moved_back.modified = Some(400);
+        assert!(state.merge(&[moved_back], ALL).needs_full_sync);
+        // A newer version without the measure, or no longer counting, retires it too.
+        let mut state = LatestState::default();
+        state.merge(&[group(3, 100, &[(10, 120, 0), (54, 97, 0)])], ALL);
+        let mut without_spo2 = group(3, 100, &[(10, 120, 0)]);
+        without_spo2.modified = Some(200);
+        assert!(state.merge(&[without_spo2], ALL).needs_full_sync);
+        let mut inconclusive = group(3, 100, &[(10, 120, 0)]);
+        inconclusive.modified = Some(300);
+        inconclusive.is_inconclusive = true;
+        assert!(state.merge(&[inconclusive], ALL).needs_full_sync);
+        // An unrelated new group asks for nothing.
+        assert!(
+            !state
+                .merge(&[group(4, 500, &[(10, 1, 0)])], ALL)
+                .needs_full_sync
+        );
     }
 
     #[test]

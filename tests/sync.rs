@@ -211,6 +211,71 @@ async fn corrections_of_groups_already_read_are_applied() {
     );
 }
 
+/// A correction that takes the latest reading back in time (or out of the history) cannot
+/// be settled from the changed groups alone: the new latest reading was sent long ago. The
+/// exporter then reads the whole history again, into a fresh state, and swaps it in.
+#[tokio::test]
+async fn a_correction_that_retires_the_latest_reading_rebuilds_from_the_whole_history() {
+    let app = app().await;
+    seed(&app);
+    assert_eq!(systolic(&app.scrape().await), Some(120.0));
+
+    // The latest reading (group 2) is re-dated to two days ago, before group 1.
+    app.simulator
+        .upsert_group(group(2, T - 172_800, T + 30, &[(10, 121, 0), (9, 81, 0)]))
+        .unwrap();
+    app.simulator.set_clock(Some(T + 60));
+    app.scrape().await;
+    app.simulator.set_clock(Some(T + 120));
+    let text = app.scrape().await;
+    assert_eq!(sample(&text, "withings_up"), Some(1.0));
+    assert_eq!(
+        systolic(&text),
+        Some(130.0),
+        "group 1 is the latest now:\n{text}"
+    );
+    assert_eq!(
+        sample_with(
+            &text,
+            "withings_measurement_timestamp_seconds",
+            &[("measurement", "systolic_blood_pressure")]
+        ),
+        Some((T - 86_400) as f64)
+    );
+    assert_eq!(
+        measure_params(&app, "lastupdate"),
+        [
+            Some("0".into()),
+            Some((T - 300).to_string()),
+            Some("0".into()),
+        ],
+        "the third fetch reads the whole history"
+    );
+
+    // Group 1 is then marked inconclusive: nothing else holds a blood pressure, so after
+    // the rebuild none is exposed rather than the retired value.
+    let mut inconclusive = group(1, T - 86_400, T + 150, &[(10, 130, 0), (9, 85, 0)]);
+    inconclusive["is_inconclusive"] = json!(true);
+    app.simulator.upsert_group(inconclusive).unwrap();
+    app.simulator
+        .upsert_group(group(2, T - 172_800, T + 30, &[(9, 81, 0)]))
+        .unwrap();
+    app.simulator.set_clock(Some(T + 180));
+    app.scrape().await;
+    app.simulator.set_clock(Some(T + 240));
+    let text = app.scrape().await;
+    assert_eq!(systolic(&text), None, "{text}");
+    assert_eq!(
+        sample_with(
+            &text,
+            "withings_blood_pressure_mmhg",
+            &[("kind", "diastolic")]
+        ),
+        Some(81.0),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn steady_state_of_a_real_two_thousand_group_history_is_one_request() {
     let app = app().await;
