@@ -11,13 +11,12 @@
 
 mod common;
 
-use common::process::ChildGuard;
+use common::process::{ChildGuard, start_serving};
 use common::{eventually, fixture, sample, sample_with};
-use std::io::BufRead;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -190,31 +189,7 @@ impl Case {
                 });
             }
         }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the exporter binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let child = ChildGuard(child);
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = Arc::clone(&logs);
-        // Keeps draining stderr so that the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("serving metrics at http://").nth(1) {
-                    let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let address = tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT))
-            .await
-            .unwrap()
-            .unwrap_or_else(|_| panic!("the exporter did not start: {:?}", logs.lock().unwrap()));
+        let (child, address, logs) = start_serving(&mut command).await;
         let mut case = Self {
             sim,
             dir,

@@ -4,13 +4,12 @@
 
 #[path = "common/process.rs"]
 mod process;
-use process::ChildGuard;
+use process::{ChildGuard, start_serving};
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{OAuthOptions, Simulator, SimulatorOptions};
@@ -24,41 +23,20 @@ struct Running {
 
 async fn start_exporter(sim: &Simulator, token_file: &Path) -> Running {
     let o = OAuthOptions::default();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
-        .arg("serve")
-        .env_clear()
-        .env("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")
-        .env("WITHINGS_API_URL", sim.url().as_str())
-        .env("WITHINGS_CLIENT_ID", &o.client_id)
-        .env("WITHINGS_CLIENT_SECRET", &o.client_secret)
-        .env("WITHINGS_TOKEN_FILE", token_file)
-        .env("WITHINGS_TIMEOUT_SECONDS", "5")
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the exporter binary starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let child = ChildGuard(child);
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let sink = Arc::clone(&logs);
-    // Keeps draining stderr so that the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split("serving metrics at http://").nth(1) {
-                let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let address = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
-        .await
-        .unwrap()
-        .unwrap_or_else(|_| panic!("the exporter did not start: {:?}", logs.lock().unwrap()));
+    let (child, address, logs) = start_serving(
+        Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
+            .arg("serve")
+            .env_clear()
+            .env("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")
+            .env("WITHINGS_API_URL", sim.url().as_str())
+            .env("WITHINGS_CLIENT_ID", &o.client_id)
+            .env("WITHINGS_CLIENT_SECRET", &o.client_secret)
+            .env("WITHINGS_TOKEN_FILE", token_file)
+            .env("WITHINGS_TIMEOUT_SECONDS", "5")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info"),
+    )
+    .await;
     Running {
         child,
         address,

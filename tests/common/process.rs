@@ -65,3 +65,38 @@ pub async fn served_url(log: &Mutex<String>) -> String {
         .expect("a URL after 'serving metrics at'")
         .replace("0.0.0.0", "127.0.0.1")
 }
+
+/// Starts `command` with its stderr collected line by line, and waits until the exporter
+/// announces its plain-HTTP address. Returns the guarded child, that `host:port`, and the
+/// lines logged so far (the collection goes on while the child runs).
+pub async fn start_serving(
+    command: &mut std::process::Command,
+) -> (ChildGuard, String, Arc<Mutex<Vec<String>>>) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the exporter binary starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let child = ChildGuard(child);
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = Arc::clone(&logs);
+    // Keeps draining stderr so that the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("serving metrics at http://").nth(1) {
+                let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let address = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .expect("join")
+        .unwrap_or_else(|_| panic!("the exporter did not start: {:?}", logs.lock().unwrap()));
+    (child, address, logs)
+}
