@@ -294,18 +294,9 @@ async fn run() {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; this harness takes no options.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let load_average = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average before: {}", load_average().trim());
-    runtime.block_on(run());
-    println!("\nload average after: {}", load_average().trim());
-    println!(
-        "\n(loopback only; exporter: the release binary as a child process; simulator and load generator: this process, 2 worker threads)"
+    common::run_bench(
+        run(),
+        "loopback only; exporter: the release binary as a child process; simulator and load generator: this process, 2 worker threads",
     );
 }
 

@@ -18,6 +18,7 @@ pub mod server;
 pub mod simulator;
 pub mod state;
 pub mod telemetry;
+pub mod text;
 pub mod token_store;
 pub mod tokens;
 pub mod web_config;

@@ -42,25 +42,11 @@ impl fmt::Display for WebConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.file.display())?;
         if let Some(key) = &self.key {
-            write!(f, "{}: ", escape_controls(key))?;
+            write!(f, "{}: ", crate::text::one_line(key))?;
         }
         // Parser messages can span lines; the operator gets one.
-        f.write_str(&escape_controls(&self.message.replace('\n', " ")))
+        f.write_str(&crate::text::one_line(&self.message.replace('\n', " ")))
     }
-}
-
-/// A key or a message can quote a YAML key, which may hold any character when quoted
-/// ("a\nb"); escaped, it cannot break the one-line message.
-fn escape_controls(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// The file as written. `Option<Value>` fields are keys exporter-toolkit accepts and we refuse.

@@ -817,6 +817,20 @@ async fn disk_full_while_writing_the_token_file() {
     .await;
 }
 
+impl Case {
+    /// A scrape that runs while the test goes on: its status and body, once answered.
+    fn scrape_in_background(
+        &self,
+    ) -> tokio::task::JoinHandle<Result<(reqwest::StatusCode, String), reqwest::Error>> {
+        let (http, url) = (self.http.clone(), self.url("/metrics"));
+        tokio::spawn(async move {
+            let response = http.get(url).send().await?;
+            let status = response.status();
+            Ok((status, response.text().await?))
+        })
+    }
+}
+
 fn sigterm(case: &Case) {
     // SAFETY: a signal to our own live child.
     assert_eq!(unsafe { libc::kill(case.pid(), libc::SIGTERM) }, 0);
@@ -827,14 +841,7 @@ async fn sigterm_in_the_middle_of_a_scrape() {
     let mut case = Case::start().await;
     case.sim.hold();
     let requests = case.sim.request_count("/measure");
-    let scrape = {
-        let (http, url) = (case.http.clone(), case.url("/metrics"));
-        tokio::spawn(async move {
-            let response = http.get(url).send().await?;
-            let status = response.status();
-            Ok::<_, reqwest::Error>((status, response.text().await?))
-        })
-    };
+    let scrape = case.scrape_in_background();
     assert!(
         eventually(WAIT, || case.sim.request_count("/measure") > requests).await,
         "the fetch reached Withings"
@@ -904,14 +911,7 @@ async fn sigterm_while_withings_never_answers() {
     .await;
     case.sim.hold();
     let requests = case.sim.request_count("/measure");
-    let scrape = {
-        let (http, url) = (case.http.clone(), case.url("/metrics"));
-        tokio::spawn(async move {
-            let response = http.get(url).send().await?;
-            let status = response.status();
-            Ok::<_, reqwest::Error>((status, response.text().await?))
-        })
-    };
+    let scrape = case.scrape_in_background();
     assert!(
         eventually(WAIT, || case.sim.request_count("/measure") > requests).await,
         "the fetch reached Withings"

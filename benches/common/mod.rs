@@ -116,3 +116,19 @@ pub fn cpu_seconds(pid: &str) -> f64 {
     // utime and stime are fields 14 and 15, i.e. 12 and 13 after the name.
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
+
+/// Runs a bench's `run` on a 2-worker runtime, framed by the machine's load average, since
+/// figures from a shared 2-core machine mean little without it. `setup` says where what ran.
+pub fn run_bench<F: std::future::Future<Output = ()>>(run: F, setup: &str) {
+    // `cargo bench` passes `--bench`; these harnesses take no options.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let load_average = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average before: {}", load_average().trim());
+    runtime.block_on(run);
+    println!("\nload average after: {}", load_average().trim());
+    println!("\n({setup})");
+}

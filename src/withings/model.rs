@@ -29,20 +29,7 @@ impl Envelope<'_> {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
         };
-        if !text.contains(char::is_control) {
-            return Some(text);
-        }
-        Some(
-            text.chars()
-                .map(|c| {
-                    if c.is_control() {
-                        c.escape_default().to_string()
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect(),
-        )
+        Some(crate::text::one_line(&text).into_owned())
     }
 }
 
