@@ -6,7 +6,7 @@
 use base64::Engine;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use withings_exporter::web_config::WebConfig;
+use withings_exporter::http::web_config::WebConfig;
 
 const ROUNDS: usize = 21;
 const COST: u32 = 10;

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{ExporterProcess, memory_kib, ms, stats};
+use withings_exporter::account::tokens::TokenSource;
+use withings_exporter::account::{Exporter, ExporterSettings};
 use withings_exporter::config::Config;
-use withings_exporter::exporter::{Exporter, ExporterSettings};
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
-use withings_exporter::tokens::TokenSource;
 
 const TOKEN: &str = "bench-token";
 /// The simulator's `updatetime`: later than every group of the fixture, so steady-state

@@ -6,11 +6,11 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use withings_exporter::collector;
-use withings_exporter::measures::MEASURES;
-use withings_exporter::state::{LatestState, MergeOptions};
-use withings_exporter::token_store::StoredTokens;
-use withings_exporter::web_config::WebSecurity;
+use withings_exporter::account::state::{LatestState, MergeOptions};
+use withings_exporter::account::token_store::StoredTokens;
+use withings_exporter::http::web_config::WebSecurity;
+use withings_exporter::render::families;
+use withings_exporter::render::measures::MEASURES;
 use withings_exporter::withings::{self, ApiError};
 
 /// Where `data` holds the string values of the JSON fields `keys`: the bytes between the
@@ -135,13 +135,13 @@ pub fn getmeas(data: &[u8]) {
             );
         }
 
-        let text = collector::encode(collector::vital_families(&state));
+        let text = families::encode(families::vital_families(&state));
         let samples = check_exposition(&text);
         // One vital sample and one timestamp sample per reading.
         assert_eq!(samples.len(), 2 * readings, "{text}");
         for (name, labels, value) in &samples {
             assert!(value.is_finite(), "{name}{{{labels}}} {value}");
-            if name == collector::TIMESTAMP_METRIC {
+            if name == families::TIMESTAMP_METRIC {
                 assert!(*value >= 0.0, "{name}{{{labels}}} {value}");
             }
         }

@@ -3,10 +3,10 @@
 //! user on a headless server), exchanges it at once (a code lives 30 seconds) and writes
 //! the token file.
 
+use crate::account::token_store::{StoreError, StoredTokens, TokenStore};
+use crate::account::tokens::ClientCredentials;
 use crate::config::{Config, ConfigError};
 use crate::secret::Secret;
-use crate::token_store::{StoreError, StoredTokens, TokenStore};
-use crate::tokens::ClientCredentials;
 use crate::withings::{ApiError, ClientOptions, StatusClass, WithingsClient};
 use bytes::Bytes;
 use http_body_util::Full;

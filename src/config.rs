@@ -1,6 +1,6 @@
 //! Configuration from `WITHINGS_*` environment variables, validated once at start.
 
-use crate::measures::{DEFAULT_MEASTYPES, MEASURES, index_of};
+use crate::render::measures::{DEFAULT_MEASTYPES, MEASURES, index_of};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -52,7 +52,7 @@ pub struct Config {
     pub client_secret: Option<Secret>,
     pub account_url: Url,
     pub redirect_uri: Url,
-    /// `WITHINGS_WEB_CONFIG_FILE`: TLS and basic auth, read by [`crate::web_config`].
+    /// `WITHINGS_WEB_CONFIG_FILE`: TLS and basic auth, read by [`crate::http::web_config`].
     pub web_config_file: Option<PathBuf>,
     /// Time allowed to open a connection to Withings.
     pub connect_timeout: Duration,
@@ -135,7 +135,7 @@ impl Config {
             (Some(secret), None) => Some(Secret::new(secret.trim())),
             (None, Some(file)) => {
                 let path = std::path::PathBuf::from(file.trim());
-                let secret = crate::tokens::read_secret_file(&path).map_err(|e| {
+                let secret = crate::account::tokens::read_secret_file(&path).map_err(|e| {
                     invalid(
                         "WITHINGS_CLIENT_SECRET_FILE",
                         format!("cannot read {}: {e}", path.display()),
@@ -205,12 +205,14 @@ impl Config {
     /// The application's credentials: both or neither must be set.
     pub fn client_credentials(
         &self,
-    ) -> Result<Option<crate::tokens::ClientCredentials>, ConfigError> {
+    ) -> Result<Option<crate::account::tokens::ClientCredentials>, ConfigError> {
         match (&self.client_id, &self.client_secret) {
-            (Some(client_id), Some(client_secret)) => Ok(Some(crate::tokens::ClientCredentials {
-                client_id: client_id.clone(),
-                client_secret: client_secret.clone(),
-            })),
+            (Some(client_id), Some(client_secret)) => {
+                Ok(Some(crate::account::tokens::ClientCredentials {
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.clone(),
+                }))
+            }
             (None, None) => Ok(None),
             (Some(_), None) => Err(invalid(
                 "WITHINGS_CLIENT_SECRET",

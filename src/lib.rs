@@ -1,25 +1,24 @@
-//! A Prometheus exporter for Withings health measures.
+//! A Prometheus exporter for Withings health data.
 //!
-//! Data flows one way: a scrape ([`server`]) asks the [`exporter`] to fetch from Withings
-//! ([`withings`]), merges what came into the latest values ([`state`]) by way of the measure
-//! table ([`measures`]), and renders metric families ([`collector`]).
+//! The folders say whose each part is:
+//! - [`account`]: one person — their token source, sync cursor, latest values and shared fetch.
+//! - [`app`]: the application — the set of accounts and what they share.
+//! - [`withings`]: the Withings API; every request passes its client, which enforces the
+//!   application's request budget and the 601 pause.
+//! - [`render`]: the measure table and the metric families.
+//! - [`http`]: the routes, the web configuration and the health check.
+//!
+//! Data flows one way: probe → account → budget → Withings → merge → render.
 
+pub mod account;
+pub mod app;
 pub mod auth;
 pub mod clock;
-pub mod collector;
 pub mod config;
-pub mod exporter;
-pub mod flight;
-pub mod healthcheck;
-pub mod measures;
-pub mod ratelimit;
+pub mod http;
+pub mod render;
 pub mod secret;
-pub mod server;
 pub mod simulator;
-pub mod state;
 pub mod telemetry;
 pub mod text;
-pub mod token_store;
-pub mod tokens;
-pub mod web_config;
 pub mod withings;

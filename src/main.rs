@@ -2,14 +2,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use withings_exporter::account::tokens::TokenSource;
+use withings_exporter::account::{Exporter, ExporterSettings};
 use withings_exporter::auth::{AuthSettings, Authorization};
 use withings_exporter::config::{Config, DEFAULT_LISTEN_ADDRESS};
-use withings_exporter::exporter::{Exporter, ExporterSettings};
-use withings_exporter::server::{Application, shutdown_signal};
+use withings_exporter::http::server::{Application, shutdown_signal};
+use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
-use withings_exporter::tokens::TokenSource;
-use withings_exporter::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
-use withings_exporter::{healthcheck, telemetry, withings};
+use withings_exporter::{http::healthcheck, telemetry, withings};
 
 /// Prometheus exporter for Withings health measures.
 ///
@@ -126,7 +126,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     let config = Config::from_env()?;
                     // HTTPS when the web configuration turns TLS on; /-/healthy needs no user.
                     let https = match &config.web_config_file {
-                        Some(path) => withings_exporter::web_config::tls_configured(path)
+                        Some(path) => withings_exporter::http::web_config::tls_configured(path)
                             .map_err(|e| anyhow::anyhow!("WITHINGS_WEB_CONFIG_FILE: {e}"))?,
                         None => false,
                     };

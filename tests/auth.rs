@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use url::Url;
+use withings_exporter::account::token_store::TokenStore;
+use withings_exporter::account::tokens::ClientCredentials;
 use withings_exporter::auth::{AuthError, AuthSettings, Authorization};
 use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{OAuthOptions, Simulator, SimulatorOptions};
-use withings_exporter::token_store::TokenStore;
-use withings_exporter::tokens::ClientCredentials;
 use withings_exporter::withings::ClientOptions;
 
 async fn simulator() -> Simulator {

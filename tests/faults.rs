@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOptions};
-use withings_exporter::token_store::{StoredTokens, TokenStore};
 
 /// Access tokens the simulator issues live this long; moving its clock past it makes
 /// Withings answer 401 to the token the exporter holds.

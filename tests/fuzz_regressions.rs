@@ -115,7 +115,7 @@ fn regression(target: &str, name: &str) -> Vec<u8> {
 /// (a panic in debug builds); the pair is now due a normal margin before it expires.
 #[test]
 fn a_huge_token_lifetime_does_not_overflow_the_refresh_margin() {
-    use withings_exporter::token_store::StoredTokens;
+    use withings_exporter::account::token_store::StoredTokens;
     let tokens = StoredTokens::parse(&regression("token_file", "lifetime-overflow.json"))
         .expect("a valid token file");
     assert_eq!(
@@ -152,7 +152,7 @@ fn withings_error_text_with_line_breaks_stays_on_one_line() {
 /// and spanned lines. Control characters are now escaped and the message is one line.
 #[test]
 fn web_config_errors_naming_odd_keys_stay_on_one_line() {
-    use withings_exporter::web_config::WebSecurity;
+    use withings_exporter::http::web_config::WebSecurity;
     let load = |name| {
         WebSecurity::from_bytes(
             Path::new("/etc/withings/web.yml"),

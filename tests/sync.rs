@@ -8,7 +8,7 @@ mod common;
 use common::{AppOptions, TestApp, eventually, fixture, sample, sample_with, spawn_app_with};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use withings_exporter::exporter::{FetchError, SYNC_OVERLAP_SECONDS};
+use withings_exporter::account::{FetchError, SYNC_OVERLAP_SECONDS};
 use withings_exporter::simulator::{Fault, SimulatorOptions};
 
 /// The simulator's `updatetime` during a test; the history lies well before it.

@@ -11,9 +11,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{OAuthOptions, Simulator, SimulatorOptions};
-use withings_exporter::token_store::{StoredTokens, TokenStore};
 
 struct Running {
     child: ChildGuard,

@@ -9,13 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
+use withings_exporter::account::token_store::{StoredTokens, TokenStore};
+use withings_exporter::account::tokens::{
+    ClientCredentials, RefreshPolicy, TokenManager, TokenSource,
+};
+use withings_exporter::account::{Exporter, ExporterSettings};
 use withings_exporter::config::Config;
-use withings_exporter::exporter::{Exporter, ExporterSettings};
+use withings_exporter::http::server::Application;
 use withings_exporter::secret::Secret;
-use withings_exporter::server::Application;
 use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOptions};
-use withings_exporter::token_store::{StoredTokens, TokenStore};
-use withings_exporter::tokens::{ClientCredentials, RefreshPolicy, TokenManager, TokenSource};
 use withings_exporter::withings::{ClientOptions, WithingsClient};
 
 const LIFETIME: i64 = 3600;

@@ -15,12 +15,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use withings_exporter::account::tokens::TokenSource;
+use withings_exporter::account::{Exporter, ExporterSettings};
 use withings_exporter::config::Config;
-use withings_exporter::exporter::{Exporter, ExporterSettings};
-use withings_exporter::server::Application;
+use withings_exporter::http::server::Application;
+use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
-use withings_exporter::tokens::TokenSource;
-use withings_exporter::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 

@@ -4,6 +4,8 @@ mod client;
 mod lenient;
 pub mod model;
 
+pub mod ratelimit;
+
 pub use client::{
     ClientOptions, GetmeasQuery, WithingsClient, install_crypto_provider, parse_getmeas,
     parse_token,

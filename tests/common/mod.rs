@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use withings_exporter::account::tokens::TokenSource;
+use withings_exporter::account::{Exporter, ExporterSettings};
 use withings_exporter::config::Config;
-use withings_exporter::exporter::{Exporter, ExporterSettings};
-use withings_exporter::server::Application;
+use withings_exporter::http::server::Application;
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
-use withings_exporter::tokens::TokenSource;
 
 pub const TOKEN: &str = "test-access-token";
 

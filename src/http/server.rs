@@ -1,8 +1,8 @@
 //! The HTTP server: `/metrics`, a landing page, health endpoints.
 
-use crate::collector::CONTENT_TYPE;
-use crate::exporter::Exporter;
-use crate::web_config::{CHALLENGE, WebConfig};
+use crate::account::Exporter;
+use crate::http::web_config::{CHALLENGE, WebConfig};
+use crate::render::families::CONTENT_TYPE;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;

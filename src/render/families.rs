@@ -1,7 +1,7 @@
 //! Turns the exporter's state into Prometheus metric families and the text exposition.
 
-use crate::measures::MEASURES;
-use crate::state::LatestState;
+use crate::account::state::LatestState;
+use crate::render::measures::MEASURES;
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
 /// `Content-Type` of the text exposition format 0.0.4; Prometheus 3 refuses a scrape without it.
@@ -90,7 +90,7 @@ pub fn encode(mut families: Vec<MetricFamily>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::MergeOptions;
+    use crate::account::state::MergeOptions;
     use crate::withings::{Measure, MeasureGroup};
 
     #[test]

@@ -1,9 +1,9 @@
 //! Where the access token for each Withings call comes from: a fixed token, or a
 //! [`TokenManager`] that refreshes it and keeps the rotated refresh token safe on disk.
 
+use crate::account::token_store::{StoreError, StoredTokens, TokenStore};
 use crate::config::{Config, ConfigError};
 use crate::secret::Secret;
-use crate::token_store::{StoreError, StoredTokens, TokenStore};
 use crate::withings::{ApiError, ClientOptions, StatusClass, WithingsClient};
 use prometheus::{IntCounterVec, Opts, Registry};
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! The latest value of each exported measurement, merged from `getmeas` pages.
 
-use crate::measures::{MEASURES, scale};
+use crate::render::measures::{MEASURES, scale};
 use crate::withings::MeasureGroup;
 use std::collections::{HashMap, HashSet};
 
@@ -138,7 +138,7 @@ impl LatestState {
             return;
         }
         for measure in &group.measures {
-            let Some(index) = crate::measures::index_of(measure.kind) else {
+            let Some(index) = crate::render::measures::index_of(measure.kind) else {
                 continue;
             };
             let def = &MEASURES[index];
@@ -187,7 +187,7 @@ fn supersedes(new: &Reading, current: Option<&Reading>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measures::index_of;
+    use crate::render::measures::index_of;
     use crate::withings::Measure;
 
     fn group(grpid: i64, date: i64, measures: &[(i64, i64, i64)]) -> MeasureGroup {

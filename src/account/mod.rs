@@ -1,13 +1,18 @@
 //! One scrape: fetch what changed from Withings, merge it into the latest-values state,
 //! and render the exposition. Data flows one way: scrape → fetch → merge → render.
 
+pub mod flight;
+pub mod state;
+pub mod token_store;
+pub mod tokens;
+
+use self::flight::{Missed, SingleFlight, Ticket};
+use self::state::{LatestState, MergeOptions, MergeStats};
+use self::tokens::TokenSource;
 use crate::clock::Clock;
-use crate::collector::{self, single_gauge};
 use crate::config::Config;
-use crate::flight::{self, Missed, SingleFlight, Ticket};
-use crate::ratelimit::RateLimiter;
-use crate::state::{LatestState, MergeOptions, MergeStats};
-use crate::tokens::TokenSource;
+use crate::render::families::{self, single_gauge};
+use crate::withings::ratelimit::RateLimiter;
 use crate::withings::{ApiError, ClientOptions, GetmeasQuery, StatusClass, WithingsClient};
 use prometheus::{IntCounterVec, Opts, Registry};
 use std::sync::{Arc, Mutex};
@@ -53,7 +58,7 @@ pub enum FetchError {
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error(transparent)]
-    Token(#[from] crate::tokens::TokenError),
+    Token(#[from] self::tokens::TokenError),
     #[error("Withings kept answering `more` after {0} pages; the sync was abandoned")]
     EndlessPagination(usize),
     #[error("Withings answered 601 (too many requests); no request is made for another {0:.0?}")]
@@ -202,7 +207,7 @@ impl Exporter {
 
     /// A scrape that waits for Withings at most `budget` (and never more than
     /// `WITHINGS_TIMEOUT_SECONDS`); past it, the answer has the last known values and
-    /// `withings_up 0`. Concurrent scrapes share one fetch; see [`crate::flight`].
+    /// `withings_up 0`. Concurrent scrapes share one fetch; see [`self::flight`].
     pub async fn scrape_within(self: &Arc<Self>, budget: Option<Duration>) -> String {
         let started = Instant::now();
         let result = self.shared_fetch(budget).await;
@@ -434,7 +439,7 @@ impl Exporter {
     pub fn render(&self, outcome: Option<&ScrapeOutcome>) -> String {
         let build_started = Instant::now();
         let mut families = self.registry.gather();
-        families.extend(collector::vital_families(&lock(&self.state)));
+        families.extend(families::vital_families(&lock(&self.state)));
         let health = lock(&self.health);
         if let Some(valid) = health.token_valid {
             families.push(single_gauge(
@@ -483,7 +488,7 @@ impl Exporter {
                 (outcome.duration + build_started.elapsed()).as_secs_f64(),
             ));
         }
-        collector::encode(families)
+        families::encode(families)
     }
 }
 

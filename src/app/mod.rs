@@ -1,0 +1,1 @@
+//! What belongs to the application rather than to one person: the set of accounts.

@@ -1,0 +1,5 @@
+//! The HTTP side: routes, the exporter-toolkit web configuration, the health check.
+
+pub mod healthcheck;
+pub mod server;
+pub mod web_config;
