@@ -39,6 +39,9 @@ pub struct AuthSettings {
     /// Where the redirect listener binds, when not the redirect URI's own host and port:
     /// in a container, 0.0.0.0:19101 receives what the host forwards to 127.0.0.1:19101.
     pub listen: Option<SocketAddr>,
+    /// With `--account NAME`: the account's name; its file is `token_file` in
+    /// `WITHINGS_TOKEN_DIR`, whose other accounts must not be the same Withings user.
+    pub account: Option<String>,
 }
 
 impl AuthSettings {
@@ -49,7 +52,11 @@ impl AuthSettings {
         })?;
         let token_file = config.token_file.clone().ok_or_else(|| ConfigError {
             variable: "WITHINGS_TOKEN_FILE",
-            message: "not set; set it to the file the tokens are saved in (on a persistent volume), the same one the exporter will use".into(),
+            message: if config.token_dir.is_some() {
+                "not set, and WITHINGS_TOKEN_DIR is: name the account with `withings-exporter auth --account NAME`".into()
+            } else {
+                "not set; set it to the file the tokens are saved in (on a persistent volume), the same one the exporter will use, or set WITHINGS_TOKEN_DIR and use `auth --account NAME`".into()
+            },
         })?;
         Ok(Self {
             api_url: config.api_url.clone(),
@@ -62,7 +69,31 @@ impl AuthSettings {
                 ..ClientOptions::default()
             },
             listen: None,
+            account: None,
         })
+    }
+
+    /// `auth --account NAME`: the account's file in `WITHINGS_TOKEN_DIR`.
+    pub fn for_account(config: &Config, name: &str) -> Result<Self, ConfigError> {
+        if !crate::app::accounts::valid_name(name) {
+            return Err(ConfigError {
+                variable: "--account",
+                message: format!(
+                    "{:?} is not an account name: {}",
+                    crate::text::one_line(name),
+                    crate::app::accounts::name_rule()
+                ),
+            });
+        }
+        let dir = config.token_dir.clone().ok_or_else(|| ConfigError {
+            variable: "WITHINGS_TOKEN_DIR",
+            message: "not set; `auth --account NAME` writes NAME.json into it: set it to the directory the exporter serves accounts from".into(),
+        })?;
+        let mut with_file = config.clone();
+        with_file.token_file = Some(dir.join(format!("{name}.json")));
+        let mut settings = Self::from_config(&with_file)?;
+        settings.account = Some(name.to_owned());
+        Ok(settings)
     }
 }
 
@@ -114,6 +145,26 @@ pub enum AuthError {
     Store(StoreError),
     #[error("cannot read standard input: {0}")]
     Input(std::io::Error),
+    #[error(
+        "Withings user {userid} is already the account {other:?}; nothing was saved. The browser was probably still signed in to Withings as that person: sign out of Withings (or use a private window), then run `withings-exporter auth --account {account}` again and sign in as the right person"
+    )]
+    SameUser {
+        userid: String,
+        other: String,
+        account: String,
+    },
+    #[error(
+        "account {account:?} belongs to Withings user {expected}, but Withings user {got} authorized; nothing was saved. Sign out of Withings and sign in as the right person, or pick a new account name for this person"
+    )]
+    OtherUser {
+        account: String,
+        expected: String,
+        got: String,
+    },
+    #[error(
+        "Withings did not say which user authorized, so the account cannot be checked against the others; nothing was saved: run `withings-exporter auth --account {0}` again"
+    )]
+    NoUserid(String),
 }
 
 /// One authorization attempt, with its own random `state`.
@@ -339,12 +390,62 @@ impl Authorization {
             userid: answer.userid,
             scope: answer.scope,
         };
+        if let Some(account) = &self.settings.account {
+            self.check_account(account, tokens.userid.as_deref())?;
+        }
         // `auth` is the user asking for a new pair, so it replaces whatever file is there,
         // even one the exporter refused to read.
         TokenStore::new(&self.settings.token_file)
             .save(&tokens)
             .map_err(AuthError::Store)?;
         Ok(tokens)
+    }
+}
+
+impl Authorization {
+    /// One Withings user, one account: a user id that another account of the directory
+    /// already has is the browser-still-signed-in trap, and an existing account is only
+    /// re-authorized by its own user.
+    fn check_account(&self, account: &str, userid: Option<&str>) -> Result<(), AuthError> {
+        let userid = userid.ok_or_else(|| AuthError::NoUserid(account.to_owned()))?;
+        let file = &self.settings.token_file;
+        if let Ok(Some(existing)) = TokenStore::new(file).load()
+            && let Some(expected) = existing.userid
+            && expected != userid
+        {
+            return Err(AuthError::OtherUser {
+                account: account.to_owned(),
+                expected,
+                got: userid.to_owned(),
+            });
+        }
+        let Some(dir) = file.parent() else {
+            return Ok(());
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        let mut others: Vec<(String, std::path::PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".json")?.to_owned();
+                (crate::app::accounts::valid_name(&name) && name != account)
+                    .then(|| (name, e.path()))
+            })
+            .collect();
+        others.sort();
+        for (other, path) in others {
+            if let Ok(Some(tokens)) = TokenStore::new(&path).load()
+                && tokens.userid.as_deref() == Some(userid)
+            {
+                return Err(AuthError::SameUser {
+                    userid: userid.to_owned(),
+                    other,
+                    account: account.to_owned(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -443,6 +544,7 @@ mod tests {
             token_file: PathBuf::from("/nonexistent/tokens.json"),
             client: ClientOptions::default(),
             listen: None,
+            account: None,
         }
     }
 

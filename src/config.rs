@@ -61,6 +61,10 @@ pub struct Config {
     /// Scrapes sooner than this after the last fetch are served its result; zero fetches
     /// on every scrape.
     pub min_fetch_interval: Duration,
+    /// `WITHINGS_TOKEN_DIR`: one account per `NAME.json` in it (issue 10).
+    pub token_dir: Option<PathBuf>,
+    /// `WITHINGS_REQUESTS_PER_MINUTE`: every request to Withings, all accounts together.
+    pub requests_per_minute: u32,
 }
 
 /// The variables as strings, so that each can be checked with a message of our own
@@ -84,6 +88,8 @@ struct Raw {
     connect_timeout_seconds: Option<String>,
     max_response_bytes: Option<String>,
     min_fetch_interval_seconds: Option<String>,
+    token_dir: Option<String>,
+    requests_per_minute: Option<String>,
 }
 
 impl Config {
@@ -172,14 +178,36 @@ impl Config {
             Some(v) => parse_interval("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", &v)?,
             None => Duration::ZERO,
         };
+        let token_dir = non_empty(raw.token_dir).map(|p| PathBuf::from(p.trim()));
+        let token_file = non_empty(raw.token_file).map(|p| std::path::PathBuf::from(p.trim()));
+        if token_dir.is_some() {
+            for (variable, set) in [
+                ("WITHINGS_TOKEN_FILE", token_file.is_some()),
+                ("WITHINGS_ACCESS_TOKEN", access_token.is_some()),
+                ("WITHINGS_REFRESH_TOKEN", non_empty(raw.refresh_token.clone()).is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        variable,
+                        "set together with WITHINGS_TOKEN_DIR; use one or the other: WITHINGS_TOKEN_DIR serves every NAME.json in that directory as an account, the others serve one account",
+                    ));
+                }
+            }
+        }
+        let requests_per_minute = match non_empty(raw.requests_per_minute) {
+            Some(v) => parse_requests_per_minute(&v)?,
+            None => crate::withings::budget::DEFAULT_PER_MINUTE,
+        };
         Ok(Self {
+            token_dir,
+            requests_per_minute,
             listen_address,
             api_url,
             access_token,
             meastypes,
             include_ambiguous,
             upstream_timeout,
-            token_file: non_empty(raw.token_file).map(|p| std::path::PathBuf::from(p.trim())),
+            token_file,
             refresh_token: non_empty(raw.refresh_token).map(|t| Secret::new(t.trim())),
             client_id: non_empty(raw.client_id).map(|c| c.trim().to_owned()),
             client_secret,
@@ -255,7 +283,11 @@ impl Config {
                 .as_ref()
                 .map_or_else(|| "<unset>".into(), |p| p.display().to_string()),
         ) + &format!(
-            " token_file={} refresh_token={} client_id={} client_secret={}",
+            " token_dir={} requests_per_minute={} token_file={} refresh_token={} client_id={} client_secret={}",
+            self.token_dir
+                .as_ref()
+                .map_or_else(|| "<unset>".into(), |p| p.display().to_string()),
+            self.requests_per_minute,
             self.token_file
                 .as_ref()
                 .map_or_else(|| "<unset>".into(), |p| p.display().to_string()),
@@ -397,6 +429,21 @@ fn parse_interval(variable: &'static str, value: &str) -> Result<Duration, Confi
         .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 86_400.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| invalid(variable, format!("{value:?} is not a number of seconds from 0 to 86400 (0 fetches on every scrape)")))
+}
+
+fn parse_requests_per_minute(value: &str) -> Result<u32, ConfigError> {
+    use crate::withings::budget::{DEFAULT_PER_MINUTE, WITHINGS_LIMIT_PER_MINUTE};
+    value
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=WITHINGS_LIMIT_PER_MINUTE).contains(n))
+        .ok_or_else(|| {
+            invalid(
+                "WITHINGS_REQUESTS_PER_MINUTE",
+                format!("{value:?} is not a whole number from 1 to {WITHINGS_LIMIT_PER_MINUTE} (Withings allows {WITHINGS_LIMIT_PER_MINUTE} requests a minute for the whole application; the default {DEFAULT_PER_MINUTE} leaves room for `auth` runs)"),
+            )
+        })
 }
 
 fn parse_byte_limit(variable: &'static str, value: &str) -> Result<usize, ConfigError> {

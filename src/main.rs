@@ -2,14 +2,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use withings_exporter::account::tokens::TokenSource;
-use withings_exporter::account::{Exporter, ExporterSettings};
+use withings_exporter::app::{App, SCAN_INTERVAL, accounts};
 use withings_exporter::auth::{AuthSettings, Authorization};
 use withings_exporter::config::{Config, DEFAULT_LISTEN_ADDRESS};
 use withings_exporter::http::server::{Application, shutdown_signal};
 use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
+use withings_exporter::simulator::household::Household;
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
-use withings_exporter::{http::healthcheck, telemetry, withings};
+use withings_exporter::{http::healthcheck, telemetry};
 
 /// Prometheus exporter for Withings health measures.
 ///
@@ -23,10 +23,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve /metrics from the Withings account of WITHINGS_TOKEN_FILE or WITHINGS_ACCESS_TOKEN (the default).
+    /// Serve the accounts of WITHINGS_TOKEN_DIR on /probe and /sd, or the one account of
+    /// WITHINGS_TOKEN_FILE or WITHINGS_ACCESS_TOKEN on /metrics (the default).
     Serve,
-    /// Authorize the exporter with a Withings account and write WITHINGS_TOKEN_FILE.
+    /// Authorize the exporter with a Withings account: write WITHINGS_TOKEN_FILE, or with
+    /// --account NAME, NAME.json in WITHINGS_TOKEN_DIR.
     Auth {
+        /// The account to authorize (one person): lowercase letters, digits, '-' and '_'.
+        #[arg(long)]
+        account: Option<String>,
         /// Do not listen for the redirect: open the URL on any machine, then paste the URL
         /// the browser was redirected to (or the code) here. For headless servers.
         #[arg(long, alias = "no-browser")]
@@ -39,8 +44,11 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Serve /metrics from a built-in simulated Withings account: no account needed.
+    /// Serve a simulated household of three Withings accounts: no account needed.
     Demo,
+    /// List the accounts of WITHINGS_TOKEN_DIR: name, Withings user, token expiry, whether
+    /// the file is readable. No secret is printed.
+    Accounts,
     /// Exit 0 when the exporter configured by WITHINGS_LISTEN_ADDRESS answers /-/healthy
     /// (the container image's HEALTHCHECK; the image has no curl).
     Healthcheck {
@@ -69,8 +77,6 @@ enum Command {
     },
 }
 
-const DEMO_TOKEN: &str = "demo-token";
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init();
@@ -98,26 +104,42 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             let config = Config::from_env()?;
-            let tokens = TokenSource::from_config(&config)?;
-            serve(&config, tokens).await
+            let app = App::from_config(&config)?;
+            serve(&config, app).await
         }
         Command::Auth {
+            account,
             paste,
             timeout,
             listen,
-        } => authorize(paste, std::time::Duration::from_secs(timeout), listen).await,
-        Command::Demo => {
-            let mut config = Config::from_env()?;
-            let simulator = Simulator::start(SimulatorOptions {
-                access_tokens: vec![DEMO_TOKEN.into()],
-                live: true,
-                ..SimulatorOptions::default()
-            })
+        } => {
+            authorize(
+                account.as_deref(),
+                paste,
+                std::time::Duration::from_secs(timeout),
+                listen,
+            )
             .await
-            .context("cannot start the simulated Withings API")?;
-            config.api_url = simulator.url();
-            tracing::info!(url = %simulator.url(), "demo: simulated Withings API running");
-            serve(&config, TokenSource::Static(DEMO_TOKEN.into())).await
+        }
+        Command::Accounts => {
+            let config = Config::from_env()?;
+            let dir = config.token_dir.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("WITHINGS_TOKEN_DIR: not set; `accounts` lists the accounts of that directory")
+            })?;
+            print!("{}", accounts::listing(dir)?);
+            Ok(())
+        }
+        Command::Demo => {
+            let config = Config::from_env()?;
+            let household = Household::start()
+                .await
+                .context("cannot start the simulated Withings household")?;
+            tracing::info!(url = %household.simulator.url(), dir = %household.dir().display(), "demo: a simulated household of three Withings accounts");
+            let config = household.config(config);
+            let app = App::from_config(&config)?;
+            let result = serve(&config, app).await;
+            drop(household);
+            result
         }
         Command::Healthcheck { url, timeout } => {
             let url = match url {
@@ -169,12 +191,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn authorize(
+    account: Option<&str>,
     paste: bool,
     timeout: std::time::Duration,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let mut settings = AuthSettings::from_config(&config)?;
+    let mut settings = match account {
+        Some(name) => AuthSettings::for_account(&config, name)?,
+        None => AuthSettings::from_config(&config)?,
+    };
     settings.listen = listen;
     let mut authorization = Authorization::new(settings)?;
     let code = if paste {
@@ -217,9 +243,15 @@ async fn authorize(
             .unwrap_or_default(),
         authorization.token_file().display()
     );
-    println!(
-        "Next: run `withings-exporter serve` with the same WITHINGS_CLIENT_ID, WITHINGS_CLIENT_SECRET and WITHINGS_TOKEN_FILE; it refreshes the tokens by itself. Keep the token file on a persistent volume."
-    );
+    if let Some(name) = account {
+        println!(
+            "Next: a running `withings-exporter serve` with this WITHINGS_TOKEN_DIR picks up the account {name:?} within seconds (Prometheus finds it on /sd). To add another person, sign out of Withings in the browser first."
+        );
+    } else {
+        println!(
+            "Next: run `withings-exporter serve` with the same WITHINGS_CLIENT_ID, WITHINGS_CLIENT_SECRET and WITHINGS_TOKEN_FILE; it refreshes the tokens by itself. Keep the token file on a persistent volume."
+        );
+    }
     Ok(())
 }
 
@@ -242,13 +274,15 @@ fn web_config(config: &Config) -> anyhow::Result<Option<Arc<WebConfig>>> {
     Ok(Some(Arc::new(web)))
 }
 
-async fn serve(config: &Config, tokens: TokenSource) -> anyhow::Result<()> {
+async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     tracing::info!(config = %config.summary(), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
     let web = web_config(config)?;
-    let exporter = Exporter::new(ExporterSettings::from_config(config), tokens).map_err(
-        |e: withings::ApiError| anyhow::anyhow!("cannot set up the Withings client: {e}"),
-    )?;
-    let app = Application::bind(config.listen_address, Arc::new(exporter))
+    let app = Arc::new(app);
+    if app.is_directory() {
+        tracing::info!(accounts = app.accounts().len(), "serving the accounts of WITHINGS_TOKEN_DIR on /probe?account=NAME, listed for Prometheus on /sd");
+        tokio::spawn(Arc::clone(&app).watch(SCAN_INTERVAL));
+    }
+    let app = Application::bind(config.listen_address, app)
         .await
         .with_context(|| {
             format!(

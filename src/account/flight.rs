@@ -21,6 +21,8 @@ pub enum Ticket<T> {
         result: watch::Receiver<Option<T>>,
         started: bool,
     },
+    /// A fetch was due but `admit` refused to start one: the last result, if any.
+    Refused(Option<T>),
 }
 
 /// Why a wait for a fetch ended without its result.
@@ -85,6 +87,18 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
+        self.ticket_if(|| true, fetch)
+    }
+
+    /// Like [`SingleFlight::ticket`], but a new fetch starts only if `admit()` says yes
+    /// (the application's fair share of the request budget); joining a running fetch or
+    /// serving a recent one needs no admission, since it costs nothing.
+    pub fn ticket_if<A, F, Fut>(&self, admit: A, fetch: F) -> Ticket<T>
+    where
+        A: FnOnce() -> bool,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+    {
         let now = self.clock.now();
         let mut state = lock(&self.state);
         if let Some(running) = &state.running {
@@ -98,6 +112,9 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
             && now.saturating_duration_since(*at) < self.min_interval
         {
             return Ticket::Recent(result.clone());
+        }
+        if !admit() {
+            return Ticket::Refused(state.last.as_ref().map(|(_, r)| r.clone()));
         }
         let (tx, rx) = watch::channel(None);
         state.running = Some(rx.clone());
@@ -159,6 +176,7 @@ mod tests {
     async fn result_of(ticket: Ticket<usize>) -> Result<usize, Missed> {
         match ticket {
             Ticket::Recent(r) => Ok(r),
+            Ticket::Refused(r) => r.ok_or(Missed::Abandoned),
             Ticket::Wait { mut result, .. } => {
                 wait(&mut result, Some(Duration::from_secs(30))).await
             }
@@ -234,6 +252,20 @@ mod tests {
         assert!(matches!(flight.ticket(start), Ticket::Recent(1)));
         clock.advance(Duration::from_secs(61));
         assert_eq!(result_of(flight.ticket(start)).await, Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_refused_admission_starts_nothing_and_serves_the_last_result() {
+        let flight = SingleFlight::new(Clock::default(), Duration::ZERO);
+        assert!(matches!(
+            flight.ticket_if(|| false, || async { 1usize }),
+            Ticket::Refused(None)
+        ));
+        assert_eq!(result_of(flight.ticket(|| async { 2usize })).await, Ok(2));
+        assert!(matches!(
+            flight.ticket_if(|| false, || async { 3usize }),
+            Ticket::Refused(Some(2))
+        ));
     }
 
     #[tokio::test]

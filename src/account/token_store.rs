@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// What the token file holds.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +99,8 @@ pub enum StoreError {
         "the token file {path} is not a valid token file ({detail}); it was left untouched: restore it from a backup, or delete it and run `withings-exporter auth`"
     )]
     Malformed { path: PathBuf, detail: String },
+    #[error("cannot lock the token file {path} for a refresh: {cause}")]
+    Lock { path: PathBuf, cause: io::Error },
     #[error(
         "cannot write the token file {path} ({step}: {cause}); the directory must exist and be writable by the exporter (mount a writable volume there)"
     )]
@@ -108,6 +110,14 @@ pub enum StoreError {
         cause: io::Error,
     },
 }
+
+/// Held while refreshing; the lock ends when it is dropped (or the process dies).
+#[derive(Debug)]
+pub struct RefreshLock {
+    _file: File,
+}
+
+const LOCK_POLL: Duration = Duration::from_millis(20);
 
 /// The token file at one path.
 #[derive(Debug, Clone)]
@@ -185,6 +195,53 @@ impl TokenStore {
         std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok()
+    }
+
+    /// An exclusive advisory lock (`flock`) on the token file, for the length of a refresh,
+    /// so that two processes sharing the file never refresh the same pair. Saves replace the
+    /// file by rename, so a lock taken on the file a rename has since replaced guards nothing:
+    /// the lock counts only once it is held on the file that is at the path now.
+    pub async fn lock(&self, wait: Duration) -> Result<RefreshLock, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let deadline = Instant::now() + wait;
+        let fail = |cause: io::Error| StoreError::Lock {
+            path: self.path.clone(),
+            cause,
+        };
+        loop {
+            // Only a regular file is opened: a FIFO put in its place would block the open.
+            let meta = std::fs::symlink_metadata(&self.path).map_err(fail)?;
+            if !meta.file_type().is_file() {
+                return Err(fail(io::Error::other("not a regular file")));
+            }
+            let file = File::open(&self.path).map_err(fail)?;
+            match file.try_lock() {
+                Ok(()) => {
+                    let held = file.metadata().map_err(fail)?;
+                    let current = std::fs::metadata(&self.path).map_err(fail)?;
+                    if held.ino() == current.ino() && held.dev() == current.dev() {
+                        return Ok(RefreshLock { _file: file });
+                    }
+                    // Replaced while we locked it: lock the new file instead.
+                    continue;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if Instant::now() >= deadline {
+                        return Err(fail(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "another process held the refresh lock for over {}s",
+                                wait.as_secs()
+                            ),
+                        )));
+                    }
+                    // Another process is refreshing; its refresh takes one request to
+                    // Withings, so polling briefly is cheap and needs no helper thread.
+                    tokio::time::sleep(LOCK_POLL).await;
+                }
+                Err(std::fs::TryLockError::Error(cause)) => return Err(fail(cause)),
+            }
+        }
     }
 
     /// Replaces the file atomically and durably, mode 0600.

@@ -4,7 +4,7 @@
 use crate::account::token_store::{StoreError, StoredTokens, TokenStore};
 use crate::config::{Config, ConfigError};
 use crate::secret::Secret;
-use crate::withings::{ApiError, ClientOptions, StatusClass, WithingsClient};
+use crate::withings::{ApiError, StatusClass, WithingsClient};
 use prometheus::{IntCounterVec, Opts, Registry};
 use std::path::Path;
 use std::sync::Arc;
@@ -61,12 +61,18 @@ pub enum TokenSource {
     Static(Secret),
     /// Tokens from the token file, refreshed before they expire.
     Managed(Arc<TokenManager>),
+    /// An account whose token file cannot be used (malformed, unreadable): it reports this
+    /// error on every probe until the file is fixed, while the other accounts carry on.
+    Unusable(String),
 }
 
 impl TokenSource {
     /// Chooses the source the configuration asks for; see the README's table of token
     /// variables. Creates the token file from `WITHINGS_REFRESH_TOKEN` when there is none.
-    pub fn from_config(config: &Config) -> Result<Self, TokenSetupError> {
+    pub fn from_config(
+        config: &Config,
+        client: &WithingsClient,
+    ) -> Result<Self, TokenSetupError> {
         let missing = |variable: &'static str, message: &str| ConfigError {
             variable,
             message: message.to_owned(),
@@ -103,16 +109,8 @@ impl TokenSource {
             )
             .into());
         };
-        let client = WithingsClient::new(
-            &config.api_url,
-            ClientOptions {
-                request_timeout: config.upstream_timeout,
-                ..ClientOptions::default()
-            },
-        )
-        .map_err(TokenSetupError::Client)?;
         let manager = TokenManager::open(
-            client,
+            client.clone(),
             credentials,
             TokenStore::new(path),
             config.refresh_token.clone(),
@@ -121,11 +119,32 @@ impl TokenSource {
         Ok(Self::Managed(Arc::new(manager)))
     }
 
+    /// The source for one account of `WITHINGS_TOKEN_DIR`: its file, refreshed with the
+    /// application's credentials, or, when the file cannot be used, an account that says why.
+    pub fn for_account_file(
+        path: &Path,
+        credentials: &ClientCredentials,
+        client: &WithingsClient,
+    ) -> Self {
+        let opened = TokenManager::open(
+            client.clone(),
+            credentials.clone(),
+            TokenStore::new(path),
+            None,
+            RefreshPolicy::default(),
+        );
+        match opened {
+            Ok(manager) => Self::Managed(Arc::new(manager)),
+            Err(e) => Self::Unusable(crate::text::one_line(&e.to_string()).into_owned()),
+        }
+    }
+
     /// The token to use for the next call.
     pub async fn access_token(&self) -> Result<Secret, TokenError> {
         match self {
             Self::Static(token) => Ok(token.clone()),
             Self::Managed(manager) => manager.access_token().await,
+            Self::Unusable(reason) => Err(TokenError::Unavailable(reason.clone())),
         }
     }
 
@@ -136,7 +155,7 @@ impl TokenSource {
         rejected: &Secret,
     ) -> Result<Option<Secret>, TokenError> {
         match self {
-            Self::Static(_) => Ok(None),
+            Self::Static(_) | Self::Unusable(_) => Ok(None),
             Self::Managed(manager) => manager.after_auth_failure(rejected).await.map(Some),
         }
     }
@@ -144,7 +163,7 @@ impl TokenSource {
     /// Unix time the current access token expires, when known.
     pub fn expiry(&self) -> Option<i64> {
         match self {
-            Self::Static(_) => None,
+            Self::Static(_) | Self::Unusable(_) => None,
             Self::Managed(manager) => manager.expiry(),
         }
     }
@@ -152,7 +171,7 @@ impl TokenSource {
     /// Adds this source's metrics to the exporter's registry.
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         match self {
-            Self::Static(_) => Ok(()),
+            Self::Static(_) | Self::Unusable(_) => Ok(()),
             Self::Managed(manager) => registry.register(Box::new(manager.refreshes.clone())),
         }
     }
@@ -178,6 +197,9 @@ impl Default for RefreshPolicy {
         }
     }
 }
+
+/// How long a refresh waits for another process's refresh of the same account.
+const REFRESH_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// `withings_token_refreshes_total` outcomes.
 const OUTCOMES: [&str; 4] = [
@@ -441,6 +463,28 @@ impl TokenManager {
     }
 
     async fn refresh(&self, st: &mut State) -> Result<Secret, TokenError> {
+        // Another exporter (or a backfill) sharing this token file may be refreshing the same
+        // pair: two refreshes of one refresh token fork the rotation and one of them is lost.
+        // The lock makes them take turns, and the one that waited uses the pair the other saved.
+        let _lock = match self.store.lock(REFRESH_LOCK_WAIT).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lock the token file for a refresh; retrying later");
+                return Err(TokenError::RefreshFailed(e.to_string()));
+            }
+        };
+        if let Ok(Some(on_disk)) = self.store.load()
+            && on_disk.refresh_token != st.current.refresh_token
+            && !on_disk.access_token.is_empty()
+        {
+            tracing::info!(token_file = %self.store.path().display(), "another process refreshed this account's tokens; using the pair it saved");
+            let token = on_disk.access_token.clone();
+            st.rejected = None;
+            st.failures = 0;
+            st.retry_at = None;
+            self.adopt(st, on_disk);
+            return Ok(token);
+        }
         let answer = self
             .client
             .request_token(&[
@@ -452,6 +496,9 @@ impl TokenManager {
             .await;
         let body = match answer {
             Ok(body) => body,
+            // Never sent (the request budget, a 601 pause): not a failure of the refresh, so no
+            // backoff; the next call tries again.
+            Err(e) if e.not_sent() => return Err(TokenError::RefreshFailed(e.to_string())),
             Err(e) if is_permanent(&e) => {
                 self.count("permanent_error");
                 let reason = e.to_string();

@@ -1,1 +1,513 @@
-//! What belongs to the application rather than to one person: the set of accounts.
+//! What belongs to the application rather than to one person: the set of accounts and its
+//! directory watcher ([`accounts`]), the fair share of the request budget ([`share`]), the
+//! Withings client every account uses (whose limits are the application's), and the
+//! exporter's own metrics.
+
+pub mod accounts;
+pub mod share;
+
+use crate::account::tokens::{ClientCredentials, TokenSetupError, TokenSource};
+use crate::account::{Account, AccountSettings, Admission, ProbeOutcome, ServedFrom, Shared};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::render::families::{self, gauge_by_label, single_gauge};
+use crate::withings::{ApiError, ClientOptions, Limits, WithingsClient};
+use accounts::{AccountSet, ScanReport};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounterVec, Opts, Registry};
+use serde::Serialize;
+use share::FairShare;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+
+/// How often the token directory is read again: well within the 10 seconds in which a new
+/// account file must be picked up.
+pub const SCAN_INTERVAL: Duration = Duration::from_secs(3);
+/// How many accounts fetch at once. Each fetch is bounded by the scrape budget and the
+/// request budget; the bound keeps a thousand accounts probed at once from opening a
+/// thousand connections.
+pub const MAX_CONCURRENT_FETCHES: usize = 32;
+/// The name of the one account of `WITHINGS_TOKEN_FILE`/`WITHINGS_ACCESS_TOKEN`, for
+/// `/probe?account=default` and the landing page.
+pub const SINGLE_ACCOUNT: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tokens(#[from] TokenSetupError),
+    #[error("cannot set up the Withings client: {0}")]
+    Client(ApiError),
+    #[error(
+        "cannot read WITHINGS_TOKEN_DIR {path}: {cause}; create it (mode 0700) and run `withings-exporter auth --account NAME` to add an account"
+    )]
+    TokenDir { path: PathBuf, cause: std::io::Error },
+}
+
+/// Why a probe was refused; the answer is HTTP 400 with this line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("the account parameter is missing: use /probe?account=NAME")]
+    Missing,
+    #[error("{0:?} is not an account name: {rule}", rule = accounts::name_rule())]
+    Malformed(String),
+    #[error("no account {0:?}: add it with `withings-exporter auth --account {0}`")]
+    Unknown(String),
+}
+
+/// Where the accounts come from.
+enum Source {
+    /// `WITHINGS_TOKEN_FILE` or `WITHINGS_ACCESS_TOKEN`: one account, served on `/metrics`.
+    Single(Arc<Account>),
+    /// `WITHINGS_TOKEN_DIR`.
+    Directory {
+        set: AccountSet,
+        credentials: ClientCredentials,
+    },
+}
+
+/// How an account stands, for `withings_accounts` and the landing page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountState {
+    /// Not fetched yet.
+    Pending,
+    Ok,
+    /// The last fetch failed, for a reason that may pass.
+    Failing,
+    /// Withings refused the token; a new authorization is needed.
+    TokenInvalid,
+    /// The token file cannot be used.
+    Error,
+}
+
+impl AccountState {
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Ok,
+        Self::Failing,
+        Self::TokenInvalid,
+        Self::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ok => "ok",
+            Self::Failing => "failing",
+            Self::TokenInvalid => "token_invalid",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn of(account: &Account) -> Self {
+        if let TokenSource::Unusable(_) = account.tokens() {
+            return Self::Error;
+        }
+        let health = account.health();
+        match (health.token_valid, &health.last_error, health.last_success) {
+            (Some(false), _, _) => Self::TokenInvalid,
+            (_, Some(_), _) => Self::Failing,
+            (_, None, Some(_)) => Self::Ok,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// One account as the landing page shows it: no readings, no secrets.
+#[derive(Debug, Clone)]
+pub struct AccountSummary {
+    pub name: String,
+    pub state: AccountState,
+    pub last_success: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+pub struct App {
+    client: WithingsClient,
+    shared: Shared,
+    settings: AccountSettings,
+    source: Source,
+    share: FairShare,
+    registry: Registry,
+    scrapes: IntCounterVec,
+    shutdown: watch::Sender<bool>,
+}
+
+impl App {
+    /// The application the configuration asks for: one account, or a directory of them.
+    pub fn from_config(config: &Config) -> Result<Self, AppError> {
+        let clock = Clock::default();
+        let limits = Arc::new(Limits::new(config.requests_per_minute, clock.clone()));
+        let client = WithingsClient::with_limits(
+            &config.api_url,
+            ClientOptions {
+                request_timeout: config.upstream_timeout,
+                connect_timeout: config.connect_timeout,
+                max_body_bytes: config.max_response_bytes,
+            },
+            limits,
+        )
+        .map_err(AppError::Client)?;
+        match &config.token_dir {
+            Some(dir) => {
+                let credentials = config.client_credentials()?.ok_or_else(|| ConfigError {
+                    variable: "WITHINGS_CLIENT_ID",
+                    message: "not set; WITHINGS_TOKEN_DIR needs WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET (or WITHINGS_CLIENT_SECRET_FILE) of your Withings application to refresh each account's tokens".into(),
+                })?;
+                if let Err(cause) = std::fs::read_dir(dir) {
+                    return Err(AppError::TokenDir {
+                        path: dir.clone(),
+                        cause,
+                    });
+                }
+                Ok(Self::directory(
+                    AccountSettings::from_config(config),
+                    client,
+                    dir,
+                    credentials,
+                ))
+            }
+            None => {
+                let tokens = TokenSource::from_config(config, &client)?;
+                Ok(Self::single(
+                    AccountSettings::from_config(config),
+                    client,
+                    tokens,
+                ))
+            }
+        }
+    }
+
+    fn build(
+        settings: AccountSettings,
+        client: WithingsClient,
+        source: impl FnOnce(&AccountSettings, &Shared) -> Source,
+    ) -> Self {
+        let clock = client.limits().clock.clone();
+        let registry = Registry::new();
+        let scrapes = IntCounterVec::new(
+            Opts::new(
+                "withings_scrapes_total",
+                "Scrapes and probes by where their data came from: new_fetch (started a fetch from Withings), shared_fetch (joined a fetch already running), recent_fetch (sooner than WITHINGS_MIN_FETCH_INTERVAL_SECONDS after the last), rate_limited (no fetch: waiting out a 601), budget (no fetch: the request budget is spent, or accounts with older data go first).",
+            ),
+            &["served_from"],
+        )
+        .expect("static metric definition");
+        for source in ServedFrom::ALL {
+            scrapes.with_label_values(&[source.as_str()]);
+        }
+        registry
+            .register(Box::new(scrapes.clone()))
+            .expect("first registration");
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "withings_exporter_build_info",
+                "Always 1; the version label tells which exporter is running.",
+            ),
+            &["version"],
+        )
+        .expect("static metric definition");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry
+            .register(Box::new(build_info))
+            .expect("first registration");
+        client
+            .limits()
+            .register(&registry)
+            .expect("first registration");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("first registration");
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Shared {
+            client: client.clone(),
+            clock: clock.clone(),
+            fetch_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_FETCHES)),
+            shutdown: shutdown_rx,
+        };
+        Self {
+            source: source(&settings, &shared),
+            share: FairShare::new(Arc::clone(client.limits()), clock),
+            client,
+            shared,
+            settings,
+            registry,
+            scrapes,
+            shutdown,
+        }
+    }
+
+    /// One account, served on `/metrics` as before accounts existed.
+    pub fn single(settings: AccountSettings, client: WithingsClient, tokens: TokenSource) -> Self {
+        Self::build(settings, client, |settings, shared| {
+            Source::Single(Arc::new(Account::new(
+                SINGLE_ACCOUNT,
+                tokens,
+                settings.clone(),
+                shared.clone(),
+            )))
+        })
+    }
+
+    /// Every `NAME.json` in `dir`, read now and again at every [`App::scan`].
+    pub fn directory(
+        settings: AccountSettings,
+        client: WithingsClient,
+        dir: &Path,
+        credentials: ClientCredentials,
+    ) -> Self {
+        let app = Self::build(settings, client, |_, _| Source::Directory {
+            set: AccountSet::new(dir),
+            credentials,
+        });
+        app.scan();
+        app
+    }
+
+    pub fn client(&self) -> &WithingsClient {
+        &self.client
+    }
+
+    pub fn limits(&self) -> &Arc<Limits> {
+        self.client.limits()
+    }
+
+    /// The clock behind fetch intervals, the budget and the 601 pause; tests advance it.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    /// Whether accounts come from `WITHINGS_TOKEN_DIR`.
+    pub fn is_directory(&self) -> bool {
+        matches!(self.source, Source::Directory { .. })
+    }
+
+    /// The one account of the single-account configuration.
+    pub fn single_account(&self) -> Option<&Arc<Account>> {
+        match &self.source {
+            Source::Single(account) => Some(account),
+            Source::Directory { .. } => None,
+        }
+    }
+
+    pub fn account(&self, name: &str) -> Option<Arc<Account>> {
+        match &self.source {
+            Source::Single(account) => (name == SINGLE_ACCOUNT).then(|| Arc::clone(account)),
+            Source::Directory { set, .. } => set.get(name),
+        }
+    }
+
+    /// Every account, by name.
+    pub fn accounts(&self) -> Vec<Arc<Account>> {
+        match &self.source {
+            Source::Single(account) => vec![Arc::clone(account)],
+            Source::Directory { set, .. } => set.all(),
+        }
+    }
+
+    /// Reads the token directory again; nothing in the single-account configuration.
+    pub fn scan(&self) -> ScanReport {
+        let Source::Directory { set, credentials } = &self.source else {
+            return ScanReport::default();
+        };
+        set.scan(|name, path| {
+            let tokens = TokenSource::for_account_file(path, credentials, &self.client);
+            Arc::new(Account::new(
+                name,
+                tokens,
+                self.settings.clone(),
+                self.shared.clone(),
+            ))
+        })
+    }
+
+    /// Scans the token directory every `interval` until shutdown.
+    pub async fn watch(self: Arc<Self>, interval: Duration) {
+        if !self.is_directory() {
+            return;
+        }
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|down| *down) => return,
+            }
+            // Reading a directory of small files blocks briefly; not on a worker that
+            // answers probes.
+            let app = Arc::clone(&self);
+            let _ = tokio::task::spawn_blocking(move || app.scan()).await;
+        }
+    }
+
+    /// From now on, probes waiting for Withings answer at once with the last known values.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// `GET /probe?account=NAME`: that account's series, without an account label.
+    pub async fn probe(&self, name: Option<&str>, budget: Option<Duration>) -> Result<String, ProbeError> {
+        let name = name.ok_or(ProbeError::Missing)?;
+        if !accounts::valid_name(name) {
+            return Err(ProbeError::Malformed(crate::text::one_line(name).into_owned()));
+        }
+        let account = self
+            .account(name)
+            .ok_or_else(|| ProbeError::Unknown(name.to_owned()))?;
+        let outcome = account.probe(&self.share, budget).await;
+        self.count(&outcome);
+        Ok(families::encode(account.families(Some(&outcome))))
+    }
+
+    /// A probe of `account` through the application's fair share; for tests and benchmarks
+    /// that look at the outcome rather than the text.
+    pub async fn probe_outcome(&self, account: &Arc<Account>, budget: Option<Duration>) -> ProbeOutcome {
+        let outcome = account.probe(&self.share, budget).await;
+        self.count(&outcome);
+        outcome
+    }
+
+    fn count(&self, outcome: &ProbeOutcome) {
+        self.scrapes
+            .with_label_values(&[outcome.served_from.as_str()])
+            .inc();
+    }
+
+    /// `GET /metrics`: the exporter's own metrics and, with one account, that account's
+    /// series exactly as before accounts existed (its fetch included).
+    pub async fn metrics(&self, budget: Option<Duration>) -> String {
+        let mut out = Vec::new();
+        if let Source::Single(account) = &self.source {
+            let outcome = account.probe(&self.share, budget).await;
+            self.count(&outcome);
+            out.extend(account.families(Some(&outcome)));
+        }
+        out.extend(self.own_families());
+        families::encode(out)
+    }
+
+    /// What `/metrics` shows without fetching (a HEAD request).
+    pub fn metrics_now(&self) -> String {
+        let mut out = Vec::new();
+        if let Source::Single(account) = &self.source {
+            out.extend(account.families(None));
+        }
+        out.extend(self.own_families());
+        families::encode(out)
+    }
+
+    fn own_families(&self) -> Vec<MetricFamily> {
+        let mut out = self.registry.gather();
+        let limits = self.limits();
+        out.push(single_gauge(
+            "withings_request_budget_per_minute",
+            "Requests to Withings the exporter may make in any 60 seconds, all accounts and endpoints together (WITHINGS_REQUESTS_PER_MINUTE; Withings allows 120 per application).",
+            f64::from(limits.budget.per_minute()),
+        ));
+        out.push(single_gauge(
+            "withings_requests_in_window",
+            "Requests made to Withings in the last 60 seconds.",
+            limits.budget.used() as f64,
+        ));
+        let resume_at = limits.pause.resume_at_unix();
+        out.push(single_gauge(
+            "withings_rate_limited",
+            "1 while the exporter makes no request to Withings, for any account, because it answered 601 (too many requests), 0 otherwise.",
+            if resume_at.is_some() { 1.0 } else { 0.0 },
+        ));
+        if let Some(at) = resume_at {
+            out.push(single_gauge(
+                "withings_rate_limit_resume_timestamp_seconds",
+                "Unix time requests to Withings resume after a 601 (present only while backing off).",
+                at,
+            ));
+        }
+        let accounts = self.accounts();
+        let mut counts = [0usize; AccountState::ALL.len()];
+        for account in &accounts {
+            let state = AccountState::of(account);
+            if let Some(i) = AccountState::ALL.iter().position(|s| *s == state) {
+                counts[i] += 1;
+            }
+        }
+        out.push(gauge_by_label(
+            "withings_accounts",
+            "Accounts served, by state: pending (not fetched yet), ok (last fetch succeeded), failing (last fetch failed), token_invalid (re-authorization needed), error (token file unusable).",
+            "state",
+            AccountState::ALL
+                .iter()
+                .zip(counts)
+                .map(|(s, n)| (s.as_str(), n as f64)),
+        ));
+        out
+    }
+
+    /// `GET /sd`: one Prometheus HTTP service-discovery target per account, at `target` (the
+    /// host and port Prometheus reached this exporter at), scraped on `/probe`.
+    pub fn service_discovery(&self, target: &str) -> String {
+        #[derive(Serialize)]
+        struct Group<'a> {
+            targets: [&'a str; 1],
+            labels: Labels<'a>,
+        }
+        #[derive(Serialize)]
+        struct Labels<'a> {
+            #[serde(rename = "__metrics_path__")]
+            metrics_path: &'static str,
+            #[serde(rename = "__param_account")]
+            param_account: &'a str,
+            account: &'a str,
+        }
+        // The single account is on /metrics already; listing it would scrape it twice.
+        let accounts = if self.is_directory() {
+            self.accounts()
+        } else {
+            Vec::new()
+        };
+        let groups: Vec<Group> = accounts
+            .iter()
+            .map(|a| Group {
+                targets: [target],
+                labels: Labels {
+                    metrics_path: "/probe",
+                    param_account: a.name(),
+                    account: a.name(),
+                },
+            })
+            .collect();
+        serde_json::to_string(&groups).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// The accounts for the landing page.
+    pub fn summaries(&self) -> Vec<AccountSummary> {
+        self.accounts()
+            .iter()
+            .map(|a| {
+                let health = a.health();
+                let last_error = match a.tokens() {
+                    TokenSource::Unusable(reason) => Some(reason.clone()),
+                    _ => health.last_error,
+                };
+                AccountSummary {
+                    name: a.name().to_owned(),
+                    state: AccountState::of(a),
+                    last_success: health.last_success,
+                    last_error,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Admission for App {
+    fn admit(&self, account: &str) -> bool {
+        self.share.admit(account)
+    }
+}

@@ -1,5 +1,6 @@
 //! The HTTP side: routes, the exporter-toolkit web configuration, the health check.
 
 pub mod healthcheck;
+pub mod landing;
 pub mod server;
 pub mod web_config;

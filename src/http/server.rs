@@ -1,13 +1,14 @@
 //! The HTTP server: `/metrics`, a landing page, health endpoints.
 
-use crate::account::Exporter;
+use crate::app::App;
 use crate::http::web_config::{CHALLENGE, WebConfig};
 use crate::render::families::CONTENT_TYPE;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    ALLOW, AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HeaderValue, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HOST, HeaderValue,
+    WWW_AUTHENTICATE,
 };
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -46,28 +47,20 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// handshakes cannot pile up.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-const LANDING_PAGE: &str = concat!(
-    "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Withings Exporter</title></head>\n",
-    "<body>\n<h1>Withings Exporter</h1>\n<p>Version ",
-    env!("CARGO_PKG_VERSION"),
-    "</p>\n<ul>\n<li><a href=\"metrics\">Metrics</a></li>\n",
-    "<li><a href=\"-/healthy\">Health</a></li>\n<li><a href=\"-/ready\">Readiness</a></li>\n</ul>\n</body>\n</html>\n"
-);
-
 /// A bound, not yet running server. Binding first lets tests ask for port 0 and learn the
 /// real port before anything runs.
 pub struct Application {
     listener: TcpListener,
-    exporter: Arc<Exporter>,
+    app: Arc<App>,
     web: Option<Arc<WebConfig>>,
 }
 
 impl Application {
-    pub async fn bind(address: SocketAddr, exporter: Arc<Exporter>) -> std::io::Result<Self> {
+    pub async fn bind(address: SocketAddr, app: Arc<App>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
         Ok(Self {
             listener,
-            exporter,
+            app,
             web: None,
         })
     }
@@ -110,16 +103,17 @@ impl Application {
                             continue;
                         }
                     };
-                    let exporter = Arc::clone(&self.exporter);
+                    let app = Arc::clone(&self.app);
                     let web = self.web.clone();
+                    let local = stream.local_addr().ok();
                     let service = service_fn(move |req| {
-                        let exporter = Arc::clone(&exporter);
+                        let app = Arc::clone(&app);
                         let web = web.clone();
                         async move {
                             if let Some(denied) = authorize(web.as_deref(), &req).await {
                                 return Ok::<_, Infallible>(denied);
                             }
-                            Ok::<_, Infallible>(route(&exporter, req).await)
+                            Ok::<_, Infallible>(route(&app, local, req).await)
                         }
                     });
                     if let Some(tls) = self.web.as_ref().and_then(|w| w.current().tls.clone()) {
@@ -151,6 +145,9 @@ impl Application {
             }
         }
         drop(self.listener);
+        // Probes waiting on a slow Withings answer now, with the last known values, so that
+        // draining the connections does not have to cut them.
+        self.app.shut_down();
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
             .await
             .is_err()
@@ -215,48 +212,83 @@ async fn authorize(
     Some(response)
 }
 
-async fn route(exporter: &Arc<Exporter>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    app: &Arc<App>,
+    local: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let method = req.method();
     let readable = method == Method::GET || method == Method::HEAD;
+    let plain = "text/plain; charset=utf-8";
     match req.uri().path() {
         "/metrics" if method == Method::GET => {
             let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
-            text(
-                StatusCode::OK,
-                CONTENT_TYPE,
-                exporter.scrape_within(budget).await,
-            )
+            text(StatusCode::OK, CONTENT_TYPE, app.metrics(budget).await)
         }
         // HEAD answers from the state without calling Withings: a probe should not spend the
         // account's rate limit. hyper drops the body and keeps the headers.
-        "/metrics" if method == Method::HEAD => {
-            text(StatusCode::OK, CONTENT_TYPE, exporter.render(None))
+        "/metrics" if method == Method::HEAD => text(StatusCode::OK, CONTENT_TYPE, app.metrics_now()),
+        "/probe" if method == Method::GET => {
+            let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
+            let account = query_param(req.uri().query(), "account");
+            match app.probe(account.as_deref(), budget).await {
+                Ok(body) => text(StatusCode::OK, CONTENT_TYPE, body),
+                Err(e) => text(StatusCode::BAD_REQUEST, plain, format!("{e}\n")),
+            }
+        }
+        "/sd" if method == Method::GET => {
+            let target = sd_target(req.headers().get(HOST), local);
+            text(StatusCode::OK, "application/json", app.service_discovery(&target))
         }
         "/" if readable => text(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            LANDING_PAGE.into(),
+            super::landing::page(&app.summaries(), app.is_directory()),
         ),
-        "/-/healthy" | "/-/ready" if readable => {
-            text(StatusCode::OK, "text/plain; charset=utf-8", "OK\n".into())
-        }
-        "/metrics" | "/" | "/-/healthy" | "/-/ready" => {
-            let mut response = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain; charset=utf-8",
-                "Method not allowed: use GET or HEAD\n".into(),
-            );
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            response
-        }
+        "/-/healthy" | "/-/ready" if readable => text(StatusCode::OK, plain, "OK\n".into()),
+        "/probe" | "/sd" => not_allowed("GET"),
+        "/metrics" | "/" | "/-/healthy" | "/-/ready" => not_allowed("GET, HEAD"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "Not found: try /metrics\n".into(),
+            plain,
+            "Not found: try /metrics, /probe?account=NAME or /sd\n".into(),
         ),
     }
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain; charset=utf-8",
+        format!("Method not allowed: use {allow}\n"),
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// The first value of `name` in a query string.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The target `/sd` hands out: the host and port Prometheus used to reach us, which is the
+/// one address known to work from where Prometheus runs. A missing or unusable `Host` header
+/// falls back to the socket's own address.
+fn sd_target(host: Option<&HeaderValue>, local: Option<SocketAddr>) -> String {
+    host.and_then(|h| h.to_str().ok())
+        .map(str::trim)
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        })
+        .map(str::to_owned)
+        .or_else(|| local.map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost:19100".into())
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

@@ -39,6 +39,29 @@ pub fn single_gauge(name: &str, help: &str, value: f64) -> MetricFamily {
     f
 }
 
+/// A family with one gauge sample carrying one label.
+pub fn labelled_gauge(name: &str, help: &str, label_name: &str, label_value: &str, value: f64) -> MetricFamily {
+    let mut f = family(name, help, MetricType::GAUGE);
+    f.mut_metric()
+        .push(gauge_metric(vec![label(label_name, label_value)], value));
+    f
+}
+
+/// A gauge family with one sample per `(label value, value)`, all under one label name.
+pub fn gauge_by_label<'a>(
+    name: &str,
+    help: &str,
+    label_name: &str,
+    samples: impl IntoIterator<Item = (&'a str, f64)>,
+) -> MetricFamily {
+    let mut f = family(name, help, MetricType::GAUGE);
+    for (label_value, value) in samples {
+        f.mut_metric()
+            .push(gauge_metric(vec![label(label_name, label_value)], value));
+    }
+    f
+}
+
 /// The vitals and their timestamps. A measurement with no reading yet has no sample at all:
 /// a made-up 0 would read as a real, alarming value.
 pub fn vital_families(state: &LatestState) -> Vec<MetricFamily> {

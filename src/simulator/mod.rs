@@ -2,6 +2,7 @@
 //! tests use it as their only fake Withings, switching it into failure modes as they need.
 
 pub mod demo;
+pub mod household;
 pub mod oauth;
 
 pub use oauth::OAuthOptions;
@@ -14,7 +15,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,6 +57,8 @@ pub struct RecordedRequest {
     /// Query string and form body parameters together.
     pub params: BTreeMap<String, String>,
     pub bearer: Option<String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -121,10 +124,94 @@ pub enum SimulatorError {
     Fixture(String),
 }
 
-struct Inner {
+/// One simulated Withings user: their readings, and the demo generator that adds to them.
+#[derive(Default)]
+struct User {
     groups: Vec<StoredGroup>,
-    live: Option<demo::Live>,
-    tokens: HashSet<String>,
+    live: Option<(demo::Live, Profile)>,
+}
+
+/// How one member of the demo household differs from the generator's person: which devices
+/// they use and how their numbers are shifted.
+#[derive(Debug, Clone, Copy)]
+pub struct Profile {
+    /// Added to grpids so that members never share a group id.
+    pub index: i64,
+    pub devices: &'static [&'static str],
+    pub systolic_shift: i64,
+    pub pulse_shift: i64,
+}
+
+impl Profile {
+    /// The generator's groups as this member measures them, or `None` for another's device.
+    fn personalize(&self, mut group: Value) -> Option<Value> {
+        let model = group["model"].as_str().unwrap_or_default();
+        if !self.devices.contains(&model) {
+            return None;
+        }
+        if let Some(grpid) = group["grpid"].as_i64() {
+            group["grpid"] = json!(grpid + self.index * 1_000_000_000_000);
+        }
+        if let Some(measures) = group["measures"].as_array_mut() {
+            for m in measures {
+                let shift = match m["type"].as_i64() {
+                    Some(10) => self.systolic_shift,
+                    Some(9) => self.systolic_shift / 2,
+                    Some(11) => self.pulse_shift,
+                    _ => 0,
+                };
+                if let Some(v) = m["value"].as_i64() {
+                    m["value"] = json!(v + shift);
+                }
+            }
+        }
+        Some(group)
+    }
+}
+
+/// The demo household: two adults and a grandparent, with a blood-pressure monitor, a
+/// thermometer and a watch between them.
+pub const HOUSEHOLD: [(&str, &str, Profile); 3] = [
+    (
+        "alex",
+        "1001",
+        Profile {
+            index: 1,
+            devices: &["ScanWatch 2", "Thermo"],
+            systolic_shift: 0,
+            pulse_shift: -4,
+        },
+    ),
+    (
+        "sam",
+        "1002",
+        Profile {
+            index: 2,
+            devices: &["ScanWatch 2", "BPM Connect"],
+            systolic_shift: -6,
+            pulse_shift: 3,
+        },
+    ),
+    (
+        "grandma",
+        "1003",
+        Profile {
+            index: 3,
+            devices: &["BPM Connect", "Thermo"],
+            systolic_shift: 14,
+            pulse_shift: -2,
+        },
+    ),
+];
+
+struct Inner {
+    /// By Withings user id.
+    users: BTreeMap<String, User>,
+    /// The user of `set_groups` and the other single-user calls, and of the fixed tokens
+    /// given in the options.
+    default_user: String,
+    /// Fixed access tokens (never expiring), each for one user.
+    tokens: HashMap<String, String>,
     fault: Option<Fault>,
     once: VecDeque<Fault>,
     requests: Vec<RecordedRequest>,
@@ -142,6 +229,19 @@ struct Inner {
 }
 
 impl Inner {
+    fn user(&mut self, userid: &str) -> &mut User {
+        self.users.entry(userid.to_owned()).or_default()
+    }
+
+    /// The user whose data `token` opens, if it is valid now.
+    fn user_of(&mut self, token: &str) -> Option<String> {
+        if let Some(userid) = self.tokens.get(token) {
+            return Some(userid.clone());
+        }
+        let now = self.now_ms();
+        self.oauth.accept_access(token, now)
+    }
+
     /// Milliseconds, so that tests can give access tokens lifetimes under a second; follows
     /// `set_clock` when it is set.
     fn now_ms(&self) -> i64 {
@@ -163,10 +263,33 @@ impl Simulator {
     pub async fn start(options: SimulatorOptions) -> std::io::Result<Self> {
         let listener = TcpListener::bind(options.listen).await?;
         let addr = listener.local_addr()?;
+        let default_user = options.oauth.userid.clone();
+        let mut users = BTreeMap::new();
+        users.insert(
+            default_user.clone(),
+            User {
+                groups: Vec::new(),
+                live: options.live.then(|| {
+                    (
+                        demo::Live::starting_at(unix_now()),
+                        Profile {
+                            index: 0,
+                            devices: &["BPM Connect", "ScanWatch 2", "Thermo"],
+                            systolic_shift: 0,
+                            pulse_shift: 0,
+                        },
+                    )
+                }),
+            },
+        );
         let inner = Arc::new(Mutex::new(Inner {
-            groups: Vec::new(),
-            live: options.live.then(|| demo::Live::starting_at(unix_now())),
-            tokens: options.access_tokens.into_iter().collect(),
+            tokens: options
+                .access_tokens
+                .into_iter()
+                .map(|t| (t, default_user.clone()))
+                .collect(),
+            users,
+            default_user,
             fault: None,
             once: VecDeque::new(),
             requests: Vec::new(),
@@ -209,25 +332,61 @@ impl Simulator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Replaces the stored history.
+    /// Replaces the stored history of the default user.
     pub fn set_groups(&self, groups: Vec<Value>) -> Result<(), SimulatorError> {
+        let user = self.lock().default_user.clone();
+        self.set_user_groups(&user, groups)
+    }
+
+    /// Adds a group for the default user, or replaces the one with the same `grpid` (a
+    /// correction).
+    pub fn upsert_group(&self, group: Value) -> Result<(), SimulatorError> {
+        let user = self.lock().default_user.clone();
+        self.upsert_user_group(&user, group)
+    }
+
+    /// Adds a user (with no readings) if there is none with this id.
+    pub fn add_user(&self, userid: &str) {
+        self.lock().user(userid);
+    }
+
+    /// Adds a member of the demo household: a user whose readings are generated as time
+    /// passes, as `profile` measures them.
+    pub fn add_live_user(&self, userid: &str, profile: Profile) {
+        let mut inner = self.lock();
+        let now = inner.clock.unwrap_or_else(unix_now);
+        inner.user(userid).live = Some((demo::Live::starting_at(now), profile));
+    }
+
+    /// Replaces the stored history of `userid` (creating the user).
+    pub fn set_user_groups(&self, userid: &str, groups: Vec<Value>) -> Result<(), SimulatorError> {
         let stored = groups
             .into_iter()
             .map(StoredGroup::from_json)
             .collect::<Result<Vec<_>, _>>()?;
-        self.lock().groups = stored;
+        self.lock().user(userid).groups = stored;
         Ok(())
     }
 
-    /// Adds a group, or replaces the one with the same `grpid` (a correction).
-    pub fn upsert_group(&self, group: Value) -> Result<(), SimulatorError> {
+    /// Adds a group for `userid`, or replaces the one with the same `grpid`.
+    pub fn upsert_user_group(&self, userid: &str, group: Value) -> Result<(), SimulatorError> {
         let group = StoredGroup::from_json(group)?;
         let mut inner = self.lock();
-        match inner.groups.iter_mut().find(|g| g.grpid == group.grpid) {
+        let user = inner.user(userid);
+        match user.groups.iter_mut().find(|g| g.grpid == group.grpid) {
             Some(existing) => *existing = group,
-            None => inner.groups.push(group),
+            None => user.groups.push(group),
         }
         Ok(())
+    }
+
+    /// The user whose browser session the authorization page sees: the next authorization
+    /// code is for them, as at Withings, where a browser still signed in as one person
+    /// silently authorizes that person again.
+    pub fn sign_in(&self, userid: &str) {
+        let mut inner = self.lock();
+        inner.user(userid);
+        inner.oauth.sign_in(userid);
     }
 
     /// Loads a captured answer: a whole `getmeas` envelope, or a bare `measuregrps` array.
@@ -263,9 +422,18 @@ impl Simulator {
         self.lock().once.push_back(fault);
     }
 
-    /// Accept `token` from now on.
+    /// Accept `token` from now on, for the default user.
     pub fn add_access_token(&self, token: &str) {
-        self.lock().tokens.insert(token.to_owned());
+        let mut inner = self.lock();
+        let user = inner.default_user.clone();
+        inner.tokens.insert(token.to_owned(), user);
+    }
+
+    /// Accept `token` from now on, for `userid`.
+    pub fn add_access_token_for(&self, token: &str, userid: &str) {
+        let mut inner = self.lock();
+        inner.user(userid);
+        inner.tokens.insert(token.to_owned(), userid.to_owned());
     }
 
     /// Stop accepting `token`, as when it expires.
@@ -295,11 +463,40 @@ impl Simulator {
         self.lock().requests.clear();
     }
 
-    /// Issues a token pair as if the user had just authorized: (access, refresh, expires_in).
+    /// Issues a token pair as if the default user had just authorized: (access, refresh,
+    /// expires_in).
     pub fn issue_token_pair(&self) -> (String, String, i64) {
+        let user = self.lock().default_user.clone();
+        self.issue_token_pair_for(&user)
+    }
+
+    /// Issues a token pair for `userid` as if they had just authorized.
+    pub fn issue_token_pair_for(&self, userid: &str) -> (String, String, i64) {
         let mut inner = self.lock();
+        inner.user(userid);
         let now = inner.now_ms();
-        inner.oauth.issue_pair(now)
+        inner.oauth.issue_pair(now, userid)
+    }
+
+    /// The registered application's client id and secret.
+    pub fn client_credentials(&self) -> (String, String) {
+        self.lock().oauth.credentials()
+    }
+
+    /// How many requests reached Withings' endpoints in any 60-second window, at most: what
+    /// the application's rate limit sees.
+    pub fn max_requests_in_any_minute(&self) -> usize {
+        let inner = self.lock();
+        let times: Vec<std::time::Instant> = inner.requests.iter().map(|r| r.at).collect();
+        let mut best = 0;
+        let mut start = 0;
+        for end in 0..times.len() {
+            while times[end].duration_since(times[start]) >= Duration::from_secs(60) {
+                start += 1;
+            }
+            best = best.max(end - start + 1);
+        }
+        best
     }
 
     /// Whether a refresh with this refresh token would be accepted now (asking does not
@@ -416,6 +613,7 @@ async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<B
         path: path.clone(),
         params: params.clone(),
         bearer: bearer.clone(),
+        at: std::time::Instant::now(),
     });
     match path.as_str() {
         "/measure" => measure(inner, &params, bearer.as_deref()).await,
@@ -467,19 +665,19 @@ async fn measure(
     }
     let mut guard = lock(inner);
     let now = guard.clock.unwrap_or_else(unix_now);
-    if let Some(live) = guard.live.as_mut() {
+    let Some(userid) = bearer.and_then(|t| guard.user_of(t)) else {
+        return envelope_reply(EXPIRED_TOKEN_BODY.into());
+    };
+    let user = guard.user(&userid);
+    if let Some((live, profile)) = user.live.as_mut() {
         let fresh = live.advance(now);
-        guard.groups.extend(
+        let profile = *profile;
+        user.groups.extend(
             fresh
                 .into_iter()
+                .filter_map(|g| profile.personalize(g))
                 .filter_map(|g| StoredGroup::from_json(g).ok()),
         );
-    }
-    let now_ms = guard.now_ms();
-    let accepted =
-        bearer.is_some_and(|t| guard.tokens.contains(t) || guard.oauth.accept_access(t, now_ms));
-    if !accepted {
-        return envelope_reply(EXPIRED_TOKEN_BODY.into());
     }
     if params.get("action").map(String::as_str) != Some("getmeas") {
         return envelope_reply(
@@ -530,7 +728,10 @@ async fn measure(
             return envelope_reply(json!({"status": 293, "body": {}, "error": error}).to_string());
         }
     };
+    let page_size = guard.page_size;
+    let timezone = guard.timezone.clone();
     let selected: Vec<Value> = guard
+        .user(&userid)
         .groups
         .iter()
         .filter(|g| g.category == category)
@@ -539,14 +740,14 @@ async fn measure(
         .filter_map(|g| filter_measures(&g.json, types.as_deref()))
         .collect();
     let offset = usize::try_from(offset).unwrap_or(0).min(selected.len());
-    let end = (offset + guard.page_size).min(selected.len());
+    let end = (offset + page_size).min(selected.len());
     let more = end < selected.len();
     let page: Vec<Value> = selected[offset..end].to_vec();
     let body = json!({
         "status": 0,
         "body": {
             "updatetime": now,
-            "timezone": guard.timezone,
+            "timezone": timezone,
             "measuregrps": page,
             "more": i64::from(more),
             "offset": if more { end as i64 } else { 0 },

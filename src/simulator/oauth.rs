@@ -39,6 +39,7 @@ impl Default for OAuthOptions {
 
 #[derive(Debug)]
 struct Code {
+    userid: String,
     issued_ms: i64,
     redirect_uri: String,
     scope: String,
@@ -47,6 +48,7 @@ struct Code {
 
 #[derive(Debug)]
 struct Access {
+    userid: String,
     expires_ms: i64,
     used: bool,
 }
@@ -67,8 +69,11 @@ pub(crate) struct OAuth {
     options: OAuthOptions,
     codes: HashMap<String, Code>,
     access: HashMap<String, Access>,
-    refresh: HashMap<String, (RefreshState, String)>,
+    /// Refresh token → its state, scope and user.
+    refresh: HashMap<String, (RefreshState, String, String)>,
     serial: u64,
+    /// The user the authorization page sees as signed in.
+    signed_in: String,
 }
 
 /// What the authorize endpoint does with a request.
@@ -81,6 +86,7 @@ pub(crate) enum Authorize {
 impl OAuth {
     pub(crate) fn new(options: OAuthOptions) -> Self {
         Self {
+            signed_in: options.userid.clone(),
             options,
             codes: HashMap::new(),
             access: HashMap::new(),
@@ -107,15 +113,25 @@ impl OAuth {
         self.options.access_token_lifetime = lifetime;
     }
 
-    /// Issues a pair directly, as if a user had authorized; for tests that start from a
-    /// token file.
-    pub(crate) fn issue_pair(&mut self, now_ms: i64) -> (String, String, i64) {
-        let scope = "user.metrics".to_owned();
-        let (access, refresh, expires_in) = self.new_pair(now_ms, &scope);
-        (access, refresh, expires_in)
+    pub(crate) fn sign_in(&mut self, userid: &str) {
+        userid.clone_into(&mut self.signed_in);
     }
 
-    fn new_pair(&mut self, now_ms: i64, scope: &str) -> (String, String, i64) {
+    pub(crate) fn credentials(&self) -> (String, String) {
+        (
+            self.options.client_id.clone(),
+            self.options.client_secret.clone(),
+        )
+    }
+
+    /// Issues a pair directly, as if `userid` had authorized; for tests that start from a
+    /// token file.
+    pub(crate) fn issue_pair(&mut self, now_ms: i64, userid: &str) -> (String, String, i64) {
+        let scope = "user.metrics".to_owned();
+        self.new_pair(now_ms, &scope, userid)
+    }
+
+    fn new_pair(&mut self, now_ms: i64, scope: &str, userid: &str) -> (String, String, i64) {
         let access = self.next("access");
         let refresh = self.next("refresh");
         let lifetime_ms =
@@ -123,36 +139,40 @@ impl OAuth {
         self.access.insert(
             access.clone(),
             Access {
+                userid: userid.to_owned(),
                 expires_ms: now_ms.saturating_add(lifetime_ms),
                 used: false,
             },
         );
-        self.refresh
-            .insert(refresh.clone(), (RefreshState::Active, scope.to_owned()));
+        self.refresh.insert(
+            refresh.clone(),
+            (RefreshState::Active, scope.to_owned(), userid.to_owned()),
+        );
         (access, refresh, lifetime_ms / 1000)
     }
 
-    /// Whether `/measure` accepts this access token now; marks it used, which kills the
-    /// refresh token it replaced.
-    pub(crate) fn accept_access(&mut self, token: &str, now_ms: i64) -> bool {
+    /// The user whose data this access token opens now, if any; marks it used, which kills
+    /// the refresh token it replaced.
+    pub(crate) fn accept_access(&mut self, token: &str, now_ms: i64) -> Option<String> {
         match self.access.get_mut(token) {
             Some(a) if now_ms < a.expires_ms => {
                 a.used = true;
-                true
+                Some(a.userid.clone())
             }
-            _ => false,
+            _ => None,
         }
     }
 
     /// Whether a refresh request with `token` would succeed now, without making one.
     pub(crate) fn refresh_usable(&self, token: &str, now_ms: i64) -> bool {
         match self.refresh.get(token) {
-            Some((RefreshState::Active, _)) => true,
+            Some((RefreshState::Active, _, _)) => true,
             Some((
                 RefreshState::Superseded {
                     successor,
                     since_ms,
                 },
+                _,
                 _,
             )) => {
                 now_ms < since_ms.saturating_add(SUPERSEDED_REFRESH_LIFETIME_MS)
@@ -199,6 +219,7 @@ impl OAuth {
         self.codes.insert(
             code.clone(),
             Code {
+                userid: self.signed_in.clone(),
                 issued_ms: now_ms,
                 redirect_uri: redirect_uri.to_owned(),
                 scope: scope.to_owned(),
@@ -228,7 +249,7 @@ impl OAuth {
         {
             return invalid("invalid client_id or client_secret");
         }
-        let (access, refresh, expires_in, scope) = match get("grant_type") {
+        let (access, refresh, expires_in, scope, userid) = match get("grant_type") {
             "authorization_code" => {
                 let redirect_uri = get("redirect_uri");
                 let Some(code) = self.codes.get_mut(get("code")) else {
@@ -242,20 +263,21 @@ impl OAuth {
                 }
                 code.used = true;
                 let scope = code.scope.clone();
-                let (a, r, e) = self.new_pair(now_ms, &scope);
-                (a, r, e, scope)
+                let userid = code.userid.clone();
+                let (a, r, e) = self.new_pair(now_ms, &scope, &userid);
+                (a, r, e, scope, userid)
             }
             "refresh_token" => {
                 let old = get("refresh_token").to_owned();
                 if !self.refresh_usable(&old, now_ms) {
                     return invalid("invalid refresh_token");
                 }
-                let scope = self
+                let (scope, userid) = self
                     .refresh
                     .get(&old)
-                    .map(|(_, s)| s.clone())
+                    .map(|(_, s, u)| (s.clone(), u.clone()))
                     .unwrap_or_default();
-                let (a, r, e) = self.new_pair(now_ms, &scope);
+                let (a, r, e) = self.new_pair(now_ms, &scope, &userid);
                 self.refresh.insert(
                     old,
                     (
@@ -264,16 +286,17 @@ impl OAuth {
                             since_ms: now_ms,
                         },
                         scope.clone(),
+                        userid.clone(),
                     ),
                 );
-                (a, r, e, scope)
+                (a, r, e, scope, userid)
             }
             _ => return invalid("grant_type"),
         };
         json!({
             "status": 0,
             "body": {
-                "userid": self.options.userid,
+                "userid": userid,
                 "access_token": access,
                 "refresh_token": refresh,
                 "expires_in": expires_in,

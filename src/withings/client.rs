@@ -1,10 +1,115 @@
+use super::budget::Budget;
 use super::model::{Envelope, GetmeasBodyRaw, GetmeasPage, MeasureGroup, TokenBody};
+use super::ratelimit::RateLimiter;
 use super::{ApiError, StatusClass};
+use crate::clock::Clock;
 use crate::secret::Secret;
 use bytes::{Bytes, BytesMut};
+use prometheus::{IntCounterVec, Opts, Registry};
 use serde_json::value::RawValue;
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
+
+/// What every request to Withings passes through, shared by every account and every
+/// endpoint of one application: the request budget, the 601 pause and the request counts.
+#[derive(Debug)]
+pub struct Limits {
+    /// The clock the budget and the pause follow; tests advance it.
+    pub clock: Clock,
+    pub budget: Budget,
+    pub pause: RateLimiter,
+    requests: IntCounterVec,
+    held_back: IntCounterVec,
+}
+
+impl Limits {
+    pub fn new(per_minute: u32, clock: Clock) -> Self {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "withings_api_requests_total",
+                "Requests made to the Withings API, by action and answer: the body status, or http_error, redirect, timeout, transport_error, invalid_response, too_large (over WITHINGS_MAX_RESPONSE_BYTES).",
+            ),
+            &["action", "status"],
+        )
+        .expect("static metric definition");
+        let held_back = IntCounterVec::new(
+            Opts::new(
+                "withings_api_requests_held_back_total",
+                "Requests to Withings not made, by reason: budget (WITHINGS_REQUESTS_PER_MINUTE spent for now), rate_limited (waiting out a 601).",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        for reason in ["budget", "rate_limited"] {
+            held_back.with_label_values(&[reason]);
+        }
+        Self {
+            budget: Budget::new(per_minute, clock.clone()),
+            pause: RateLimiter::new(clock.clone()),
+            clock,
+            requests,
+            held_back,
+        }
+    }
+
+    /// Adds the request counters to the application's registry.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.requests.clone()))?;
+        registry.register(Box::new(self.held_back.clone()))
+    }
+
+    /// Admits one request, or says why not; the only door to Withings.
+    fn admit(&self) -> Result<(), ApiError> {
+        if let Some(left) = self.pause.remaining() {
+            self.held_back.with_label_values(&["rate_limited"]).inc();
+            return Err(ApiError::Paused(left));
+        }
+        self.budget.try_take().map_err(|wait| {
+            self.held_back.with_label_values(&["budget"]).inc();
+            ApiError::BudgetExhausted(wait)
+        })
+    }
+
+    /// Records how a request that went out was answered; a 601 pauses every account.
+    fn answered<T>(&self, action: &str, answer: &Result<T, ApiError>) {
+        let status = match answer {
+            Ok(_) => "0".to_owned(),
+            Err(e) => e.status_label(),
+        };
+        self.requests
+            .with_label_values(&[action, status.as_str()])
+            .inc();
+        match answer {
+            Err(
+                e @ ApiError::Status {
+                    class: StatusClass::RateLimited,
+                    wait_seconds,
+                    ..
+                },
+            ) => {
+                let wait = self.pause.rate_limited(*wait_seconds);
+                // One line per 601: it says what happens next, for every account.
+                tracing::warn!(
+                    action,
+                    status = %status,
+                    wait_seconds = wait.as_secs_f64(),
+                    error = %e,
+                    "Withings is rate-limiting this application; no request for any account until the wait has passed, serving the last known values meanwhile"
+                );
+            }
+            // Only an answer from Withings ends a backoff; a transport failure says nothing.
+            Ok(_) | Err(ApiError::Status { .. }) => self.pause.answered(),
+            Err(_) => {}
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new(super::budget::DEFAULT_PER_MINUTE, Clock::default())
+    }
+}
 
 /// Limits on every call to Withings.
 #[derive(Debug, Clone)]
@@ -43,10 +148,22 @@ pub struct WithingsClient {
     measure_url: Url,
     oauth_url: Url,
     options: ClientOptions,
+    limits: Arc<Limits>,
 }
 
 impl WithingsClient {
+    /// A client with a budget of its own (the default requests a minute), for a process that
+    /// makes a few requests (`auth`); an exporter shares one [`Limits`] between all its
+    /// clients with [`WithingsClient::with_limits`].
     pub fn new(api_url: &Url, options: ClientOptions) -> Result<Self, ApiError> {
+        Self::with_limits(api_url, options, Arc::new(Limits::default()))
+    }
+
+    pub fn with_limits(
+        api_url: &Url,
+        options: ClientOptions,
+        limits: Arc<Limits>,
+    ) -> Result<Self, ApiError> {
         install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
@@ -59,11 +176,33 @@ impl WithingsClient {
             measure_url: join(api_url, "measure"),
             oauth_url: join(api_url, "v2/oauth2"),
             options,
+            limits,
         })
     }
 
     pub fn options(&self) -> &ClientOptions {
         &self.options
+    }
+
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
+    }
+
+    /// One request through the application's limits: admitted by the 601 pause and the
+    /// budget, sent, parsed, counted.
+    async fn call<T>(
+        &self,
+        action: &'static str,
+        request: reqwest::RequestBuilder,
+        parse: impl FnOnce(&[u8]) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        self.limits.admit()?;
+        let answer = match self.send(request).await {
+            Ok(body) => parse(&body),
+            Err(e) => Err(e),
+        };
+        self.limits.answered(action, &answer);
+        answer
     }
 
     /// One `getmeas` page. The token goes in the `Authorization` header, the parameters in a
@@ -89,8 +228,7 @@ impl WithingsClient {
             .post(self.measure_url.clone())
             .bearer_auth(token.expose())
             .form(&form);
-        let body = self.send(request).await?;
-        parse_getmeas(&body)
+        self.call("getmeas", request, parse_getmeas).await
     }
 
     /// `action=requesttoken` with the given form fields (grant type, client credentials,
@@ -100,8 +238,7 @@ impl WithingsClient {
         fields.push(("action", "requesttoken"));
         fields.extend_from_slice(form);
         let request = self.http.post(self.oauth_url.clone()).form(&fields);
-        let body = self.send(request).await?;
-        parse_token(&body)
+        self.call("requesttoken", request, parse_token).await
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Bytes, ApiError> {

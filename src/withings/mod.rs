@@ -1,13 +1,15 @@
-//! The Withings client: HTTP calls to the measure and OAuth endpoints, and the response model.
+//! The Withings API: every request to Withings passes the client here, which admits it only
+//! within the application's request budget ([`budget`]) and outside a 601 pause
+//! ([`ratelimit`]), so no path can bypass either. Also the response model.
 
+pub mod budget;
 mod client;
 mod lenient;
 pub mod model;
-
 pub mod ratelimit;
 
 pub use client::{
-    ClientOptions, GetmeasQuery, WithingsClient, install_crypto_provider, parse_getmeas,
+    ClientOptions, Limits, GetmeasQuery, WithingsClient, install_crypto_provider, parse_getmeas,
     parse_token,
 };
 pub use model::{GetmeasPage, Measure, MeasureGroup, TokenBody};
@@ -78,6 +80,16 @@ pub enum ApiError {
         action: &'static str,
         detail: String,
     },
+    /// Not sent: the application's request budget (`WITHINGS_REQUESTS_PER_MINUTE`) is spent.
+    #[error(
+        "not sent: the request budget of WITHINGS_REQUESTS_PER_MINUTE is spent for now (a slot frees in {0:.0?})"
+    )]
+    BudgetExhausted(Duration),
+    /// Not sent: Withings answered 601 (too many requests) and its wait is not over.
+    #[error(
+        "not sent: Withings answered 601 (too many requests); no request is made for another {0:.0?}"
+    )]
+    Paused(Duration),
     #[error("Withings answered status {status} ({class}): {message}")]
     Status {
         status: i64,
@@ -97,7 +109,15 @@ impl ApiError {
             Self::TooLarge { .. } => "too_large".into(),
             Self::InvalidResponse { .. } => "invalid_response".into(),
             Self::Status { status, .. } => status.to_string(),
+            Self::BudgetExhausted(_) => "budget_exhausted".into(),
+            Self::Paused(_) => "rate_limited".into(),
         }
+    }
+
+    /// True when the request never left the exporter (budget or 601 pause): nothing was
+    /// learnt about the token or the data, and nothing is to be retried in a hurry.
+    pub fn not_sent(&self) -> bool {
+        matches!(self, Self::BudgetExhausted(_) | Self::Paused(_))
     }
 
     pub fn class(&self) -> Option<StatusClass> {

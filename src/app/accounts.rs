@@ -1,0 +1,308 @@
+//! The set of accounts, read from `WITHINGS_TOKEN_DIR`: every `NAME.json` there is one
+//! account called `NAME`. The directory is scanned again every few seconds, so an account
+//! authorized by `auth` in another container, or a restored backup, is served without a
+//! restart, and a removed file stops being served.
+
+use crate::account::Account;
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+/// What the operator may call an account: it becomes a label value and a file name.
+pub fn valid_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// The one-line reason a name is refused, for `auth --account` and `/probe`.
+pub fn name_rule() -> &'static str {
+    "an account name is 1 to 63 lowercase letters, digits, '-' or '_'"
+}
+
+/// Tells a file that changed from one that did not, without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn identity(path: &Path) -> Option<Identity> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Identity {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        inode: meta.ino(),
+    })
+}
+
+struct Entry {
+    account: Arc<Account>,
+    identity: Option<Identity>,
+    /// Opened from a file it could not use: opened again when the file changes.
+    unusable: bool,
+}
+
+/// What one scan changed, for the log and the tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    pub added: Vec<String>,
+    pub reopened: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+pub struct AccountSet {
+    dir: PathBuf,
+    accounts: RwLock<BTreeMap<String, Entry>>,
+    /// Files already warned about, so that a stray file costs one line, not one a scan.
+    warned: Mutex<HashSet<OsString>>,
+    /// The directory itself could not be read at the last scan (one line per episode).
+    unreadable: Mutex<bool>,
+}
+
+impl AccountSet {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            accounts: RwLock::new(BTreeMap::new()),
+            warned: Mutex::new(HashSet::new()),
+            unreadable: Mutex::new(false),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Account>> {
+        read(&self.accounts)
+            .get(name)
+            .map(|e| Arc::clone(&e.account))
+    }
+
+    /// Every account, by name.
+    pub fn all(&self) -> Vec<Arc<Account>> {
+        read(&self.accounts)
+            .values()
+            .map(|e| Arc::clone(&e.account))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        read(&self.accounts).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The account files now in the directory, by account name; other files are warned
+    /// about once. Dot files (the token store's temporary files among them) are not ours to
+    /// judge and are passed over silently.
+    pub fn files(&self) -> std::io::Result<BTreeMap<String, PathBuf>> {
+        let mut found = BTreeMap::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let Ok(entry) = entry else { continue };
+            let file_name = entry.file_name();
+            let text = file_name.to_str();
+            if text.is_some_and(|t| t.starts_with('.')) {
+                continue;
+            }
+            let name = text
+                .and_then(|t| t.strip_suffix(".json"))
+                .filter(|n| valid_name(n));
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file() || t.is_symlink());
+            match name {
+                Some(name) if is_file => {
+                    found.insert(name.to_owned(), entry.path());
+                }
+                _ => {
+                    let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+                    if warned.insert(file_name.clone()) {
+                        tracing::warn!(
+                            dir = %self.dir.display(),
+                            file = %file_name.to_string_lossy(),
+                            "ignoring this file in WITHINGS_TOKEN_DIR: only NAME.json files are accounts ({})",
+                            name_rule()
+                        );
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Brings the set in line with the directory. `open` makes the account for a file;
+    /// it is called for new files and for changed files of accounts that were unusable
+    /// (a working account follows changes to its own file by itself).
+    pub fn scan(&self, open: impl Fn(&str, &Path) -> Arc<Account>) -> ScanReport {
+        let mut report = ScanReport::default();
+        let files = match self.files() {
+            Ok(files) => {
+                let mut unreadable = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+                if *unreadable {
+                    tracing::info!(dir = %self.dir.display(), "WITHINGS_TOKEN_DIR can be read again");
+                    *unreadable = false;
+                }
+                files
+            }
+            Err(e) => {
+                let mut unreadable = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+                if !*unreadable {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "cannot read WITHINGS_TOKEN_DIR; serving the accounts already known until it can be read (check the path and its permissions)");
+                    *unreadable = true;
+                }
+                return report;
+            }
+        };
+        let mut accounts = self.accounts.write().unwrap_or_else(|e| e.into_inner());
+        accounts.retain(|name, _| {
+            let keep = files.contains_key(name);
+            if !keep {
+                report.removed.push(name.clone());
+            }
+            keep
+        });
+        for (name, path) in files {
+            let now = identity(&path);
+            match accounts.get(&name) {
+                Some(entry) if !entry.unusable || entry.identity == now => continue,
+                Some(_) => report.reopened.push(name.clone()),
+                None => report.added.push(name.clone()),
+            }
+            let account = open(&name, &path);
+            let unusable = matches!(
+                account.tokens(),
+                crate::account::tokens::TokenSource::Unusable(_)
+            );
+            if let crate::account::tokens::TokenSource::Unusable(reason) = account.tokens() {
+                tracing::error!(account = %name, error = %reason, "this account cannot be served until its token file is fixed; the other accounts carry on");
+            }
+            accounts.insert(
+                name,
+                Entry {
+                    account,
+                    identity: now,
+                    unusable,
+                },
+            );
+        }
+        drop(accounts);
+        for name in &report.added {
+            tracing::info!(account = %name, "serving a new account");
+        }
+        for name in &report.removed {
+            tracing::info!(account = %name, "its token file is gone; no longer serving this account");
+        }
+        report
+    }
+}
+
+/// `withings-exporter accounts`: one line per account file, with no secret: name, Withings
+/// user id, when the access token expires, and whether the file can be used.
+pub fn listing(dir: &Path) -> Result<String, std::io::Error> {
+    use crate::account::token_store::TokenStore;
+    use std::fmt::Write;
+    let set = AccountSet::new(dir);
+    let files = set.files().map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot read WITHINGS_TOKEN_DIR {}: {e}", dir.display()),
+        )
+    })?;
+    let mut out = String::new();
+    if files.is_empty() {
+        let _ = writeln!(
+            out,
+            "no accounts in {}: add one with `withings-exporter auth --account NAME`",
+            dir.display()
+        );
+    }
+    let width = files.keys().map(String::len).max().unwrap_or(0).max(7);
+    for (name, path) in files {
+        let line = match TokenStore::new(&path).load() {
+            Ok(Some(tokens)) => format!(
+                "user={} expires={} file=ok",
+                tokens.userid.as_deref().unwrap_or("unknown"),
+                expiry_text(tokens.expires_at),
+            ),
+            Ok(None) => "file=missing".to_owned(),
+            Err(e) => format!(
+                "file=unusable error={:?}",
+                crate::text::one_line(&e.to_string())
+            ),
+        };
+        let _ = writeln!(out, "{name:<width$} {line}");
+    }
+    Ok(out)
+}
+
+/// An expiry as UTC date and time, or `none` for a file that holds only a refresh token.
+fn expiry_text(unix: i64) -> String {
+    if unix <= 0 {
+        return "none".into();
+    }
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_dates_are_utc() {
+        assert_eq!(expiry_text(0), "none");
+        assert_eq!(expiry_text(1_690_491_663), "2023-07-27T21:01:03Z");
+        assert_eq!(expiry_text(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn names_are_what_a_label_and_a_file_name_can_both_carry() {
+        for good in ["mom", "ben", "patient-017", "a_b", "x", &"a".repeat(63)] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Mom",
+            "ben.json",
+            "a b",
+            "../x",
+            "é",
+            &"a".repeat(64),
+            "mom\n",
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The demo's household: three simulated Withings users, authorized into a temporary token
+//! directory, so that `withings-exporter demo` shows accounts, `/probe` and `/sd` working
+//! with nothing to set up.
+
+use super::{HOUSEHOLD, Simulator, SimulatorOptions};
+use crate::account::token_store::{StoredTokens, TokenStore};
+use crate::config::Config;
+use crate::secret::Secret;
+use std::path::{Path, PathBuf};
+
+pub struct Household {
+    pub simulator: Simulator,
+    dir: PathBuf,
+}
+
+impl Household {
+    /// Starts the simulator on a free loopback port, with the household's users reading as
+    /// time passes, and writes one token file per member.
+    pub async fn start() -> std::io::Result<Self> {
+        let simulator = Simulator::start(SimulatorOptions::default()).await?;
+        let dir = std::env::temp_dir().join(format!(
+            "withings-exporter-demo-{}-{:x}",
+            std::process::id(),
+            crate::withings::ratelimit::jitter().to_bits()
+        ));
+        std::fs::DirBuilder::new()
+            .mode_0700()
+            .create(&dir)?;
+        let household = Self { simulator, dir };
+        for (name, userid, profile) in HOUSEHOLD {
+            household.simulator.add_live_user(userid, profile);
+            let (access, refresh, expires_in) = household.simulator.issue_token_pair_for(userid);
+            let now = crate::account::unix_now();
+            let tokens = StoredTokens {
+                access_token: Secret::new(access),
+                refresh_token: Secret::new(refresh),
+                expires_at: now + expires_in,
+                obtained_at: Some(now),
+                userid: Some(userid.to_owned()),
+                scope: Some("user.metrics".into()),
+            };
+            TokenStore::new(household.dir.join(format!("{name}.json")))
+                .save(&tokens)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        Ok(household)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `config` pointed at the household: its token directory, the simulator, and the
+    /// simulator's application credentials.
+    pub fn config(&self, mut config: Config) -> Config {
+        let (client_id, client_secret) = self.simulator.client_credentials();
+        config.api_url = self.simulator.url();
+        config.account_url = self.simulator.url();
+        config.token_dir = Some(self.dir.clone());
+        config.token_file = None;
+        config.access_token = None;
+        config.refresh_token = None;
+        config.client_id = Some(client_id);
+        config.client_secret = Some(Secret::new(client_secret));
+        config
+    }
+}
+
+impl Drop for Household {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+trait Mode0700 {
+    fn mode_0700(&mut self) -> &mut Self;
+}
+
+impl Mode0700 for std::fs::DirBuilder {
+    fn mode_0700(&mut self) -> &mut Self {
+        use std::os::unix::fs::DirBuilderExt;
+        self.mode(0o700)
+    }
+}
