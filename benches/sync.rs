@@ -12,7 +12,7 @@ mod common;
 
 use common::{ExporterProcess, memory_kib, ms, stats};
 use withings_exporter::account::tokens::TokenSource;
-use withings_exporter::account::{Exporter, ExporterSettings};
+use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
 
@@ -304,32 +304,33 @@ fn main() {
 /// this process, synced with the large account.
 async fn in_process_costs(sim: &Simulator) {
     const RENDERS: u32 = 20_000;
-    const SCRAPES: u32 = 2_000;
+    // Every scrape that fetches spends a request of the budget (at most 120 a minute).
+    const SCRAPES: u32 = 100;
     let config = Config::from_vars([
         ("WITHINGS_API_URL".to_string(), sim.url().to_string()),
         (
             "WITHINGS_LISTEN_ADDRESS".to_string(),
             "127.0.0.1:0".to_string(),
         ),
+        (
+            "WITHINGS_REQUESTS_PER_MINUTE".to_string(),
+            "120".to_string(),
+        ),
     ])
     .expect("configuration");
-    let exporter = Arc::new(
-        Exporter::new(
-            ExporterSettings::from_config(&config),
-            TokenSource::Static(TOKEN.into()),
-        )
-        .expect("exporter"),
-    );
-    assert!(exporter.scrape().await.contains("\nwithings_up 1\n"));
+    let exporter =
+        Arc::new(App::with_tokens(&config, TokenSource::Static(TOKEN.into())).expect("exporter"));
+    assert!(exporter.metrics(None).await.contains("\nwithings_up 1\n"));
     let started = Instant::now();
     let mut bytes = 0;
     for _ in 0..RENDERS {
-        bytes += exporter.render(None).len();
+        bytes += exporter.metrics_now().len();
     }
     let render = started.elapsed() / RENDERS;
     let started = Instant::now();
     for _ in 0..SCRAPES {
-        exporter.scrape().await;
+        let text = exporter.metrics(None).await;
+        assert!(text.contains("withings_scrape_served_from{served_from=\"new_fetch\"} 1"));
     }
     let scrape = started.elapsed() / SCRAPES;
     println!("\n## In-process costs (large account, no HTTP in front of the exporter)\n");

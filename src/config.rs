@@ -184,7 +184,10 @@ impl Config {
             for (variable, set) in [
                 ("WITHINGS_TOKEN_FILE", token_file.is_some()),
                 ("WITHINGS_ACCESS_TOKEN", access_token.is_some()),
-                ("WITHINGS_REFRESH_TOKEN", non_empty(raw.refresh_token.clone()).is_some()),
+                (
+                    "WITHINGS_REFRESH_TOKEN",
+                    non_empty(raw.refresh_token.clone()).is_some(),
+                ),
             ] {
                 if set {
                     return Err(invalid(

@@ -124,7 +124,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Accounts => {
             let config = Config::from_env()?;
             let dir = config.token_dir.as_ref().ok_or_else(|| {
-                anyhow::anyhow!("WITHINGS_TOKEN_DIR: not set; `accounts` lists the accounts of that directory")
+                anyhow::anyhow!(
+                    "WITHINGS_TOKEN_DIR: not set; `accounts` lists the accounts of that directory"
+                )
             })?;
             print!("{}", accounts::listing(dir)?);
             Ok(())
@@ -279,7 +281,10 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     let web = web_config(config)?;
     let app = Arc::new(app);
     if app.is_directory() {
-        tracing::info!(accounts = app.accounts().len(), "serving the accounts of WITHINGS_TOKEN_DIR on /probe?account=NAME, listed for Prometheus on /sd");
+        tracing::info!(
+            accounts = app.accounts().len(),
+            "serving the accounts of WITHINGS_TOKEN_DIR on /probe?account=NAME, listed for Prometheus on /sd"
+        );
         tokio::spawn(Arc::clone(&app).watch(SCAN_INTERVAL));
     }
     let app = Application::bind(config.listen_address, app)

@@ -147,20 +147,36 @@ async fn serves_fails_quietly_about_secrets_and_stops_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn demo_shows_all_five_vitals_without_any_credentials() {
+async fn demo_shows_a_household_on_probe_and_sd_without_any_credentials() {
     let (_guard, log) =
         spawn_logged(exporter(&[("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")]).arg("demo"));
     let url = served_url(&log).await;
-    let text = common::http()
-        .get(&url)
-        .send()
-        .await
+    let base = url.trim_end_matches("/metrics").to_owned();
+    let http = common::http();
+    let get = |path: String| {
+        let http = http.clone();
+        async move { http.get(path).send().await.unwrap().text().await.unwrap() }
+    };
+    let sd: serde_json::Value = serde_json::from_str(&get(format!("{base}/sd")).await).unwrap();
+    let names: Vec<&str> = sd
+        .as_array()
         .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(common::sample(&text, "withings_up"), Some(1.0), "{text}");
-    assert_eq!(common::sample(&text, "withings_token_valid"), Some(1.0));
+        .iter()
+        .map(|g| g["labels"]["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alex", "grandma", "sam"]);
+    let mut household = String::new();
+    for name in names {
+        let text = get(format!("{base}/probe?account={name}")).await;
+        assert_eq!(
+            common::sample(&text, "withings_up"),
+            Some(1.0),
+            "{name}: {text}"
+        );
+        assert_eq!(common::sample(&text, "withings_token_valid"), Some(1.0));
+        household.push_str(&text);
+    }
+    // Between them, the three people measure all five vitals.
     for measurement in [
         "systolic_blood_pressure",
         "diastolic_blood_pressure",
@@ -168,19 +184,22 @@ async fn demo_shows_all_five_vitals_without_any_credentials() {
         "spo2",
         "body_temperature",
     ] {
-        let at = common::sample_with(
-            &text,
-            "withings_measurement_timestamp_seconds",
-            &[("measurement", measurement)],
+        assert!(
+            household.contains(&format!("measurement=\"{measurement}\"")),
+            "{measurement} missing:\n{household}"
         );
-        assert!(at.is_some(), "{measurement} missing:\n{text}");
     }
-    for metric in [
-        "withings_blood_pressure_mmhg",
-        "withings_heart_rate_bpm",
-        "withings_spo2_ratio",
-        "withings_body_temperature_celsius",
-    ] {
-        assert!(text.contains(&format!("\n{metric}{{")), "{metric} missing");
+    let landing = get(format!("{base}/")).await;
+    for name in ["alex", "grandma", "sam"] {
+        assert!(
+            landing.contains(&format!("probe?account={name}")),
+            "{landing}"
+        );
     }
+    let own = get(url).await;
+    assert_eq!(
+        common::sample_with(&own, "withings_accounts", &[("state", "ok")]),
+        Some(3.0),
+        "{own}"
+    );
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use withings_exporter::account::{FetchError, SYNC_OVERLAP_SECONDS};
 use withings_exporter::simulator::{Fault, SimulatorOptions};
+use withings_exporter::withings::ApiError;
 
 /// The simulator's `updatetime` during a test; the history lies well before it.
 const T: i64 = 1_700_000_000;
@@ -65,7 +66,7 @@ fn measure_params(app: &TestApp, key: &str) -> Vec<Option<String>> {
 }
 
 fn scrapes_served_from(app: &TestApp, source: &str) -> f64 {
-    let text = app.exporter.render(None);
+    let text = app.exporter.metrics_now();
     sample_with(&text, "withings_scrapes_total", &[("served_from", source)]).unwrap_or(0.0)
 }
 
@@ -152,9 +153,9 @@ async fn a_second_fetch_carries_lastupdate_and_gets_only_the_new_groups() {
         .unwrap();
     app.simulator.set_clock(Some(T + 60));
 
-    let outcome = app.exporter.fetch().await;
+    let outcome = app.exporter.single_account().unwrap().fetch().await;
 
-    let stats = outcome.result.expect("second fetch succeeds");
+    let stats = outcome.expect("second fetch succeeds");
     assert_eq!(
         stats.groups, 2,
         "only the two new groups come back, not the history"
@@ -163,7 +164,7 @@ async fn a_second_fetch_carries_lastupdate_and_gets_only_the_new_groups() {
         measure_params(&app, "lastupdate"),
         [Some((T - SYNC_OVERLAP_SECONDS).to_string())]
     );
-    let text = app.exporter.render(None);
+    let text = app.exporter.metrics_now();
     assert_eq!(systolic(&text), Some(140.0));
     assert_eq!(
         sample_with(&text, "withings_heart_rate_bpm", &[]),
@@ -282,7 +283,13 @@ async fn steady_state_of_a_real_two_thousand_group_history_is_one_request() {
     app.simulator
         .load_fixture(&fixture("measurement_list.json"))
         .unwrap();
-    let first = app.exporter.fetch().await.result.expect("full sync");
+    let first = app
+        .exporter
+        .single_account()
+        .unwrap()
+        .fetch()
+        .await
+        .expect("full sync");
     let first_requests = app.simulator.request_count("/measure");
     assert!(first_requests > 1, "the history spans several pages");
     assert!(first.groups > 1000, "{first:?}");
@@ -293,7 +300,13 @@ async fn steady_state_of_a_real_two_thousand_group_history_is_one_request() {
     assert_eq!(sample(&text, "withings_up"), Some(1.0));
     assert_eq!(app.simulator.request_count("/measure"), first_requests + 1);
     assert!(systolic(&text).is_some());
-    let steady = app.exporter.fetch().await.result.expect("steady fetch");
+    let steady = app
+        .exporter
+        .single_account()
+        .unwrap()
+        .fetch()
+        .await
+        .expect("steady fetch");
     assert_eq!(
         steady.groups, 0,
         "nothing changed, so nothing is sent again"
@@ -420,8 +433,8 @@ async fn a_601_with_wait_seconds_is_honoured() {
         assert_eq!(systolic(&text), Some(120.0));
     }
     assert!(matches!(
-        app.exporter.fetch().await.result,
-        Err(FetchError::RateLimited(_))
+        app.exporter.single_account().unwrap().fetch().await,
+        Err(FetchError::Api(ApiError::Paused(_)))
     ));
     // 5 s short of the wait: that much real time may pass on a busy machine without the
     // test going wrong (the exact boundary is unit-tested in `ratelimit`).
@@ -503,7 +516,11 @@ async fn a_slow_upstream_is_answered_within_the_scrape_timeout() {
         .upsert_group(group(3, T + 10, T + 10, &[(10, 140, 0)]))
         .unwrap();
     app.simulator.release();
-    assert!(eventually(WAIT, || systolic(&app.exporter.render(None)) == Some(140.0)).await);
+    assert!(
+        eventually(WAIT, || systolic(&app.exporter.metrics_now())
+            == Some(140.0))
+        .await
+    );
     assert_eq!(app.simulator.request_count("/measure"), 2);
 }
 

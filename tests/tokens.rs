@@ -13,7 +13,7 @@ use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::account::tokens::{
     ClientCredentials, RefreshPolicy, TokenManager, TokenSource,
 };
-use withings_exporter::account::{Exporter, ExporterSettings};
+use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::secret::Secret;
@@ -123,8 +123,7 @@ async fn serve(sim: &Simulator, source: TokenSource) -> ManagedApp {
         ("WITHINGS_TIMEOUT_SECONDS".to_string(), "5".to_string()),
     ])
     .unwrap();
-    let exporter =
-        Arc::new(Exporter::new(ExporterSettings::from_config(&config), source.clone()).unwrap());
+    let exporter = Arc::new(App::with_tokens(&config, source.clone()).unwrap());
     let app = Application::bind(config.listen_address, exporter)
         .await
         .unwrap();
@@ -139,6 +138,14 @@ async fn serve(sim: &Simulator, source: TokenSource) -> ManagedApp {
         source,
         shutdown: Some(tx),
     }
+}
+
+/// The token source the configuration asks for, with a client for its API URL.
+fn source_of(
+    config: &Config,
+) -> Result<TokenSource, withings_exporter::account::tokens::TokenSetupError> {
+    let client = WithingsClient::new(&config.api_url, ClientOptions::default()).unwrap();
+    TokenSource::from_config(config, &client)
 }
 
 fn refreshes(text: &str, outcome: &str) -> f64 {
@@ -355,7 +362,7 @@ async fn starting_from_a_refresh_token_creates_the_token_file() {
         ])
         .unwrap()
     };
-    let source = TokenSource::from_config(&vars(&refresh, &path)).unwrap();
+    let source = source_of(&vars(&refresh, &path)).unwrap();
     assert!(matches!(source, TokenSource::Managed(_)));
     assert_eq!(
         TokenStore::new(&path)
@@ -374,20 +381,20 @@ async fn starting_from_a_refresh_token_creates_the_token_file() {
     assert_ne!(stored.refresh_token.expose(), refresh);
 
     // With the file in place, a stale WITHINGS_REFRESH_TOKEN no longer matters.
-    let again = TokenSource::from_config(&vars(&refresh, &path)).unwrap();
+    let again = source_of(&vars(&refresh, &path)).unwrap();
     assert_eq!(again.access_token().await.unwrap(), stored.access_token);
 
     // An unwritable location stops the start with one clear line, before any rotation.
     let blocker = dir.path().join("a-file");
     std::fs::write(&blocker, b"x").unwrap();
-    let err = TokenSource::from_config(&vars(&refresh, &blocker.join("tokens.json"))).unwrap_err();
+    let err = source_of(&vars(&refresh, &blocker.join("tokens.json"))).unwrap_err();
     let line = err.to_string();
     assert!(
         line.contains("a-file/tokens.json") && line.contains("permissions") && !line.contains('\n'),
         "{line}"
     );
     // A directory nobody can create files in, root included (/proc), as a read-only volume.
-    let err = TokenSource::from_config(&vars(
+    let err = source_of(&vars(
         &refresh,
         Path::new("/proc/self/withings-tokens.json"),
     ))
@@ -599,7 +606,7 @@ async fn a_malformed_token_file_stops_the_start_and_is_left_untouched() {
         ("WITHINGS_REFRESH_TOKEN".to_string(), "r".to_string()),
     ])
     .unwrap();
-    let line = TokenSource::from_config(&config).unwrap_err().to_string();
+    let line = source_of(&config).unwrap_err().to_string();
     assert!(
         line.contains("tokens.json") && line.contains("left untouched") && !line.contains('\n'),
         "{line}"
@@ -629,7 +636,7 @@ async fn the_token_configuration_matrix() {
     let source = |pairs: &[(&str, &str)]| {
         let config =
             Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
-        TokenSource::from_config(&config)
+        source_of(&config)
     };
     let creds = [
         ("WITHINGS_CLIENT_ID", "cid"),

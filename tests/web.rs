@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use withings_exporter::account::tokens::TokenSource;
-use withings_exporter::account::{Exporter, ExporterSettings};
+use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
@@ -165,11 +165,8 @@ impl SecuredApp {
         .unwrap();
         let web_file = config_vars.web_config_file.clone().unwrap();
         let web = Arc::new(WebConfig::load(web_file).unwrap());
-        let exporter = Exporter::new(
-            ExporterSettings::from_config(&config_vars),
-            TokenSource::Static(common::TOKEN.into()),
-        )
-        .unwrap();
+        let exporter =
+            App::with_tokens(&config_vars, TokenSource::Static(common::TOKEN.into())).unwrap();
         let app = Application::bind(config_vars.listen_address, Arc::new(exporter))
             .await
             .unwrap()

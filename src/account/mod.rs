@@ -25,6 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, watch};
 
+/// How long a probe still waits for its fetch once the exporter shuts down: well inside the
+/// time the server drains connections, so the answer always goes out.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// What one account's fetch needs beyond its token.
 #[derive(Debug, Clone)]
 pub struct AccountSettings {
@@ -85,6 +89,9 @@ impl FetchError {
 /// request budget. Asked only when a fetch would really start.
 pub trait Admission: Send + Sync {
     fn admit(&self, account: &str) -> bool;
+
+    /// Told where a probe's data comes from as soon as that is known, before any wait.
+    fn served(&self, _account: &str, _from: ServedFrom) {}
 }
 
 /// Admits every fetch; the budget in the client still bounds them.
@@ -250,6 +257,9 @@ impl Account {
     ) -> ProbeOutcome {
         let started = Instant::now();
         let (result, served_from) = self.shared_fetch(admission, budget).await;
+        if served_from != ServedFrom::NewFetch && served_from != ServedFrom::SharedFetch {
+            admission.served(&self.name, served_from);
+        }
         ProbeOutcome {
             result,
             duration: started.elapsed(),
@@ -278,9 +288,9 @@ impl Account {
             // Held back by the budget: the last fetch's result stands, and `served_from`
             // tells why nothing new came. An account never fetched has nothing to stand on.
             Ticket::Refused(last) => {
-                let result = last.unwrap_or_else(|| {
-                    Err(FetchError::Api(ApiError::BudgetExhausted(Duration::ZERO)))
-                });
+                let result = last.unwrap_or(Err(FetchError::Api(ApiError::BudgetExhausted(
+                    Duration::ZERO,
+                ))));
                 return (result, ServedFrom::Budget);
             }
             Ticket::Wait { result, started } => {
@@ -289,6 +299,7 @@ impl Account {
                 } else {
                     ServedFrom::SharedFetch
                 };
+                admission.served(&self.name, source);
                 (result, source)
             }
         };
@@ -298,9 +309,21 @@ impl Account {
         // timeout, not a race with it, decides what a slow upstream is reported as.
         let budget = budget.map(|b| b.min(self.settings.scrape_budget_cap));
         let mut shutdown = self.shutdown.clone();
-        let outcome = tokio::select! {
-            waited = flight::wait(&mut result.0, budget) => waited,
-            _ = shutdown.wait_for(|down| *down) => return (Err(FetchError::ShuttingDown), served_from),
+        let waited = tokio::select! {
+            waited = flight::wait(&mut result.0, budget) => Some(waited),
+            _ = shutdown.wait_for(|down| *down) => None,
+        };
+        // Shutting down: a fetch about to finish still gets to, but one waiting on a slow
+        // Withings is not waited for; the probe is answered with the last known values
+        // while its connection is still being drained.
+        let outcome = match waited {
+            Some(waited) => waited,
+            None => match tokio::time::timeout(SHUTDOWN_GRACE, flight::wait(&mut result.0, budget))
+                .await
+            {
+                Ok(waited) => waited,
+                Err(_) => return (Err(FetchError::ShuttingDown), served_from),
+            },
         };
         let result = match outcome {
             Ok(result) => result,
@@ -348,7 +371,7 @@ impl Account {
                         account = %self.name,
                         status = e.status_label().as_deref().unwrap_or("none"),
                         error = %e,
-                        "fetching from Withings failed; serving the last known values"
+                        "fetching measures from Withings failed; serving the last known values"
                     );
                 }
             }

@@ -119,6 +119,13 @@ pub struct RefreshLock {
 
 const LOCK_POLL: Duration = Duration::from_millis(20);
 
+impl StoreError {
+    /// The refresh lock was held by another process for longer than the wait.
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, Self::Lock { cause, .. } if cause.kind() == io::ErrorKind::TimedOut)
+    }
+}
+
 /// The token file at one path.
 #[derive(Debug, Clone)]
 pub struct TokenStore {

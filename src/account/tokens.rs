@@ -69,10 +69,7 @@ pub enum TokenSource {
 impl TokenSource {
     /// Chooses the source the configuration asks for; see the README's table of token
     /// variables. Creates the token file from `WITHINGS_REFRESH_TOKEN` when there is none.
-    pub fn from_config(
-        config: &Config,
-        client: &WithingsClient,
-    ) -> Result<Self, TokenSetupError> {
+    pub fn from_config(config: &Config, client: &WithingsClient) -> Result<Self, TokenSetupError> {
         let missing = |variable: &'static str, message: &str| ConfigError {
             variable,
             message: message.to_owned(),
@@ -467,10 +464,18 @@ impl TokenManager {
         // pair: two refreshes of one refresh token fork the rotation and one of them is lost.
         // The lock makes them take turns, and the one that waited uses the pair the other saved.
         let _lock = match self.store.lock(REFRESH_LOCK_WAIT).await {
-            Ok(lock) => lock,
-            Err(e) => {
+            Ok(lock) => Some(lock),
+            // Another process holds the lock for too long: do not refresh under it.
+            Err(e) if e.is_lock_timeout() => {
                 tracing::warn!(error = %e, "cannot lock the token file for a refresh; retrying later");
                 return Err(TokenError::RefreshFailed(e.to_string()));
+            }
+            // No file to lock (its volume is gone, say): no other process can be using it
+            // either. Refresh anyway; the save will fail and hold the pair in memory unused,
+            // which keeps the pair this process has valid.
+            Err(e) => {
+                tracing::debug!(error = %e, "refreshing without the token file's lock");
+                None
             }
         };
         if let Ok(Some(on_disk)) = self.store.load()

@@ -116,7 +116,9 @@ impl AccountSet {
             let name = text
                 .and_then(|t| t.strip_suffix(".json"))
                 .filter(|n| valid_name(n));
-            let is_file = entry.file_type().is_ok_and(|t| t.is_file() || t.is_symlink());
+            let is_file = entry
+                .file_type()
+                .is_ok_and(|t| t.is_file() || t.is_symlink());
             match name {
                 Some(name) if is_file => {
                     found.insert(name.to_owned(), entry.path());
@@ -273,7 +275,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

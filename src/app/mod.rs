@@ -44,7 +44,10 @@ pub enum AppError {
     #[error(
         "cannot read WITHINGS_TOKEN_DIR {path}: {cause}; create it (mode 0700) and run `withings-exporter auth --account NAME` to add an account"
     )]
-    TokenDir { path: PathBuf, cause: std::io::Error },
+    TokenDir {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 }
 
 /// Why a probe was refused; the answer is HTTP 400 with this line.
@@ -139,18 +142,7 @@ pub struct App {
 impl App {
     /// The application the configuration asks for: one account, or a directory of them.
     pub fn from_config(config: &Config) -> Result<Self, AppError> {
-        let clock = Clock::default();
-        let limits = Arc::new(Limits::new(config.requests_per_minute, clock.clone()));
-        let client = WithingsClient::with_limits(
-            &config.api_url,
-            ClientOptions {
-                request_timeout: config.upstream_timeout,
-                connect_timeout: config.connect_timeout,
-                max_body_bytes: config.max_response_bytes,
-            },
-            limits,
-        )
-        .map_err(AppError::Client)?;
+        let client = Self::client_for(config)?;
         match &config.token_dir {
             Some(dir) => {
                 let credentials = config.client_credentials()?.ok_or_else(|| ConfigError {
@@ -179,6 +171,30 @@ impl App {
                 ))
             }
         }
+    }
+
+    /// One account with the given token source, the rest from `config`.
+    pub fn with_tokens(config: &Config, tokens: TokenSource) -> Result<Self, AppError> {
+        let client = Self::client_for(config)?;
+        Ok(Self::single(
+            AccountSettings::from_config(config),
+            client,
+            tokens,
+        ))
+    }
+
+    fn client_for(config: &Config) -> Result<WithingsClient, AppError> {
+        let limits = Arc::new(Limits::new(config.requests_per_minute, Clock::default()));
+        WithingsClient::with_limits(
+            &config.api_url,
+            ClientOptions {
+                request_timeout: config.upstream_timeout,
+                connect_timeout: config.connect_timeout,
+                max_body_bytes: config.max_response_bytes,
+            },
+            limits,
+        )
+        .map_err(AppError::Client)
     }
 
     fn build(
@@ -353,31 +369,32 @@ impl App {
     }
 
     /// `GET /probe?account=NAME`: that account's series, without an account label.
-    pub async fn probe(&self, name: Option<&str>, budget: Option<Duration>) -> Result<String, ProbeError> {
+    pub async fn probe(
+        &self,
+        name: Option<&str>,
+        budget: Option<Duration>,
+    ) -> Result<String, ProbeError> {
         let name = name.ok_or(ProbeError::Missing)?;
         if !accounts::valid_name(name) {
-            return Err(ProbeError::Malformed(crate::text::one_line(name).into_owned()));
+            return Err(ProbeError::Malformed(
+                crate::text::one_line(name).into_owned(),
+            ));
         }
         let account = self
             .account(name)
             .ok_or_else(|| ProbeError::Unknown(name.to_owned()))?;
-        let outcome = account.probe(&self.share, budget).await;
-        self.count(&outcome);
+        let outcome = account.probe(self, budget).await;
         Ok(families::encode(account.families(Some(&outcome))))
     }
 
     /// A probe of `account` through the application's fair share; for tests and benchmarks
     /// that look at the outcome rather than the text.
-    pub async fn probe_outcome(&self, account: &Arc<Account>, budget: Option<Duration>) -> ProbeOutcome {
-        let outcome = account.probe(&self.share, budget).await;
-        self.count(&outcome);
-        outcome
-    }
-
-    fn count(&self, outcome: &ProbeOutcome) {
-        self.scrapes
-            .with_label_values(&[outcome.served_from.as_str()])
-            .inc();
+    pub async fn probe_outcome(
+        &self,
+        account: &Arc<Account>,
+        budget: Option<Duration>,
+    ) -> ProbeOutcome {
+        account.probe(self, budget).await
     }
 
     /// `GET /metrics`: the exporter's own metrics and, with one account, that account's
@@ -385,8 +402,7 @@ impl App {
     pub async fn metrics(&self, budget: Option<Duration>) -> String {
         let mut out = Vec::new();
         if let Source::Single(account) = &self.source {
-            let outcome = account.probe(&self.share, budget).await;
-            self.count(&outcome);
+            let outcome = account.probe(self, budget).await;
             out.extend(account.families(Some(&outcome)));
         }
         out.extend(self.own_families());
@@ -509,5 +525,9 @@ impl App {
 impl Admission for App {
     fn admit(&self, account: &str) -> bool {
         self.share.admit(account)
+    }
+
+    fn served(&self, _account: &str, from: ServedFrom) {
+        self.scrapes.with_label_values(&[from.as_str()]).inc();
     }
 }

@@ -123,7 +123,10 @@ mod tests {
         }
         for name in &names {
             let times = fetched_at.get(name).map_or(&[][..], Vec::as_slice);
-            assert!(times.len() >= 1, "{name} was never fetched: {fetched_at:?}");
+            assert!(
+                !times.is_empty(),
+                "{name} was never fetched: {fetched_at:?}"
+            );
             assert!(times.len() <= 3, "{name} fetched {} times", times.len());
         }
         let total: usize = fetched_at.values().map(Vec::len).sum();

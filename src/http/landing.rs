@@ -47,7 +47,11 @@ pub fn page(accounts: &[AccountSummary], directory: bool) -> String {
         html,
         "<body>\n<h1>Withings Exporter</h1>\n<p>Version {}</p>\n<ul>\n<li><a href=\"metrics\">Metrics</a> (the exporter's own{})</li>\n",
         env!("CARGO_PKG_VERSION"),
-        if directory { "" } else { ", and the account's series" }
+        if directory {
+            ""
+        } else {
+            ", and the account's series"
+        }
     );
     if directory {
         html.push_str("<li><a href=\"sd\">Service discovery</a> (Prometheus <code>http_sd_configs</code>)</li>\n");
@@ -55,7 +59,7 @@ pub fn page(accounts: &[AccountSummary], directory: bool) -> String {
     html.push_str(
         "<li><a href=\"-/healthy\">Health</a></li>\n<li><a href=\"-/ready\">Readiness</a></li>\n</ul>\n",
     );
-    let _ = write!(html, "<h2>Accounts ({})</h2>\n", accounts.len());
+    let _ = writeln!(html, "<h2>Accounts ({})</h2>", accounts.len());
     if accounts.is_empty() {
         html.push_str("<p>No account yet: add one with <code>withings-exporter auth --account NAME</code>.</p>\n");
     } else {
@@ -66,7 +70,8 @@ pub fn page(accounts: &[AccountSummary], directory: bool) -> String {
                 html,
                 "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"probe?account={name}\">probe</a></td></tr>",
                 a.state.as_str(),
-                a.last_success.map_or_else(|| "never".into(), |t| age(now - t)),
+                a.last_success
+                    .map_or_else(|| "never".into(), |t| age(now - t)),
                 a.last_error.as_deref().map(escape).unwrap_or_default(),
             );
         }

@@ -7,8 +7,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    ALLOW, AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HOST, HeaderValue,
-    WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HOST, HeaderValue, WWW_AUTHENTICATE,
 };
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -227,7 +226,9 @@ async fn route(
         }
         // HEAD answers from the state without calling Withings: a probe should not spend the
         // account's rate limit. hyper drops the body and keeps the headers.
-        "/metrics" if method == Method::HEAD => text(StatusCode::OK, CONTENT_TYPE, app.metrics_now()),
+        "/metrics" if method == Method::HEAD => {
+            text(StatusCode::OK, CONTENT_TYPE, app.metrics_now())
+        }
         "/probe" if method == Method::GET => {
             let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
             let account = query_param(req.uri().query(), "account");
@@ -238,7 +239,11 @@ async fn route(
         }
         "/sd" if method == Method::GET => {
             let target = sd_target(req.headers().get(HOST), local);
-            text(StatusCode::OK, "application/json", app.service_discovery(&target))
+            text(
+                StatusCode::OK,
+                "application/json",
+                app.service_discovery(&target),
+            )
         }
         "/" if readable => text(
             StatusCode::OK,
@@ -284,7 +289,8 @@ fn sd_target(host: Option<&HeaderValue>, local: Option<SocketAddr>) -> String {
         .filter(|h| {
             !h.is_empty()
                 && h.len() <= 255
-                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
         })
         .map(str::to_owned)
         .or_else(|| local.map(|a| a.to_string()))

@@ -40,7 +40,13 @@ pub fn single_gauge(name: &str, help: &str, value: f64) -> MetricFamily {
 }
 
 /// A family with one gauge sample carrying one label.
-pub fn labelled_gauge(name: &str, help: &str, label_name: &str, label_value: &str, value: f64) -> MetricFamily {
+pub fn labelled_gauge(
+    name: &str,
+    help: &str,
+    label_name: &str,
+    label_value: &str,
+    value: f64,
+) -> MetricFamily {
     let mut f = family(name, help, MetricType::GAUGE);
     f.mut_metric()
         .push(gauge_metric(vec![label(label_name, label_value)], value));

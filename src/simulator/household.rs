@@ -23,9 +23,7 @@ impl Household {
             std::process::id(),
             crate::withings::ratelimit::jitter().to_bits()
         ));
-        std::fs::DirBuilder::new()
-            .mode_0700()
-            .create(&dir)?;
+        std::fs::DirBuilder::new().mode_0700().create(&dir)?;
         let household = Self { simulator, dir };
         for (name, userid, profile) in HOUSEHOLD {
             household.simulator.add_live_user(userid, profile);

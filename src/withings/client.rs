@@ -92,7 +92,7 @@ impl Limits {
                 // One line per 601: it says what happens next, for every account.
                 tracing::warn!(
                     action,
-                    status = %status,
+                    status = status.as_str(),
                     wait_seconds = wait.as_secs_f64(),
                     error = %e,
                     "Withings is rate-limiting this application; no request for any account until the wait has passed, serving the last known values meanwhile"

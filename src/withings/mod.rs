@@ -9,7 +9,7 @@ pub mod model;
 pub mod ratelimit;
 
 pub use client::{
-    ClientOptions, Limits, GetmeasQuery, WithingsClient, install_crypto_provider, parse_getmeas,
+    ClientOptions, GetmeasQuery, Limits, WithingsClient, install_crypto_provider, parse_getmeas,
     parse_token,
 };
 pub use model::{GetmeasPage, Measure, MeasureGroup, TokenBody};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use withings_exporter::account::tokens::TokenSource;
-use withings_exporter::account::{Exporter, ExporterSettings};
+use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
@@ -29,7 +29,7 @@ pub fn fixture(name: &str) -> String {
 pub struct TestApp {
     pub address: SocketAddr,
     pub simulator: Simulator,
-    pub exporter: Arc<Exporter>,
+    pub exporter: Arc<App>,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -67,13 +67,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     vars.extend(options.env.into_iter().map(|(k, v)| (k.to_string(), v)));
     let config = Config::from_vars(vars).expect("valid test configuration");
     let token = config.require_access_token().expect("token").clone();
-    let exporter = Arc::new(
-        Exporter::new(
-            ExporterSettings::from_config(&config),
-            TokenSource::Static(token),
-        )
-        .expect("exporter"),
-    );
+    let exporter =
+        Arc::new(App::with_tokens(&config, TokenSource::Static(token)).expect("exporter"));
     let app = Application::bind(config.listen_address, Arc::clone(&exporter))
         .await
         .expect("bind");
