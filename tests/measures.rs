@@ -409,3 +409,16 @@ async fn body_composition_exposition_matches_the_golden_file() {
         "exposition differs from tests/golden/body_scan.prom"
     );
 }
+
+#[test]
+fn the_readme_documents_every_measure_family() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    for m in MEASURES {
+        assert!(
+            readme.contains(&format!("| `{}` |", m.metric)),
+            "{} is not in the README's metrics table",
+            m.metric
+        );
+    }
+}
