@@ -111,18 +111,24 @@ pub fn getmeas(data: &[u8]) {
         let skipped = stats.skipped_inconclusive
             + stats.skipped_ambiguous
             + stats.skipped_not_real
-            + stats.skipped_out_of_range;
+            + stats.skipped_out_of_range
+            + stats.skipped_implausible
+            + stats.skipped_future
+            + stats.skipped_unknown_position;
         let measures: usize = page.groups.iter().map(|g| g.measures.len()).sum();
         assert!(skipped <= stats.groups + measures, "{stats:?}");
         assert!(stats.updated <= measures, "{stats:?}");
 
         let mut readings = 0;
-        for (index, def) in MEASURES.iter().enumerate() {
-            let Some(reading) = state.get(index) else {
-                continue;
-            };
+        for (slot, reading) in state.readings() {
+            let def = &MEASURES[slot.index];
             readings += 1;
             assert!(reading.value.is_finite(), "{}: {reading:?}", def.metric);
+            assert!(
+                withings_exporter::render::measures::is_plausible(def, reading.value),
+                "{}: {reading:?}",
+                def.metric
+            );
             assert!(reading.date >= 0, "{}: {reading:?}", def.metric);
             // A reading comes from a group of this page that the options let through.
             assert!(
@@ -146,14 +152,12 @@ pub fn getmeas(data: &[u8]) {
             }
         }
         // Values survive the text format exactly.
-        for (index, _) in MEASURES.iter().enumerate() {
-            if let Some(reading) = state.get(index) {
-                assert!(
-                    samples.iter().any(|(_, _, v)| *v == reading.value),
-                    "{} is not in {text}",
-                    reading.value
-                );
-            }
+        for (_, reading) in state.readings() {
+            assert!(
+                samples.iter().any(|(_, _, v)| *v == reading.value),
+                "{} is not in {text}",
+                reading.value
+            );
         }
     }
 }

@@ -479,7 +479,10 @@ mod tests {
         let c = Config::from_vars(vars(&[("WITHINGS_ACCESS_TOKEN", "t")])).unwrap();
         assert_eq!(c.listen_address.to_string(), DEFAULT_LISTEN_ADDRESS);
         assert_eq!(c.api_url.as_str(), "https://wbsapi.withings.net/");
-        assert_eq!(c.meastypes_param(), "9,10,11,54,71");
+        assert_eq!(
+            c.meastypes_param(),
+            "1,4,5,6,8,9,10,11,12,54,71,73,76,77,88,91,123,130,135,136,137,138,139,155,167,168,169,170,173,174,175,196,226,227,229"
+        );
         assert!(c.include_ambiguous);
         assert_eq!(c.require_access_token().unwrap().expose(), "t");
         assert_eq!(c.upstream_timeout, Duration::from_secs(20));
@@ -536,7 +539,7 @@ mod tests {
             ("WITHINGS_API_URL", "ftp://example.com"),
             ("WITHINGS_API_URL", "https://user:pw@example.com"),
             ("WITHINGS_MEASTYPES", "9,ten"),
-            ("WITHINGS_MEASTYPES", "9,1"),
+            ("WITHINGS_MEASTYPES", "9,2"),
             ("WITHINGS_INCLUDE_AMBIGUOUS", "maybe"),
             ("WITHINGS_TIMEOUT_SECONDS", "-1"),
             ("WITHINGS_TIMEOUT_SECONDS", "NaN"),

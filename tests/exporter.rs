@@ -4,7 +4,7 @@ mod common;
 
 use common::{AppOptions, TOKEN, fixture, sample, sample_with, spawn_app, spawn_app_with};
 use std::time::Duration;
-use withings_exporter::simulator::{Fault, SimulatorOptions};
+use withings_exporter::simulator::Fault;
 
 const BPM: &str = "c405eb8e0e053f6601e151c7e43c04e29aad6956";
 
@@ -106,7 +106,11 @@ async fn each_scrape_makes_one_getmeas_request_with_the_documented_parameters() 
         assert_eq!(r.path, "/measure");
         assert_eq!(r.bearer.as_deref(), Some(TOKEN));
         assert_eq!(r.params["action"], "getmeas");
-        assert_eq!(r.params["meastypes"], "9,10,11,54,71");
+        // Every type the exporter knows, in the one request (tests/measures.rs checks the list).
+        assert!(
+            r.params["meastypes"].starts_with("1,4,5,6,8,9,10,11,12,54,71,"),
+            "{r:?}"
+        );
         assert_eq!(r.params["category"], "1");
         assert!(
             !r.params.values().any(|v| v.contains(TOKEN)),
@@ -125,32 +129,7 @@ async fn seed_exposition_matches_the_golden_file() {
         .load_fixture(&fixture("seed_getmeas.json"))
         .unwrap();
     let text = app.scrape().await;
-    let normalized: String = text
-        .lines()
-        // The process's own figures change from run to run.
-        .filter(|line| !line.contains("process_"))
-        .map(|line| {
-            for volatile in [
-                "withings_scrape_duration_seconds ",
-                "withings_last_success_timestamp_seconds ",
-                "withings_requests_in_window ",
-            ] {
-                if line.starts_with(volatile) {
-                    return format!("{volatile}<volatile>\n");
-                }
-            }
-            format!("{line}\n")
-        })
-        .collect();
-    let path = common::fixture_path("../golden/seed.prom");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &normalized).unwrap();
-    }
-    let golden = std::fs::read_to_string(&path).expect("tests/golden/seed.prom");
-    assert_eq!(
-        normalized, golden,
-        "exposition differs from tests/golden/seed.prom"
-    );
+    common::assert_golden(&text, "seed.prom");
 }
 
 #[tokio::test]
@@ -320,118 +299,7 @@ async fn connection_refused_gives_up_zero() {
     );
 }
 
-#[tokio::test]
-async fn captured_responses_give_the_hand_calculated_values() {
-    /// A metric, labels its sample must carry, and the value.
-    type Expected = (&'static str, &'static [(&'static str, &'static str)], f64);
-    struct Case {
-        file: &'static str,
-        expect: &'static [Expected],
-        timestamps: &'static [(&'static str, f64)],
-    }
-    let cases = [
-        // 2,062 unsorted groups; the first blood-pressure group in the file is 143/106 from
-        // 2021, the latest is 15800/10600 with unit -2 from 2023.
-        Case {
-            file: "measurement_list.json",
-            expect: &[
-                (
-                    "withings_blood_pressure_mmhg",
-                    &[("kind", "systolic"), ("device_model", "BPM Connect")],
-                    158.0,
-                ),
-                (
-                    "withings_blood_pressure_mmhg",
-                    &[
-                        ("kind", "diastolic"),
-                        ("device_id", "91a7e556c2022ef54dca6e07a853c3193734d148"),
-                    ],
-                    106.0,
-                ),
-                (
-                    "withings_heart_rate_bpm",
-                    &[("device_model", "BPM Connect")],
-                    62.0,
-                ),
-            ],
-            timestamps: &[
-                ("systolic_blood_pressure", 1680433212.0),
-                ("diastolic_blood_pressure", 1680433212.0),
-                ("heart_rate", 1680433212.0),
-            ],
-        },
-        Case {
-            file: "getmeas_scanwatch.json",
-            expect: &[
-                (
-                    "withings_heart_rate_bpm",
-                    &[("device_model", "ScanWatch 2"), ("device_id", "DEVICEID")],
-                    83.0,
-                ),
-                (
-                    "withings_spo2_ratio",
-                    &[("device_model", "ScanWatch 2")],
-                    0.99,
-                ),
-            ],
-            timestamps: &[("heart_rate", 1775320006.0), ("spo2", 1775256777.0)],
-        },
-        Case {
-            file: "measurement_list_2.json",
-            expect: &[(
-                "withings_heart_rate_bpm",
-                &[("device_model", "Body Scan")],
-                111.0,
-            )],
-            timestamps: &[("heart_rate", 1706145126.0)],
-        },
-        // Weight only, the same grpid twice (attrib 0 and 8): parses, exports no vital.
-        Case {
-            file: "measurement.json",
-            expect: &[],
-            timestamps: &[],
-        },
-        Case {
-            file: "measurement_positions.json",
-            expect: &[],
-            timestamps: &[],
-        },
-    ];
-    for case in cases {
-        let app = spawn_app_with(AppOptions {
-            simulator: SimulatorOptions {
-                page_size: 100_000,
-                ..SimulatorOptions::default()
-            },
-            ..AppOptions::default()
-        })
-        .await;
-        app.simulator.load_fixture(&fixture(case.file)).unwrap();
-        let text = app.scrape().await;
-        assert_eq!(sample(&text, "withings_up"), Some(1.0), "{}", case.file);
-        for (metric, labels, value) in case.expect {
-            assert_eq!(
-                vital(&text, metric, labels),
-                Some(*value),
-                "{} {metric} {labels:?}\n{text}",
-                case.file
-            );
-        }
-        for (measurement, at) in case.timestamps {
-            assert_eq!(
-                timestamp(&text, measurement),
-                Some(*at),
-                "{} {measurement}",
-                case.file
-            );
-        }
-        let exported = text
-            .lines()
-            .filter(|l| l.starts_with("withings_measurement_timestamp_seconds{"))
-            .count();
-        assert_eq!(exported, case.timestamps.len(), "{}\n{text}", case.file);
-    }
-}
+// The captured answers against their hand calculation, every type: tests/measures.rs.
 
 #[tokio::test]
 async fn ambiguous_groups_can_be_excluded() {

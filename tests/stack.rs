@@ -185,6 +185,37 @@ async fn promtool_accepts_the_real_history_with_skipped_groups() {
     assert_promtool_accepts(&exposition);
 }
 
+/// Every measure family a Body Scan fills (body composition, segments with `position`,
+/// the AFib class, ECG-derived vascular age...) passes the linter too.
+#[tokio::test]
+#[ignore = "needs promtool (Debian package prometheus)"]
+async fn promtool_accepts_the_body_composition_exposition() {
+    for file in ["measurement_list_2.json", "measurement_positions.json"] {
+        let app = spawn_app_with(AppOptions {
+            simulator: SimulatorOptions {
+                page_size: 100_000,
+                ..SimulatorOptions::default()
+            },
+            ..AppOptions::default()
+        })
+        .await;
+        app.simulator
+            .load_fixture(&fixture(file))
+            .expect("body composition fixture");
+        let exposition = app.scrape().await;
+        assert_families(
+            &exposition,
+            &[
+                "withings_weight_grams",
+                "withings_fat_ratio",
+                "withings_segmental_fat_mass_grams",
+                "withings_basal_metabolic_rate_kcal_per_day",
+            ],
+        );
+        assert_promtool_accepts(&exposition);
+    }
+}
+
 /// After a success, an expired token: `withings_up` and `withings_token_valid` at 0 and a
 /// second status label on the request counter.
 #[tokio::test]

@@ -1,13 +1,18 @@
 //! The latest value of each exported measurement, merged from `getmeas` pages.
 
-use crate::render::measures::{MEASURES, scale};
+use crate::render::measures::{MEASURES, is_plausible, position_name, scale};
 use crate::withings::MeasureGroup;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Attribution Withings gives a group whose device may belong to another user.
 pub const ATTRIB_AMBIGUOUS: i64 = 1;
 /// Category of real measures (2 is user objectives, which are not readings).
 pub const CATEGORY_REAL: i64 = 1;
+/// How far ahead of the exporter's clock a group may be dated. Device clocks drift by
+/// minutes and time zones are sometimes applied twice; a reading dated further ahead would
+/// stay "the latest" until that date, hiding every real reading meanwhile.
+pub const MAX_FUTURE_SECONDS: i64 = 86_400;
 
 /// The latest reading of one measurement.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +25,16 @@ pub struct Reading {
     pub modified: i64,
     pub device_id: String,
     pub device_model: String,
+}
+
+/// Where a latest reading is kept: its row of [`MEASURES`] and, for a segmental type
+/// (`by_position`), the Withings `position` code of the body part. Ordered by row, then
+/// position, which is the order the exposition lists them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot {
+    pub index: usize,
+    /// `None` for every type that is not segmental; a documented position code otherwise.
+    pub position: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +51,12 @@ pub struct MergeStats {
     pub skipped_ambiguous: usize,
     pub skipped_out_of_range: usize,
     pub skipped_not_real: usize,
+    /// Measures whose value lies outside the plausible range of their table row.
+    pub skipped_implausible: usize,
+    /// Groups dated more than [`MAX_FUTURE_SECONDS`] after the merge's clock.
+    pub skipped_future: usize,
+    /// Segmental measures without a `position`, or with one the reference does not document.
+    pub skipped_unknown_position: usize,
     /// A newer version of a group that held a latest reading no longer gives that reading
     /// (its date moved back, the measure or the whole group is gone or no longer counts).
     /// Which reading is now the latest may lie in history this merge did not see: the
@@ -43,36 +64,65 @@ pub struct MergeStats {
     pub needs_full_sync: bool,
 }
 
-/// One slot per row of the measure table.
-#[derive(Debug, Clone, PartialEq)]
+/// The latest reading per [`Slot`]: one per table row, and one per body position for the
+/// segmental rows. Only slots with a reading exist.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LatestState {
-    readings: Vec<Option<Reading>>,
-}
-
-impl Default for LatestState {
-    fn default() -> Self {
-        Self {
-            readings: vec![None; MEASURES.len()],
-        }
-    }
+    readings: BTreeMap<Slot, Reading>,
 }
 
 impl LatestState {
-    /// The latest reading for row `index` of [`MEASURES`].
+    /// The latest reading for row `index` of [`MEASURES`] (for a segmental row, the one
+    /// without a position, which a merge never fills: use [`Self::get_at`]).
     pub fn get(&self, index: usize) -> Option<&Reading> {
-        self.readings.get(index).and_then(Option::as_ref)
+        self.readings.get(&Slot {
+            index,
+            position: None,
+        })
+    }
+
+    /// The latest reading for row `index` of a segmental type at Withings position `position`.
+    pub fn get_at(&self, index: usize, position: i64) -> Option<&Reading> {
+        self.readings.get(&Slot {
+            index,
+            position: Some(position),
+        })
+    }
+
+    /// Every latest reading, in table order, then position order.
+    pub fn readings(&self) -> impl Iterator<Item = (Slot, &Reading)> {
+        self.readings.iter().map(|(slot, reading)| (*slot, reading))
+    }
+
+    pub fn len(&self) -> usize {
+        self.readings.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.readings.iter().all(Option::is_none)
+        self.readings.is_empty()
     }
 
-    /// Folds groups into the state. The order of groups does not matter: Withings does not
-    /// sort them, so the greatest `date` wins, not the first group seen.
+    /// Folds groups into the state, judging "in the future" by the system clock.
+    /// See [`Self::merge_at`].
     pub fn merge<'a>(
         &mut self,
         groups: impl IntoIterator<Item = &'a MeasureGroup>,
         options: MergeOptions,
+    ) -> MergeStats {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.merge_at(groups, options, now)
+    }
+
+    /// Folds groups into the state. The order of groups does not matter: Withings does not
+    /// sort them, so the greatest `date` wins, not the first group seen. A group dated more
+    /// than [`MAX_FUTURE_SECONDS`] after `now` (unix seconds) is ignored.
+    pub fn merge_at<'a>(
+        &mut self,
+        groups: impl IntoIterator<Item = &'a MeasureGroup>,
+        options: MergeOptions,
+        now: i64,
     ) -> MergeStats {
         let mut stats = MergeStats::default();
         let groups: Vec<&MeasureGroup> = groups.into_iter().collect();
@@ -95,19 +145,17 @@ impl LatestState {
                 continue;
             }
             let version = version_of(group);
-            let retired: Vec<(usize, i64)> = self
+            let retired: Vec<(Slot, i64)> = self
                 .readings
                 .iter()
-                .enumerate()
-                .filter_map(|(i, r)| r.as_ref().map(|r| (i, r)))
                 .filter(|(_, r)| r.grpid == group.grpid && r.modified < version)
-                .map(|(i, r)| (i, r.date))
+                .map(|(slot, r)| (*slot, r.date))
                 .collect();
-            self.merge_group(group, options, &mut stats);
+            self.merge_group(group, options, now, &mut stats);
             // Each reading this group held must now come from its new version, at a date no
             // earlier than before; otherwise the true latest may be another, older group.
-            for (index, old_date) in retired {
-                let still_held = self.readings[index].as_ref().is_some_and(|r| {
+            for (slot, old_date) in retired {
+                let still_held = self.readings.get(&slot).is_some_and(|r| {
                     r.grpid == group.grpid && r.modified == version && r.date >= old_date
                 });
                 if !still_held {
@@ -119,7 +167,13 @@ impl LatestState {
     }
 
     /// Folds one version of a group in, after the filters that say whether it counts.
-    fn merge_group(&mut self, group: &MeasureGroup, options: MergeOptions, stats: &mut MergeStats) {
+    fn merge_group(
+        &mut self,
+        group: &MeasureGroup,
+        options: MergeOptions,
+        now: i64,
+        stats: &mut MergeStats,
+    ) {
         if group.category.is_some_and(|c| c != CATEGORY_REAL) {
             stats.skipped_not_real += 1;
             return;
@@ -137,11 +191,27 @@ impl LatestState {
             stats.skipped_out_of_range += 1;
             return;
         }
+        if group.date > now.saturating_add(MAX_FUTURE_SECONDS) {
+            stats.skipped_future += 1;
+            return;
+        }
         for measure in &group.measures {
             let Some(index) = crate::render::measures::index_of(measure.kind) else {
                 continue;
             };
             let def = &MEASURES[index];
+            let position = if def.by_position {
+                match measure.position.filter(|p| position_name(*p).is_some()) {
+                    Some(p) => Some(p),
+                    None => {
+                        stats.skipped_unknown_position += 1;
+                        continue;
+                    }
+                }
+            } else {
+                // Whole-body types come with position 7 (undocumented): it tells nothing apart.
+                None
+            };
             let exponent = i32::try_from(measure.unit)
                 .ok()
                 .and_then(|u| u.checked_add(def.exponent_shift));
@@ -149,6 +219,10 @@ impl LatestState {
                 stats.skipped_out_of_range += 1;
                 continue;
             };
+            if !is_plausible(def, value) {
+                stats.skipped_implausible += 1;
+                continue;
+            }
             let candidate = Reading {
                 value,
                 date: group.date,
@@ -157,8 +231,9 @@ impl LatestState {
                 device_id: group.hash_deviceid.clone().unwrap_or_default(),
                 device_model: group.model.clone().unwrap_or_default(),
             };
-            if supersedes(&candidate, self.readings[index].as_ref()) {
-                self.readings[index] = Some(candidate);
+            let slot = Slot { index, position };
+            if supersedes(&candidate, self.readings.get(&slot)) {
+                self.readings.insert(slot, candidate);
                 stats.updated += 1;
             }
         }
@@ -203,7 +278,12 @@ mod tests {
             is_inconclusive: false,
             measures: measures
                 .iter()
-                .map(|&(kind, value, unit)| Measure { value, kind, unit })
+                .map(|&(kind, value, unit)| Measure {
+                    value,
+                    kind,
+                    unit,
+                    position: None,
+                })
                 .collect(),
         }
     }
@@ -375,7 +455,132 @@ mod tests {
         );
         assert_eq!(stats.skipped_out_of_range, 3);
         assert_eq!(value(&state, 10), None);
-        assert_eq!(value(&state, 11), Some(-9223372036854775.808));
+        // Scaled exactly, and then refused: no heart beats -9.2e15 times a minute.
+        assert_eq!(stats.skipped_implausible, 1);
+        assert_eq!(value(&state, 11), None);
+        assert!(state.is_empty());
+    }
+
+    fn segment(grpid: i64, date: i64, measures: &[(i64, i64, Option<i64>)]) -> MeasureGroup {
+        let mut g = group(grpid, date, &[]);
+        g.measures = measures
+            .iter()
+            .map(|&(kind, value, position)| Measure {
+                value,
+                kind,
+                unit: -2,
+                position,
+            })
+            .collect();
+        g
+    }
+
+    fn at(state: &LatestState, code: i64, position: i64) -> Option<f64> {
+        state
+            .get_at(index_of(code).unwrap(), position)
+            .map(|r| r.value)
+    }
+
+    #[test]
+    fn segmental_types_keep_one_latest_reading_per_position() {
+        let mut state = LatestState::default();
+        let stats = state.merge(
+            &[segment(
+                1,
+                100,
+                &[
+                    (174, 107, Some(2)),
+                    (174, 105, Some(3)),
+                    (174, 1092, Some(12)),
+                    // No position, or one the reference does not know: no slot for it.
+                    (174, 999, None),
+                    (174, 999, Some(7)),
+                    // Whole-body types ignore the position they come with.
+                    (8, 1781, Some(7)),
+                ],
+            )],
+            ALL,
+        );
+        assert_eq!(stats.skipped_unknown_position, 2);
+        assert_eq!(at(&state, 174, 2), Some(1070.0));
+        assert_eq!(at(&state, 174, 3), Some(1050.0));
+        assert_eq!(at(&state, 174, 12), Some(10920.0));
+        assert_eq!(value(&state, 174), None);
+        assert_eq!(value(&state, 8), Some(17810.0));
+        assert_eq!(state.len(), 4);
+        // A newer sitting that measured only one arm updates that arm alone.
+        state.merge(&[segment(2, 200, &[(174, 110, Some(2))])], ALL);
+        assert_eq!(at(&state, 174, 2), Some(1100.0));
+        assert_eq!(at(&state, 174, 3), Some(1050.0));
+        let order: Vec<(i64, Option<i64>)> = state
+            .readings()
+            .map(|(slot, _)| (MEASURES[slot.index].code, slot.position))
+            .collect();
+        assert_eq!(
+            order,
+            [(8, None), (174, Some(2)), (174, Some(3)), (174, Some(12))]
+        );
+    }
+
+    #[test]
+    fn a_correction_that_drops_a_segment_asks_for_a_full_sync() {
+        let mut state = LatestState::default();
+        state.merge(
+            &[segment(1, 100, &[(175, 460, Some(2)), (175, 458, Some(3))])],
+            ALL,
+        );
+        let mut corrected = segment(1, 100, &[(175, 461, Some(2))]);
+        corrected.modified = Some(200);
+        assert!(state.merge(&[corrected], ALL).needs_full_sync);
+        assert_eq!(at(&state, 175, 2), Some(4610.0));
+    }
+
+    #[test]
+    fn implausible_values_are_ignored_and_counted() {
+        let mut state = LatestState::default();
+        state.merge(&[group(1, 100, &[(10, 120, 0), (9, 80, 0)])], ALL);
+        // A systolic of 9.2e48 mmHg (9.2e18 × 10^30, within what the scaling accepts),
+        // beside a plausible diastolic.
+        let absurd = (10, 9_200_000_000_000_000_000, 30);
+        let stats = state.merge(&[group(2, 200, &[absurd, (9, 81, 0)])], ALL);
+        assert_eq!(stats.skipped_out_of_range, 0);
+        assert_eq!(stats.skipped_implausible, 1);
+        assert_eq!(value(&state, 10), Some(120.0));
+        assert_eq!(value(&state, 9), Some(81.0));
+        // The bounds themselves are plausible: 300 mmHg and 0.5 kg are kept.
+        let stats = state.merge(&[group(3, 300, &[(10, 300, 0), (1, 500, -3)])], ALL);
+        assert_eq!(stats.skipped_implausible, 0);
+        assert_eq!(value(&state, 10), Some(300.0));
+        assert_eq!(value(&state, 1), Some(500.0));
+    }
+
+    #[test]
+    fn readings_dated_more_than_a_day_ahead_are_ignored_and_counted() {
+        const NOW: i64 = 1_800_000_000;
+        let mut state = LatestState::default();
+        state.merge_at(&[group(1, NOW - 60, &[(10, 120, 0)])], ALL, NOW);
+        let ten_years = 10 * 365 * 86_400;
+        let stats = state.merge_at(&[group(2, NOW + ten_years, &[(10, 130, 0)])], ALL, NOW);
+        assert_eq!(stats.skipped_future, 1);
+        assert_eq!(value(&state, 10), Some(120.0));
+        // A device clock a few hours ahead is not a broken answer.
+        let stats = state.merge_at(&[group(3, NOW + 3 * 3600, &[(10, 125, 0)])], ALL, NOW);
+        assert_eq!(stats.skipped_future, 0);
+        assert_eq!(value(&state, 10), Some(125.0));
+        let stats = state.merge_at(
+            &[group(4, NOW + MAX_FUTURE_SECONDS + 1, &[(10, 126, 0)])],
+            ALL,
+            NOW,
+        );
+        assert_eq!(stats.skipped_future, 1);
+        // `merge` uses the system clock: ten years ahead of it is refused too.
+        let real_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let stats = state.merge(&[group(5, real_now + ten_years, &[(10, 127, 0)])], ALL);
+        assert_eq!(stats.skipped_future, 1);
+        assert_eq!(value(&state, 10), Some(125.0));
     }
 
     #[test]

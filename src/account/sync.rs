@@ -115,6 +115,9 @@ impl Account {
             ("ambiguous", stats.skipped_ambiguous),
             ("out_of_range", stats.skipped_out_of_range),
             ("not_a_measure", stats.skipped_not_real),
+            ("implausible", stats.skipped_implausible),
+            ("future", stats.skipped_future),
+            ("unknown_position", stats.skipped_unknown_position),
         ] {
             if n > 0 {
                 self.groups_skipped

@@ -1,7 +1,7 @@
 //! Turns the exporter's state into Prometheus metric families and the text exposition.
 
 use crate::account::state::LatestState;
-use crate::render::measures::MEASURES;
+use crate::render::measures::{MEASURES, position_name};
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
 /// `Content-Type` of the text exposition format 0.0.4; Prometheus 3 refuses a scrape without it.
@@ -68,20 +68,28 @@ pub fn gauge_by_label<'a>(
     f
 }
 
-/// The vitals and their timestamps. A measurement with no reading yet has no sample at all:
-/// a made-up 0 would read as a real, alarming value.
+/// Every measurement with a reading (the vitals, body composition, segments...) and their
+/// timestamps. A measurement with no reading yet has no sample at all: a made-up 0 would
+/// read as a real, alarming value.
+///
+/// A segmental reading carries a `position` label (`left_arm`, `torso`...) both on its value
+/// and on its `withings_measurement_timestamp_seconds`, next to `measurement`.
 pub fn vital_families(state: &LatestState) -> Vec<MetricFamily> {
     let mut families: Vec<MetricFamily> = Vec::new();
     let mut timestamps = family(
         TIMESTAMP_METRIC,
-        "Unix time the latest exported value of each measurement was taken on the device.",
+        "Unix time the latest exported value of each measurement (and body position, for segmental measures) was taken on the device.",
         MetricType::GAUGE,
     );
-    for (index, def) in MEASURES.iter().enumerate() {
-        let Some(reading) = state.get(index) else {
+    for (slot, reading) in state.readings() {
+        let Some(def) = MEASURES.get(slot.index) else {
             continue;
         };
+        let position = slot.position.and_then(position_name);
         let mut labels: Vec<LabelPair> = def.labels.iter().map(|(n, v)| label(n, v)).collect();
+        if let Some(position) = position {
+            labels.push(label("position", position));
+        }
         labels.push(label("device_id", &reading.device_id));
         labels.push(label("device_model", &reading.device_model));
         let sample = gauge_metric(labels, reading.value);
@@ -93,10 +101,13 @@ pub fn vital_families(state: &LatestState) -> Vec<MetricFamily> {
                 families.push(f);
             }
         }
-        timestamps.mut_metric().push(gauge_metric(
-            vec![label("measurement", def.measurement)],
-            reading.date as f64,
-        ));
+        let mut labels = vec![label("measurement", def.measurement)];
+        if let Some(position) = position {
+            labels.push(label("position", position));
+        }
+        timestamps
+            .mut_metric()
+            .push(gauge_metric(labels, reading.date as f64));
     }
     if !timestamps.get_metric().is_empty() {
         families.push(timestamps);
@@ -146,11 +157,13 @@ mod tests {
                         value: 89,
                         kind: 9,
                         unit: 0,
+                        position: None,
                     },
                     Measure {
                         value: 109,
                         kind: 10,
                         unit: 0,
+                        position: None,
                     },
                 ],
             }],

@@ -86,6 +86,19 @@ pub struct Measure {
     pub kind: i64,
     #[serde(deserialize_with = "lenient::int")]
     pub unit: i64,
+    /// The body part of a segmental measure (types 173–175); see `render::measures::POSITIONS`.
+    /// Whole-body types carry one too, which nothing uses: a malformed one is `None` rather
+    /// than a reason to lose the measure.
+    #[serde(default, deserialize_with = "tolerant_position")]
+    pub position: Option<i64>,
+}
+
+fn tolerant_position<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 /// A `getmeas` page after parsing: the groups that made sense, and how many did not.

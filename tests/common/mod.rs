@@ -163,6 +163,42 @@ pub fn sample_with(exposition: &str, metric: &str, labels: &[(&str, &str)]) -> O
     found.first().copied()
 }
 
+/// An exposition as golden files hold it: the process's own figures dropped and the values
+/// that change from run to run replaced by a marker.
+pub fn normalize_exposition(text: &str) -> String {
+    text.lines()
+        .filter(|line| !line.contains("process_"))
+        .map(|line| {
+            for volatile in [
+                "withings_scrape_duration_seconds ",
+                "withings_last_success_timestamp_seconds ",
+                "withings_requests_in_window ",
+            ] {
+                if line.starts_with(volatile) {
+                    return format!("{volatile}<volatile>\n");
+                }
+            }
+            format!("{line}\n")
+        })
+        .collect()
+}
+
+/// Compares `text` with the golden file `tests/golden/NAME`; `UPDATE_GOLDEN=1` rewrites it
+/// after a deliberate change (review the diff).
+pub fn assert_golden(text: &str, name: &str) {
+    let normalized = normalize_exposition(text);
+    let path = fixture_path(&format!("../golden/{name}"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &normalized).unwrap();
+    }
+    let golden =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("tests/golden/{name}: {e}"));
+    assert_eq!(
+        normalized, golden,
+        "exposition differs from tests/golden/{name}"
+    );
+}
+
 /// A plain HTTP client for tests (reqwest needs the crypto provider installed first).
 pub fn http() -> reqwest::Client {
     withings_exporter::withings::install_crypto_provider();
