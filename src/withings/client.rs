@@ -424,6 +424,21 @@ mod tests {
     }
 
     #[test]
+    fn an_error_field_that_is_not_text_is_described_not_quoted() {
+        for (error, kind) in [
+            (r#"{"refresh_token":"sekrit-refresh-value"}"#, "an object of 40 bytes"),
+            (r#"["sekrit-refresh-value"]"#, "an array of 24 bytes"),
+            ("12345", "a number of 5 bytes"),
+            ("true", "a boolean of 4 bytes"),
+        ] {
+            let body = format!(r#"{{"status":503,"error":{error}}}"#);
+            let line = parse_token(body.as_bytes()).unwrap_err().to_string();
+            assert!(line.contains(&format!("error field is {kind}")), "{line}");
+            assert!(!line.contains("sekrit") && !line.contains("12345"), "{line}");
+        }
+    }
+
+    #[test]
     fn endpoint_urls_keep_a_path_prefix() {
         let base = Url::parse("http://127.0.0.1:1/prefix/").unwrap();
         assert_eq!(
