@@ -285,7 +285,9 @@ fn token_var(variable: &'static str, value: Option<String>) -> Result<Option<Sec
     match crate::secret::token_flaw(token) {
         Some(flaw) => Err(invalid(
             variable,
-            format!("{flaw}; a Withings token is a string of letters and digits, so check how it was pasted (its value is not shown)"),
+            format!(
+                "{flaw}; a Withings token is a string of letters and digits, so check how it was pasted (its value is not shown)"
+            ),
         )),
         None => Ok(Some(Secret::new(token))),
     }
@@ -458,7 +460,12 @@ mod tests {
     #[test]
     fn a_token_with_a_control_character_is_refused_by_name_without_its_value() {
         for variable in ["WITHINGS_ACCESS_TOKEN", "WITHINGS_REFRESH_TOKEN"] {
-            for bad in ["abc\u{1b}[31mdef-sekrit", "abc\ndef-sekrit", "abc\u{7f}-sekrit", "ab é-sekrit"] {
+            for bad in [
+                "abc\u{1b}[31mdef-sekrit",
+                "abc\ndef-sekrit",
+                "abc\u{7f}-sekrit",
+                "ab é-sekrit",
+            ] {
                 let err = Config::from_vars(vars(&[(variable, bad)])).unwrap_err();
                 assert_eq!(err.variable, variable);
                 let line = err.to_string();

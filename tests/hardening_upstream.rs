@@ -168,9 +168,18 @@ async fn a_redirected_refresh_sends_no_secret_away_and_keeps_the_saved_pair() {
         assert_eq!(refreshes(&source, "transient_error"), 1);
         assert_eq!(refreshes(&source, "success"), 0);
     }
-    assert_eq!(other.request_count("/v2/oauth2"), 0, "{:?}", other.requests());
+    assert_eq!(
+        other.request_count("/v2/oauth2"),
+        0,
+        "{:?}",
+        other.requests()
+    );
     assert!(other.requests().is_empty());
-    assert_eq!(std::fs::read(&path).unwrap(), before, "the saved pair changed");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the saved pair changed"
+    );
     assert!(sim.refresh_token_usable(pair.refresh_token.expose()));
 }
 
@@ -222,7 +231,10 @@ async fn a_refresh_answer_that_cannot_work_is_not_saved_and_backs_off() {
         sim.push_token_fault(Fault::Body(body.clone()));
         let line = err.to_string();
         assert!(line.contains(flaw), "{line}");
-        assert!(!line.contains("new-access") && !line.contains("new-refresh"), "{line}");
+        assert!(
+            !line.contains("new-access") && !line.contains("new-refresh"),
+            "{line}"
+        );
 
         let source = TokenSource::Managed(Arc::new(manager(&sim, &path)));
         let token = source.access_token().await.unwrap();
@@ -259,7 +271,10 @@ async fn an_http_error_names_the_url_it_requested_without_a_query() {
         .unwrap_err();
     let line = err.to_string();
     assert!(
-        line.contains(&format!("HTTP 404 for http://{}/prefix/measure", sim.addr())),
+        line.contains(&format!(
+            "HTTP 404 for http://{}/prefix/measure",
+            sim.addr()
+        )),
         "{line}"
     );
     assert!(!line.contains("sekrit") && !line.contains('?'), "{line}");
@@ -270,7 +285,10 @@ async fn an_http_error_names_the_url_it_requested_without_a_query() {
         .unwrap_err();
     let line = err.to_string();
     assert!(
-        line.contains(&format!("HTTP 404 for http://{}/prefix/v2/oauth2", sim.addr())),
+        line.contains(&format!(
+            "HTTP 404 for http://{}/prefix/v2/oauth2",
+            sim.addr()
+        )),
         "{line}"
     );
     assert!(!line.contains("sekrit"), "{line}");
@@ -302,7 +320,10 @@ fn a_fifo_in_place_of_the_token_file_is_refused_at_once() {
     let err = within_10s(move || store.load().unwrap_err());
     assert!(matches!(err, StoreError::NotAFile { .. }), "{err}");
     let line = err.to_string();
-    assert!(line.contains("FIFO") && line.contains("tokens.json"), "{line}");
+    assert!(
+        line.contains("FIFO") && line.contains("tokens.json"),
+        "{line}"
+    );
 }
 
 #[test]

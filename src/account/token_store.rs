@@ -220,7 +220,12 @@ impl TokenStore {
         let (bytes, mode) = match read_regular_file(&self.path, MAX_TOKEN_FILE_BYTES) {
             Ok(read) => read,
             Err(ReadRefusal::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(ReadRefusal::Io(cause)) => return Err(StoreError::Read { path: path(), cause }),
+            Err(ReadRefusal::Io(cause)) => {
+                return Err(StoreError::Read {
+                    path: path(),
+                    cause,
+                });
+            }
             Err(ReadRefusal::NotAFile(kind)) => {
                 return Err(StoreError::NotAFile { path: path(), kind });
             }

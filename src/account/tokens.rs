@@ -572,7 +572,9 @@ pub fn read_secret_file(path: &Path) -> std::io::Result<Secret> {
         Ok((bytes, _)) => bytes,
         Err(ReadRefusal::Io(e)) => return Err(e),
         Err(ReadRefusal::NotAFile(kind)) => {
-            return Err(std::io::Error::other(format!("it is {kind}, not a regular file")));
+            return Err(std::io::Error::other(format!(
+                "it is {kind}, not a regular file"
+            )));
         }
         Err(ReadRefusal::TooLarge) => {
             return Err(std::io::Error::other(format!(

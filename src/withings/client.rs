@@ -164,7 +164,10 @@ fn location_host(response: &reqwest::Response) -> String {
         .ok()
         .and_then(|l| response.url().join(l).ok());
     // A parsed host is a domain, IPv4 or IPv6 address: nothing that could forge a log line.
-    match target.as_ref().and_then(|u| u.host_str().map(|h| (h, u.port()))) {
+    match target
+        .as_ref()
+        .and_then(|u| u.host_str().map(|h| (h, u.port())))
+    {
         Some((host, Some(port))) => format!("{host}:{port}"),
         Some((host, None)) => host.to_owned(),
         None => "an unreadable Location".into(),
@@ -426,7 +429,10 @@ mod tests {
     #[test]
     fn an_error_field_that_is_not_text_is_described_not_quoted() {
         for (error, kind) in [
-            (r#"{"refresh_token":"sekrit-refresh-value"}"#, "an object of 40 bytes"),
+            (
+                r#"{"refresh_token":"sekrit-refresh-value"}"#,
+                "an object of 40 bytes",
+            ),
             (r#"["sekrit-refresh-value"]"#, "an array of 24 bytes"),
             ("12345", "a number of 5 bytes"),
             ("true", "a boolean of 4 bytes"),
@@ -434,7 +440,10 @@ mod tests {
             let body = format!(r#"{{"status":503,"error":{error}}}"#);
             let line = parse_token(body.as_bytes()).unwrap_err().to_string();
             assert!(line.contains(&format!("error field is {kind}")), "{line}");
-            assert!(!line.contains("sekrit") && !line.contains("12345"), "{line}");
+            assert!(
+                !line.contains("sekrit") && !line.contains("12345"),
+                "{line}"
+            );
         }
     }
 
