@@ -257,6 +257,9 @@ fn labels_end(s: &str) -> Option<usize> {
 pub fn token_response(data: &[u8]) {
     match withings::parse_token(data) {
         Ok(body) => {
+            // A pair that cannot work must never reach the token file.
+            assert!(!body.access_token.is_empty() && !body.refresh_token.is_empty());
+            assert!(body.expires_in > 0, "expires_in {}", body.expires_in);
             let shown = format!("{body:?}");
             let visible = format!("{:?} {:?}", body.userid, body.scope);
             for token in [&body.access_token, &body.refresh_token] {
@@ -277,7 +280,8 @@ pub fn token_response(data: &[u8]) {
                 "parsing gave a non-parse error: {e:?}"
             );
             // Withings' own `error` text is reported as it came (it is the only explanation
-            // there is); the token fields' values never are.
+            // there is); the token fields' values never are, not even inside an `error`
+            // that is not text (`{"error":{"refresh_token":"..."}}`).
             assert_not_echoed(
                 "requesttoken error",
                 data,

@@ -612,7 +612,10 @@ mod tests {
             AuthError::CodeRefused(_)
         ));
         assert!(matches!(
-            classify_exchange_error(ApiError::Http { status: 502 }),
+            classify_exchange_error(ApiError::Http {
+                status: 502,
+                url: "https://wbsapi.withings.net/v2/oauth2".into()
+            }),
             AuthError::Exchange(_)
         ));
     }

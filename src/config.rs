@@ -115,7 +115,7 @@ impl Config {
             "WITHINGS_API_URL",
             &non_empty(raw.api_url).unwrap_or_else(|| DEFAULT_API_URL.into()),
         )?;
-        let access_token = non_empty(raw.access_token).map(|t| Secret::new(t.trim()));
+        let access_token = token_var("WITHINGS_ACCESS_TOKEN", raw.access_token)?;
         let meastypes = match non_empty(raw.meastypes) {
             Some(list) => parse_meastypes(&list)?,
             None => DEFAULT_MEASTYPES.to_vec(),
@@ -211,7 +211,7 @@ impl Config {
             include_ambiguous,
             upstream_timeout,
             token_file,
-            refresh_token: non_empty(raw.refresh_token).map(|t| Secret::new(t.trim())),
+            refresh_token: token_var("WITHINGS_REFRESH_TOKEN", raw.refresh_token)?,
             client_id: non_empty(raw.client_id).map(|c| c.trim().to_owned()),
             client_secret,
             account_url,
@@ -306,6 +306,25 @@ impl Config {
                 "<unset>"
             },
         )
+    }
+}
+
+/// A token variable, trimmed. One that could never work (a control character from a bad
+/// paste would make every request fail) is refused at start; the message names the
+/// variable and never shows the value.
+fn token_var(variable: &'static str, value: Option<String>) -> Result<Option<Secret>, ConfigError> {
+    let Some(value) = non_empty(value) else {
+        return Ok(None);
+    };
+    let token = value.trim();
+    match crate::secret::token_flaw(token) {
+        Some(flaw) => Err(invalid(
+            variable,
+            format!(
+                "{flaw}; a Withings token is a string of letters and digits, so check how it was pasted (its value is not shown)"
+            ),
+        )),
+        None => Ok(Some(Secret::new(token))),
     }
 }
 
@@ -489,6 +508,26 @@ mod tests {
         assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(c.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
         assert_eq!(c.min_fetch_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_token_with_a_control_character_is_refused_by_name_without_its_value() {
+        for variable in ["WITHINGS_ACCESS_TOKEN", "WITHINGS_REFRESH_TOKEN"] {
+            for bad in [
+                "abc\u{1b}[31mdef-sekrit",
+                "abc\ndef-sekrit",
+                "abc\u{7f}-sekrit",
+                "ab é-sekrit",
+            ] {
+                let err = Config::from_vars(vars(&[(variable, bad)])).unwrap_err();
+                assert_eq!(err.variable, variable);
+                let line = err.to_string();
+                assert!(!line.contains("sekrit") && !line.contains('\n'), "{line:?}");
+            }
+        }
+        // Surrounding whitespace (a trailing newline from `$(cat file)`) is not part of it.
+        let c = Config::from_vars(vars(&[("WITHINGS_ACCESS_TOKEN", " abc123\n")])).unwrap();
+        assert_eq!(c.require_access_token().unwrap().expose(), "abc123");
     }
 
     #[test]

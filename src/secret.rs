@@ -22,6 +22,24 @@ impl Secret {
     }
 }
 
+/// What makes `value` unusable as a token, if anything; the value itself is never part of
+/// the answer. A token travels in an `Authorization` header or a form field: Withings' are
+/// hex, and a control or non-ASCII character (a pasted newline, a stray escape) would make
+/// every request fail, so such a token is refused where it comes in, naming its source.
+pub fn token_flaw(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
+        Some("is empty")
+    } else if value.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if !value.is_ascii() {
+        Some("contains a non-ASCII character")
+    } else if value.contains(' ') {
+        Some("contains a space")
+    } else {
+        None
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")

@@ -22,6 +22,15 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
     )
 }
 
+/// The field a serde_json error says is missing, when it is one of `known`. serde_json's
+/// messages may quote a value from the input, so errors about secrets are reported by kind
+/// and position only; a missing field is named from our own list, never from the message.
+pub fn missing_field(e: &serde_json::Error, known: &[&'static str]) -> Option<&'static str> {
+    let message = e.to_string();
+    let name = message.strip_prefix("missing field `")?.split('`').next()?;
+    known.iter().copied().find(|k| *k == name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,5 +39,20 @@ mod tests {
     fn control_characters_are_escaped_and_plain_text_is_borrowed() {
         assert!(matches!(one_line("plain text, é"), Cow::Borrowed(_)));
         assert_eq!(one_line("a\r\nb\tc\u{7}"), "a\\r\\nb\\tc\\u{7}");
+    }
+
+    #[test]
+    fn a_missing_field_is_named_only_from_the_known_list() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Pair {
+            access_token: String,
+            refresh_token: String,
+        }
+        let e = serde_json::from_str::<Pair>("{}").unwrap_err();
+        assert_eq!(missing_field(&e, &["access_token"]), Some("access_token"));
+        assert_eq!(missing_field(&e, &["refresh_token"]), None);
+        let e = serde_json::from_str::<Pair>(r#"{"access_token":7}"#).unwrap_err();
+        assert_eq!(missing_field(&e, &["access_token", "refresh_token"]), None);
     }
 }

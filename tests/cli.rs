@@ -127,6 +127,13 @@ async fn serves_fails_quietly_about_secrets_and_stops_on_sigterm() {
         logged.contains("401") && logged.contains("invalid_token"),
         "{logged}"
     );
+    // A fixed token cannot be renewed: the line says why it stopped and how to switch.
+    assert!(
+        logged.contains("stops working 3 hours after it was issued")
+            && logged.contains("WITHINGS_CLIENT_ID")
+            && logged.contains("withings-exporter auth"),
+        "{logged}"
+    );
     assert!(logged.contains("access_token=<set>"), "{logged}");
     assert!(!logged.contains(secret), "secret in the log:\n{logged}");
     assert!(!text.contains(secret));

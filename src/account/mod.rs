@@ -59,6 +59,11 @@ pub enum FetchError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// Withings refused a fixed `WITHINGS_ACCESS_TOKEN`, which nothing here can renew.
+    #[error(
+        "{0}; a fixed WITHINGS_ACCESS_TOKEN stops working 3 hours after it was issued: to have the exporter refresh tokens itself, set WITHINGS_CLIENT_ID, WITHINGS_CLIENT_SECRET and WITHINGS_TOKEN_FILE, run `withings-exporter auth` once, and unset WITHINGS_ACCESS_TOKEN"
+    )]
+    FixedTokenRejected(ApiError),
     #[error("Withings kept answering `more` after {0} pages; the sync was abandoned")]
     EndlessPagination(usize),
     #[error(
@@ -74,7 +79,7 @@ pub enum FetchError {
 impl FetchError {
     fn status_label(&self) -> Option<String> {
         match self {
-            Self::Api(e) => Some(e.status_label()),
+            Self::Api(e) | Self::FixedTokenRejected(e) => Some(e.status_label()),
             _ => None,
         }
     }
@@ -359,7 +364,7 @@ impl Account {
             Err(e) if e.held_back() => {}
             Err(e) => {
                 // A refused refresh token means no token works until a re-authorization.
-                if matches!(e, FetchError::Api(api) if api.is_auth_failure())
+                if matches!(e, FetchError::Api(api) | FetchError::FixedTokenRejected(api) if api.is_auth_failure())
                     || matches!(e, FetchError::Token(t) if t.is_permanent())
                 {
                     health.token_valid = Some(false);

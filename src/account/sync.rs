@@ -56,7 +56,8 @@ impl Account {
                             token = fresh;
                             continue;
                         }
-                        Ok(None) => return Err(e.into()),
+                        // Only a fixed token has no source of fresh ones.
+                        Ok(None) => return Err(FetchError::FixedTokenRejected(e)),
                         // Withings refused the token just now and no other can be used:
                         // whatever kept the refresh from helping, the token is not valid.
                         Err(refresh) => {

@@ -11,7 +11,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// What the token file holds.
@@ -56,19 +57,32 @@ impl StoredTokens {
         let malformed = |detail: String| MalformedTokens { detail };
         // serde_json's messages can quote a value ("invalid type: string \"...\""), and a
         // value here may be a token: report only where and what kind of error it was.
+        // A missing field is named from our own list, never from serde's message.
         let tokens: StoredTokens = serde_json::from_slice(bytes).map_err(|e| {
-            malformed(format!(
-                "JSON {:?} error at line {} column {}",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
+            malformed(match crate::text::missing_field(&e, Self::FIELDS) {
+                Some(field) => format!("{field} is missing"),
+                None => format!(
+                    "JSON {:?} error at line {} column {}",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+            })
         })?;
-        if tokens.refresh_token.is_empty() {
-            return Err(malformed("refresh_token is empty".into()));
+        if let Some(flaw) = crate::secret::token_flaw(tokens.refresh_token.expose()) {
+            return Err(malformed(format!("refresh_token {flaw}")));
+        }
+        // Empty until the first refresh when the file was made from WITHINGS_REFRESH_TOKEN.
+        if !tokens.access_token.is_empty()
+            && let Some(flaw) = crate::secret::token_flaw(tokens.access_token.expose())
+        {
+            return Err(malformed(format!("access_token {flaw}")));
         }
         Ok(tokens)
     }
+
+    /// The fields a token file must have.
+    const FIELDS: &'static [&'static str] = &["access_token", "refresh_token", "expires_at"];
 
     /// Whether the pair should be refreshed at `now` (unix seconds): from a tenth of its
     /// lifetime before it expires, at most `max_margin` seconds before, so that a refresh
@@ -101,6 +115,15 @@ pub enum StoreError {
     Malformed { path: PathBuf, detail: String },
     #[error("cannot lock the token file {path} for a refresh: {cause}")]
     Lock { path: PathBuf, cause: io::Error },
+    /// A FIFO, device or directory: reading it could block, or never end.
+    #[error(
+        "the token file {path} is {kind}, not a regular file, and was not read; point WITHINGS_TOKEN_FILE at the file `withings-exporter auth` writes"
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error(
+        "the token file {path} is larger than {limit} bytes and was not read (a real one is a few hundred bytes); point WITHINGS_TOKEN_FILE at the file `withings-exporter auth` writes"
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error(
         "cannot write the token file {path} ({step}: {cause}); the directory must exist and be writable by the exporter (mount a writable volume there)"
     )]
@@ -130,6 +153,65 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct TokenStore {
     path: PathBuf,
+    /// Whether the warning about a mode wider than 0600 was given: once per store, not on
+    /// every load (the file is reloaded whenever it changes).
+    warned_mode: Arc<AtomicBool>,
+}
+
+/// Token files larger than this are refused unread: a real one is under 1 KiB, and reading
+/// an unbounded file (`/dev/zero`, a log pointed at by mistake) would grow memory for good.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads at most `limit` bytes of the regular file at `path`, without ever blocking on it:
+/// it is opened non-blocking (a FIFO with no writer would block the open, and then the
+/// read, of an async worker holding the token lock) and checked with `fstat` on the opened
+/// descriptor, so that it cannot be swapped between the check and the read. Also returns
+/// its permission bits.
+pub fn read_regular_file(path: &Path, limit: u64) -> Result<(Vec<u8>, u32), ReadRefusal> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(ReadRefusal::Io)?;
+    let meta = file.metadata().map_err(ReadRefusal::Io)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        return Err(ReadRefusal::NotAFile(if kind.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        }));
+    }
+    if meta.len() > limit {
+        return Err(ReadRefusal::TooLarge);
+    }
+    // The size may change after the fstat: never read more than one byte past the limit.
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(ReadRefusal::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadRefusal::TooLarge);
+    }
+    Ok((bytes, meta.permissions().mode()))
+}
+
+/// Why [`read_regular_file`] gave no content.
+#[derive(Debug)]
+pub enum ReadRefusal {
+    Io(io::Error),
+    NotAFile(&'static str),
+    TooLarge,
 }
 
 /// Distinguishes temporary files of saves that overlap within one process.
@@ -137,7 +219,10 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl TokenStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            warned_mode: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -148,16 +233,33 @@ impl TokenStore {
     /// with the file is an error: the caller must not write over a file it could not read,
     /// since that file may hold the only live refresh token.
     pub fn load(&self) -> Result<Option<StoredTokens>, StoreError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(cause) => {
+        let path = || self.path.clone();
+        let (bytes, mode) = match read_regular_file(&self.path, MAX_TOKEN_FILE_BYTES) {
+            Ok(read) => read,
+            Err(ReadRefusal::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(ReadRefusal::Io(cause)) => {
                 return Err(StoreError::Read {
-                    path: self.path.clone(),
+                    path: path(),
                     cause,
                 });
             }
+            Err(ReadRefusal::NotAFile(kind)) => {
+                return Err(StoreError::NotAFile { path: path(), kind });
+            }
+            Err(ReadRefusal::TooLarge) => {
+                return Err(StoreError::TooLarge {
+                    path: path(),
+                    limit: MAX_TOKEN_FILE_BYTES,
+                });
+            }
         };
+        if mode & 0o077 != 0 && !self.warned_mode.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                token_file = %self.path.display(),
+                mode = format!("{:04o}", mode & 0o7777),
+                "the token file can be read by other users than the exporter's; it holds the refresh token, which gives access to the account's health data: it is made 0600 at the next save (or run chmod 600 on it now)"
+            );
+        }
         StoredTokens::parse(&bytes)
             .map(Some)
             .map_err(|e| StoreError::Malformed {
@@ -217,7 +319,7 @@ impl TokenStore {
         };
         loop {
             // Only a regular file is opened: a FIFO put in its place would block the open.
-            let meta = std::fs::symlink_metadata(&self.path).map_err(fail)?;
+            let meta = std::fs::metadata(&self.path).map_err(fail)?;
             if !meta.file_type().is_file() {
                 return Err(fail(io::Error::other("not a regular file")));
             }

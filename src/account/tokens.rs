@@ -617,7 +617,25 @@ fn unix_now() -> i64 {
 /// Reads a secret from a file as container secrets are mounted: one value, perhaps followed
 /// by a newline.
 pub fn read_secret_file(path: &Path) -> std::io::Result<Secret> {
-    let text = std::fs::read_to_string(path)?;
+    use crate::account::token_store::{MAX_TOKEN_FILE_BYTES, ReadRefusal, read_regular_file};
+    // Bounded and non-blocking like the token file: a FIFO or /dev/zero mounted as the
+    // secret must not hang or fill the process at start.
+    let bytes = match read_regular_file(path, MAX_TOKEN_FILE_BYTES) {
+        Ok((bytes, _)) => bytes,
+        Err(ReadRefusal::Io(e)) => return Err(e),
+        Err(ReadRefusal::NotAFile(kind)) => {
+            return Err(std::io::Error::other(format!(
+                "it is {kind}, not a regular file"
+            )));
+        }
+        Err(ReadRefusal::TooLarge) => {
+            return Err(std::io::Error::other(format!(
+                "it is larger than {MAX_TOKEN_FILE_BYTES} bytes"
+            )));
+        }
+    };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8"))?;
     Ok(Secret::new(text.trim_end_matches(['\n', '\r']).trim()))
 }
 
@@ -655,7 +673,10 @@ mod tests {
             status(522),
             status(524),
             status(601),
-            ApiError::Http { status: 502 },
+            ApiError::Http {
+                status: 502,
+                url: "http://127.0.0.1:1/v2/oauth2".into(),
+            },
             ApiError::Transport("refused".into()),
             ApiError::Timeout(Duration::from_secs(1)),
         ] {

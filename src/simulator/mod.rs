@@ -10,7 +10,7 @@ pub use oauth::OAuthOptions;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -40,6 +40,9 @@ pub enum Fault {
     },
     /// A non-200 HTTP answer, e.g. a proxy's HTML error page.
     Http { status: u16, body: String },
+    /// An HTTP redirect (301, 302, 303, 307, 308) to `location`, as a hijacked DNS name or
+    /// a misconfigured proxy could send: the client must not follow it.
+    Redirect { status: u16, location: String },
     /// HTTP 200 with exactly this body: garbage, truncated JSON, the wrong shape.
     Body(String),
     /// Answer normally, but only after this long.
@@ -821,6 +824,17 @@ fn fault_reply(fault: Fault) -> Response<Full<Bytes>> {
             "text/html",
             body,
         ),
+        Fault::Redirect { status, location } => {
+            let mut response = reply(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND),
+                "text/html",
+                String::new(),
+            );
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(LOCATION, location);
+            }
+            response
+        }
         Fault::Body(body) => envelope_reply(body),
         Fault::ResetMidBody(body) => {
             let mut response = envelope_reply(body);

@@ -169,6 +169,9 @@ impl WithingsClient {
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
             .user_agent(concat!("withings-exporter/", env!("CARGO_PKG_VERSION")))
+            // Withings never redirects. Following one would export another host's readings,
+            // and re-send the client secret and refresh token there (307/308 keep the body).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Transport(error_chain(&e)))?;
         Ok(Self {
@@ -244,9 +247,16 @@ impl WithingsClient {
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Bytes, ApiError> {
         let mut response = request.send().await.map_err(|e| self.transport(&e))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(ApiError::Redirect {
+                status: status.as_u16(),
+                host: location_host(&response),
+            });
+        }
         if !status.is_success() {
             return Err(ApiError::Http {
                 status: status.as_u16(),
+                url: public_url(response.url()),
             });
         }
         let limit = self.options.max_body_bytes;
@@ -278,6 +288,39 @@ impl WithingsClient {
 /// a second call changes nothing.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Where a redirect pointed, as far as it can be told without quoting the rest of the
+/// `Location` (its path and query could hold anything, a token included).
+fn location_host(response: &reqwest::Response) -> String {
+    let Some(location) = response.headers().get(reqwest::header::LOCATION) else {
+        return "no Location".into();
+    };
+    let target = location
+        .to_str()
+        .ok()
+        .and_then(|l| response.url().join(l).ok());
+    // A parsed host is a domain, IPv4 or IPv6 address: nothing that could forge a log line.
+    match target
+        .as_ref()
+        .and_then(|u| u.host_str().map(|h| (h, u.port())))
+    {
+        Some((host, Some(port))) => format!("{host}:{port}"),
+        Some((host, None)) => host.to_owned(),
+        None => "an unreadable Location".into(),
+    }
+}
+
+/// The URL as scheme://host[:port]/path: enough to tell which endpoint failed. Ours never
+/// carry a query or credentials (`WITHINGS_API_URL` may not have them), but a message is no
+/// place to find out.
+fn public_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
 }
 
 fn join(base: &Url, path: &str) -> Url {
@@ -385,17 +428,42 @@ pub fn parse_getmeas(body: &[u8]) -> Result<GetmeasPage, ApiError> {
 pub fn parse_token(body: &[u8]) -> Result<TokenBody, ApiError> {
     const ACTION: &str = "requesttoken";
     let raw = success_body(ACTION, body)?;
-    // serde_json's messages can quote a string value ("invalid type: string \"...\""), and
-    // this body carries tokens: report only the kind of error and where it is.
-    serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {
+    let invalid = |detail: String| ApiError::InvalidResponse {
         action: ACTION,
-        detail: format!(
-            "{:?} error in the token body at line {} column {}",
-            e.classify(),
-            e.line(),
-            e.column()
-        ),
-    })
+        detail,
+    };
+    // serde_json's messages can quote a string value ("invalid type: string \"...\""), and
+    // this body carries tokens: report only the kind of error and where it is, or the name
+    // of a missing field, which is ours, not the input's.
+    let token: TokenBody = serde_json::from_str(raw.get()).map_err(|e| {
+        invalid(match crate::text::missing_field(&e, TokenBody::FIELDS) {
+            Some(field) => format!("the token body has no {field}"),
+            None => format!(
+                "{:?} error in the token body at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
+        })
+    })?;
+    // Saving such a pair would replace a working refresh token with one that cannot work
+    // (an empty one makes the token file unusable at the next start), and a lifetime that
+    // is not positive would make every call refresh again.
+    for (field, value) in [
+        ("access_token", &token.access_token),
+        ("refresh_token", &token.refresh_token),
+    ] {
+        if let Some(flaw) = crate::secret::token_flaw(value.expose()) {
+            return Err(invalid(format!("{field} {flaw}")));
+        }
+    }
+    if token.expires_in <= 0 {
+        return Err(invalid(format!(
+            "expires_in is {}, not a positive number of seconds",
+            token.expires_in
+        )));
+    }
+    Ok(token)
 }
 
 #[cfg(test)]
@@ -492,6 +560,27 @@ mod tests {
         ] {
             let err = parse_token(body).unwrap_err();
             assert!(!err.to_string().contains("sekrit"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_error_field_that_is_not_text_is_described_not_quoted() {
+        for (error, kind) in [
+            (
+                r#"{"refresh_token":"sekrit-refresh-value"}"#,
+                "an object of 40 bytes",
+            ),
+            (r#"["sekrit-refresh-value"]"#, "an array of 24 bytes"),
+            ("12345", "a number of 5 bytes"),
+            ("true", "a boolean of 4 bytes"),
+        ] {
+            let body = format!(r#"{{"status":503,"error":{error}}}"#);
+            let line = parse_token(body.as_bytes()).unwrap_err().to_string();
+            assert!(line.contains(&format!("error field is {kind}")), "{line}");
+            assert!(
+                !line.contains("sekrit") && !line.contains("12345"),
+                "{line}"
+            );
         }
     }
 

@@ -69,8 +69,14 @@ pub enum ApiError {
     Transport(String),
     #[error("Withings did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("Withings answered HTTP {status}")]
-    Http { status: u16 },
+    #[error("Withings answered HTTP {status} for {url}")]
+    Http { status: u16, url: String },
+    /// Withings does not redirect, so a redirect is refused, not followed: it would send the
+    /// request (a refresh token, the client secret) to another host.
+    #[error(
+        "Withings answered HTTP {status}, a redirect to {host}, which was not followed (Withings does not redirect; check WITHINGS_API_URL and any proxy in between)"
+    )]
+    Redirect { status: u16, host: String },
     #[error(
         "Withings' answer exceeds the {limit}-byte limit and was refused (raise WITHINGS_MAX_RESPONSE_BYTES if the account's history really is this large)"
     )]
@@ -105,7 +111,7 @@ impl ApiError {
         match self {
             Self::Transport(_) => "transport_error".into(),
             Self::Timeout(_) => "timeout".into(),
-            Self::Http { .. } => "http_error".into(),
+            Self::Http { .. } | Self::Redirect { .. } => "http_error".into(),
             Self::TooLarge { .. } => "too_large".into(),
             Self::InvalidResponse { .. } => "invalid_response".into(),
             Self::Status { status, .. } => status.to_string(),

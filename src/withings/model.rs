@@ -21,15 +21,25 @@ pub struct Envelope<'a> {
 }
 
 impl Envelope<'_> {
-    /// Withings' `error` text, whatever JSON type it came as, on one line: it ends up in a
-    /// log line, where a newline in it would forge a second line.
+    /// Withings' `error` text, on one line: it ends up in a log line, where a newline in it
+    /// would forge a second line. Withings sends a string; anything else is described by its
+    /// JSON type and size only, since its content could be anything, the token fields of
+    /// the request included (`{"error":{"refresh_token":"..."}}`, found by the fuzzer).
     pub fn error_text(&self) -> Option<String> {
-        let text = match &self.error {
+        let kind = match &self.error {
             None | Some(serde_json::Value::Null) => return None,
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
+            Some(serde_json::Value::String(s)) => {
+                return Some(crate::text::one_line(s).into_owned());
+            }
+            Some(serde_json::Value::Object(_)) => "an object",
+            Some(serde_json::Value::Array(_)) => "an array",
+            Some(serde_json::Value::Number(_)) => "a number",
+            Some(serde_json::Value::Bool(_)) => "a boolean",
         };
-        Some(crate::text::one_line(&text).into_owned())
+        let size = self.error.as_ref().map_or(0, |v| v.to_string().len());
+        Some(format!(
+            "error field is {kind} of {size} bytes, not text (its content is not shown)"
+        ))
     }
 }
 
@@ -125,6 +135,11 @@ pub struct TokenBody {
     pub scope: Option<String>,
     #[serde(default)]
     pub token_type: Option<String>,
+}
+
+impl TokenBody {
+    /// The fields serde requires, which an error may name.
+    pub const FIELDS: &'static [&'static str] = &["access_token", "refresh_token", "expires_in"];
 }
 
 impl std::fmt::Debug for TokenBody {
