@@ -249,7 +249,7 @@ impl Case {
         let problems = || -> Vec<String> {
             self.logs.lock().unwrap()[mark..]
                 .iter()
-                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .filter(|l| l.contains(" level=warn ") || l.contains(" level=error "))
                 .cloned()
                 .collect()
         };

@@ -60,6 +60,7 @@ pub struct Application {
     listener: TcpListener,
     exporter: Arc<Exporter>,
     web: Option<Arc<WebConfig>>,
+    telemetry_path: Arc<str>,
 }
 
 impl Application {
@@ -69,7 +70,14 @@ impl Application {
             listener,
             exporter,
             web: None,
+            telemetry_path: crate::config::DEFAULT_TELEMETRY_PATH.into(),
         })
+    }
+
+    /// Serves the metrics at `path` (`WITHINGS_TELEMETRY_PATH`) instead of `/metrics`.
+    pub fn with_telemetry_path(mut self, path: &str) -> Self {
+        self.telemetry_path = path.into();
+        self
     }
 
     /// Applies `WITHINGS_WEB_CONFIG_FILE`: HTTPS only when it configures TLS, and basic auth
@@ -112,14 +120,16 @@ impl Application {
                     };
                     let exporter = Arc::clone(&self.exporter);
                     let web = self.web.clone();
+                    let telemetry_path = Arc::clone(&self.telemetry_path);
                     let service = service_fn(move |req| {
                         let exporter = Arc::clone(&exporter);
                         let web = web.clone();
+                        let telemetry_path = Arc::clone(&telemetry_path);
                         async move {
                             if let Some(denied) = authorize(web.as_deref(), &req).await {
                                 return Ok::<_, Infallible>(denied);
                             }
-                            Ok::<_, Infallible>(route(&exporter, req).await)
+                            Ok::<_, Infallible>(route(&exporter, &telemetry_path, req).await)
                         }
                     });
                     if let Some(tls) = self.web.as_ref().and_then(|w| w.current().tls.clone()) {
@@ -215,10 +225,20 @@ async fn authorize(
     Some(response)
 }
 
-async fn route(exporter: &Arc<Exporter>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    exporter: &Arc<Exporter>,
+    telemetry_path: &str,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let method = req.method();
     let readable = method == Method::GET || method == Method::HEAD;
-    match req.uri().path() {
+    // The routes below name the metrics path "/metrics"; only the configured one reaches it.
+    let path = match req.uri().path() {
+        p if p == telemetry_path => "/metrics",
+        "/metrics" => "",
+        p => p,
+    };
+    match path {
         "/metrics" if method == Method::GET => {
             let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
             text(
@@ -235,7 +255,10 @@ async fn route(exporter: &Arc<Exporter>, req: Request<Incoming>) -> Response<Ful
         "/" if readable => text(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            LANDING_PAGE.into(),
+            LANDING_PAGE.replace(
+                "href=\"metrics\"",
+                &format!("href=\"{}\"", telemetry_path.trim_start_matches('/')),
+            ),
         ),
         "/-/healthy" | "/-/ready" if readable => {
             text(StatusCode::OK, "text/plain; charset=utf-8", "OK\n".into())
