@@ -245,8 +245,9 @@ impl Authorization {
         Ok(CallbackListener { listener })
     }
 
-    /// Serves the redirect URI until Withings' redirect arrives (or `timeout` passes) and
-    /// returns its code, after checking `state`.
+    /// Serves the redirect URI until the redirect carrying this run's `state` arrives (or
+    /// `timeout` passes) and returns its code, or the error it carries. Requests with
+    /// another state, or none, are answered and ignored.
     pub async fn receive(
         &self,
         callback: CallbackListener,
@@ -279,11 +280,27 @@ impl Authorization {
                                         .collect()
                                 })
                                 .unwrap_or_default();
-                            Some(check_redirect(&params, &state))
+                            // Any page the user visits can send the browser here, with an
+                            // error or a code of its own; only this run's state may end the
+                            // wait, so anything else is ignored rather than taken as the
+                            // answer.
+                            if params.get("state").map(String::as_str) == Some(state.as_str()) {
+                                Some(check_redirect(&params, &state))
+                            } else {
+                                tracing::warn!(
+                                    with_error = params.contains_key("error"),
+                                    "ignored a request to the redirect URI whose state does not match this run's (a stale browser tab or a forged request); still waiting"
+                                );
+                                None
+                            }
                         } else {
                             None
                         };
                         let response = match &result {
+                            None if req.uri().path() == path => page(
+                                StatusCode::BAD_REQUEST,
+                                "Ignored: this request's state does not match the authorization withings-exporter is waiting for. Use the URL it printed.",
+                            ),
                             None => page(StatusCode::NOT_FOUND, "Not found."),
                             Some(Ok(_)) => page(
                                 StatusCode::OK,

@@ -3,7 +3,9 @@
 use crate::render::measures::{DEFAULT_MEASTYPES, MEASURES, index_of};
 use crate::secret::Secret;
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
@@ -20,6 +22,334 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 /// Below this, even the smallest real answer (an error envelope) could be refused.
 const MIN_RESPONSE_BYTES: usize = 1024;
+pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// One setting: its variable, the command-line flag that overrides it (exporter-toolkit's
+/// name), its default and what it does. The one list that `--help` shows and that a
+/// misspelt variable is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub variable: &'static str,
+    pub flag: Option<&'static str>,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+const fn setting(
+    variable: &'static str,
+    flag: Option<&'static str>,
+    default: &'static str,
+    meaning: &'static str,
+) -> Setting {
+    Setting {
+        variable,
+        flag,
+        default,
+        meaning,
+    }
+}
+
+pub const SETTINGS: &[Setting] = &[
+    setting(
+        "WITHINGS_LISTEN_ADDRESS",
+        Some("web.listen-address"),
+        DEFAULT_LISTEN_ADDRESS,
+        "where to serve; :PORT means all interfaces, a host name is resolved at start",
+    ),
+    setting(
+        "WITHINGS_WEB_CONFIG_FILE",
+        Some("web.config.file"),
+        "",
+        "exporter-toolkit web configuration: TLS and basic auth",
+    ),
+    setting(
+        "WITHINGS_TELEMETRY_PATH",
+        Some("web.telemetry-path"),
+        DEFAULT_TELEMETRY_PATH,
+        "path under which the metrics are served",
+    ),
+    setting(
+        "WITHINGS_LOG_LEVEL",
+        Some("log.level"),
+        DEFAULT_LOG_LEVEL,
+        "log filter: error, warn, info, debug, trace, or target=level directives (RUST_LOG is read when this is unset)",
+    ),
+    setting(
+        "WITHINGS_LOG_FORMAT",
+        Some("log.format"),
+        "logfmt",
+        "log format: logfmt or json (one object per line)",
+    ),
+    setting(
+        "WITHINGS_TOKEN_DIR",
+        None,
+        "",
+        "a directory of accounts: each NAME.json in it is the account NAME, served on /probe?account=NAME and listed on /sd",
+    ),
+    setting(
+        "WITHINGS_REQUESTS_PER_MINUTE",
+        None,
+        "100",
+        "requests to Withings in any 60 seconds, all accounts and endpoints together (Withings allows 120 per application)",
+    ),
+    setting(
+        "WITHINGS_ACCESS_TOKEN",
+        None,
+        "",
+        "a fixed access token, used when no client credentials are set (expires after 3 hours)",
+    ),
+    setting(
+        "WITHINGS_CLIENT_ID",
+        None,
+        "",
+        "your Withings application's client id; with a client secret, tokens are refreshed",
+    ),
+    setting(
+        "WITHINGS_CLIENT_SECRET",
+        None,
+        "",
+        "the application's client secret",
+    ),
+    setting(
+        "WITHINGS_CLIENT_SECRET_FILE",
+        None,
+        "",
+        "a file holding the client secret instead",
+    ),
+    setting(
+        "WITHINGS_TOKEN_FILE",
+        None,
+        "",
+        "where the tokens are kept (on a persistent volume)",
+    ),
+    setting(
+        "WITHINGS_REFRESH_TOKEN",
+        None,
+        "",
+        "a refresh token to start from when the token file does not exist yet",
+    ),
+    setting(
+        "WITHINGS_REDIRECT_URI",
+        None,
+        DEFAULT_REDIRECT_URI,
+        "for auth: the callback URL registered for the application",
+    ),
+    setting(
+        "WITHINGS_ACCOUNT_URL",
+        None,
+        DEFAULT_ACCOUNT_URL,
+        "base of the authorization page",
+    ),
+    setting(
+        "WITHINGS_API_URL",
+        None,
+        DEFAULT_API_URL,
+        "the Withings API",
+    ),
+    setting(
+        "WITHINGS_MEASTYPES",
+        None,
+        "every type in the measure table",
+        "Withings measure types to fetch",
+    ),
+    setting(
+        "WITHINGS_INCLUDE_AMBIGUOUS",
+        None,
+        "true",
+        "whether readings marked ambiguous (attrib 1) count",
+    ),
+    setting(
+        "WITHINGS_TIMEOUT_SECONDS",
+        None,
+        "20",
+        "limit for each request to Withings",
+    ),
+    setting(
+        "WITHINGS_CONNECT_TIMEOUT_SECONDS",
+        None,
+        "5",
+        "limit for opening a connection to Withings",
+    ),
+    setting(
+        "WITHINGS_MAX_RESPONSE_BYTES",
+        None,
+        "33554432",
+        "Withings answers larger than this are refused",
+    ),
+    setting(
+        "WITHINGS_MIN_FETCH_INTERVAL_SECONDS",
+        None,
+        "0",
+        "scrapes sooner than this after the last fetch get its result",
+    ),
+];
+
+/// Variables of settings being added on other branches: known, so that setting one is not
+/// reported as a misspelling. Each moves into [`SETTINGS`] when the code that reads it lands.
+const RESERVED_VARIABLES: &[&str] = &[
+    "WITHINGS_COLLECTORS",
+    "WITHINGS_CALLBACK_URL",
+    "WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS",
+    "WITHINGS_SAFETY_POLL_SECONDS",
+    "WITHINGS_WEB_MAX_CONNECTIONS",
+];
+
+/// The filter variable every Rust program reads; `WITHINGS_LOG_LEVEL` wins over it.
+pub const RUST_LOG: &str = "RUST_LOG";
+
+/// The `--help` section listing every setting with its variable and default.
+pub fn settings_help() -> String {
+    let mut text = String::from(
+        "Settings (environment variables; a flag, where there is one, wins over its variable):\n",
+    );
+    for s in SETTINGS {
+        let flag = s.flag.map(|f| format!(" (--{f})")).unwrap_or_default();
+        let default = if s.default.is_empty() {
+            String::new()
+        } else {
+            format!(" [default: {}]", s.default)
+        };
+        text.push_str(&format!(
+            "  {}{flag}{default}\n      {}\n",
+            s.variable, s.meaning
+        ));
+    }
+    text
+}
+
+/// The help line of a flag: its setting's meaning, variable and default.
+pub fn flag_help(variable: &str) -> String {
+    match SETTINGS.iter().find(|s| s.variable == variable) {
+        Some(s) if s.default.is_empty() => format!("{} [env: {}]", s.meaning, s.variable),
+        Some(s) => format!(
+            "{} [env: {}] [default: {}]",
+            s.meaning, s.variable, s.default
+        ),
+        None => String::new(),
+    }
+}
+
+/// Why the environment could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvironmentError {
+    /// The value is never shown: it may be a secret.
+    #[error(
+        "{0}: the value is not valid UTF-8 (not shown, it may be a secret); set it again as plain text"
+    )]
+    NotUtf8(String),
+}
+
+/// The `WITHINGS_*` variables and `RUST_LOG`, as text. Every other variable is ignored
+/// whatever it holds, so that a stray byte in someone else's variable cannot stop the
+/// exporter; a non-UTF-8 one of ours is named, never printed.
+pub fn environment(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<Vec<(String, String)>, EnvironmentError> {
+    let mut ours = Vec::new();
+    for (name, value) in vars {
+        let name_bytes = name.as_encoded_bytes();
+        if !name_bytes.starts_with(b"WITHINGS_") && name_bytes != RUST_LOG.as_bytes() {
+            continue;
+        }
+        let Some(name) = name.to_str().map(str::to_owned) else {
+            return Err(EnvironmentError::NotUtf8(
+                name.to_string_lossy().into_owned(),
+            ));
+        };
+        let Some(value) = value.to_str().map(str::to_owned) else {
+            return Err(EnvironmentError::NotUtf8(name));
+        };
+        ours.push((name, value));
+    }
+    Ok(ours)
+}
+
+/// The variables with the command line's values put in place of theirs: a flag wins.
+pub fn with_overrides(
+    vars: impl IntoIterator<Item = (String, String)>,
+    overrides: impl IntoIterator<Item = (&'static str, String)>,
+) -> Vec<(String, String)> {
+    let mut map: BTreeMap<String, String> = vars.into_iter().collect();
+    for (variable, value) in overrides {
+        map.insert(variable.to_owned(), value);
+    }
+    map.into_iter().collect()
+}
+
+/// One warning per `WITHINGS_*` variable that is no setting, naming the closest one.
+pub fn misspelt_variables(vars: &[(String, String)]) -> Vec<String> {
+    let known = || {
+        SETTINGS
+            .iter()
+            .map(|s| s.variable)
+            .chain(RESERVED_VARIABLES.iter().copied())
+    };
+    vars.iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("WITHINGS_") && !known().any(|k| k == name.as_str()))
+        .map(|name| {
+            let closest = known()
+                .min_by_key(|k| edit_distance(name, k))
+                .unwrap_or(DEFAULT_LISTEN_ADDRESS);
+            format!("{name} is not a setting and is ignored; did you mean {closest}?")
+        })
+        .collect()
+}
+
+/// Levenshtein distance over bytes (variable names are ASCII).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `key=value` pairs, as exporter-toolkit's default.
+    #[default]
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The logging settings alone: read before anything else, so that what follows is logged
+/// as asked. [`Config::from_vars`] checks them the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// A filter in `RUST_LOG`'s syntax, already checked.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl LogSettings {
+    pub fn from_vars(vars: &[(String, String)]) -> Result<Self, ConfigError> {
+        let get = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let level = match (
+            non_empty(get("WITHINGS_LOG_LEVEL")),
+            non_empty(get(RUST_LOG)),
+        ) {
+            (Some(level), _) => parse_log_level("WITHINGS_LOG_LEVEL", &level)?,
+            (None, Some(level)) => parse_log_level(RUST_LOG, &level)?,
+            (None, None) => DEFAULT_LOG_LEVEL.to_owned(),
+        };
+        let format = match non_empty(get("WITHINGS_LOG_FORMAT")) {
+            Some(format) => parse_log_format(&format)?,
+            None => LogFormat::default(),
+        };
+        Ok(Self { level, format })
+    }
+}
 
 /// A configuration value that cannot be used, named by its variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +395,10 @@ pub struct Config {
     pub token_dir: Option<PathBuf>,
     /// `WITHINGS_REQUESTS_PER_MINUTE`: every request to Withings, all accounts together.
     pub requests_per_minute: u32,
+    /// `WITHINGS_TELEMETRY_PATH` / `--web.telemetry-path`: where the metrics are served.
+    pub telemetry_path: String,
+    /// `WITHINGS_LOG_LEVEL` (or `RUST_LOG`) and `WITHINGS_LOG_FORMAT`.
+    pub log: LogSettings,
 }
 
 /// The variables as strings, so that each can be checked with a message of our own
@@ -90,25 +424,30 @@ struct Raw {
     min_fetch_interval_seconds: Option<String>,
     token_dir: Option<String>,
     requests_per_minute: Option<String>,
+    telemetry_path: Option<String>,
 }
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment (only `WITHINGS_*` and `RUST_LOG`).
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars())
+        let vars =
+            environment(std::env::vars_os()).map_err(|e| invalid("WITHINGS_*", e.to_string()))?;
+        Self::from_vars(vars)
     }
 
     /// Reads the given variables; tests use this instead of touching the environment.
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let log = LogSettings::from_vars(&vars)?;
         let raw: Raw = envy::prefixed("WITHINGS_")
             .from_iter(vars)
             .map_err(|e| invalid("WITHINGS_*", e.to_string()))?;
-        Self::from_raw(raw)
+        Self::from_raw(raw, log)
     }
 
-    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
+    fn from_raw(raw: Raw, log: LogSettings) -> Result<Self, ConfigError> {
         let listen = non_empty(raw.listen_address).unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.into());
         let listen_address = parse_listen_address(&listen)?;
         let api_url = parse_api_url(
@@ -201,6 +540,10 @@ impl Config {
             Some(v) => parse_requests_per_minute(&v)?,
             None => crate::withings::budget::DEFAULT_PER_MINUTE,
         };
+        let telemetry_path = match non_empty(raw.telemetry_path) {
+            Some(path) => parse_telemetry_path(&path)?,
+            None => DEFAULT_TELEMETRY_PATH.to_owned(),
+        };
         Ok(Self {
             token_dir,
             requests_per_minute,
@@ -220,6 +563,8 @@ impl Config {
             connect_timeout,
             max_response_bytes,
             min_fetch_interval,
+            telemetry_path,
+            log,
         })
     }
 
@@ -341,12 +686,105 @@ fn parse_listen_address(value: &str) -> Result<SocketAddr, ConfigError> {
     } else {
         value.to_owned()
     };
-    full.parse().map_err(|_| {
+    if let Ok(address) = full.parse() {
+        return Ok(address);
+    }
+    let bad = || {
         invalid(
             VAR,
-            format!("{value:?} is not a host:port address (for example 0.0.0.0:19100, 127.0.0.1:19100 or [::]:19100)"),
+            format!(
+                "{value:?} is not a host:port address (for example 0.0.0.0:19100, localhost:19100 or [::]:19100)"
+            ),
         )
-    })
+    };
+    // A host name: resolved once, now, so that a name that does not resolve stops the start
+    // with its variable named rather than failing later at bind. Only a host:port reaches
+    // the resolver.
+    let (host, port) = full.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    let mut addresses = full.to_socket_addrs().map_err(|e| {
+        invalid(
+            VAR,
+            format!(
+                "cannot resolve host {host:?} ({e}); use an IP address or a name that resolves here"
+            ),
+        )
+    })?;
+    addresses
+        .next()
+        .ok_or_else(|| invalid(VAR, format!("host {host:?} resolves to no address")))
+}
+
+/// The metrics path: absolute, plain, and not one of the fixed routes.
+fn parse_telemetry_path(value: &str) -> Result<String, ConfigError> {
+    const VAR: &str = "WITHINGS_TELEMETRY_PATH";
+    let path = value.trim();
+    if !path.starts_with('/') || path.len() < 2 {
+        return Err(invalid(
+            VAR,
+            format!("{path:?} is not a path below / (for example {DEFAULT_TELEMETRY_PATH})"),
+        ));
+    }
+    if path
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "?#%".contains(c))
+    {
+        return Err(invalid(
+            VAR,
+            format!("{path:?} must be a plain path, without spaces, ?, # or %"),
+        ));
+    }
+    if path == "/-/healthy" || path == "/-/ready" {
+        return Err(invalid(
+            VAR,
+            format!("{path} is already the health endpoint"),
+        ));
+    }
+    Ok(path.to_owned())
+}
+
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A filter in `RUST_LOG`'s syntax. A bare word must be a level: tracing would read
+/// `infoo` as a target name and log nothing, silently.
+pub(crate) fn parse_log_level(variable: &'static str, value: &str) -> Result<String, ConfigError> {
+    let value = value.trim();
+    let bad = |why: String| {
+        invalid(
+            variable,
+            format!(
+                "{value:?} is not a log filter ({why}); use error, warn, info, debug or trace, or target=level directives such as withings_exporter=debug"
+            ),
+        )
+    };
+    for directive in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.is_empty() && !directive.contains('[') => level,
+            Some(_) => continue,
+            None if directive.contains('[') => continue,
+            None => directive,
+        };
+        if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(bad(format!("{level:?} is not a level")));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(value)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(value.to_owned())
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "logfmt" => Ok(LogFormat::Logfmt),
+        "json" => Ok(LogFormat::Json),
+        other => Err(invalid(
+            "WITHINGS_LOG_FORMAT",
+            format!("{other:?} is not a log format; use logfmt or json"),
+        )),
+    }
 }
 
 pub(crate) fn parse_api_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {
@@ -437,7 +875,7 @@ pub(crate) fn parse_seconds(variable: &'static str, value: &str) -> Result<Durat
         .ok_or_else(|| {
             invalid(
                 variable,
-                format!("{value:?} is not a number of seconds between 0 and 86400"),
+                format!("{value:?} is not a usable number of seconds: it must be more than 0 and at most 86400"),
             )
         })
 }
@@ -690,5 +1128,159 @@ mod tests {
             assert!(!shown.contains("very-secret-token"), "{shown}");
         }
         assert!(c.summary().contains("access_token=<set>"));
+    }
+
+    #[test]
+    fn a_zero_timeout_is_refused_with_the_real_bounds() {
+        let err = Config::from_vars(vars(&[("WITHINGS_TIMEOUT_SECONDS", "0")])).unwrap_err();
+        let line = err.to_string();
+        assert!(
+            line.contains("more than 0 and at most 86400") && !line.contains("between 0"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_host_name_in_the_listen_address_is_resolved() {
+        let c = Config::from_vars(vars(&[("WITHINGS_LISTEN_ADDRESS", "localhost:19100")])).unwrap();
+        assert!(c.listen_address.ip().is_loopback(), "{}", c.listen_address);
+        assert_eq!(c.listen_address.port(), 19100);
+        // No name that needs a DNS server: tests contact nothing beyond loopback.
+        for bad in ["localhost", "localhost:port", ":x", "localhost:70000"] {
+            let err = Config::from_vars(vars(&[("WITHINGS_LISTEN_ADDRESS", bad)])).unwrap_err();
+            assert_eq!(err.variable, "WITHINGS_LISTEN_ADDRESS", "{bad}");
+            assert!(!err.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn telemetry_path_and_log_settings() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.telemetry_path, "/metrics");
+        assert_eq!(c.log.level, "info");
+        assert_eq!(c.log.format, LogFormat::Logfmt);
+        let c = Config::from_vars(vars(&[
+            ("WITHINGS_TELEMETRY_PATH", "/withings/metrics"),
+            ("WITHINGS_LOG_FORMAT", "JSON"),
+            ("RUST_LOG", "debug"),
+        ]))
+        .unwrap();
+        assert_eq!(c.telemetry_path, "/withings/metrics");
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, "debug");
+        // WITHINGS_LOG_LEVEL wins over RUST_LOG.
+        let c = Config::from_vars(vars(&[
+            ("WITHINGS_LOG_LEVEL", "warn,withings_exporter=debug"),
+            ("RUST_LOG", "trace"),
+        ]))
+        .unwrap();
+        assert_eq!(c.log.level, "warn,withings_exporter=debug");
+        for (var, value) in [
+            ("WITHINGS_TELEMETRY_PATH", "metrics"),
+            ("WITHINGS_TELEMETRY_PATH", "/"),
+            ("WITHINGS_TELEMETRY_PATH", "/a b"),
+            ("WITHINGS_TELEMETRY_PATH", "/-/healthy"),
+            ("WITHINGS_LOG_FORMAT", "text"),
+            ("WITHINGS_LOG_LEVEL", "infoo"),
+            ("WITHINGS_LOG_LEVEL", "withings_exporter=loud"),
+            ("RUST_LOG", "verbose"),
+        ] {
+            let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();
+            assert_eq!(err.variable, var, "{value}: {err}");
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn flags_override_their_variables_before_validation() {
+        let merged = with_overrides(
+            vars(&[
+                ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:1"),
+                ("WITHINGS_API_URL", "http://127.0.0.1:2"),
+            ]),
+            [("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:3".to_owned())],
+        );
+        let c = Config::from_vars(merged).unwrap();
+        assert_eq!(c.listen_address.to_string(), "127.0.0.1:3");
+        assert_eq!(c.api_url.as_str(), "http://127.0.0.1:2/");
+        let bad = with_overrides(vars(&[]), [("WITHINGS_LISTEN_ADDRESS", "x".to_owned())]);
+        assert_eq!(
+            Config::from_vars(bad).unwrap_err().variable,
+            "WITHINGS_LISTEN_ADDRESS"
+        );
+    }
+
+    #[test]
+    fn only_our_variables_are_read_and_a_non_utf8_one_is_named_not_shown() {
+        use std::os::unix::ffi::OsStringExt;
+        let os = |s: &str| OsString::from(s);
+        let garbage = || OsString::from_vec(b"se\xffcret-value".to_vec());
+        let read = environment([
+            (os("WITHINGS_API_URL"), os("http://x")),
+            (os("RUST_LOG"), os("debug")),
+            (os("UNRELATED"), garbage()),
+            (OsString::from_vec(b"\xff".to_vec()), os("x")),
+            (os("PATH"), os("/bin")),
+        ])
+        .unwrap();
+        assert_eq!(
+            read,
+            vars(&[("WITHINGS_API_URL", "http://x"), ("RUST_LOG", "debug")])
+        );
+        let err = environment([(os("WITHINGS_CLIENT_SECRET"), garbage())]).unwrap_err();
+        assert_eq!(
+            err,
+            EnvironmentError::NotUtf8("WITHINGS_CLIENT_SECRET".into())
+        );
+        let line = err.to_string();
+        assert!(
+            line.starts_with("WITHINGS_CLIENT_SECRET:") && !line.contains("cret-value"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_variable_gets_the_closest_name() {
+        let warnings = misspelt_variables(&vars(&[
+            ("WITHINGS_LISTEN_ADRESS", ":1"),
+            ("WITHINGS_CLIENTID", "x"),
+            ("WITHINGS_ACCESS_TOKEN", "t"),
+            ("WITHINGS_TOKEN_DIR", "/d"),
+            ("WITHINGS_WEB_MAX_CONNECTIONS", "10"),
+            ("RUST_LOG", "info"),
+        ]));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("WITHINGS_LISTEN_ADRESS ")
+                && warnings[0].ends_with("did you mean WITHINGS_LISTEN_ADDRESS?"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].ends_with("did you mean WITHINGS_CLIENT_ID?"),
+            "{warnings:?}"
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_its_default() {
+        let help = settings_help();
+        for s in SETTINGS {
+            assert!(help.contains(s.variable), "{}", s.variable);
+            if !s.default.is_empty() {
+                assert!(
+                    help.contains(&format!("[default: {}]", s.default)),
+                    "{}",
+                    s.variable
+                );
+            }
+        }
+        assert!(
+            help.contains(
+                "WITHINGS_LISTEN_ADDRESS (--web.listen-address) [default: 0.0.0.0:19100]"
+            )
+        );
     }
 }

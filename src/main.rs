@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use withings_exporter::app::{App, SCAN_INTERVAL, accounts};
 use withings_exporter::auth::{AuthSettings, Authorization};
-use withings_exporter::config::{Config, DEFAULT_LISTEN_ADDRESS};
+use withings_exporter::config::{self, Config, DEFAULT_LISTEN_ADDRESS, LogSettings, flag_help};
 use withings_exporter::http::server::{Application, shutdown_signal};
 use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
 use withings_exporter::simulator::household::Household;
@@ -13,12 +13,40 @@ use withings_exporter::{http::healthcheck, telemetry};
 
 /// Prometheus exporter for Withings health measures.
 ///
-/// Configured through WITHINGS_* environment variables; see the README.
+/// Configured through WITHINGS_* environment variables (listed below) and the flags of
+/// exporter-toolkit, which win over their variables; see the README.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = config::settings_help())]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[arg(long = "web.listen-address", global = true, value_name = "ADDRESS", help = flag_help("WITHINGS_LISTEN_ADDRESS"))]
+    listen_address: Option<String>,
+    #[arg(long = "web.config.file", global = true, value_name = "FILE", help = flag_help("WITHINGS_WEB_CONFIG_FILE"))]
+    web_config_file: Option<String>,
+    #[arg(long = "web.telemetry-path", global = true, value_name = "PATH", help = flag_help("WITHINGS_TELEMETRY_PATH"))]
+    telemetry_path: Option<String>,
+    #[arg(long = "log.level", global = true, value_name = "FILTER", help = flag_help("WITHINGS_LOG_LEVEL"))]
+    log_level: Option<String>,
+    #[arg(long = "log.format", global = true, value_name = "FORMAT", help = flag_help("WITHINGS_LOG_FORMAT"))]
+    log_format: Option<String>,
+}
+
+impl Cli {
+    /// The flags given, as the variables they stand for, so that one validation checks
+    /// both ways of setting a value.
+    fn overrides(&self) -> Vec<(&'static str, String)> {
+        [
+            ("WITHINGS_LISTEN_ADDRESS", &self.listen_address),
+            ("WITHINGS_WEB_CONFIG_FILE", &self.web_config_file),
+            ("WITHINGS_TELEMETRY_PATH", &self.telemetry_path),
+            ("WITHINGS_LOG_LEVEL", &self.log_level),
+            ("WITHINGS_LOG_FORMAT", &self.log_format),
+        ]
+        .into_iter()
+        .filter_map(|(variable, value)| value.clone().map(|v| (variable, v)))
+        .collect()
+    }
 }
 
 #[derive(Subcommand)]
@@ -74,12 +102,35 @@ enum Command {
         /// Groups per getmeas page.
         #[arg(long, default_value_t = 500)]
         page_size: usize,
+        /// Client id of the simulated Withings application (for `auth` and refreshing).
+        #[arg(long, default_value = "simulator-client-id")]
+        client_id: String,
+        /// Client secret of the simulated Withings application.
+        #[arg(long, default_value = "simulator-client-secret")]
+        client_secret: String,
     },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
+    let failed = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        std::process::ExitCode::FAILURE
+    };
+    let vars = match config::environment(std::env::vars_os()) {
+        Ok(vars) => config::with_overrides(vars, cli.overrides()),
+        Err(e) => return failed(&e),
+    };
+    let logging = match LogSettings::from_vars(&vars) {
+        Ok(logging) => logging,
+        Err(e) => return failed(&e),
+    };
+    if let Err(e) = telemetry::init(&logging) {
+        return failed(&e);
+    }
+    for warning in config::misspelt_variables(&vars) {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,7 +141,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve))) {
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), vars)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line: what went wrong and, in the message, what to do.
@@ -100,10 +151,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+/// `vars`: the environment's `WITHINGS_*` and `RUST_LOG`, with the flags put in.
+async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()> {
+    let from_env = || Config::from_vars(vars.clone());
     match command {
         Command::Serve => {
-            let config = Config::from_env()?;
+            let config = from_env()?;
             let app = App::from_config(&config)?;
             serve(&config, app).await
         }
@@ -114,6 +167,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             listen,
         } => {
             authorize(
+                from_env()?,
                 account.as_deref(),
                 paste,
                 std::time::Duration::from_secs(timeout),
@@ -122,7 +176,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .await
         }
         Command::Accounts => {
-            let config = Config::from_env()?;
+            let config = from_env()?;
             let dir = config.token_dir.as_ref().ok_or_else(|| {
                 anyhow::anyhow!(
                     "WITHINGS_TOKEN_DIR: not set; `accounts` lists the accounts of that directory"
@@ -132,7 +186,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo => {
-            let config = Config::from_env()?;
+            let config = from_env()?;
             let household = Household::start()
                 .await
                 .context("cannot start the simulated Withings household")?;
@@ -147,7 +201,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let url = match url {
                 Some(url) => url,
                 None => {
-                    let config = Config::from_env()?;
+                    let config = from_env()?;
                     // HTTPS when the web configuration turns TLS on; /-/healthy needs no user.
                     let https = match &config.web_config_file {
                         Some(path) => withings_exporter::http::web_config::tls_configured(path)
@@ -167,12 +221,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
             token,
             fixture,
             page_size,
+            client_id,
+            client_secret,
         } => {
+            let oauth = withings_exporter::simulator::OAuthOptions {
+                client_id,
+                client_secret,
+                ..Default::default()
+            };
+            // Printed so that a walk-through can copy them; they open nothing real.
+            eprintln!(
+                "simulator: access token {token}, client id {}, client secret {}, registered redirect URI {}",
+                oauth.client_id, oauth.client_secret, oauth.redirect_uri
+            );
             let simulator = Simulator::start(SimulatorOptions {
                 listen,
                 access_tokens: vec![token],
                 page_size,
                 live: fixture.is_none(),
+                oauth,
                 ..SimulatorOptions::default()
             })
             .await
@@ -193,12 +260,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn authorize(
+    config: Config,
     account: Option<&str>,
     paste: bool,
     timeout: std::time::Duration,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
     let mut settings = match account {
         Some(name) => AuthSettings::for_account(&config, name)?,
         None => AuthSettings::from_config(&config)?,
@@ -295,6 +362,7 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
                 config.listen_address
             )
         })?;
+    let app = app.with_telemetry_path(&config.telemetry_path);
     let app = match web {
         Some(web) => {
             tokio::spawn(Arc::clone(&web).watch(DEFAULT_POLL_INTERVAL));
@@ -304,7 +372,11 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     };
     let address = app.local_addr()?;
     let scheme = if app.is_tls() { "https" } else { "http" };
-    tracing::info!(%address, "serving metrics at {scheme}://{address}/metrics");
+    tracing::info!(
+        %address,
+        "serving metrics at {scheme}://{address}{}",
+        config.telemetry_path
+    );
     app.run_until(shutdown_signal()).await?;
     Ok(())
 }

@@ -158,29 +158,110 @@ async fn auth_by_pasting_the_redirected_url_or_the_code() {
     }
 }
 
+/// What a hostile page could make the browser send to the redirect listener.
+async fn forge(uri: &Url, query: &str) -> (u16, String) {
+    let response = reqwest::get(format!("{uri}?{query}")).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
 #[tokio::test]
-async fn a_wrong_state_is_refused_and_nothing_is_saved() {
+async fn requests_with_a_wrong_state_are_ignored_and_the_real_redirect_still_succeeds() {
     let sim = simulator().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokens.json");
     let mut auth =
         Authorization::new(settings(&sim, &path, "http://127.0.0.1:0/callback")).unwrap();
     let listener = auth.listen().await.unwrap();
-    let forged = format!("{}?code=stolen&state=forged", auth.redirect_uri());
-    let browser = tokio::spawn(async move { reqwest::get(forged).await.unwrap().status() });
-    let err = auth
-        .receive(listener, Duration::from_secs(10))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, AuthError::StateMismatch), "{err:?}");
-    assert_one_line(&err, "state");
-    assert_eq!(browser.await.unwrap(), 400);
-    assert!(!path.exists());
+    sim.set_redirect_uri(auth.redirect_uri().as_str());
+    let uri = auth.redirect_uri().clone();
+    let url = auth.url();
+    let waiting = auth.receive(listener, Duration::from_secs(20));
+    let attacker_then_user = async {
+        // Forged codes and errors, with a wrong state or none: each is answered, and the
+        // listener goes on waiting.
+        for query in [
+            "code=stolen&state=forged",
+            "error=access_denied&state=forged",
+            "error=access_denied",
+            "code=stolen",
+        ] {
+            let (status, page) = forge(&uri, query).await;
+            assert_eq!(status, 400, "{query}: {page}");
+            assert!(page.contains("Ignored"), "{query}: {page}");
+        }
+        let response = reqwest::get(url).await.unwrap();
+        (response.status(), response.text().await.unwrap())
+    };
+    let (code, (status, page)) = tokio::join!(waiting, attacker_then_user);
+    let code = code.unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_ne!(code.expose(), "stolen");
+    let tokens = auth.exchange(&code).await.unwrap();
+    assert!(sim.refresh_token_usable(tokens.refresh_token.expose()));
     assert_eq!(
         sim.token_request_count(),
-        0,
+        1,
         "a forged code is never exchanged"
     );
+}
+
+#[tokio::test]
+async fn only_an_error_with_this_runs_state_ends_the_wait() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    let mut auth =
+        Authorization::new(settings(&sim, &path, "http://127.0.0.1:0/callback")).unwrap();
+    let listener = auth.listen().await.unwrap();
+    let uri = auth.redirect_uri().clone();
+    let state: String = auth
+        .url()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let waiting = auth.receive(listener, Duration::from_secs(20));
+    let browser = async {
+        let (status, _) = forge(&uri, "error=access_denied&state=forged").await;
+        assert_eq!(status, 400);
+        forge(&uri, &format!("error=access_denied&state={state}")).await
+    };
+    let (result, (status, page)) = tokio::join!(waiting, browser);
+    let err = result.unwrap_err();
+    assert!(matches!(err, AuthError::Denied(_)), "{err:?}");
+    assert_one_line(&err, "access_denied");
+    assert_eq!(status, 400);
+    assert!(page.contains("Authorization failed"), "{page}");
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn forged_requests_alone_end_in_the_timeout_and_nothing_is_saved() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    let mut auth =
+        Authorization::new(settings(&sim, &path, "http://127.0.0.1:0/callback")).unwrap();
+    let listener = auth.listen().await.unwrap();
+    let uri = auth.redirect_uri().clone();
+    // The listener answers each forgery before the timeout passes, and the forgeries alone
+    // do not end the wait: only the timeout does.
+    let timeout = Duration::from_secs(2);
+    let waiting = auth.receive(listener, timeout);
+    let attacker = async {
+        for query in ["code=stolen&state=forged", "error=access_denied&state=x"] {
+            assert_eq!(forge(&uri, query).await.0, 400, "{query}");
+        }
+    };
+    let (result, ()) = tokio::join!(waiting, attacker);
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, AuthError::Timeout(t) if t == timeout),
+        "{err:?}"
+    );
+    assert!(!path.exists());
+    assert_eq!(sim.token_request_count(), 0);
 }
 
 #[tokio::test]

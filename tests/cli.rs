@@ -210,3 +210,267 @@ async fn demo_shows_a_household_on_probe_and_sd_without_any_credentials() {
         "{own}"
     );
 }
+
+/// Waits for the child to log `needle` into the file its stderr goes to; returns the file.
+fn wait_for_file(path: &std::path::Path, needle: &str, guard: &mut ChildGuard) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            panic!("exited with {status} before logging {needle:?}:\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never logged {needle:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The demo with stderr redirected to a file, as journald, `docker logs` or `2>log` see it.
+fn demo_logging_to_file(args: &[&str], vars: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stderr.log");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut cmd = Command::new(BIN);
+    // No NO_COLOR here: the redirection alone must turn colour off.
+    cmd.env_clear()
+        .envs(vars.iter().copied())
+        .arg("demo")
+        .args(["--web.listen-address", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file);
+    let mut guard = ChildGuard(cmd.spawn().unwrap());
+    wait_for_file(&path, "serving metrics at", &mut guard)
+}
+
+#[test]
+fn a_redirected_log_has_no_colour_codes_and_greps_by_message() {
+    let text = demo_logging_to_file(&[], &[]);
+    assert!(!text.contains('\x1b'), "escape codes in {text:?}");
+    let serving: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("serving metrics"))
+        .collect();
+    assert_eq!(serving.len(), 1, "{text}");
+    assert!(
+        serving[0].starts_with("ts=")
+            && serving[0].contains(" level=info msg=\"serving metrics at http://127.0.0.1:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_by_flag_or_variable() {
+    for (args, vars) in [
+        (&["--log.format", "json"][..], &[][..]),
+        (&[][..], &[("WITHINGS_LOG_FORMAT", "json")][..]),
+    ] {
+        let text = demo_logging_to_file(args, vars);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect();
+        assert!(
+            lines.iter().any(|l| l["level"] == "info"
+                && l["msg"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("serving metrics at ")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn an_unparsable_log_filter_stops_the_start_with_one_line() {
+    for (args, vars, variable) in [
+        (&[][..], &[("RUST_LOG", "infoo")][..], "RUST_LOG"),
+        (
+            &["--log.level", "verbose"][..],
+            &[][..],
+            "WITHINGS_LOG_LEVEL",
+        ),
+        (
+            &[][..],
+            &[("WITHINGS_LOG_LEVEL", "withings_exporter=loud")][..],
+            "WITHINGS_LOG_LEVEL",
+        ),
+        (
+            &["--log.format", "text"][..],
+            &[][..],
+            "WITHINGS_LOG_FORMAT",
+        ),
+    ] {
+        let mut cmd = exporter(vars);
+        cmd.env_remove("RUST_LOG")
+            .envs(vars.iter().copied())
+            .arg("demo")
+            .args(args);
+        let (code, stderr) = run_to_exit(cmd);
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {variable}: ")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_misspelt_variable_is_warned_about_with_the_closest_name() {
+    let text = demo_logging_to_file(&[], &[("WITHINGS_LISTEN_ADRESS", "127.0.0.1:1")]);
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("level=warn")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].contains("WITHINGS_LISTEN_ADRESS")
+            && warnings[0].contains("did you mean WITHINGS_LISTEN_ADDRESS?"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_non_utf8_secret_is_named_never_shown_and_other_variables_are_ignored() {
+    use std::os::unix::ffi::OsStrExt;
+    let value = std::ffi::OsStr::from_bytes(b"secret-\xff-value");
+    let mut cmd = exporter(&[("WITHINGS_CLIENT_ID", "cid")]);
+    cmd.env("WITHINGS_CLIENT_SECRET", value).arg("demo");
+    let (code, stderr) = run_to_exit(cmd);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: WITHINGS_CLIENT_SECRET: ") && stderr.contains("UTF-8"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("secret-") && !stderr.contains('\u{fffd}') && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+
+    // Someone else's variable is none of the exporter's business.
+    let mut cmd = exporter(&[("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")]);
+    cmd.env("SOME_OTHER_PROGRAM_SECRET", value).arg("demo");
+    let (guard, log) = spawn_logged(&mut cmd);
+    let started = futures_poll(&log, "serving metrics at ");
+    assert!(!started.contains("secret-"), "{started}");
+    drop(guard);
+}
+
+/// `wait_for_log` for a synchronous test.
+fn futures_poll(log: &std::sync::Mutex<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = log.lock().unwrap().clone();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never logged {needle:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flags_win_over_their_variables_and_the_telemetry_path_moves_the_metrics() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap().to_string();
+    // The variable names a port in use: only the flag's address can work. Flags go before
+    // or after the subcommand.
+    let mut cmd = exporter(&[
+        ("WITHINGS_LISTEN_ADDRESS", &taken),
+        ("WITHINGS_TELEMETRY_PATH", "/from-variable"),
+    ]);
+    cmd.args(["--web.telemetry-path", "/withings/metrics", "demo"])
+        .args(["--web.listen-address", "127.0.0.1:0"]);
+    let (_guard, log) = spawn_logged(&mut cmd);
+    let url = served_url(&log).await;
+    assert!(url.ends_with("/withings/metrics"), "{url}");
+    let client = common::http();
+    let metrics = client.get(&url).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("withings_exporter_build_info")
+    );
+    for other in ["/metrics", "/from-variable"] {
+        let moved = url.replace("/withings/metrics", other);
+        assert_eq!(
+            client.get(&moved).send().await.unwrap().status(),
+            404,
+            "{moved}"
+        );
+    }
+    let landing = url.replace("/withings/metrics", "/");
+    let page = client
+        .get(&landing)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("href=\"withings/metrics\""), "{page}");
+}
+
+#[test]
+fn help_lists_every_setting_with_its_variable_and_default() {
+    let out = Command::new(BIN)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for setting in withings_exporter::config::SETTINGS {
+        assert!(
+            help.contains(setting.variable),
+            "{} missing:\n{help}",
+            setting.variable
+        );
+    }
+    for flag in [
+        "--web.listen-address",
+        "--web.config.file",
+        "--web.telemetry-path",
+        "--log.level",
+        "--log.format",
+    ] {
+        assert!(help.contains(flag), "{flag} missing:\n{help}");
+    }
+    assert!(
+        help.contains("[env: WITHINGS_LISTEN_ADDRESS] [default: 0.0.0.0:19100]"),
+        "{help}"
+    );
+    assert!(
+        help.contains("WITHINGS_TIMEOUT_SECONDS [default: 20]"),
+        "{help}"
+    );
+}
+
+#[test]
+fn the_simulator_prints_the_client_credentials_it_accepts() {
+    let mut cmd = exporter(&[]);
+    cmd.args([
+        "simulator",
+        "--client-id",
+        "my-id",
+        "--client-secret",
+        "my-secret",
+    ]);
+    let (_guard, log) = spawn_logged(&mut cmd);
+    let printed = futures_poll(&log, "client secret");
+    assert!(
+        printed.contains("client id my-id") && printed.contains("client secret my-secret"),
+        "{printed}"
+    );
+}

@@ -36,7 +36,7 @@ pub fn age(seconds: f64) -> String {
     }
 }
 
-pub fn page(accounts: &[AccountSummary], directory: bool) -> String {
+pub fn page(accounts: &[AccountSummary], directory: bool, telemetry_path: &str) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -45,8 +45,9 @@ pub fn page(accounts: &[AccountSummary], directory: bool) -> String {
     html.push_str("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}</style></head>\n");
     let _ = write!(
         html,
-        "<body>\n<h1>Withings Exporter</h1>\n<p>Version {}</p>\n<ul>\n<li><a href=\"metrics\">Metrics</a> (the exporter's own{})</li>\n",
+        "<body>\n<h1>Withings Exporter</h1>\n<p>Version {}</p>\n<ul>\n<li><a href=\"{}\">Metrics</a> (the exporter's own{})</li>\n",
         env!("CARGO_PKG_VERSION"),
+        escape(telemetry_path.trim_start_matches('/')),
         if directory {
             ""
         } else {
@@ -96,6 +97,7 @@ mod tests {
                 last_error: Some("<script>alert(1)</script>\nnext".into()),
             }],
             true,
+            "/metrics",
         );
         assert!(!page.contains("<script>"), "{page}");
         assert!(page.contains("&lt;script&gt;") && page.contains("probe?account=mom"));

@@ -52,6 +52,7 @@ pub struct Application {
     listener: TcpListener,
     app: Arc<App>,
     web: Option<Arc<WebConfig>>,
+    telemetry_path: Arc<str>,
 }
 
 impl Application {
@@ -61,7 +62,14 @@ impl Application {
             listener,
             app,
             web: None,
+            telemetry_path: crate::config::DEFAULT_TELEMETRY_PATH.into(),
         })
+    }
+
+    /// Serves the metrics at `path` (`WITHINGS_TELEMETRY_PATH`) instead of `/metrics`.
+    pub fn with_telemetry_path(mut self, path: &str) -> Self {
+        self.telemetry_path = path.into();
+        self
     }
 
     /// Applies `WITHINGS_WEB_CONFIG_FILE`: HTTPS only when it configures TLS, and basic auth
@@ -105,14 +113,16 @@ impl Application {
                     let app = Arc::clone(&self.app);
                     let web = self.web.clone();
                     let local = stream.local_addr().ok();
+                    let telemetry_path = Arc::clone(&self.telemetry_path);
                     let service = service_fn(move |req| {
                         let app = Arc::clone(&app);
                         let web = web.clone();
+                        let telemetry_path = Arc::clone(&telemetry_path);
                         async move {
                             if let Some(denied) = authorize(web.as_deref(), &req).await {
                                 return Ok::<_, Infallible>(denied);
                             }
-                            Ok::<_, Infallible>(route(&app, local, req).await)
+                            Ok::<_, Infallible>(route(&app, &telemetry_path, local, req).await)
                         }
                     });
                     if let Some(tls) = self.web.as_ref().and_then(|w| w.current().tls.clone()) {
@@ -213,13 +223,20 @@ async fn authorize(
 
 async fn route(
     app: &Arc<App>,
+    telemetry_path: &str,
     local: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let method = req.method();
     let readable = method == Method::GET || method == Method::HEAD;
     let plain = "text/plain; charset=utf-8";
-    match req.uri().path() {
+    // The routes below name the metrics path "/metrics"; only the configured one reaches it.
+    let path = match req.uri().path() {
+        p if p == telemetry_path => "/metrics",
+        "/metrics" => "",
+        p => p,
+    };
+    match path {
         "/metrics" if method == Method::GET => {
             let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
             text(StatusCode::OK, CONTENT_TYPE, app.metrics(budget).await)
@@ -248,7 +265,7 @@ async fn route(
         "/" if readable => text(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            super::landing::page(&app.summaries(), app.is_directory()),
+            super::landing::page(&app.summaries(), app.is_directory(), telemetry_path),
         ),
         "/-/healthy" | "/-/ready" if readable => text(StatusCode::OK, plain, "OK\n".into()),
         "/probe" | "/sd" => not_allowed("GET"),

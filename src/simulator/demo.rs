@@ -17,24 +17,37 @@ const THERMO: (&str, &str) = ("1d453daf947378fac40677e7a085eea73750b061", "Therm
 #[derive(Debug, Clone)]
 pub struct Live {
     next_slot: i64,
+    /// Groups of slots that have begun whose readings are not uploaded yet: a slot's
+    /// readings fall up to 47 s into it, and each reaches Withings 20 s after it was taken.
+    pending: Vec<Value>,
+}
+
+/// When a group reaches Withings: its `modified` time, which is never before its `date`.
+fn uploaded_at(group: &Value) -> i64 {
+    group["modified"].as_i64().unwrap_or(i64::MAX)
 }
 
 impl Live {
     pub fn starting_at(now: i64) -> Self {
         Self {
             next_slot: now.div_euclid(SLOT_SECONDS) - HISTORY_SLOTS,
+            pending: Vec::new(),
         }
     }
 
-    /// The groups of every slot that has begun by `now` and was not generated before.
+    /// The groups uploaded by `now` that were not returned before. None is dated after
+    /// `now`: a reading from the future would make "time since the reading" negative.
     pub fn advance(&mut self, now: i64) -> Vec<Value> {
         let last = now.div_euclid(SLOT_SECONDS);
-        let mut groups = Vec::new();
         while self.next_slot <= last {
-            groups.extend(slot_groups(self.next_slot));
+            self.pending.extend(slot_groups(self.next_slot));
             self.next_slot += 1;
         }
-        groups
+        let (due, later) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|g| uploaded_at(g) <= now);
+        self.pending = later;
+        due
     }
 }
 
@@ -129,11 +142,35 @@ mod tests {
         assert!(first.len() as i64 > HISTORY_SLOTS, "{}", first.len());
         assert!(live.advance(now).is_empty());
         assert!(!live.advance(now + SLOT_SECONDS).is_empty());
-        assert!(
-            first
-                .iter()
-                .all(|g| g["date"].as_i64().unwrap() <= now + SLOT_SECONDS)
-        );
+    }
+
+    #[test]
+    fn no_reading_is_dated_after_the_time_it_is_served_and_none_is_lost() {
+        let start = 1_700_000_000;
+        for offset in 0..SLOT_SECONDS {
+            let mut live = Live::starting_at(start + offset);
+            let mut served = Vec::new();
+            for now in start + offset..start + offset + 4 * SLOT_SECONDS {
+                for g in live.advance(now) {
+                    for key in ["date", "created", "modified"] {
+                        let at = g[key].as_i64().unwrap();
+                        assert!(at <= now, "{key} {at} is after now {now}: {g}");
+                    }
+                    served.push(g["grpid"].as_i64().unwrap());
+                }
+            }
+            // Every group uploaded by the end was served, once.
+            let end = start + offset + 4 * SLOT_SECONDS - 1;
+            let first_slot = (start + offset).div_euclid(SLOT_SECONDS) - HISTORY_SLOTS;
+            let mut expected: Vec<i64> = (first_slot..=end.div_euclid(SLOT_SECONDS))
+                .flat_map(slot_groups)
+                .filter(|g| uploaded_at(g) <= end)
+                .map(|g| g["grpid"].as_i64().unwrap())
+                .collect();
+            served.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(served, expected, "offset {offset}");
+        }
     }
 
     #[test]

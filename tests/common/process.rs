@@ -63,6 +63,8 @@ pub async fn served_url(log: &Mutex<String>) -> String {
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .expect("a URL after 'serving metrics at'")
+        // The end of logfmt's quoted msg="...".
+        .trim_end_matches('"')
         .replace("0.0.0.0", "127.0.0.1")
 }
 
