@@ -61,6 +61,8 @@ pub struct Config {
     /// Scrapes sooner than this after the last fetch are served its result; zero fetches
     /// on every scrape.
     pub min_fetch_interval: Duration,
+    /// `WITHINGS_WEB_MAX_CONNECTIONS`: HTTP connections open at once.
+    pub web_max_connections: usize,
 }
 
 /// The variables as strings, so that each can be checked with a message of our own
@@ -84,6 +86,7 @@ struct Raw {
     connect_timeout_seconds: Option<String>,
     max_response_bytes: Option<String>,
     min_fetch_interval_seconds: Option<String>,
+    web_max_connections: Option<String>,
 }
 
 impl Config {
@@ -172,6 +175,10 @@ impl Config {
             Some(v) => parse_interval("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", &v)?,
             None => Duration::ZERO,
         };
+        let web_max_connections = match non_empty(raw.web_max_connections) {
+            Some(v) => parse_max_connections(&v)?,
+            None => crate::http::server::DEFAULT_MAX_CONNECTIONS,
+        };
         Ok(Self {
             listen_address,
             api_url,
@@ -189,6 +196,7 @@ impl Config {
             connect_timeout,
             max_response_bytes,
             min_fetch_interval,
+            web_max_connections,
         })
     }
 
@@ -413,9 +421,42 @@ fn parse_byte_limit(variable: &'static str, value: &str) -> Result<usize, Config
         })
 }
 
+/// Above this, a connection cap means nothing: a process gets no more descriptors.
+const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
+
+fn parse_max_connections(value: &str) -> Result<usize, ConfigError> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_CONNECTIONS_LIMIT).contains(n))
+        .ok_or_else(|| {
+            invalid(
+                "WITHINGS_WEB_MAX_CONNECTIONS",
+                format!(
+                    "{value:?} is not a whole number of connections from 1 to {MAX_CONNECTIONS_LIMIT} (the default is {}); keep it below the file descriptor limit (LimitNOFILE)",
+                    crate::http::server::DEFAULT_MAX_CONNECTIONS
+                ),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connection_cap_has_a_default_and_refuses_nonsense() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.web_max_connections, 512);
+        let c = Config::from_vars(vars(&[("WITHINGS_WEB_MAX_CONNECTIONS", " 64 ")])).unwrap();
+        assert_eq!(c.web_max_connections, 64);
+        for bad in ["0", "-1", "many", "1e3", "2000000"] {
+            let e = Config::from_vars(vars(&[("WITHINGS_WEB_MAX_CONNECTIONS", bad)])).unwrap_err();
+            assert_eq!(e.variable, "WITHINGS_WEB_MAX_CONNECTIONS", "{bad}");
+            assert!(e.to_string().contains("from 1 to"), "{e}");
+        }
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

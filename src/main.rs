@@ -6,7 +6,8 @@ use withings_exporter::account::tokens::TokenSource;
 use withings_exporter::account::{Exporter, ExporterSettings};
 use withings_exporter::auth::{AuthSettings, Authorization};
 use withings_exporter::config::{Config, DEFAULT_LISTEN_ADDRESS};
-use withings_exporter::http::server::{Application, shutdown_signal};
+use withings_exporter::http::server::{Application, ServerLimits, shutdown_signal};
+use withings_exporter::http::signals;
 use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
 use withings_exporter::{http::healthcheck, telemetry, withings};
@@ -256,6 +257,9 @@ async fn serve(config: &Config, tokens: TokenSource) -> anyhow::Result<()> {
                 config.listen_address
             )
         })?;
+    let app = app.with_limits(ServerLimits::from_config(config));
+    // Whatever is configured: a SIGHUP must never end the process.
+    signals::spawn_reload_on_hangup(web.clone(), Vec::new());
     let app = match web {
         Some(web) => {
             tokio::spawn(Arc::clone(&web).watch(DEFAULT_POLL_INTERVAL));

@@ -1,5 +1,7 @@
 //! The HTTP side: routes, the exporter-toolkit web configuration, the health check.
 
+pub mod connections;
 pub mod healthcheck;
 pub mod server;
+pub mod signals;
 pub mod web_config;
