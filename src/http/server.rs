@@ -351,18 +351,14 @@ async fn route(exporter: &Arc<Exporter>, req: Request<Incoming>) -> Response<Ful
     let method = req.method();
     let readable = method == Method::GET || method == Method::HEAD;
     match req.uri().path() {
-        "/metrics" if method == Method::GET => {
+        // HEAD as GET (RFC 9110): the same families, so the same Content-Length.
+        "/metrics" if readable => {
             let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
             text(
                 StatusCode::OK,
                 CONTENT_TYPE,
                 exporter.scrape_within(budget).await,
             )
-        }
-        // HEAD answers from the state without calling Withings: a probe should not spend the
-        // account's rate limit. hyper drops the body and keeps the headers.
-        "/metrics" if method == Method::HEAD => {
-            text(StatusCode::OK, CONTENT_TYPE, exporter.render(None))
         }
         "/" if readable => text(
             StatusCode::OK,
