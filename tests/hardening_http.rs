@@ -142,7 +142,8 @@ async fn a_flood_of_wrong_passwords_from_clients_that_hang_up_does_not_keep_prom
         for task in 0..4 {
             let (stop, url) = (Arc::clone(&stop), url.clone());
             flooders.push(tokio::spawn(async move {
-                let client = client_from(Ipv4Addr::new(127, 0, 0, source), Duration::from_millis(30));
+                let client =
+                    client_from(Ipv4Addr::new(127, 0, 0, source), Duration::from_millis(30));
                 let mut sent = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let guess = basic("prometheus", &format!("guess-{task}-{sent}"));
@@ -163,7 +164,11 @@ async fn a_flood_of_wrong_passwords_from_clients_that_hang_up_does_not_keep_prom
     while web.current().users.check_stats().completed
         < u64::from(MAX_FAILURES_PER_ADDRESS) * flood_addresses
     {
-        assert!(Instant::now() < deadline, "{:?}", web.current().users.check_stats());
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            web.current().users.check_stats()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -202,7 +207,10 @@ async fn a_flood_of_wrong_passwords_from_clients_that_hang_up_does_not_keep_prom
         stats.completed <= u64::from(MAX_FAILURES_PER_ADDRESS + 2) * flood_addresses + 1,
         "{stats:?} for {sent} guesses"
     );
-    assert!(u64::from(sent) > stats.completed, "{stats:?} for {sent} guesses");
+    assert!(
+        u64::from(sent) > stats.completed,
+        "{stats:?} for {sent} guesses"
+    );
 
     // A locked-out address is told to wait, with Retry-After, not asked for a password.
     let flooder = client_from(Ipv4Addr::new(127, 0, 0, 2), Duration::from_secs(10));
@@ -261,7 +269,11 @@ async fn idle_connections_beyond_the_cap_do_not_starve_scrapes() {
     .await;
     let mut idle = Vec::new();
     for _ in 0..CAP * 5 {
-        idle.push(tokio::net::TcpStream::connect(served.address).await.unwrap());
+        idle.push(
+            tokio::net::TcpStream::connect(served.address)
+                .await
+                .unwrap(),
+        );
     }
     let client = client_from(Ipv4Addr::LOCALHOST, Duration::from_secs(10));
     let mut served_scrapes = 0;
@@ -303,7 +315,10 @@ async fn busy_connections_are_not_closed_to_make_room() {
     });
     let deadline = Instant::now() + DEADLINE;
     while served.simulator.request_count("/measure") == 0 {
-        assert!(Instant::now() < deadline, "the first scrape never reached Withings");
+        assert!(
+            Instant::now() < deadline,
+            "the first scrape never reached Withings"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let second = tokio::spawn({
@@ -347,7 +362,10 @@ async fn shutdown_lets_a_scrape_waiting_on_withings_finish_within_its_timeout() 
     });
     let deadline = Instant::now() + DEADLINE;
     while served.simulator.request_count("/measure") == 0 {
-        assert!(Instant::now() < deadline, "the scrape never reached Withings");
+        assert!(
+            Instant::now() < deadline,
+            "the scrape never reached Withings"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = served.shutdown.take().unwrap().send(());
@@ -362,8 +380,14 @@ async fn shutdown_lets_a_scrape_waiting_on_withings_finish_within_its_timeout() 
 fn the_drain_follows_the_scrape_timeout() {
     let config = Config::from_vars([("WITHINGS_TIMEOUT_SECONDS".into(), "90".into())]).unwrap();
     let limits = ServerLimits::from_config(&config);
-    assert!(limits.shutdown_grace > Duration::from_secs(90), "{limits:?}");
-    assert!(limits.shutdown_grace <= Duration::from_secs(100), "{limits:?}");
+    assert!(
+        limits.shutdown_grace > Duration::from_secs(90),
+        "{limits:?}"
+    );
+    assert!(
+        limits.shutdown_grace <= Duration::from_secs(100),
+        "{limits:?}"
+    );
 }
 
 /// HEAD /metrics: the headers of a GET, Content-Length included, and no body. Two answers
@@ -387,7 +411,11 @@ async fn head_sends_the_content_length_a_get_would() {
         let head = client.head(served.url(path)).send().await.unwrap();
         let got = client.get(served.url(path)).send().await.unwrap();
         assert_eq!(got.status(), 200, "{path}");
-        let get_length: usize = got.headers()["content-length"].to_str().unwrap().parse().unwrap();
+        let get_length: usize = got.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let body = got.text().await.unwrap();
         assert_eq!(get_length, body.len(), "{path}");
         assert_eq!(head.status(), 200, "{path}");
@@ -446,7 +474,11 @@ async fn sighup_without_a_web_config_is_logged_and_the_exporter_keeps_serving() 
         let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
         assert!(sent.success());
         wait_for_log(&log, "nothing to reload", round).await;
-        assert!(child.0.try_wait().unwrap().is_none(), "{}", log.lock().unwrap());
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "{}",
+            log.lock().unwrap()
+        );
         let response = common::http().get(&url).send().await.unwrap();
         assert_eq!(response.status(), 200);
     }
@@ -486,7 +518,11 @@ async fn at_the_descriptor_limit_scrapes_are_served_and_accept_errors_logged_onc
     let client = client_from(Ipv4Addr::LOCALHOST, DEADLINE);
     let mut served_scrapes = 0;
     for _ in 0..5 {
-        let response = client.get(&url).send().await.expect("a scrape was answered");
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .expect("a scrape was answered");
         assert_eq!(response.status(), 200);
         served_scrapes += 1;
     }

@@ -7,10 +7,9 @@ use crate::render::families::CONTENT_TYPE;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::body::Body as _;
 use hyper::header::{
-    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE as CONTENT_TYPE_HEADER, HeaderValue,
-    RETRY_AFTER, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HeaderValue, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -170,8 +169,8 @@ impl Application {
                 // connection idle the longest frees one for the client waiting.
                 Err(e) => {
                     accept_errors.failed(&e);
-                    let freed = AcceptErrors::is_out_of_descriptors(&e)
-                        && connections.close_idlest();
+                    let freed =
+                        AcceptErrors::is_out_of_descriptors(&e) && connections.close_idlest();
                     let pause = Duration::from_millis(if freed { 5 } else { 50 });
                     tokio::select! {
                         () = tokio::time::sleep(pause) => continue,
@@ -202,14 +201,7 @@ impl Application {
                 async move {
                     let response = match authorize(web.as_deref(), &req, peer).await {
                         Some(denied) => denied,
-                        None => {
-                            let head = req.method() == Method::HEAD;
-                            let mut response = route(&exporter, req).await;
-                            if head {
-                                same_length_as_get(&mut response);
-                            }
-                            response
-                        }
+                        None => route(&exporter, req).await,
                     };
                     // The connection counts as busy until the body has gone out.
                     Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, busy)))
@@ -259,19 +251,6 @@ impl Application {
             tracing::warn!("connections still open after {grace:?}; closing them");
         }
         Ok(())
-    }
-}
-
-/// hyper sends no body for HEAD, and then no `Content-Length` either unless told: the length
-/// of the body a GET would get is set by hand.
-fn same_length_as_get(response: &mut Response<Full<Bytes>>) {
-    if response.headers().contains_key(CONTENT_LENGTH) {
-        return;
-    }
-    if let Some(length) = response.body().size_hint().exact() {
-        response
-            .headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
 }
 

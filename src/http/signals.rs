@@ -15,14 +15,14 @@ pub type ReloadHook = Box<dyn Fn() + Send + Sync>;
 pub fn spawn_reload_on_hangup(web: Option<Arc<WebConfig>>, hooks: Vec<ReloadHook>) {
     #[cfg(unix)]
     {
-        let mut hangup =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(signal) => signal,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGHUP; a SIGHUP would end the process");
-                    return;
-                }
-            };
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; a SIGHUP would end the process");
+                return;
+            }
+        };
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
                 if web.is_none() && hooks.is_empty() {

@@ -641,7 +641,9 @@ pub enum AuthOutcome {
     Denied,
     /// 429: too many failures from this address, or too many checks pending; try again after
     /// this long.
-    Throttled { retry_after: Duration },
+    Throttled {
+        retry_after: Duration,
+    },
 }
 
 /// What the checks have done so far, for tests and benchmarks: the limits are asserted on
@@ -891,11 +893,7 @@ impl BasicAuth {
 
     /// Whether an `Authorization` header value, sent from `peer`, names a configured user
     /// with the right password. Always allowed without users.
-    pub async fn check(
-        &self,
-        authorization: Option<&[u8]>,
-        peer: std::net::IpAddr,
-    ) -> AuthOutcome {
+    pub async fn check(&self, authorization: Option<&[u8]>, peer: std::net::IpAddr) -> AuthOutcome {
         let Some(dummy) = &self.dummy else {
             return AuthOutcome::Allowed;
         };
@@ -1143,15 +1141,15 @@ impl WebConfig {
     /// The polling task, to spawn: reloads when a change is seen at a poll, logging each
     /// outcome on one line, for ever. SIGHUP is [`crate::http::signals`]' business, so that it
     /// is handled with or without a web configuration.
-    pub fn watch(self: Arc<Self>, poll: Duration) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let mut ticks = tokio::time::interval(poll);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pub async fn watch(self: Arc<Self>, poll: Duration) {
+        let mut ticks = tokio::time::interval(poll);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
             ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                Arc::clone(&self).reload_logged(ReloadTrigger::FileChanged).await;
-            }
+            Arc::clone(&self)
+                .reload_logged(ReloadTrigger::FileChanged)
+                .await;
         }
     }
 
@@ -1505,7 +1503,10 @@ mod tests {
             let longer = format!("{real}{suffix}");
             // bcrypt alone would accept it: it reads 72 bytes.
             assert!(bcrypt::verify(&longer, auth.users["alice"].expose()).unwrap());
-            assert!(!allows(&auth, Some(&header("alice", &longer))).await, "{suffix}");
+            assert!(
+                !allows(&auth, Some(&header("alice", &longer))).await,
+                "{suffix}"
+            );
         }
     }
 
@@ -1515,7 +1516,10 @@ mod tests {
         let attacker = address(1);
         for i in 0..MAX_FAILURES_PER_ADDRESS {
             let wrong = header("alice", &format!("guess-{i}"));
-            assert_eq!(auth.check(Some(&wrong), attacker).await, AuthOutcome::Denied);
+            assert_eq!(
+                auth.check(Some(&wrong), attacker).await,
+                AuthOutcome::Denied
+            );
         }
         let checked = auth.check_stats().completed;
         let right = header("alice", "right");
@@ -1529,7 +1533,11 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(auth.check_stats().completed, checked + 1, "only LOCAL's check ran");
+        assert_eq!(
+            auth.check_stats().completed,
+            checked + 1,
+            "only LOCAL's check ran"
+        );
         // Another address is not affected.
         assert!(auth.check(Some(&right), address(2)).await == AuthOutcome::Allowed);
     }
@@ -1567,7 +1575,10 @@ mod tests {
         for i in 0..TRACKED_ADDRESSES * 2 {
             limiter.record_failure(address(i));
         }
-        assert_eq!(limiter.state.lock().unwrap().failures.len(), TRACKED_ADDRESSES);
+        assert_eq!(
+            limiter.state.lock().unwrap().failures.len(),
+            TRACKED_ADDRESSES
+        );
     }
 
     #[test]
