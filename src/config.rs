@@ -399,6 +399,8 @@ pub struct Config {
     pub telemetry_path: String,
     /// `WITHINGS_LOG_LEVEL` (or `RUST_LOG`) and `WITHINGS_LOG_FORMAT`.
     pub log: LogSettings,
+    /// `WITHINGS_WEB_MAX_CONNECTIONS`: HTTP connections open at once.
+    pub web_max_connections: usize,
 }
 
 /// The variables as strings, so that each can be checked with a message of our own
@@ -425,6 +427,7 @@ struct Raw {
     token_dir: Option<String>,
     requests_per_minute: Option<String>,
     telemetry_path: Option<String>,
+    web_max_connections: Option<String>,
 }
 
 impl Config {
@@ -544,6 +547,10 @@ impl Config {
             Some(path) => parse_telemetry_path(&path)?,
             None => DEFAULT_TELEMETRY_PATH.to_owned(),
         };
+        let web_max_connections = match non_empty(raw.web_max_connections) {
+            Some(v) => parse_max_connections(&v)?,
+            None => crate::http::server::DEFAULT_MAX_CONNECTIONS,
+        };
         Ok(Self {
             token_dir,
             requests_per_minute,
@@ -565,6 +572,7 @@ impl Config {
             min_fetch_interval,
             telemetry_path,
             log,
+            web_max_connections,
         })
     }
 
@@ -920,9 +928,42 @@ fn parse_byte_limit(variable: &'static str, value: &str) -> Result<usize, Config
         })
 }
 
+/// Above this, a connection cap means nothing: a process gets no more descriptors.
+const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
+
+fn parse_max_connections(value: &str) -> Result<usize, ConfigError> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_CONNECTIONS_LIMIT).contains(n))
+        .ok_or_else(|| {
+            invalid(
+                "WITHINGS_WEB_MAX_CONNECTIONS",
+                format!(
+                    "{value:?} is not a whole number of connections from 1 to {MAX_CONNECTIONS_LIMIT} (the default is {}); keep it below the file descriptor limit (LimitNOFILE)",
+                    crate::http::server::DEFAULT_MAX_CONNECTIONS
+                ),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connection_cap_has_a_default_and_refuses_nonsense() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.web_max_connections, 512);
+        let c = Config::from_vars(vars(&[("WITHINGS_WEB_MAX_CONNECTIONS", " 64 ")])).unwrap();
+        assert_eq!(c.web_max_connections, 64);
+        for bad in ["0", "-1", "many", "1e3", "2000000"] {
+            let e = Config::from_vars(vars(&[("WITHINGS_WEB_MAX_CONNECTIONS", bad)])).unwrap_err();
+            assert_eq!(e.variable, "WITHINGS_WEB_MAX_CONNECTIONS", "{bad}");
+            assert!(e.to_string().contains("from 1 to"), "{e}");
+        }
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

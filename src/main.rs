@@ -5,7 +5,8 @@ use std::sync::Arc;
 use withings_exporter::app::{App, SCAN_INTERVAL, accounts};
 use withings_exporter::auth::{AuthSettings, Authorization};
 use withings_exporter::config::{self, Config, DEFAULT_LISTEN_ADDRESS, LogSettings, flag_help};
-use withings_exporter::http::server::{Application, shutdown_signal};
+use withings_exporter::http::server::{Application, ServerLimits, shutdown_signal};
+use withings_exporter::http::signals;
 use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
 use withings_exporter::simulator::household::Household;
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
@@ -347,12 +348,23 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     tracing::info!(config = %config.summary(), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
     let web = web_config(config)?;
     let app = Arc::new(app);
+    let mut reload_hooks: Vec<signals::ReloadHook> = Vec::new();
     if app.is_directory() {
         tracing::info!(
             accounts = app.accounts().len(),
             "serving the accounts of WITHINGS_TOKEN_DIR on /probe?account=NAME, listed for Prometheus on /sd"
         );
         tokio::spawn(Arc::clone(&app).watch(SCAN_INTERVAL));
+        let rescanned = Arc::clone(&app);
+        reload_hooks.push(Box::new(move || {
+            let report = rescanned.scan();
+            tracing::info!(
+                added = report.added.len(),
+                reopened = report.reopened.len(),
+                removed = report.removed.len(),
+                "SIGHUP: read WITHINGS_TOKEN_DIR again"
+            );
+        }));
     }
     let app = Application::bind(config.listen_address, app)
         .await
@@ -363,6 +375,9 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
             )
         })?;
     let app = app.with_telemetry_path(&config.telemetry_path);
+    let app = app.with_limits(ServerLimits::from_config(config));
+    // Whatever is configured: a SIGHUP must never end the process.
+    signals::spawn_reload_on_hangup(web.clone(), reload_hooks);
     let app = match web {
         Some(web) => {
             tokio::spawn(Arc::clone(&web).watch(DEFAULT_POLL_INTERVAL));

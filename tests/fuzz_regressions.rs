@@ -173,3 +173,25 @@ fn web_config_errors_naming_odd_keys_stay_on_one_line() {
         "{message}"
     );
 }
+
+/// The web_config check's two false alarms (issue 14): a user name, and an unknown key, that
+/// quote a hash's text. Their errors name that text as the input wrote it, which is no echo of
+/// the hash; the check now masks the hashes in the parsed document, not in the raw bytes.
+#[test]
+fn the_web_config_echo_check_tells_a_quoted_name_from_an_echoed_hash() {
+    use withings_exporter::http::web_config::WebSecurity;
+    const HASH: &str = "$2b$04$TQnfOOFQR.UhSlFxM5sjQeGXo4xnXGJOVK4zORNxnLKlGOp1Ko5.m";
+    for name in [
+        "check-user-name-quotes-a-hash.yml",
+        "check-unknown-key-quotes-a-hash.yml",
+    ] {
+        let data = regression("web_config", name);
+        let message = WebSecurity::from_bytes(Path::new(checks::WEB_CONFIG_PATH), &data)
+            .expect_err("refused")
+            .to_string();
+        // The name or key is quoted, and with it the hash's text: that is what the old,
+        // byte-masking check mistook for an echo.
+        assert!(message.contains(HASH), "{name}: {message}");
+        checks::web_config(&data);
+    }
+}

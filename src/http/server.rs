@@ -1,13 +1,15 @@
 //! The HTTP server: `/metrics`, a landing page, health endpoints.
 
 use crate::app::App;
-use crate::http::web_config::{CHALLENGE, WebConfig};
+use crate::http::connections::{AcceptErrors, Connections, TrackedBody};
+use crate::http::web_config::{AuthOutcome, CHALLENGE, WebConfig};
 use crate::render::families::CONTENT_TYPE;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    ALLOW, AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HOST, HeaderValue, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HOST, HeaderValue, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -39,8 +41,43 @@ pub fn scrape_budget(header: Option<&HeaderValue>) -> Option<Duration> {
     Some(timeout - margin)
 }
 
-/// How long shutdown waits for scrapes in flight before closing their connections.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// What shutdown adds to the longest scrape (`WITHINGS_TIMEOUT_SECONDS`) before closing the
+/// connections still open: time to build and send the answer.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+/// The default of `WITHINGS_WEB_MAX_CONNECTIONS`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// How many connections the server holds and how long it drains them at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connections open at once; beyond, the connection idle the longest is closed, or, when
+    /// every one is busy, new clients wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// How long shutdown waits for the scrapes in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerLimits {
+    /// A scrape may wait `WITHINGS_TIMEOUT_SECONDS` for Withings; shutdown waits that long
+    /// and a margin, so that the README's promise holds: scrapes in flight finish.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            max_connections: config.web_max_connections,
+            shutdown_grace: config.upstream_timeout.saturating_add(SHUTDOWN_MARGIN),
+        }
+    }
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            // The default WITHINGS_TIMEOUT_SECONDS.
+            shutdown_grace: Duration::from_secs(20).saturating_add(SHUTDOWN_MARGIN),
+        }
+    }
+}
 
 /// A client that has not finished its TLS handshake by then is dropped, so half-open
 /// handshakes cannot pile up.
@@ -53,16 +90,21 @@ pub struct Application {
     app: Arc<App>,
     web: Option<Arc<WebConfig>>,
     telemetry_path: Arc<str>,
+    limits: ServerLimits,
+    connections: Arc<Connections>,
 }
 
 impl Application {
     pub async fn bind(address: SocketAddr, app: Arc<App>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
+        let limits = ServerLimits::default();
         Ok(Self {
             listener,
             app,
             web: None,
             telemetry_path: crate::config::DEFAULT_TELEMETRY_PATH.into(),
+            connections: Arc::new(Connections::new(limits.max_connections)),
+            limits,
         })
     }
 
@@ -70,6 +112,18 @@ impl Application {
     pub fn with_telemetry_path(mut self, path: &str) -> Self {
         self.telemetry_path = path.into();
         self
+    }
+
+    /// `WITHINGS_WEB_MAX_CONNECTIONS` and the drain time at shutdown.
+    pub fn with_limits(mut self, limits: ServerLimits) -> Self {
+        self.connections = Arc::new(Connections::new(limits.max_connections));
+        self.limits = limits;
+        self
+    }
+
+    /// The server's connections, to read their counts (tests, benchmarks).
+    pub fn connections(&self) -> Arc<Connections> {
+        Arc::clone(&self.connections)
     }
 
     /// Applies `WITHINGS_WEB_CONFIG_FILE`: HTTPS only when it configures TLS, and basic auth
@@ -94,74 +148,113 @@ impl Application {
         let graceful = GracefulShutdown::new();
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(hyper_util::rt::TokioTimer::new());
-        // Slow-loris clients must not hold connections open forever.
+        // Slow-loris clients must not hold connections open forever; hyper applies it to a
+        // kept-alive connection waiting for its next request too.
         builder.header_read_timeout(Duration::from_secs(30));
+        let connections = Arc::clone(&self.connections);
+        let mut accept_errors = AcceptErrors::default();
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(conn) => conn,
-                        // Running out of file descriptors or a reset during accept must not
-                        // stop the server; the next accept may well succeed.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accepting a connection failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(conn) => {
+                    accept_errors.accepted();
+                    conn
+                }
+                // Running out of file descriptors or a reset during accept must not stop the
+                // server; the next accept may well succeed. Out of descriptors, closing the
+                // connection idle the longest frees one for the client waiting.
+                Err(e) => {
+                    accept_errors.failed(&e);
+                    let freed =
+                        AcceptErrors::is_out_of_descriptors(&e) && connections.close_idlest();
+                    let pause = Duration::from_millis(if freed { 5 } else { 50 });
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = &mut shutdown => break,
+                    }
+                }
+            };
+            let slot = match connections.try_open() {
+                Some(slot) => slot,
+                None => {
+                    // At the cap: make room by closing the connection idle the longest. When
+                    // every connection is busy, this one waits for one to end, and new
+                    // clients wait in the kernel's backlog.
+                    connections.close_idlest();
+                    tokio::select! {
+                        slot = connections.open() => slot,
+                        () = &mut shutdown => break,
+                    }
+                }
+            };
+            let app = Arc::clone(&self.app);
+            let web = self.web.clone();
+            let local = stream.local_addr().ok();
+            let telemetry_path = Arc::clone(&self.telemetry_path);
+            let tracker = slot.tracker();
+            let service = service_fn(move |req: Request<Incoming>| {
+                let app = Arc::clone(&app);
+                let web = web.clone();
+                let telemetry_path = Arc::clone(&telemetry_path);
+                let busy = tracker.busy();
+                async move {
+                    let response = match authorize(web.as_deref(), &req, peer).await {
+                        Some(denied) => denied,
+                        None => route(&app, &telemetry_path, local, req).await,
                     };
-                    let app = Arc::clone(&self.app);
-                    let web = self.web.clone();
-                    let local = stream.local_addr().ok();
-                    let telemetry_path = Arc::clone(&self.telemetry_path);
-                    let service = service_fn(move |req| {
-                        let app = Arc::clone(&app);
-                        let web = web.clone();
-                        let telemetry_path = Arc::clone(&telemetry_path);
-                        async move {
-                            if let Some(denied) = authorize(web.as_deref(), &req).await {
-                                return Ok::<_, Infallible>(denied);
-                            }
-                            Ok::<_, Infallible>(route(&app, &telemetry_path, local, req).await)
-                        }
-                    });
-                    if let Some(tls) = self.web.as_ref().and_then(|w| w.current().tls.clone()) {
-                        // The handshake runs on the connection's own task: a slow client must
-                        // not hold up accepting the next one.
-                        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-                        let builder = builder.clone();
-                        let watcher = graceful.watcher();
-                        tokio::spawn(async move {
+                    // The connection counts as busy until the body has gone out.
+                    Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, busy)))
+                }
+            });
+            let tls = self.web.as_ref().and_then(|w| w.current().tls.clone());
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            // The handshake runs on the connection's own task: a slow client must not hold up
+            // accepting the next one.
+            tokio::spawn(async move {
+                let closing = slot.closing();
+                let served = async {
+                    let result = match tls {
+                        Some(tls) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                             let Some(stream) = tls_handshake(&acceptor, stream, peer).await else {
                                 return;
                             };
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!(error = %e, "connection ended with an error");
-                            }
-                        });
-                        continue;
-                    }
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
+                            watcher.watch(conn).await
                         }
-                    });
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn).await
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                };
+                tokio::select! {
+                    () = served => {}
+                    () = closing => {
+                        tracing::debug!(%peer, "closed an idle connection to make room for a new one");
+                    }
                 }
-                () = &mut shutdown => break,
-            }
+                drop(slot);
+            });
         }
         drop(self.listener);
-        // Probes waiting on a slow Withings answer now, with the last known values, so that
+        // Probes waiting on a slow Withings answer soon, with the last known values, so that
         // draining the connections does not have to cut them.
         self.app.shut_down();
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        let grace = self.limits.shutdown_grace;
+        if tokio::time::timeout(grace, graceful.shutdown())
             .await
             .is_err()
         {
-            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+            tracing::warn!("connections still open after {grace:?}; closing them");
         }
         Ok(())
     }
@@ -193,6 +286,7 @@ async fn tls_handshake(
 async fn authorize(
     web: Option<&WebConfig>,
     req: &Request<Incoming>,
+    peer: SocketAddr,
 ) -> Option<Response<Full<Bytes>>> {
     let web = web?;
     if req.uri().path() == "/-/healthy" {
@@ -200,8 +294,25 @@ async fn authorize(
     }
     let security = web.current();
     let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-    if security.users.allows(header).await {
-        return None;
+    match security.users.check(header, peer.ip()).await {
+        AuthOutcome::Allowed => return None,
+        AuthOutcome::Denied => {}
+        AuthOutcome::Throttled { retry_after } => {
+            tracing::debug!(
+                path = req.uri().path(),
+                "request refused: too many authentication attempts"
+            );
+            let mut response = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "text/plain; charset=utf-8",
+                "Too many authentication attempts; retry later\n".into(),
+            );
+            response.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs_f64().ceil() as u64),
+            );
+            return Some(response);
+        }
     }
     // Debug only: a scanner must not be able to fill the log. No user name: people type
     // passwords into that field too.
@@ -237,14 +348,11 @@ async fn route(
         p => p,
     };
     match path {
-        "/metrics" if method == Method::GET => {
+        // HEAD as GET (RFC 9110): the same families, so the same Content-Length. It may
+        // start a fetch, within the request budget like any scrape.
+        "/metrics" if readable => {
             let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
             text(StatusCode::OK, CONTENT_TYPE, app.metrics(budget).await)
-        }
-        // HEAD answers from the state without calling Withings: a probe should not spend the
-        // account's rate limit. hyper drops the body and keeps the headers.
-        "/metrics" if method == Method::HEAD => {
-            text(StatusCode::OK, CONTENT_TYPE, app.metrics_now())
         }
         "/probe" if method == Method::GET => {
             let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));

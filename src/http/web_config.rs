@@ -26,6 +26,26 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// Successful verifications remembered at once; see [`BasicAuth`].
 const AUTH_CACHE_CAPACITY: usize = 64;
 
+/// bcrypt checks that run at once: one, so that a flood of guesses takes one core.
+pub const CONCURRENT_CHECKS: usize = 1;
+/// Checks waiting or running at once; beyond, a request is answered 429 at once instead of
+/// queueing behind the others.
+pub const MAX_PENDING_CHECKS: usize = 8;
+/// Checks waiting or running at once for one client address (an IPv6 /64): a flood from
+/// one address leaves the other slots to everyone else.
+pub const MAX_PENDING_PER_ADDRESS: usize = 2;
+/// Failed checks allowed per client address within [`FAILURE_WINDOW`]; past it, the address
+/// is answered 429 without a check until the window ends.
+pub const MAX_FAILURES_PER_ADDRESS: u32 = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses whose failures are remembered at once; bounded so that a flood from many
+/// addresses cannot grow the memory.
+const TRACKED_ADDRESSES: usize = 4096;
+/// bcrypt uses the first 72 bytes of a password and ignores the rest.
+pub const MAX_PASSWORD_BYTES: usize = 72;
+/// Costs above this make a first login take seconds of CPU; warned about at load.
+pub const HIGHEST_SENSIBLE_COST: u32 = 12;
+
 /// `WWW-Authenticate` of every 401: the same for every failure, so it tells nothing.
 pub const CHALLENGE: &str = "Basic realm=\"withings-exporter\"";
 
@@ -198,6 +218,14 @@ pub struct WebSecurity {
     pub users: BasicAuth,
     /// What the file's TLS section asked for; kept for the start-up log.
     pub client_auth: ClientAuth,
+}
+
+impl WebSecurity {
+    /// One line for the log when a user's bcrypt cost is above [`HIGHEST_SENSIBLE_COST`];
+    /// logged at every load of the file, not at every check.
+    pub fn cost_warning(&self) -> Option<String> {
+        self.users.cost_warning()
+    }
 }
 
 impl fmt::Debug for WebSecurity {
@@ -576,16 +604,25 @@ impl ClientCertVerifier for UncheckedClientCert {
 /// memory could test guesses against a cached entry at HMAC speed instead of bcrypt speed;
 /// such a reader already sees the Withings token and the health data, so the cache adds
 /// little. Failures are not cached, so a flood of wrong guesses cannot evict Prometheus'
-/// entry and each guess costs a full bcrypt. Guesses are verified one at a time (as
-/// exporter-toolkit does with a mutex), so a flood takes one core, not all of them. A reload
-/// builds a new `BasicAuth`, which starts with an empty cache.
+/// entry and each guess costs a full bcrypt. A reload builds a new `BasicAuth`, which starts
+/// with an empty cache.
+///
+/// Floods: [`CONCURRENT_CHECKS`] bcrypt checks run at once, and the permit travels into the
+/// blocking task, so a client that hangs up does not free it while its check still runs. At
+/// most [`MAX_PENDING_CHECKS`] checks wait or run, [`MAX_PENDING_PER_ADDRESS`] of them for one
+/// address; beyond, the answer is 429 at once. An address with [`MAX_FAILURES_PER_ADDRESS`]
+/// failures within [`FAILURE_WINDOW`] gets 429 without a check (not even against the cache,
+/// which would otherwise test its guesses for free) until the window ends. There is no
+/// per-user limit on purpose: it would let anyone lock Prometheus' own user out.
 pub struct BasicAuth {
     users: HashMap<String, Secret>,
     /// Checked when the user is unknown; None when there are no users.
     dummy: Option<Secret>,
     cache_key: ring::hmac::Key,
     verified: Mutex<HashSet<[u8; 32]>>,
-    one_at_a_time: tokio::sync::Mutex<()>,
+    limiter: Arc<CheckLimiter>,
+    /// Users whose cost is above [`HIGHEST_SENSIBLE_COST`], with that cost.
+    costly: Vec<(String, u32)>,
 }
 
 impl fmt::Debug for BasicAuth {
@@ -593,6 +630,160 @@ impl fmt::Debug for BasicAuth {
         let mut users: Vec<&str> = self.users.keys().map(String::as_str).collect();
         users.sort_unstable();
         f.debug_struct("BasicAuth").field("users", &users).finish()
+    }
+}
+
+/// The answer to an `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Allowed,
+    /// 401: no credentials, or wrong ones.
+    Denied,
+    /// 429: too many failures from this address, or too many checks pending; try again after
+    /// this long.
+    Throttled {
+        retry_after: Duration,
+    },
+}
+
+/// What the checks have done so far, for tests and benchmarks: the limits are asserted on
+/// these counts, not on timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckStats {
+    /// bcrypt checks running now.
+    pub running: usize,
+    /// The most that ever ran at once.
+    pub peak_running: usize,
+    /// bcrypt checks completed (the client may have hung up before).
+    pub completed: u64,
+    /// Requests answered 429.
+    pub throttled: u64,
+}
+
+/// Admission of bcrypt checks: a semaphore for the checks themselves, counts of pending
+/// checks, and the failures of each address.
+struct CheckLimiter {
+    permits: Arc<tokio::sync::Semaphore>,
+    state: Mutex<LimiterState>,
+    running: std::sync::atomic::AtomicUsize,
+    peak_running: std::sync::atomic::AtomicUsize,
+    completed: std::sync::atomic::AtomicU64,
+    throttled: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct LimiterState {
+    pending: usize,
+    pending_by_address: HashMap<std::net::IpAddr, usize>,
+    /// Per address: when its window started, and its failures in it.
+    failures: HashMap<std::net::IpAddr, (std::time::Instant, u32)>,
+}
+
+/// A place among the pending checks, given back when dropped: when the request gives up
+/// before its check starts, or when the blocking check ends.
+struct PendingSlot {
+    limiter: Arc<CheckLimiter>,
+    address: std::net::IpAddr,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.limiter.state.lock() {
+            state.pending = state.pending.saturating_sub(1);
+            if let Some(n) = state.pending_by_address.get_mut(&self.address) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    state.pending_by_address.remove(&self.address);
+                }
+            }
+        }
+    }
+}
+
+/// The unit that limits apply to: an IPv4 address, or the /64 of an IPv6 address (one host
+/// usually has a whole /64 to pick from).
+fn client_key(address: std::net::IpAddr) -> std::net::IpAddr {
+    match address {
+        std::net::IpAddr::V4(v4) => v4.into(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1)).into(),
+        },
+    }
+}
+
+impl CheckLimiter {
+    fn new() -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CHECKS)),
+            state: Mutex::new(LimiterState::default()),
+            running: 0.into(),
+            peak_running: 0.into(),
+            completed: 0.into(),
+            throttled: 0.into(),
+        }
+    }
+
+    fn throttle(&self, retry_after: Duration) -> AuthOutcome {
+        self.throttled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        AuthOutcome::Throttled {
+            retry_after: retry_after.max(Duration::from_secs(1)),
+        }
+    }
+
+    /// How long the address must still wait, when it has used up its failures.
+    fn locked_out(&self, address: std::net::IpAddr) -> Option<Duration> {
+        let state = self.state.lock().ok()?;
+        let (start, failures) = state.failures.get(&address)?;
+        let left = FAILURE_WINDOW.checked_sub(start.elapsed())?;
+        (*failures >= MAX_FAILURES_PER_ADDRESS).then_some(left)
+    }
+
+    fn record_failure(&self, address: std::net::IpAddr) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if !state.failures.contains_key(&address) && state.failures.len() >= TRACKED_ADDRESSES {
+            state
+                .failures
+                .retain(|_, (start, _)| now.duration_since(*start) < FAILURE_WINDOW);
+            if state.failures.len() >= TRACKED_ADDRESSES {
+                // Full of live entries: this address goes untracked; the pending limits
+                // still bound what it can cost.
+                return;
+            }
+        }
+        let entry = state.failures.entry(address).or_insert((now, 0));
+        if now.duration_since(entry.0) >= FAILURE_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+
+    fn admit(self: &Arc<Self>, address: std::net::IpAddr) -> Option<PendingSlot> {
+        let mut state = self.state.lock().ok()?;
+        let mine = state.pending_by_address.get(&address).copied().unwrap_or(0);
+        if state.pending >= MAX_PENDING_CHECKS || mine >= MAX_PENDING_PER_ADDRESS {
+            return None;
+        }
+        state.pending += 1;
+        *state.pending_by_address.entry(address).or_insert(0) += 1;
+        Some(PendingSlot {
+            limiter: Arc::clone(self),
+            address,
+        })
+    }
+
+    fn stats(&self) -> CheckStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        CheckStats {
+            running: self.running.load(Relaxed),
+            peak_running: self.peak_running.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+            throttled: self.throttled.load(Relaxed),
+        }
     }
 }
 
@@ -604,13 +795,15 @@ impl BasicAuth {
             dummy: None,
             cache_key: cache_key(),
             verified: Mutex::new(HashSet::new()),
-            one_at_a_time: tokio::sync::Mutex::new(()),
+            limiter: Arc::new(CheckLimiter::new()),
+            costly: Vec::new(),
         }
     }
 
     fn new(path: &Path, entries: Vec<(String, String)>) -> Result<Self, WebConfigError> {
         let mut users = HashMap::with_capacity(entries.len());
         let mut highest_cost = 0;
+        let mut costly = Vec::new();
         for (user, hash) in entries {
             let err = |message: String| WebConfigError {
                 file: path.to_owned(),
@@ -635,9 +828,13 @@ impl BasicAuth {
                     "bcrypt cost {cost} is outside 4-31; generate the hash again"
                 )));
             }
+            if cost > HIGHEST_SENSIBLE_COST {
+                costly.push((user.clone(), cost));
+            }
             highest_cost = highest_cost.max(cost);
             users.insert(user, Secret::new(hash));
         }
+        costly.sort();
         let dummy = if users.is_empty() {
             None
         } else {
@@ -661,7 +858,8 @@ impl BasicAuth {
             dummy,
             cache_key: cache_key(),
             verified: Mutex::new(HashSet::new()),
-            one_at_a_time: tokio::sync::Mutex::new(()),
+            limiter: Arc::new(CheckLimiter::new()),
+            costly,
         })
     }
 
@@ -674,35 +872,87 @@ impl BasicAuth {
         self.users.len()
     }
 
-    /// Whether an `Authorization` header value names a configured user with the right
-    /// password. Always true without users.
-    pub async fn allows(&self, authorization: Option<&[u8]>) -> bool {
+    /// What the checks of this configuration have done so far.
+    pub fn check_stats(&self) -> CheckStats {
+        self.limiter.stats()
+    }
+
+    fn cost_warning(&self) -> Option<String> {
+        let highest = self.costly.iter().map(|(_, cost)| *cost).max()?;
+        let users: Vec<String> = self
+            .costly
+            .iter()
+            .map(|(user, cost)| format!("{} (cost {cost})", crate::text::one_line(user)))
+            .collect();
+        Some(format!(
+            "bcrypt cost above {HIGHEST_SENSIBLE_COST} for {}: each first login (and each unknown user) costs about {} times a cost-10 check, seconds of CPU; hash again with `htpasswd -nBC 10`",
+            users.join(", "),
+            1u64 << (highest - 10).min(30)
+        ))
+    }
+
+    /// Whether an `Authorization` header value, sent from `peer`, names a configured user
+    /// with the right password. Always allowed without users.
+    pub async fn check(&self, authorization: Option<&[u8]>, peer: std::net::IpAddr) -> AuthOutcome {
         let Some(dummy) = &self.dummy else {
-            return true;
+            return AuthOutcome::Allowed;
         };
         let Some((user, password)) = authorization.and_then(parse_basic) else {
-            return false;
+            return AuthOutcome::Denied;
         };
+        let address = client_key(peer);
+        if let Some(left) = self.limiter.locked_out(address) {
+            return self.limiter.throttle(left);
+        }
+        // bcrypt would compare only the first 72 bytes: a longer password, with any suffix,
+        // would pass. It can never be what was hashed, so it is refused unchecked.
+        if password.len() > MAX_PASSWORD_BYTES {
+            self.limiter.record_failure(address);
+            return AuthOutcome::Denied;
+        }
         let known = std::str::from_utf8(&user)
             .ok()
             .and_then(|u| self.users.get(u));
         let hash = known.unwrap_or(dummy).clone();
         let key = self.cache_entry(&user, &hash, &password);
         if known.is_some() && self.is_cached(&key) {
-            return true;
+            return AuthOutcome::Allowed;
         }
-        let _turn = self.one_at_a_time.lock().await;
-        // bcrypt is CPU for tens of milliseconds: off the async workers.
+        let Some(slot) = self.limiter.admit(address) else {
+            return self.limiter.throttle(Duration::from_secs(1));
+        };
+        let Ok(permit) = Arc::clone(&self.limiter.permits).acquire_owned().await else {
+            return AuthOutcome::Denied;
+        };
+        let limiter = Arc::clone(&self.limiter);
+        // bcrypt is CPU for tens of milliseconds: off the async workers. The permit and the
+        // slot live as long as the check, not as long as the request, which the client can
+        // end at any time.
         let matched = tokio::task::spawn_blocking(move || {
-            bcrypt::verify(&password, hash.expose()).unwrap_or(false)
+            use std::sync::atomic::Ordering::Relaxed;
+            let running = limiter.running.fetch_add(1, Relaxed) + 1;
+            limiter.peak_running.fetch_max(running, Relaxed);
+            let matched = bcrypt::verify(&password, hash.expose()).unwrap_or(false);
+            limiter.running.fetch_sub(1, Relaxed);
+            limiter.completed.fetch_add(1, Relaxed);
+            if !matched {
+                limiter.record_failure(address);
+            }
+            drop((permit, slot));
+            matched
         })
         .await
         .unwrap_or(false);
-        let allowed = matched && known.is_some();
-        if allowed {
+        if matched && known.is_some() {
             self.remember(key);
+            AuthOutcome::Allowed
+        } else {
+            if matched {
+                // The dummy matched: impossible in practice, and still no user.
+                self.limiter.record_failure(address);
+            }
+            AuthOutcome::Denied
         }
-        allowed
     }
 
     fn cache_entry(&self, user: &[u8], hash: &Secret, password: &[u8]) -> [u8; 32] {
@@ -821,6 +1071,7 @@ impl WebConfig {
         let path = path.into();
         let seen = fingerprint(&path).map(|d| d.as_ref().to_vec());
         let security = WebSecurity::load(&path)?;
+        warn_about_costs(&path, &security);
         Ok(Self {
             tls: security.tls.is_some(),
             path,
@@ -865,6 +1116,7 @@ impl WebConfig {
                 ),
             });
         }
+        warn_about_costs(&self.path, &security);
         match self.current.write() {
             Ok(mut guard) => *guard = Arc::new(security),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(security),
@@ -886,69 +1138,49 @@ impl WebConfig {
         self.reload().map(|()| true)
     }
 
-    /// The reload task, to spawn: reloads on SIGHUP and when a change is seen at a poll,
-    /// logging each outcome on one line, for ever. The SIGHUP handler is installed before this
-    /// returns (so call it within the runtime): a SIGHUP sent once the server has announced
-    /// itself must reload, not hit the default action and end the process.
-    pub fn watch(self: Arc<Self>, poll: Duration) -> impl Future<Output = ()> + Send + 'static {
-        #[cfg(unix)]
-        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(signal) => Some(signal),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; the web configuration is reloaded only when it changes");
-                None
-            }
-        };
-        self.reload_loop(
-            poll,
-            #[cfg(unix)]
-            hangup,
-        )
-    }
-
-    async fn reload_loop(
-        self: Arc<Self>,
-        poll: Duration,
-        #[cfg(unix)] mut hangup: Option<tokio::signal::unix::Signal>,
-    ) {
+    /// The polling task, to spawn: reloads when a change is seen at a poll, logging each
+    /// outcome on one line, for ever. SIGHUP is [`crate::http::signals`]' business, so that it
+    /// is handled with or without a web configuration.
+    pub async fn watch(self: Arc<Self>, poll: Duration) {
         let mut ticks = tokio::time::interval(poll);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
-            #[cfg(unix)]
-            let hup = async {
-                match hangup.as_mut() {
-                    Some(signal) => {
-                        signal.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hup = std::future::pending::<()>();
-            let trigger = tokio::select! {
-                () = hup => ReloadTrigger::Sighup,
-                _ = ticks.tick() => ReloadTrigger::FileChanged,
-            };
-            let this = Arc::clone(&self);
-            let outcome = tokio::task::spawn_blocking(move || match trigger {
-                ReloadTrigger::FileChanged => this.reload_if_changed(),
-                ReloadTrigger::Sighup => this.reload().map(|()| true),
-            })
-            .await;
-            match outcome {
-                Ok(Ok(true)) => {
-                    let current = self.current();
-                    tracing::info!(%trigger, users = current.users.len(), "web configuration reloaded");
-                }
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::error!(
-                    %trigger,
-                    "web configuration not reloaded, keeping the previous one: {e}"
-                ),
-                Err(e) => tracing::error!(%trigger, error = %e, "web configuration reload failed"),
-            }
+            ticks.tick().await;
+            Arc::clone(&self)
+                .reload_logged(ReloadTrigger::FileChanged)
+                .await;
         }
+    }
+
+    /// Reloads off the async workers (file reads and a bcrypt hash) and logs the outcome on
+    /// one line: on SIGHUP always, on a poll only when something changed.
+    pub async fn reload_logged(self: Arc<Self>, trigger: ReloadTrigger) {
+        let this = Arc::clone(&self);
+        let outcome = tokio::task::spawn_blocking(move || match trigger {
+            ReloadTrigger::FileChanged => this.reload_if_changed(),
+            ReloadTrigger::Sighup => this.reload().map(|()| true),
+        })
+        .await;
+        match outcome {
+            Ok(Ok(true)) => {
+                let current = self.current();
+                tracing::info!(%trigger, users = current.users.len(), "web configuration reloaded");
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(
+                %trigger,
+                "web configuration not reloaded, keeping the previous one: {e}"
+            ),
+            Err(e) => tracing::error!(%trigger, error = %e, "web configuration reload failed"),
+        }
+    }
+}
+
+/// One warning line per load of the file, when a cost makes logins slow.
+fn warn_about_costs(path: &Path, security: &WebSecurity) {
+    if let Some(warning) = security.cost_warning() {
+        tracing::warn!(file = %path.display(), "{warning}");
     }
 }
 
@@ -1210,18 +1442,179 @@ mod tests {
         .into_bytes()
     }
 
+    const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    async fn allows(auth: &BasicAuth, authorization: Option<&[u8]>) -> bool {
+        auth.check(authorization, LOCAL).await == AuthOutcome::Allowed
+    }
+
+    fn address(i: usize) -> std::net::IpAddr {
+        std::net::Ipv4Addr::from(0x0a00_0000 + i as u32).into()
+    }
+
+    fn one_user(password: &str, cost: u32) -> BasicAuth {
+        let hash = bcrypt::hash(password, cost).unwrap();
+        BasicAuth::new(Path::new("web.yml"), vec![("alice".into(), hash)]).unwrap()
+    }
+
+    /// Clients that hang up while their check runs: the checks that go on without them still
+    /// count against the limit, so the checks running at once never exceed it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_of_clients_that_hang_up_still_run_one_at_a_time() {
+        let auth = Arc::new(one_user("right", 8));
+        for round in 0..6 {
+            let attempts: Vec<_> = (0..16)
+                .map(|i| {
+                    let auth = Arc::clone(&auth);
+                    tokio::spawn(async move {
+                        let wrong = header("alice", &format!("wrong-{round}-{i}"));
+                        // Hangs up long before a cost-8 check ends.
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(1),
+                            auth.check(Some(&wrong), address(round * 16 + i)),
+                        )
+                        .await;
+                    })
+                })
+                .collect();
+            for attempt in attempts {
+                attempt.await.unwrap();
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while auth.check_stats().running > 0 {
+            assert!(std::time::Instant::now() < deadline, "checks never ended");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let stats = auth.check_stats();
+        assert!(stats.completed >= 1, "{stats:?}");
+        assert!(stats.peak_running <= CONCURRENT_CHECKS, "{stats:?}");
+        // The pending limit refused the rest at once rather than queueing them.
+        assert!(stats.throttled >= 1, "{stats:?}");
+        assert!(allows(&auth, Some(&header("alice", "right"))).await);
+    }
+
+    #[tokio::test]
+    async fn a_password_longer_than_bcrypt_reads_is_refused() {
+        let real: String = "p".repeat(MAX_PASSWORD_BYTES);
+        let auth = one_user(&real, 4);
+        assert!(allows(&auth, Some(&header("alice", &real))).await);
+        for suffix in ["x", "anything at all"] {
+            let longer = format!("{real}{suffix}");
+            // bcrypt alone would accept it: it reads 72 bytes.
+            assert!(bcrypt::verify(&longer, auth.users["alice"].expose()).unwrap());
+            assert!(
+                !allows(&auth, Some(&header("alice", &longer))).await,
+                "{suffix}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_that_keeps_failing_is_refused_without_a_check() {
+        let auth = one_user("right", 4);
+        let attacker = address(1);
+        for i in 0..MAX_FAILURES_PER_ADDRESS {
+            let wrong = header("alice", &format!("guess-{i}"));
+            assert_eq!(
+                auth.check(Some(&wrong), attacker).await,
+                AuthOutcome::Denied
+            );
+        }
+        let checked = auth.check_stats().completed;
+        let right = header("alice", "right");
+        // Even the right password, even cached, until the window ends: a locked-out address
+        // must not test guesses against the cache for free.
+        assert!(allows(&auth, Some(&right)).await);
+        match auth.check(Some(&right), attacker).await {
+            AuthOutcome::Throttled { retry_after } => {
+                assert!(retry_after >= Duration::from_secs(1));
+                assert!(retry_after <= FAILURE_WINDOW);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            auth.check_stats().completed,
+            checked + 1,
+            "only LOCAL's check ran"
+        );
+        // Another address is not affected.
+        assert!(auth.check(Some(&right), address(2)).await == AuthOutcome::Allowed);
+    }
+
+    #[test]
+    fn limits_apply_to_an_ipv4_address_or_an_ipv6_64() {
+        let v6 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(client_key(v6("2001:db8:1:2:3:4:5:6")), v6("2001:db8:1:2::"));
+        assert_eq!(client_key(v6("::ffff:192.0.2.7")), v6("192.0.2.7"));
+        assert_eq!(client_key(v6("192.0.2.7")), v6("192.0.2.7"));
+    }
+
+    #[test]
+    fn the_pending_checks_are_bounded_overall_and_per_address() {
+        let limiter = Arc::new(CheckLimiter::new());
+        let mine: Vec<_> = (0..MAX_PENDING_PER_ADDRESS)
+            .map(|_| limiter.admit(address(0)).unwrap())
+            .collect();
+        assert!(limiter.admit(address(0)).is_none());
+        let others: Vec<_> = (1..MAX_PENDING_CHECKS - MAX_PENDING_PER_ADDRESS + 1)
+            .map(|i| limiter.admit(address(i)).unwrap())
+            .collect();
+        assert!(limiter.admit(address(99)).is_none());
+        drop(others);
+        drop(mine);
+        assert!(limiter.admit(address(0)).is_some());
+        let state = limiter.state.lock().unwrap();
+        assert_eq!(state.pending, 0);
+        assert!(state.pending_by_address.is_empty());
+    }
+
+    #[test]
+    fn the_failures_of_a_bounded_number_of_addresses_are_remembered() {
+        let limiter = CheckLimiter::new();
+        for i in 0..TRACKED_ADDRESSES * 2 {
+            limiter.record_failure(address(i));
+        }
+        assert_eq!(
+            limiter.state.lock().unwrap().failures.len(),
+            TRACKED_ADDRESSES
+        );
+    }
+
+    #[test]
+    fn costs_above_twelve_are_warned_about_once_per_load() {
+        let cheap = bcrypt::hash("x", 4).unwrap();
+        // A cost-13 hash without spending seconds making it: the dummy is hashed at 13 anyway.
+        let dear = cheap.replacen("$04$", "$13$", 1);
+        let auth = BasicAuth::new(
+            Path::new("web.yml"),
+            vec![("cheap".into(), cheap.clone()), ("dear".into(), dear)],
+        )
+        .unwrap();
+        let warning = auth.cost_warning().expect("a warning");
+        assert!(warning.contains("dear (cost 13)"), "{warning}");
+        assert!(!warning.contains("cheap"), "{warning}");
+        assert!(!warning.contains(&cheap[7..]), "{warning}");
+        let twelve = BasicAuth::new(
+            Path::new("web.yml"),
+            vec![("u".into(), cheap.replacen("$04$", "$12$", 1))],
+        )
+        .unwrap();
+        assert_eq!(twelve.cost_warning(), None);
+    }
+
     #[tokio::test]
     async fn only_the_right_user_and_password_pass() {
         let hash = bcrypt::hash("right", 4).unwrap();
         let auth = BasicAuth::new(Path::new("web.yml"), vec![("alice".into(), hash)]).unwrap();
-        assert!(auth.allows(Some(&header("alice", "right"))).await);
+        assert!(allows(&auth, Some(&header("alice", "right"))).await);
         // Again, now from the cache.
-        assert!(auth.allows(Some(&header("alice", "right"))).await);
-        assert!(!auth.allows(Some(&header("alice", "wrong"))).await);
-        assert!(!auth.allows(Some(&header("bob", "right"))).await);
-        assert!(!auth.allows(Some(&header("alice", ""))).await);
-        assert!(!auth.allows(None).await);
-        assert!(BasicAuth::none().allows(None).await);
+        assert!(allows(&auth, Some(&header("alice", "right"))).await);
+        assert!(!allows(&auth, Some(&header("alice", "wrong"))).await);
+        assert!(!allows(&auth, Some(&header("bob", "right"))).await);
+        assert!(!allows(&auth, Some(&header("alice", ""))).await);
+        assert!(!allows(&auth, None).await);
+        assert!(allows(&BasicAuth::none(), None).await);
     }
 
     #[tokio::test]
@@ -1232,8 +1625,8 @@ mod tests {
         for prefix in ["$2y$", "$2a$"] {
             let other = format!("{prefix}{}", &hash[4..]);
             let auth = BasicAuth::new(Path::new("web.yml"), vec![("u".into(), other)]).unwrap();
-            assert!(auth.allows(Some(&header("u", "pw"))).await, "{prefix}");
-            assert!(!auth.allows(Some(&header("u", "pW"))).await, "{prefix}");
+            assert!(allows(&auth, Some(&header("u", "pw"))).await, "{prefix}");
+            assert!(!allows(&auth, Some(&header("u", "pW"))).await, "{prefix}");
         }
     }
 
