@@ -738,7 +738,7 @@ fn alert_rules_have_severity_annotations_and_freshness_join() {
                 "withings_measurement_timestamp_seconds{measurement=",
                 "time() - ",
                 "< 86400",
-                "and on(instance, job",
+                "and on(instance, job, account",
             ] {
                 if !body.contains(needle) {
                     problems.push(format!("{name}: vital alert without `{needle}`"));
@@ -769,6 +769,124 @@ fn alert_rules_have_severity_annotations_and_freshness_join() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Alerts on the exporter's own metrics (its `/metrics`, no account label).
+const EXPORTER_ALERTS: &[&str] = &[
+    "WithingsExporterDown",
+    "WithingsRateLimited",
+    "WithingsRequestBudgetSaturated",
+    "WithingsAccountFileError",
+];
+
+#[test]
+fn per_account_alerts_name_the_account_and_join_on_it() {
+    let blocks = alert_blocks();
+    let mut problems = Vec::new();
+    for (name, body) in &blocks {
+        let summary = body
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("summary:"))
+            .unwrap_or_default();
+        let per_account = !EXPORTER_ALERTS.contains(&name.as_str());
+        if per_account && !summary.contains("$labels.account") {
+            problems.push(format!("{name}: summary does not name the account"));
+        }
+        if !per_account && body.contains("$labels.account") {
+            problems.push(format!("{name}: exporter alert names an account"));
+        }
+        // All the accounts of an exporter share instance and job: a join without
+        // `account` mixes people.
+        for (i, _) in body.match_indices(" on(") {
+            let labels = &body[i + 4..i + 4 + body[i + 4..].find(')').unwrap_or(0)];
+            if !labels.split(',').any(|l| l.trim() == "account") {
+                problems.push(format!("{name}: on({labels}) without account"));
+            }
+        }
+        for aggregation in [" by (", " by(", "without("] {
+            for (i, _) in body.match_indices(aggregation) {
+                let rest = &body[i + aggregation.len()..];
+                let labels = &rest[..rest.find(')').unwrap_or(0)];
+                if aggregation.contains("by") && !labels.split(',').any(|l| l.trim() == "account")
+                {
+                    problems.push(format!("{name}: by ({labels}) without account"));
+                }
+                if labels.split(',').any(|l| l.trim() == "account") && !aggregation.contains("by")
+                {
+                    problems.push(format!("{name}: drops the account label"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// For every per-account alert, a unit test with series of several accounts (one
+/// exporter) where it fires for one account only: promtool compares the whole list of
+/// firing alerts, so the others are known not to fire.
+#[test]
+fn every_per_account_alert_has_a_two_account_unit_test() {
+    let tests = read(RULE_TESTS);
+    // (alert, accounts of its test group, accounts in its expected alerts)
+    let mut cases: Vec<(String, BTreeSet<String>, BTreeSet<String>)> = Vec::new();
+    let mut group_accounts = BTreeSet::new();
+    let account_value = |line: &str, key: &str| -> Option<String> {
+        let start = line.find(key)? + key.len();
+        let end = start + line[start..].find('"')?;
+        Some(line[start..end].to_owned())
+    };
+    for line in tests.lines() {
+        let trimmed = line.trim().trim_start_matches("- ");
+        if trimmed.starts_with("name:") {
+            group_accounts.clear();
+        } else if trimmed.starts_with("series:") {
+            if let Some(account) = account_value(trimmed, r#"account=""#) {
+                group_accounts.insert(account);
+            }
+        } else if let Some(name) = trimmed.strip_prefix("alertname:") {
+            cases.push((name.trim().to_owned(), group_accounts.clone(), BTreeSet::new()));
+        } else if trimmed.starts_with("exp_labels:") {
+            if let (Some(account), Some(case)) =
+                (account_value(trimmed, r#"account: ""#), cases.last_mut())
+            {
+                case.2.insert(account);
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for alert in alert_names() {
+        if EXPORTER_ALERTS.contains(&alert.as_str()) {
+            continue;
+        }
+        let found = cases.iter().any(|(name, accounts, firing)| {
+            *name == alert && accounts.len() >= 2 && firing.len() == 1
+        });
+        if !found {
+            problems.push(format!(
+                "{alert}: no test with two accounts where it fires for one only"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn prometheus_config_discovers_the_accounts() {
+    let config = read(PROMETHEUS_CONFIG);
+    let active: String = config
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for needle in [
+        "  - job_name: withings\n    http_sd_configs:\n      - url: http://withings-exporter:19100/sd\n",
+        "  - job_name: withings-exporter\n    static_configs:\n",
+        "scrape_interval: 60s",
+    ] {
+        assert!(active.contains(needle), "prometheus.yml lacks {needle:?}");
+    }
+    // The single-account alternative stays documented.
+    assert!(config.contains("#     - targets:\n  #         - withings-exporter:19100"));
 }
 
 #[test]
