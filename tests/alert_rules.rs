@@ -807,12 +807,10 @@ fn per_account_alerts_name_the_account_and_join_on_it() {
             for (i, _) in body.match_indices(aggregation) {
                 let rest = &body[i + aggregation.len()..];
                 let labels = &rest[..rest.find(')').unwrap_or(0)];
-                if aggregation.contains("by") && !labels.split(',').any(|l| l.trim() == "account")
-                {
+                if aggregation.contains("by") && !labels.split(',').any(|l| l.trim() == "account") {
                     problems.push(format!("{name}: by ({labels}) without account"));
                 }
-                if labels.split(',').any(|l| l.trim() == "account") && !aggregation.contains("by")
-                {
+                if labels.split(',').any(|l| l.trim() == "account") && !aggregation.contains("by") {
                     problems.push(format!("{name}: drops the account label"));
                 }
             }
@@ -844,13 +842,16 @@ fn every_per_account_alert_has_a_two_account_unit_test() {
                 group_accounts.insert(account);
             }
         } else if let Some(name) = trimmed.strip_prefix("alertname:") {
-            cases.push((name.trim().to_owned(), group_accounts.clone(), BTreeSet::new()));
-        } else if trimmed.starts_with("exp_labels:") {
-            if let (Some(account), Some(case)) =
+            cases.push((
+                name.trim().to_owned(),
+                group_accounts.clone(),
+                BTreeSet::new(),
+            ));
+        } else if trimmed.starts_with("exp_labels:")
+            && let (Some(account), Some(case)) =
                 (account_value(trimmed, r#"account: ""#), cases.last_mut())
-            {
-                case.2.insert(account);
-            }
+        {
+            case.2.insert(account);
         }
     }
     let mut problems = Vec::new();
