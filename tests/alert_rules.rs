@@ -268,7 +268,23 @@ fn matchers(body: &str) -> BTreeSet<String> {
     out
 }
 
-/// Problems with the `job`/`instance` filtering of one dashboard expression.
+/// The exporter's own metrics (its `/metrics`): no account label, so an `account` filter
+/// would hide them as soon as one account is selected.
+const EXPORTER_METRICS: &[&str] = &[
+    "withings_exporter_build_info",
+    "withings_api_requests_total",
+    "withings_rate_limited",
+    "withings_request_budget_per_minute",
+    "withings_requests_in_window",
+    "withings_accounts",
+];
+
+/// Series both with an account label (the accounts' targets) and without (the exporter's
+/// own target): filtered with `account=~"$account|"`, the empty alternative keeping the
+/// exporter's.
+const MIXED_METRICS: &[&str] = &["up", "withings_scrapes_total"];
+
+/// Problems with the `job`/`instance`/`account` filtering of one dashboard expression.
 fn selector_problems(expr: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let mut filtered = 0;
@@ -286,6 +302,24 @@ fn selector_problems(expr: &str) -> Vec<String> {
             if !m.contains(required) {
                 problems.push(format!("{name}{{{body}}} lacks {required}"));
             }
+        }
+        let account_matchers: Vec<&String> =
+            m.iter().filter(|m| m.starts_with("account")).collect();
+        let expected = if EXPORTER_METRICS.contains(&name.as_str()) {
+            None
+        } else if MIXED_METRICS.contains(&name.as_str()) {
+            Some(r#"account=~"$account|""#)
+        } else {
+            Some(r#"account=~"$account""#)
+        };
+        match expected {
+            None if !account_matchers.is_empty() => problems.push(format!(
+                "{name}{{{body}}} is an exporter metric without account label, filtered on account"
+            )),
+            Some(required) if account_matchers != [required] => {
+                problems.push(format!("{name}{{{body}}} lacks {required}"));
+            }
+            _ => {}
         }
         filtered += 1;
     }
@@ -312,15 +346,35 @@ fn vector_selector_parser_self_test() {
         ]
     );
     assert!(
-        selector_problems(r#"max without(device_id) (withings_spo2_ratio{ job =~ "$job" , instance=~"$instance"})"#)
+        selector_problems(r#"max without(device_id) (withings_spo2_ratio{ job =~ "$job" , instance=~"$instance", account =~ "$account"})"#)
             .is_empty()
     );
     assert_eq!(
-        selector_problems(r#"time() - withings_up{job=~"$job"} > 1 or up{instance=~"$instance"}"#)
+        selector_problems(r#"time() - withings_up{job=~"$job", account=~"$account"} > 1 or up{instance=~"$instance", account=~"$account|"}"#)
             .len(),
         2
     );
-    assert_eq!(selector_problems(r#"time() - withings_up"#).len(), 2);
+    assert_eq!(selector_problems(r#"time() - withings_up"#).len(), 3);
+    // Per-account series need the account filter, the exporter's own must not have it,
+    // the mixed ones need the empty alternative.
+    let filtered = r#"job=~"$job", instance=~"$instance""#;
+    assert_eq!(
+        selector_problems(&format!("withings_token_valid{{{filtered}}}")).len(),
+        1
+    );
+    assert_eq!(
+        selector_problems(&format!(
+            r#"withings_rate_limited{{{filtered}, account=~"$account"}}"#
+        ))
+        .len(),
+        1
+    );
+    assert!(selector_problems(&format!("withings_rate_limited{{{filtered}}}")).is_empty());
+    assert_eq!(
+        selector_problems(&format!(r#"up{{{filtered}, account=~"$account"}}"#)).len(),
+        1
+    );
+    assert!(selector_problems(&format!(r#"up{{{filtered}, account=~"$account|"}}"#)).is_empty());
     assert_eq!(selector_problems(r#"{__name__="withings_up"}"#).len(), 2);
     assert_eq!(selector_problems("vector(1)").len(), 1);
 }
@@ -354,7 +408,7 @@ fn dashboard_provisions_without_import_placeholders() {
 }
 
 #[test]
-fn dashboard_has_datasource_job_and_instance_variables() {
+fn dashboard_has_datasource_job_instance_and_account_variables() {
     let dashboard = dashboard();
     let variables = dashboard["templating"]["list"]
         .as_array()
@@ -375,17 +429,37 @@ fn dashboard_has_datasource_job_and_instance_variables() {
             other => other["query"].as_str().unwrap_or_default().to_owned(),
         }
     };
+    // Both the exporter's own job (build info) and the accounts' job (withings_up): with
+    // http_sd they differ, with a single account they are one job.
     let job = variable("job");
     assert_eq!(job["type"], "query");
     assert_eq!(
         query_text(job),
-        "label_values(withings_exporter_build_info, job)"
+        r#"label_values({__name__=~"withings_up|withings_exporter_build_info"}, job)"#
     );
     let instance = variable("instance");
     assert_eq!(instance["type"], "query");
     assert_eq!(
         query_text(instance),
-        r#"label_values(withings_exporter_build_info{job=~"$job"}, instance)"#
+        r#"label_values({__name__=~"withings_up|withings_exporter_build_info", job=~"$job"}, instance)"#
+    );
+    let account = variable("account");
+    assert_eq!(account["type"], "query");
+    assert_eq!(
+        query_text(account),
+        r#"label_values(withings_up{job=~"$job", instance=~"$instance"}, account)"#
+    );
+    assert_eq!(account["datasource"]["uid"], "${datasource}");
+    assert_eq!(account["multi"], true);
+    assert_eq!(account["includeAll"], true);
+    // Every account selector is also filtered on job and instance, so `.*` cannot reach
+    // another exporter's series; it matches the single-account series, which have no
+    // account label (Grafana's own All, the list of values, would not).
+    assert_eq!(account["allValue"], ".*");
+    let position = |name: &str| variables.iter().position(|v| v["name"] == name);
+    assert!(
+        position("instance") < position("account"),
+        "account is chained after instance"
     );
     for v in [job, instance] {
         assert_eq!(
@@ -470,7 +544,7 @@ fn dashboard_queries_are_fully_expanded() {
     let queries = dashboard_queries();
     assert_eq!(queries.len(), dashboard_exprs(&dashboard()).len());
     for query in &queries {
-        for leftover in ["$__", "$job", "$instance", "${"] {
+        for leftover in ["$__", "$job", "$instance", "$account", "${"] {
             assert!(!query.contains(leftover), "{leftover} left in {query}");
         }
     }
@@ -491,9 +565,89 @@ fn dashboard_covers_the_metric_contract() {
         "withings_exporter_build_info",
         "withings_api_requests_total",
         "withings_last_success_timestamp_seconds",
+        "withings_request_budget_per_minute",
+        "withings_requests_in_window",
+        "withings_accounts",
+        "withings_rate_limited",
     ] {
         assert!(text.contains(metric), "dashboard does not show {metric}");
     }
+}
+
+/// The household overview: one row per account, built from instant table queries merged
+/// on their labels. Each query must keep exactly the labels the rows are merged on (a
+/// vital's device labels would split an account over several rows).
+#[test]
+fn dashboard_household_overview_is_one_row_per_account() {
+    let dashboard = dashboard();
+    let table = all_panels(&dashboard)
+        .into_iter()
+        .find(|p| p["title"] == "Household overview")
+        .expect("a Household overview panel");
+    assert_eq!(table["type"], "table");
+    let transformations: Vec<&str> = table["transformations"]
+        .as_array()
+        .expect("transformations")
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(transformations, ["merge", "organize"]);
+    let organize = &table["transformations"][1]["options"];
+    let targets = table["targets"].as_array().expect("targets");
+    let mut shown = String::new();
+    for target in targets {
+        let expr = target["expr"].as_str().unwrap_or_default();
+        let refid = target["refId"].as_str().unwrap_or_default();
+        assert_eq!(target["instant"], true, "{refid} is not instant: {expr}");
+        assert_eq!(target["format"], "table", "{refid} is not a table: {expr}");
+        assert!(
+            expr.contains("max by (account, instance, job) ("),
+            "{refid} does not keep one series per account: {expr}"
+        );
+        // Every column has a name and a unit.
+        let name = organize["renameByName"][format!("Value #{refid}")]
+            .as_str()
+            .unwrap_or_else(|| panic!("column {refid} not renamed"));
+        let unit = table["fieldConfig"]["overrides"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["matcher"]["options"] == name)
+            .and_then(|o| {
+                o["properties"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["id"] == "unit")
+            })
+            .unwrap_or_else(|| panic!("column {name:?} has no unit"));
+        assert!(unit["value"].as_str().is_some_and(|u| !u.is_empty()));
+        shown.push_str(expr);
+    }
+    for metric in [
+        "withings_blood_pressure_mmhg{",
+        "withings_heart_rate_bpm{",
+        "withings_spo2_ratio{",
+        "withings_body_temperature_celsius{",
+        "withings_token_valid{",
+        "time() - max by (account, instance, job) (withings_last_success_timestamp_seconds{",
+    ] {
+        assert!(shown.contains(metric), "overview does not show {metric}");
+    }
+    // The age of every vital shown.
+    for measurement in [
+        "systolic_blood_pressure",
+        "heart_rate",
+        "spo2",
+        "body_temperature",
+    ] {
+        assert!(
+            shown.contains(&format!(
+                r#"time() - max by (account, instance, job) (withings_measurement_timestamp_seconds{{job=~"$job", instance=~"$instance", account=~"$account", measurement="{measurement}"}})"#
+            )),
+            "overview does not show the age of {measurement}"
+        );
+    }
+    assert_eq!(organize["renameByName"]["account"], "Account");
 }
 
 #[test]
@@ -584,7 +738,7 @@ fn alert_rules_have_severity_annotations_and_freshness_join() {
                 "withings_measurement_timestamp_seconds{measurement=",
                 "time() - ",
                 "< 86400",
-                "and on(instance, job",
+                "and on(instance, job, account",
             ] {
                 if !body.contains(needle) {
                     problems.push(format!("{name}: vital alert without `{needle}`"));
@@ -615,6 +769,125 @@ fn alert_rules_have_severity_annotations_and_freshness_join() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Alerts on the exporter's own metrics (its `/metrics`, no account label).
+const EXPORTER_ALERTS: &[&str] = &[
+    "WithingsExporterDown",
+    "WithingsRateLimited",
+    "WithingsRequestBudgetSaturated",
+    "WithingsAccountFileError",
+];
+
+#[test]
+fn per_account_alerts_name_the_account_and_join_on_it() {
+    let blocks = alert_blocks();
+    let mut problems = Vec::new();
+    for (name, body) in &blocks {
+        let summary = body
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("summary:"))
+            .unwrap_or_default();
+        let per_account = !EXPORTER_ALERTS.contains(&name.as_str());
+        if per_account && !summary.contains("$labels.account") {
+            problems.push(format!("{name}: summary does not name the account"));
+        }
+        if !per_account && body.contains("$labels.account") {
+            problems.push(format!("{name}: exporter alert names an account"));
+        }
+        // All the accounts of an exporter share instance and job: a join without
+        // `account` mixes people.
+        for (i, _) in body.match_indices(" on(") {
+            let labels = &body[i + 4..i + 4 + body[i + 4..].find(')').unwrap_or(0)];
+            if !labels.split(',').any(|l| l.trim() == "account") {
+                problems.push(format!("{name}: on({labels}) without account"));
+            }
+        }
+        for aggregation in [" by (", " by(", "without("] {
+            for (i, _) in body.match_indices(aggregation) {
+                let rest = &body[i + aggregation.len()..];
+                let labels = &rest[..rest.find(')').unwrap_or(0)];
+                if aggregation.contains("by") && !labels.split(',').any(|l| l.trim() == "account") {
+                    problems.push(format!("{name}: by ({labels}) without account"));
+                }
+                if labels.split(',').any(|l| l.trim() == "account") && !aggregation.contains("by") {
+                    problems.push(format!("{name}: drops the account label"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// For every per-account alert, a unit test with series of several accounts (one
+/// exporter) where it fires for one account only: promtool compares the whole list of
+/// firing alerts, so the others are known not to fire.
+#[test]
+fn every_per_account_alert_has_a_two_account_unit_test() {
+    let tests = read(RULE_TESTS);
+    // (alert, accounts of its test group, accounts in its expected alerts)
+    let mut cases: Vec<(String, BTreeSet<String>, BTreeSet<String>)> = Vec::new();
+    let mut group_accounts = BTreeSet::new();
+    let account_value = |line: &str, key: &str| -> Option<String> {
+        let start = line.find(key)? + key.len();
+        let end = start + line[start..].find('"')?;
+        Some(line[start..end].to_owned())
+    };
+    for line in tests.lines() {
+        let trimmed = line.trim().trim_start_matches("- ");
+        if trimmed.starts_with("name:") {
+            group_accounts.clear();
+        } else if trimmed.starts_with("series:") {
+            if let Some(account) = account_value(trimmed, r#"account=""#) {
+                group_accounts.insert(account);
+            }
+        } else if let Some(name) = trimmed.strip_prefix("alertname:") {
+            cases.push((
+                name.trim().to_owned(),
+                group_accounts.clone(),
+                BTreeSet::new(),
+            ));
+        } else if trimmed.starts_with("exp_labels:")
+            && let (Some(account), Some(case)) =
+                (account_value(trimmed, r#"account: ""#), cases.last_mut())
+        {
+            case.2.insert(account);
+        }
+    }
+    let mut problems = Vec::new();
+    for alert in alert_names() {
+        if EXPORTER_ALERTS.contains(&alert.as_str()) {
+            continue;
+        }
+        let found = cases.iter().any(|(name, accounts, firing)| {
+            *name == alert && accounts.len() >= 2 && firing.len() == 1
+        });
+        if !found {
+            problems.push(format!(
+                "{alert}: no test with two accounts where it fires for one only"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn prometheus_config_discovers_the_accounts() {
+    let config = read(PROMETHEUS_CONFIG);
+    let active: String = config
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for needle in [
+        "  - job_name: withings\n    http_sd_configs:\n      - url: http://withings-exporter:19100/sd\n",
+        "  - job_name: withings-exporter\n    static_configs:\n",
+        "scrape_interval: 60s",
+    ] {
+        assert!(active.contains(needle), "prometheus.yml lacks {needle:?}");
+    }
+    // The single-account alternative stays documented.
+    assert!(config.contains("#     - targets:\n  #         - withings-exporter:19100"));
 }
 
 #[test]

@@ -12,7 +12,8 @@ pub const DASHBOARD: &str = "grafana/dashboards/withings.json";
 
 /// Dashboard variables and the values they take in tests. `${x}` before `$x` so that the
 /// braced form is not half-replaced. `.*` for `$job`/`$instance` is what Grafana's "All"
-/// sends; `1m` for the interval variables is what Grafana computes for a 1 h range.
+/// sends, and for `$account` the variable's allValue; `1m` for the interval variables is
+/// what Grafana computes for a 1 h range.
 const VARIABLES: &[(&str, &str)] = &[
     ("${__rate_interval}", "1m"),
     ("$__rate_interval", "1m"),
@@ -20,6 +21,8 @@ const VARIABLES: &[(&str, &str)] = &[
     ("$__interval", "1m"),
     ("${__range}", "1h"),
     ("$__range", "1h"),
+    ("${account}", ".*"),
+    ("$account", ".*"),
     ("${instance}", ".*"),
     ("$instance", ".*"),
     ("${job}", ".*"),
