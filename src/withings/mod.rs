@@ -1,7 +1,7 @@
 //! The Withings client: HTTP calls to the measure and OAuth endpoints, and the response model.
 
 mod client;
-mod lenient;
+pub mod lenient;
 pub mod model;
 
 pub mod ratelimit;
@@ -10,6 +10,7 @@ pub use client::{
     ClientOptions, GetmeasQuery, WithingsClient, install_crypto_provider, parse_getmeas,
     parse_token,
 };
+pub(crate) use client::{expect_object, success_body};
 pub use model::{GetmeasPage, Measure, MeasureGroup, TokenBody};
 
 use std::fmt;
