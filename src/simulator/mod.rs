@@ -1,7 +1,9 @@
 //! A simulated Withings API, faithful to `withings-api.md`: the demo runs against it, and the
 //! tests use it as their only fake Withings, switching it into failure modes as they need.
 
+pub mod data;
 pub mod demo;
+pub mod household;
 pub mod oauth;
 
 pub use oauth::OAuthOptions;
@@ -14,7 +16,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,6 +125,14 @@ pub enum SimulatorError {
 
 struct Inner {
     groups: Vec<StoredGroup>,
+    /// Activity, sleep and devices of the user, beside the groups.
+    extras: data::UserExtras,
+    /// Generate demo activity, sleep and devices as time passes.
+    live_extras: bool,
+    /// Scopes each access token was not granted, for the collectors' endpoints.
+    denied_scopes: HashMap<String, BTreeSet<String>>,
+    /// Misbehaviour of a collector endpoint, by path ("/v2/sleep").
+    endpoint_faults: BTreeMap<String, Fault>,
     live: Option<demo::Live>,
     tokens: HashSet<String>,
     fault: Option<Fault>,
@@ -165,6 +175,10 @@ impl Simulator {
         let addr = listener.local_addr()?;
         let inner = Arc::new(Mutex::new(Inner {
             groups: Vec::new(),
+            extras: data::UserExtras::default(),
+            live_extras: options.live,
+            denied_scopes: HashMap::new(),
+            endpoint_faults: BTreeMap::new(),
             live: options.live.then(|| demo::Live::starting_at(unix_now())),
             tokens: options.access_tokens.into_iter().collect(),
             fault: None,
@@ -251,6 +265,38 @@ impl Simulator {
             }
         };
         self.set_groups(groups)
+    }
+
+    /// Replaces the user's activity days, sleep nights and devices.
+    pub fn set_extras(&self, extras: data::UserExtras) -> Result<(), data::ExtrasError> {
+        extras.validate()?;
+        self.lock().extras = extras;
+        Ok(())
+    }
+
+    /// The user's activity days, sleep nights and devices as served now.
+    pub fn extras(&self) -> data::UserExtras {
+        self.lock().extras.clone()
+    }
+
+    /// Marks `token` as not granted `scope` ("user.activity", "user.info"): the endpoints
+    /// that need it answer status 277.
+    pub fn deny_scope(&self, token: &str, scope: &str) {
+        self.lock()
+            .denied_scopes
+            .entry(token.to_owned())
+            .or_default()
+            .insert(scope.to_owned());
+    }
+
+    /// Misbehave on every request to one collector endpoint ("/v2/measure", "/v2/sleep",
+    /// "/v2/user") from now on (`None` to behave again).
+    pub fn set_endpoint_fault(&self, path: &str, fault: Option<Fault>) {
+        let mut inner = self.lock();
+        match fault {
+            Some(f) => inner.endpoint_faults.insert(path.to_owned(), f),
+            None => inner.endpoint_faults.remove(path),
+        };
     }
 
     /// Misbehave on every measure request from now on (`None` to behave again).
@@ -419,6 +465,9 @@ async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<B
     });
     match path.as_str() {
         "/measure" => measure(inner, &params, bearer.as_deref()).await,
+        "/v2/measure" | "/v2/sleep" | "/v2/user" => {
+            collector_endpoint(inner, &path, &params, bearer.as_deref())
+        }
         "/v2/oauth2" => token_endpoint(inner, &params).await,
         "/oauth2_user/authorize2" => {
             let mut guard = lock(inner);
@@ -552,6 +601,52 @@ async fn measure(
             "offset": if more { end as i64 } else { 0 },
         }
     });
+    drop(guard);
+    envelope_reply(body.to_string())
+}
+
+/// `getactivity`, `getsummary` and `getdevice`: the same envelope and token check as
+/// `/measure`, then the scope check (status 277 "unauthorized": the reference does not say
+/// which status Withings gives for a scope the user did not grant, and 277 is in its
+/// unauthorized class).
+fn collector_endpoint(
+    inner: &Mutex<Inner>,
+    path: &str,
+    params: &BTreeMap<String, String>,
+    bearer: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let mut guard = lock(inner);
+    if let Some(fault) = guard.endpoint_faults.get(path).cloned() {
+        drop(guard);
+        return fault_reply(fault);
+    }
+    let now_ms = guard.now_ms();
+    let accepted =
+        bearer.is_some_and(|t| guard.tokens.contains(t) || guard.oauth.accept_access(t, now_ms));
+    let Some(token) = bearer.filter(|_| accepted) else {
+        return envelope_reply(EXPIRED_TOKEN_BODY.into());
+    };
+    if let Some(scope) = data::scope_for(path) {
+        if guard
+            .denied_scopes
+            .get(token)
+            .is_some_and(|denied| denied.contains(scope))
+        {
+            return envelope_reply(
+                json!({
+                    "status": 277,
+                    "body": {},
+                    "error": format!("The access token was not granted the {scope} scope")
+                })
+                .to_string(),
+            );
+        }
+    }
+    if guard.live_extras {
+        let now = guard.clock.unwrap_or_else(unix_now);
+        guard.extras = household::household_extras(now, &guard.timezone);
+    }
+    let body = data::answer(&guard.extras, path, params, guard.page_size);
     drop(guard);
     envelope_reply(body.to_string())
 }
