@@ -12,8 +12,15 @@ use std::collections::BTreeMap;
 
 const ACTION: &str = "getsummary";
 
-/// The `data` fields asked for and exported: (field, metric, help, extra labels).
-const FIELDS: &[(&str, &str, &str, &[(&str, &str)])] = &[
+/// A `data` field and how it is exported: (field, metric, help, extra labels).
+type Field = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+const FIELDS: &[Field] = &[
     (
         "total_timeinbed",
         "withings_sleep_in_bed_seconds",
@@ -271,10 +278,11 @@ fn night(raw: RowRaw) -> Option<SleepNight> {
         .filter_map(|(k, v)| v.0.map(|v| (k, v)))
         .collect();
     // A night from an external source has `asleepduration` instead; it is the same quantity.
-    if !values.contains_key("total_sleep_time") {
-        if let Some(asleep) = values.get("asleepduration").copied() {
-            values.insert("total_sleep_time".into(), asleep);
-        }
+    if let (false, Some(asleep)) = (
+        values.contains_key("total_sleep_time"),
+        values.get("asleepduration").copied(),
+    ) {
+        values.insert("total_sleep_time".into(), asleep);
     }
     values.retain(|k, _| FIELDS.iter().any(|f| f.0 == k));
     Some(SleepNight {

@@ -626,21 +626,20 @@ fn collector_endpoint(
     let Some(token) = bearer.filter(|_| accepted) else {
         return envelope_reply(EXPIRED_TOKEN_BODY.into());
     };
-    if let Some(scope) = data::scope_for(path) {
-        if guard
+    if let Some(scope) = data::scope_for(path).filter(|scope| {
+        guard
             .denied_scopes
             .get(token)
-            .is_some_and(|denied| denied.contains(scope))
-        {
-            return envelope_reply(
-                json!({
-                    "status": 277,
-                    "body": {},
-                    "error": format!("The access token was not granted the {scope} scope")
-                })
-                .to_string(),
-            );
-        }
+            .is_some_and(|denied| denied.contains(*scope))
+    }) {
+        return envelope_reply(
+            json!({
+                "status": 277,
+                "body": {},
+                "error": format!("The access token was not granted the {scope} scope")
+            })
+            .to_string(),
+        );
     }
     if guard.live_extras {
         let now = guard.clock.unwrap_or_else(unix_now);
