@@ -14,6 +14,7 @@ pub mod account;
 pub mod app;
 pub mod auth;
 pub mod clock;
+pub mod collector;
 pub mod config;
 pub mod http;
 pub mod render;

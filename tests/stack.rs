@@ -515,9 +515,10 @@ fn rules_with_short_for_shortens_only_non_zero_durations() {
         text,
         format!("  - alert: A\n    for: {SHORT_FOR}\n  - alert: B\n    for: 0m\n")
     );
-    // The shipped rules: WithingsExporterDown, WithingsTokenInvalid, WithingsFetchFailing,
-    // WithingsRateLimited.
-    assert_eq!(rules_with_short_for(&read_repo_file(RULES)).1, 4);
+    // The shipped rules: WithingsExporterDown, WithingsProbeFailing, WithingsTokenInvalid,
+    // WithingsFetchFailing, WithingsRateLimited, WithingsAccountFileError,
+    // WithingsRequestBudgetSaturated.
+    assert_eq!(rules_with_short_for(&read_repo_file(RULES)).1, 7);
 }
 
 /// The exporter, its simulator, Prometheus, Alertmanager and the webhook, all on loopback.

@@ -127,6 +127,38 @@ pub fn encode(mut families: Vec<MetricFamily>) -> String {
     out
 }
 
+/// Gauge families built sample by sample, each family created at its first sample: how the
+/// collectors (activity, sleep, devices) build their per-device series, where a value the
+/// device did not measure is simply never pushed.
+#[derive(Debug, Default)]
+pub struct GaugeFamilies {
+    families: Vec<MetricFamily>,
+}
+
+impl GaugeFamilies {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one sample to the family `name` (its HELP is the first one given).
+    pub fn push(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        let labels = labels.iter().map(|(n, v)| label(n, v)).collect();
+        let sample = gauge_metric(labels, value);
+        match self.families.iter_mut().find(|f| f.name() == name) {
+            Some(existing) => existing.mut_metric().push(sample),
+            None => {
+                let mut f = family(name, help, MetricType::GAUGE);
+                f.mut_metric().push(sample);
+                self.families.push(f);
+            }
+        }
+    }
+
+    pub fn finish(self) -> Vec<MetricFamily> {
+        self.families
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

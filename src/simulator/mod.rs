@@ -1,7 +1,9 @@
 //! A simulated Withings API, faithful to `withings-api.md`: the demo runs against it, and the
 //! tests use it as their only fake Withings, switching it into failure modes as they need.
 
+pub mod data;
 pub mod demo;
+pub mod demo_extras;
 pub mod household;
 pub mod oauth;
 
@@ -15,7 +17,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -132,6 +134,10 @@ pub enum SimulatorError {
 struct User {
     groups: Vec<StoredGroup>,
     live: Option<(demo::Live, Profile)>,
+    /// Activity, sleep and devices of the user, beside the groups.
+    extras: data::UserExtras,
+    /// Generate demo activity, sleep and devices as time passes.
+    live_extras: bool,
 }
 
 /// How one member of the demo household differs from the generator's person: which devices
@@ -215,6 +221,10 @@ struct Inner {
     default_user: String,
     /// Fixed access tokens (never expiring), each for one user.
     tokens: HashMap<String, String>,
+    /// Scopes each access token was not granted, for the collectors' endpoints.
+    denied_scopes: HashMap<String, BTreeSet<String>>,
+    /// Misbehaviour of a collector endpoint, by path ("/v2/sleep").
+    endpoint_faults: BTreeMap<String, Fault>,
     fault: Option<Fault>,
     once: VecDeque<Fault>,
     requests: Vec<RecordedRequest>,
@@ -272,6 +282,8 @@ impl Simulator {
             default_user.clone(),
             User {
                 groups: Vec::new(),
+                extras: data::UserExtras::default(),
+                live_extras: options.live,
                 live: options.live.then(|| {
                     (
                         demo::Live::starting_at(unix_now()),
@@ -293,6 +305,8 @@ impl Simulator {
                 .collect(),
             users,
             default_user,
+            denied_scopes: HashMap::new(),
+            endpoint_faults: BTreeMap::new(),
             fault: None,
             once: VecDeque::new(),
             requests: Vec::new(),
@@ -358,7 +372,9 @@ impl Simulator {
     pub fn add_live_user(&self, userid: &str, profile: Profile) {
         let mut inner = self.lock();
         let now = inner.clock.unwrap_or_else(unix_now);
-        inner.user(userid).live = Some((demo::Live::starting_at(now), profile));
+        let user = inner.user(userid);
+        user.live = Some((demo::Live::starting_at(now), profile));
+        user.live_extras = true;
     }
 
     /// Replaces the stored history of `userid` (creating the user).
@@ -381,6 +397,50 @@ impl Simulator {
             None => user.groups.push(group),
         }
         Ok(())
+    }
+
+    /// Replaces the default user's activity days, sleep nights and devices.
+    pub fn set_extras(&self, extras: data::UserExtras) -> Result<(), data::ExtrasError> {
+        let user = self.lock().default_user.clone();
+        self.set_user_extras(&user, extras)
+    }
+
+    /// Replaces `userid`'s activity days, sleep nights and devices.
+    pub fn set_user_extras(
+        &self,
+        userid: &str,
+        extras: data::UserExtras,
+    ) -> Result<(), data::ExtrasError> {
+        extras.validate()?;
+        self.lock().user(userid).extras = extras;
+        Ok(())
+    }
+
+    /// The default user's activity days, sleep nights and devices as served now.
+    pub fn extras(&self) -> data::UserExtras {
+        let mut inner = self.lock();
+        let user = inner.default_user.clone();
+        inner.user(&user).extras.clone()
+    }
+
+    /// Marks `token` as not granted `scope` ("user.activity", "user.info"): the endpoints
+    /// that need it answer status 277.
+    pub fn deny_scope(&self, token: &str, scope: &str) {
+        self.lock()
+            .denied_scopes
+            .entry(token.to_owned())
+            .or_default()
+            .insert(scope.to_owned());
+    }
+
+    /// Misbehave on every request to one collector endpoint ("/v2/measure", "/v2/sleep",
+    /// "/v2/user") from now on (`None` to behave again).
+    pub fn set_endpoint_fault(&self, path: &str, fault: Option<Fault>) {
+        let mut inner = self.lock();
+        match fault {
+            Some(f) => inner.endpoint_faults.insert(path.to_owned(), f),
+            None => inner.endpoint_faults.remove(path),
+        };
     }
 
     /// The user whose browser session the authorization page sees: the next authorization
@@ -621,6 +681,9 @@ async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<B
     match path.as_str() {
         "/measure" => measure(inner, &params, bearer.as_deref()).await,
         "/v2/oauth2" => token_endpoint(inner, &params).await,
+        "/v2/measure" | "/v2/sleep" | "/v2/user" => {
+            collector_endpoint(inner, &path, &params, bearer.as_deref())
+        }
         "/oauth2_user/authorize2" => {
             let mut guard = lock(inner);
             let now = guard.now_ms();
@@ -756,6 +819,51 @@ async fn measure(
             "offset": if more { end as i64 } else { 0 },
         }
     });
+    drop(guard);
+    envelope_reply(body.to_string())
+}
+
+/// `getactivity`, `getsummary` and `getdevice`: the same envelope and token check as
+/// `/measure`, then the scope check (status 277 "unauthorized": the reference does not say
+/// which status Withings gives for a scope the user did not grant, and 277 is in its
+/// unauthorized class).
+fn collector_endpoint(
+    inner: &Mutex<Inner>,
+    path: &str,
+    params: &BTreeMap<String, String>,
+    bearer: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let mut guard = lock(inner);
+    if let Some(fault) = guard.endpoint_faults.get(path).cloned() {
+        drop(guard);
+        return fault_reply(fault);
+    }
+    let Some((token, userid)) = bearer.and_then(|t| guard.user_of(t).map(|u| (t, u))) else {
+        return envelope_reply(EXPIRED_TOKEN_BODY.into());
+    };
+    if let Some(scope) = data::scope_for(path).filter(|scope| {
+        guard
+            .denied_scopes
+            .get(token)
+            .is_some_and(|denied| denied.contains(*scope))
+    }) {
+        return envelope_reply(
+            json!({
+                "status": 277,
+                "body": {},
+                "error": format!("The access token was not granted the {scope} scope")
+            })
+            .to_string(),
+        );
+    }
+    let now = guard.clock.unwrap_or_else(unix_now);
+    let timezone = guard.timezone.clone();
+    let page_size = guard.page_size;
+    let user = guard.user(&userid);
+    if user.live_extras {
+        user.extras = demo_extras::household_extras(now, &timezone);
+    }
+    let body = data::answer(&user.extras, path, params, page_size);
     drop(guard);
     envelope_reply(body.to_string())
 }

@@ -147,6 +147,8 @@ pub struct WithingsClient {
     http: reqwest::Client,
     measure_url: Url,
     oauth_url: Url,
+    /// The base the collectors' `v2/...` endpoints are joined to.
+    api_url: Url,
     options: ClientOptions,
     limits: Arc<Limits>,
 }
@@ -178,6 +180,7 @@ impl WithingsClient {
             http,
             measure_url: join(api_url, "measure"),
             oauth_url: join(api_url, "v2/oauth2"),
+            api_url: api_url.clone(),
             options,
             limits,
         })
@@ -242,6 +245,70 @@ impl WithingsClient {
         fields.extend_from_slice(form);
         let request = self.http.post(self.oauth_url.clone()).form(&fields);
         self.call("requesttoken", request, parse_token).await
+    }
+
+    /// One `getactivity` page (`v2/measure`) for the activity collector.
+    pub async fn getactivity(
+        &self,
+        token: &Secret,
+        query: &crate::collector::SyncQuery,
+    ) -> Result<crate::collector::activity::ActivityPage, ApiError> {
+        let body = self
+            .collector_request(token, "v2/measure", "getactivity", Some(query), None)
+            .await?;
+        crate::collector::activity::parse_getactivity(&body)
+    }
+
+    /// One `getsummary` page (`v2/sleep`) for the sleep collector.
+    pub async fn getsleepsummary(
+        &self,
+        token: &Secret,
+        query: &crate::collector::SyncQuery,
+    ) -> Result<crate::collector::sleep::SleepPage, ApiError> {
+        let fields = crate::collector::sleep::data_fields();
+        let body = self
+            .collector_request(token, "v2/sleep", "getsummary", Some(query), Some(&fields))
+            .await?;
+        crate::collector::sleep::parse_getsummary(&body)
+    }
+
+    /// The account's devices (`v2/user`, `getdevice`) for the devices collector.
+    pub async fn getdevice(
+        &self,
+        token: &Secret,
+    ) -> Result<crate::collector::devices::DevicePage, ApiError> {
+        let body = self
+            .collector_request(token, "v2/user", "getdevice", None, None)
+            .await?;
+        crate::collector::devices::parse_getdevice(&body)
+    }
+
+    async fn collector_request(
+        &self,
+        token: &Secret,
+        path: &str,
+        action: &str,
+        query: Option<&crate::collector::SyncQuery>,
+        data_fields: Option<&str>,
+    ) -> Result<Bytes, ApiError> {
+        let lastupdate = query.map(|q| q.lastupdate.to_string());
+        let offset = query.and_then(|q| q.offset).map(|o| o.to_string());
+        let mut form: Vec<(&str, &str)> = vec![("action", action)];
+        if let Some(lastupdate) = &lastupdate {
+            form.push(("lastupdate", lastupdate));
+        }
+        if let Some(offset) = &offset {
+            form.push(("offset", offset));
+        }
+        if let Some(fields) = data_fields {
+            form.push(("data_fields", fields));
+        }
+        let request = self
+            .http
+            .post(join(&self.api_url, path))
+            .bearer_auth(token.expose())
+            .form(&form);
+        self.send(request).await
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Bytes, ApiError> {
@@ -348,7 +415,7 @@ fn error_chain(e: &reqwest::Error) -> String {
 
 /// serde would happily read a struct from a JSON array, field by field; Withings answers are
 /// objects, so anything else is the wrong shape.
-fn expect_object(action: &'static str, text: &[u8], what: &str) -> Result<(), ApiError> {
+pub(crate) fn expect_object(action: &'static str, text: &[u8], what: &str) -> Result<(), ApiError> {
     match text.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => Ok(()),
         _ => Err(ApiError::InvalidResponse {
@@ -383,7 +450,10 @@ fn envelope<'a>(action: &'static str, body: &'a [u8]) -> Result<Envelope<'a>, Ap
 }
 
 /// The `body` object of a status-0 answer; any other status is an [`ApiError::Status`].
-fn success_body<'a>(action: &'static str, body: &'a [u8]) -> Result<&'a RawValue, ApiError> {
+pub(crate) fn success_body<'a>(
+    action: &'static str,
+    body: &'a [u8],
+) -> Result<&'a RawValue, ApiError> {
     let raw = envelope(action, body)?
         .body
         .ok_or_else(|| ApiError::InvalidResponse {

@@ -4,7 +4,7 @@
 
 pub mod budget;
 mod client;
-mod lenient;
+pub mod lenient;
 pub mod model;
 pub mod ratelimit;
 
@@ -12,6 +12,7 @@ pub use client::{
     ClientOptions, GetmeasQuery, Limits, WithingsClient, install_crypto_provider, parse_getmeas,
     parse_token,
 };
+pub(crate) use client::{expect_object, success_body};
 pub use model::{GetmeasPage, Measure, MeasureGroup, TokenBody};
 
 use std::fmt;

@@ -1,0 +1,248 @@
+//! One simulated user's data beyond measure groups: activity days, sleep nights and
+//! devices, and how the `v2/measure getactivity`, `v2/sleep getsummary` and
+//! `v2/user getdevice` endpoints answer from it. Kept in one struct so that it moves with
+//! the user when the simulator holds several.
+
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// What the collectors' endpoints serve for one user.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserExtras {
+    /// `getactivity` rows, each with `date` (YYYY-MM-DD) and `modified`.
+    pub activities: Vec<Value>,
+    /// `getsummary` rows, each with `startdate`, `enddate`, `date` and `modified`.
+    pub sleep: Vec<Value>,
+    /// `getdevice` entries, served as they are (duplicates included).
+    pub devices: Vec<Value>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExtrasError {
+    #[error("an activity row lacks a valid `{0}`")]
+    Activity(&'static str),
+    #[error("a sleep row lacks a valid `{0}`")]
+    Sleep(&'static str),
+    #[error("a device entry is not a JSON object")]
+    Device,
+}
+
+fn is_ymd(text: &str) -> bool {
+    text.parse::<jiff::civil::Date>().is_ok() && text.len() == 10
+}
+
+impl UserExtras {
+    /// Checks that every row has what filtering needs, so that a test's typo fails loudly.
+    pub fn validate(&self) -> Result<(), ExtrasError> {
+        for row in &self.activities {
+            if !row.get("date").and_then(Value::as_str).is_some_and(is_ymd) {
+                return Err(ExtrasError::Activity("date"));
+            }
+            if row.get("modified").and_then(Value::as_i64).is_none() {
+                return Err(ExtrasError::Activity("modified"));
+            }
+        }
+        for row in &self.sleep {
+            for key in ["startdate", "enddate", "modified"] {
+                if row.get(key).and_then(Value::as_i64).is_none() {
+                    return Err(ExtrasError::Sleep(key));
+                }
+            }
+            if !row.get("date").and_then(Value::as_str).is_some_and(is_ymd) {
+                return Err(ExtrasError::Sleep("date"));
+            }
+        }
+        if !self.devices.iter().all(Value::is_object) {
+            return Err(ExtrasError::Device);
+        }
+        Ok(())
+    }
+}
+
+/// The scope a token needs for a collector endpoint, by path.
+pub fn scope_for(path: &str) -> Option<&'static str> {
+    match path {
+        "/v2/measure" | "/v2/sleep" => Some("user.activity"),
+        "/v2/user" => Some("user.info"),
+        _ => None,
+    }
+}
+
+fn invalid(error: &str) -> Value {
+    json!({"status": 293, "body": {}, "error": error})
+}
+
+/// The envelope for one request to a collector endpoint, as Withings gives it.
+pub fn answer(
+    extras: &UserExtras,
+    path: &str,
+    params: &BTreeMap<String, String>,
+    page_size: usize,
+) -> Value {
+    let action = params.get("action").map(String::as_str);
+    let (rows, key) = match (path, action) {
+        ("/v2/measure", Some("getactivity")) => (&extras.activities, "activities"),
+        ("/v2/sleep", Some("getsummary")) => (&extras.sleep, "series"),
+        ("/v2/user", Some("getdevice")) => {
+            return json!({"status": 0, "body": {"devices": extras.devices}});
+        }
+        _ => return json!({"status": 2554, "body": {}, "error": "Not implemented"}),
+    };
+    let int = |key: &str| -> Result<Option<i64>, String> {
+        params
+            .get(key)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| format!("Invalid Params: {key}"))
+            })
+            .transpose()
+    };
+    let (lastupdate, offset) = match (int("lastupdate"), int("offset")) {
+        (Ok(l), Ok(o)) => (l, o.unwrap_or(0)),
+        (Err(e), _) | (_, Err(e)) => return invalid(&e),
+    };
+    let start = params.get("startdateymd");
+    let end = params.get("enddateymd");
+    if lastupdate.is_some() && (start.is_some() || end.is_some()) {
+        return invalid(
+            "Invalid Params: lastupdate cannot be used with startdateymd or enddateymd",
+        );
+    }
+    let range = match (start, end) {
+        (Some(s), Some(e)) if is_ymd(s) && is_ymd(e) => Some((s.as_str(), e.as_str())),
+        (None, None) if lastupdate.is_some() => None,
+        _ => return invalid("Invalid Params: give lastupdate, or startdateymd and enddateymd"),
+    };
+    let selected: Vec<&Value> = rows
+        .iter()
+        .filter(|r| {
+            lastupdate.is_none_or(|t| r.get("modified").and_then(Value::as_i64).unwrap_or(0) > t)
+        })
+        .filter(|r| {
+            range.is_none_or(|(s, e)| {
+                // YYYY-MM-DD compares as text in date order.
+                let date = r.get("date").and_then(Value::as_str).unwrap_or("");
+                s <= date && date <= e
+            })
+        })
+        .collect();
+    let offset = usize::try_from(offset).unwrap_or(0).min(selected.len());
+    let end = (offset + page_size.max(1)).min(selected.len());
+    let more = end < selected.len();
+    json!({
+        "status": 0,
+        "body": {
+            key: selected[offset..end],
+            "more": more,
+            "offset": if more { end } else { 0 },
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn extras() -> UserExtras {
+        UserExtras {
+            activities: (1..=5)
+                .map(|d| json!({"date": format!("2023-10-0{d}"), "modified": 100 * d, "steps": d}))
+                .collect(),
+            sleep: vec![
+                json!({"startdate": 1, "enddate": 2, "date": "2023-10-01", "modified": 300}),
+            ],
+            devices: vec![json!({"type": "Scale"}), json!({"type": "Scale"})],
+        }
+    }
+
+    #[test]
+    fn lastupdate_filters_by_modified_and_pages_by_offset() {
+        let e = extras();
+        let a = answer(
+            &e,
+            "/v2/measure",
+            &params(&[("action", "getactivity"), ("lastupdate", "150")]),
+            3,
+        );
+        assert_eq!(a["body"]["activities"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            (a["body"]["more"].clone(), a["body"]["offset"].clone()),
+            (json!(true), json!(3))
+        );
+        let b = answer(
+            &e,
+            "/v2/measure",
+            &params(&[
+                ("action", "getactivity"),
+                ("lastupdate", "150"),
+                ("offset", "3"),
+            ]),
+            3,
+        );
+        assert_eq!(b["body"]["activities"].as_array().unwrap().len(), 1);
+        assert_eq!(b["body"]["activities"][0]["steps"], 5);
+        assert_eq!(b["body"]["more"], json!(false));
+    }
+
+    #[test]
+    fn ymd_range_is_inclusive_and_exclusive_with_lastupdate() {
+        let e = extras();
+        let a = answer(
+            &e,
+            "/v2/measure",
+            &params(&[
+                ("action", "getactivity"),
+                ("startdateymd", "2023-10-02"),
+                ("enddateymd", "2023-10-03"),
+            ]),
+            10,
+        );
+        assert_eq!(a["body"]["activities"].as_array().unwrap().len(), 2);
+        for bad in [
+            params(&[("action", "getactivity")]),
+            params(&[
+                ("action", "getactivity"),
+                ("lastupdate", "1"),
+                ("startdateymd", "2023-10-02"),
+                ("enddateymd", "2023-10-03"),
+            ]),
+            params(&[("action", "getactivity"), ("startdateymd", "2023-10-02")]),
+            params(&[("action", "getactivity"), ("lastupdate", "soon")]),
+        ] {
+            assert_eq!(
+                answer(&e, "/v2/measure", &bad, 10)["status"],
+                293,
+                "{bad:?}"
+            );
+        }
+        let s = answer(
+            &e,
+            "/v2/sleep",
+            &params(&[("action", "getsummary"), ("lastupdate", "0")]),
+            10,
+        );
+        assert_eq!(s["body"]["series"].as_array().unwrap().len(), 1);
+        let d = answer(&e, "/v2/user", &params(&[("action", "getdevice")]), 10);
+        assert_eq!(d["body"]["devices"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            answer(&e, "/v2/user", &params(&[("action", "get")]), 10)["status"],
+            2554
+        );
+    }
+
+    #[test]
+    fn validation_names_the_missing_field() {
+        let mut e = extras();
+        assert_eq!(e.validate(), Ok(()));
+        e.activities
+            .push(json!({"date": "20/10/2023", "modified": 1}));
+        assert_eq!(e.validate(), Err(ExtrasError::Activity("date")));
+    }
+}

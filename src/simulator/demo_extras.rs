@@ -1,0 +1,347 @@
+//! The demo household's activity days, sleep nights and devices: a scale, a watch, a sleep
+//! analyzer (and the blood pressure monitor and thermometer the demo's measures come from),
+//! with a phone counting steps beside the watch. Deterministic: the same time gives the same
+//! answer, today's row growing as the day goes on.
+
+use super::data::UserExtras;
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+/// Days of activity and nights of sleep the demo keeps.
+pub const DAYS: i64 = 7;
+
+pub const SCALE: (&str, &str, &str) =
+    ("5b2f1cfa6e4b3c4c1d0e8a7b9c6d5e4f3a2b1c0d", "Body+", "Scale");
+pub const WATCH: (&str, &str, &str) = (
+    "dbf7f61809d5fb350a16a50f6af6e826f0746082",
+    "ScanWatch 2",
+    "Activity Tracker",
+);
+pub const SLEEP_ANALYZER: (&str, &str, &str) = (
+    "9a8b7c6d5e4f30211f2e3d4c5b6a798877665544",
+    "Aura Sensor V2",
+    "Sleep Monitor",
+);
+const BPM: (&str, &str, &str) = (
+    "c405eb8e0e053f6601e151c7e43c04e29aad6956",
+    "BPM Connect",
+    "Blood Pressure Monitor",
+);
+const THERMO: (&str, &str, &str) = (
+    "1d453daf947378fac40677e7a085eea73750b061",
+    "Thermo",
+    "Smart Connected Thermometer",
+);
+
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A value in `0..span`, fixed for (day, salt).
+fn pick(day: i64, salt: u64, span: i64) -> i64 {
+    (mix((day as u64).wrapping_mul(1_000_003).wrapping_add(salt)) % span.max(1) as u64) as i64
+}
+
+fn day_number(date: Date) -> i64 {
+    date.since(Date::constant(1970, 1, 1))
+        .map_or(0, |span| i64::from(span.get_days()))
+}
+
+fn local_midnight(date: Date, tz: &TimeZone) -> i64 {
+    date.to_zoned_datetime(tz.clone())
+        .map_or(0, |z| z.timestamp().as_second())
+}
+
+/// The local date at `unix` in `tz`: the user's day, not UTC's.
+pub fn local_date(unix: i64, tz: &TimeZone) -> Date {
+    Timestamp::from_second(unix)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_zoned_datetime(tz.clone())
+        .date()
+}
+
+/// Everything the collectors' endpoints serve for the demo user at `now`.
+pub fn household_extras(now: i64, timezone: &str) -> UserExtras {
+    let tz = TimeZone::get(timezone).unwrap_or(TimeZone::UTC);
+    let today = local_date(now, &tz);
+    let mut activities = Vec::new();
+    let mut sleep = Vec::new();
+    let mut last_night_end = None;
+    for back in (0..DAYS).rev() {
+        let Ok(date) = today.checked_sub(SignedDuration::from_hours(24 * back)) else {
+            continue;
+        };
+        let n = day_number(date);
+        let midnight = local_midnight(date, &tz);
+        let next_midnight = date
+            .tomorrow()
+            .map_or(midnight + 86_400, |d| local_midnight(d, &tz));
+        // Today's row covers the part of the day gone by, and keeps being modified.
+        let (fraction, modified) = if back == 0 {
+            let elapsed = (now - midnight).clamp(0, 86_400) as f64;
+            (
+                elapsed / (next_midnight - midnight) as f64,
+                now - now.rem_euclid(60),
+            )
+        } else {
+            (1.0, (next_midnight + 600).min(now))
+        };
+        let steps = ((6_000 + pick(n, 1, 6_000)) as f64 * fraction).round() as i64;
+        activities.push(activity_row(
+            date,
+            timezone,
+            modified,
+            steps,
+            n,
+            Some(WATCH),
+        ));
+        // The phone counts most of the same steps: a second series, never to be added.
+        let phone_steps = (steps as f64 * 0.85).round() as i64;
+        activities.push(activity_row(
+            date,
+            timezone,
+            modified,
+            phone_steps,
+            n + 7,
+            None,
+        ));
+
+        // The night that ends on the morning of `date`.
+        let end = midnight + 6 * 3600 + 30 * 60 + pick(n, 2, 3600);
+        let start = midnight - 3600 - pick(n, 3, 5400);
+        if end <= now {
+            last_night_end = Some(end);
+            sleep.push(night(
+                date,
+                timezone,
+                start,
+                end,
+                n,
+                SLEEP_ANALYZER,
+                32,
+                63,
+                true,
+            ));
+            sleep.push(night(
+                date,
+                timezone,
+                start + 300,
+                end - 120,
+                n,
+                WATCH,
+                16,
+                94,
+                false,
+            ));
+        }
+    }
+    let device = |d: (&str, &str, &str), battery: &str, last: Option<i64>| {
+        json!({
+            "type": d.2, "model": d.1, "battery": battery, "timezone": timezone,
+            "first_session_date": 1_690_000_000, "last_session_date": last,
+            "deviceid": d.0, "hash_deviceid": d.0
+        })
+    };
+    let morning = local_midnight(today, &tz) + 7 * 3600 + 600;
+    let weighed = if morning <= now {
+        morning
+    } else {
+        morning - 86_400
+    };
+    let devices = vec![
+        device(SCALE, "high", Some(weighed)),
+        device(WATCH, "medium", Some(now - now.rem_euclid(600))),
+        device(SLEEP_ANALYZER, "high", last_night_end.map(|e| e + 900)),
+        device(BPM, "high", Some(now - now.rem_euclid(60))),
+        // The thermometer's battery is low, so that the demo shows the alert.
+        device(THERMO, "low", Some(now - now.rem_euclid(300))),
+    ];
+    UserExtras {
+        activities,
+        sleep,
+        devices,
+    }
+}
+
+fn activity_row(
+    date: Date,
+    timezone: &str,
+    modified: i64,
+    steps: i64,
+    n: i64,
+    device: Option<(&str, &str, &str)>,
+) -> Value {
+    // Distance and calories with three decimals, as real answers have them.
+    let distance_mm = steps * (700 + pick(n, 4, 80));
+    let active_cal = steps * (38 + pick(n, 5, 10));
+    let soft = steps / 4;
+    let moderate = steps / 20;
+    let intense = steps / 60;
+    let mut row = json!({
+        "steps": steps,
+        "distance": distance_mm as f64 / 1000.0,
+        "elevation": steps / 1500,
+        "soft": soft, "moderate": moderate, "intense": intense, "active": moderate + intense,
+        "calories": active_cal as f64 / 1000.0,
+        "totalcalories": (1_650_000 + active_cal) as f64 / 1000.0,
+        "timezone": timezone,
+        "date": date.to_string(),
+        "modified": modified,
+    });
+    match device {
+        Some((id, model, _)) => {
+            let average = 68 + pick(n, 6, 12);
+            row["hr_average"] = json!(average);
+            row["hr_min"] = json!(average - 18);
+            row["hr_max"] = json!(average + 60);
+            for (zone, share) in [(0, 50), (1, 25), (2, 10), (3, 2)] {
+                row[format!("hr_zone_{zone}")] = json!(soft * share / 100);
+            }
+            row["deviceid"] = json!(id);
+            row["hash_deviceid"] = json!(id);
+            row["brand"] = json!(1);
+            row["model"] = json!(model);
+            row["is_tracker"] = json!(true);
+        }
+        None => {
+            // A phone measures no heart rate: Withings sends zeros.
+            for key in [
+                "hr_average",
+                "hr_min",
+                "hr_max",
+                "hr_zone_0",
+                "hr_zone_1",
+                "hr_zone_2",
+                "hr_zone_3",
+            ] {
+                row[key] = json!(0);
+            }
+            row["deviceid"] = Value::Null;
+            row["hash_deviceid"] = Value::Null;
+            row["brand"] = json!(18);
+            row["model"] = json!("iOS step tracker");
+            row["is_tracker"] = json!(false);
+        }
+    }
+    row
+}
+
+#[allow(clippy::too_many_arguments)]
+fn night(
+    date: Date,
+    timezone: &str,
+    start: i64,
+    end: i64,
+    n: i64,
+    device: (&str, &str, &str),
+    model: i64,
+    model_id: i64,
+    analyzer: bool,
+) -> Value {
+    let in_bed = end - start;
+    let latency = 600 + pick(n, 7, 900);
+    let wakeup_latency = 120 + pick(n, 8, 600);
+    let awake = 900 + pick(n, 9, 1200);
+    let asleep = in_bed - latency - wakeup_latency - awake;
+    let deep = asleep / 5;
+    let rem = asleep / 4;
+    let light = asleep - deep - rem;
+    let mut data = json!({
+        "total_timeinbed": in_bed,
+        "total_sleep_time": asleep,
+        "lightsleepduration": light,
+        "deepsleepduration": deep,
+        "remsleepduration": rem,
+        "wakeupduration": awake,
+        "waso": awake - latency.min(awake),
+        "sleep_latency": latency,
+        "wakeup_latency": wakeup_latency,
+        "wakeupcount": 1 + pick(n, 10, 4),
+        "out_of_bed_count": pick(n, 11, 2),
+        // Thousandths, as a ratio with three decimals.
+        "sleep_efficiency": (asleep * 1000 / in_bed.max(1)) as f64 / 1000.0,
+        "sleep_score": 60 + pick(n, 12, 35),
+        "hr_average": 56 + pick(n, 13, 8),
+        "hr_min": 48 + pick(n, 14, 5),
+        "hr_max": 70 + pick(n, 15, 20),
+    });
+    if analyzer {
+        // Only the sleep analyzer senses breathing and snoring; the watch's nights lack
+        // these fields altogether.
+        data["rr_average"] = json!(14 + pick(n, 16, 3));
+        data["rr_min"] = json!(10 + pick(n, 17, 3));
+        data["rr_max"] = json!(18 + pick(n, 18, 4));
+        data["snoring"] = json!(pick(n, 19, 2400));
+        data["snoringepisodecount"] = json!(pick(n, 20, 8));
+        data["apnea_hypopnea_index"] = json!(pick(n, 21, 20));
+    }
+    json!({
+        "id": 1_000_000 + n * 2 + i64::from(analyzer),
+        "timezone": timezone,
+        "model": model,
+        "model_id": model_id,
+        "hash_deviceid": device.0,
+        "startdate": start,
+        "enddate": end,
+        "date": date.to_string(),
+        "created": end + 900,
+        "modified": end + 900,
+        "completed": true,
+        "data": data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_day_is_the_users_local_day_not_utc() {
+        // 2023-10-20T23:30:00Z is already the 21st in Berlin (UTC+2) and still the 20th in
+        // New York (UTC-4).
+        let now = 1_697_844_600;
+        let berlin = household_extras(now, "Europe/Berlin");
+        let newyork = household_extras(now, "America/New_York");
+        let last = |e: &UserExtras| {
+            e.activities.last().unwrap()["date"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(last(&berlin), "2023-10-21");
+        assert_eq!(last(&newyork), "2023-10-20");
+    }
+
+    #[test]
+    fn valid_deterministic_and_only_past_nights() {
+        let now = 1_697_844_600;
+        let a = household_extras(now, "Europe/Berlin");
+        assert_eq!(a, household_extras(now, "Europe/Berlin"));
+        assert_eq!(a.validate(), Ok(()));
+        assert_eq!(a.activities.len() as i64, 2 * DAYS);
+        assert!(
+            a.sleep
+                .iter()
+                .all(|n| n["enddate"].as_i64().unwrap() <= now)
+        );
+        assert!(
+            a.activities
+                .iter()
+                .all(|r| r["modified"].as_i64().unwrap() <= now)
+        );
+        assert_eq!(a.devices.len(), 5);
+        // Today's row grows as the day goes on.
+        let later = household_extras(now + 6 * 3600, "Europe/Berlin");
+        let steps = |e: &UserExtras| {
+            e.activities[e.activities.len() - 2]["steps"]
+                .as_i64()
+                .unwrap()
+        };
+        assert!(steps(&later) > steps(&a), "{} {}", steps(&later), steps(&a));
+    }
+}
