@@ -24,7 +24,7 @@ use url::Url;
 
 /// Path of the authorization page under `WITHINGS_ACCOUNT_URL`.
 pub const AUTHORIZE_PATH: &str = "oauth2_user/authorize2";
-/// What the exporter needs: the measures.
+/// The scope of the measures, the default collector's.
 pub const SCOPE: &str = "user.metrics";
 
 /// Everything `auth` needs, from the configuration.
@@ -39,6 +39,8 @@ pub struct AuthSettings {
     /// Where the redirect listener binds, when not the redirect URI's own host and port:
     /// in a container, 0.0.0.0:19101 receives what the host forwards to 127.0.0.1:19101.
     pub listen: Option<SocketAddr>,
+    /// The scopes to ask for: those of the enabled collectors (`WITHINGS_COLLECTORS`).
+    pub scopes: String,
     /// With `--account NAME`: the account's name; its file is `token_file` in
     /// `WITHINGS_TOKEN_DIR`, whose other accounts must not be the same Withings user.
     pub account: Option<String>,
@@ -69,6 +71,7 @@ impl AuthSettings {
                 ..ClientOptions::default()
             },
             listen: None,
+            scopes: config.collectors.scopes(),
             account: None,
         })
     }
@@ -193,7 +196,7 @@ impl Authorization {
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.settings.credentials.client_id)
-            .append_pair("scope", SCOPE)
+            .append_pair("scope", &self.settings.scopes)
             .append_pair("state", &self.state)
             .append_pair("redirect_uri", self.settings.redirect_uri.as_str());
         url
@@ -561,6 +564,7 @@ mod tests {
             token_file: PathBuf::from("/nonexistent/tokens.json"),
             client: ClientOptions::default(),
             listen: None,
+            scopes: SCOPE.into(),
             account: None,
         }
     }

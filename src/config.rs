@@ -94,6 +94,12 @@ pub const SETTINGS: &[Setting] = &[
         "requests to Withings in any 60 seconds, all accounts and endpoints together (Withings allows 120 per application)",
     ),
     setting(
+        "WITHINGS_COLLECTORS",
+        None,
+        "measures",
+        "kinds of data to fetch, comma-separated: measures, activity, sleep, devices (each costs one request per account per fetch)",
+    ),
+    setting(
         "WITHINGS_ACCESS_TOKEN",
         None,
         "",
@@ -188,7 +194,6 @@ pub const SETTINGS: &[Setting] = &[
 /// Variables of settings being added on other branches: known, so that setting one is not
 /// reported as a misspelling. Each moves into [`SETTINGS`] when the code that reads it lands.
 const RESERVED_VARIABLES: &[&str] = &[
-    "WITHINGS_COLLECTORS",
     "WITHINGS_CALLBACK_URL",
     "WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS",
     "WITHINGS_SAFETY_POLL_SECONDS",
@@ -395,6 +400,8 @@ pub struct Config {
     pub token_dir: Option<PathBuf>,
     /// `WITHINGS_REQUESTS_PER_MINUTE`: every request to Withings, all accounts together.
     pub requests_per_minute: u32,
+    /// `WITHINGS_COLLECTORS`: measures, activity, sleep, devices.
+    pub collectors: crate::collector::Collectors,
     /// `WITHINGS_TELEMETRY_PATH` / `--web.telemetry-path`: where the metrics are served.
     pub telemetry_path: String,
     /// `WITHINGS_LOG_LEVEL` (or `RUST_LOG`) and `WITHINGS_LOG_FORMAT`.
@@ -426,6 +433,7 @@ struct Raw {
     min_fetch_interval_seconds: Option<String>,
     token_dir: Option<String>,
     requests_per_minute: Option<String>,
+    collectors: Option<String>,
     telemetry_path: Option<String>,
     web_max_connections: Option<String>,
 }
@@ -543,6 +551,17 @@ impl Config {
             Some(v) => parse_requests_per_minute(&v)?,
             None => crate::withings::budget::DEFAULT_PER_MINUTE,
         };
+        let collectors = match non_empty(raw.collectors) {
+            Some(list) => crate::collector::Collectors::parse(&list).map_err(|e| {
+                invalid(
+                    "WITHINGS_COLLECTORS",
+                    e.to_string()
+                        .trim_start_matches("WITHINGS_COLLECTORS: ")
+                        .to_owned(),
+                )
+            })?,
+            None => crate::collector::Collectors::default(),
+        };
         let telemetry_path = match non_empty(raw.telemetry_path) {
             Some(path) => parse_telemetry_path(&path)?,
             None => DEFAULT_TELEMETRY_PATH.to_owned(),
@@ -554,6 +573,7 @@ impl Config {
         Ok(Self {
             token_dir,
             requests_per_minute,
+            collectors,
             listen_address,
             api_url,
             access_token,

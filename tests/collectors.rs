@@ -653,3 +653,70 @@ fn promtool_accepts_every_collector_family() {
     }
     assert_promtool_accepts(&text);
 }
+
+// ------------------------------------------------------------------ wired into an account
+
+/// The fixture's rows as if written just now: a first sync looks back 30 days.
+fn recent(mut extras: UserExtras) -> UserExtras {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for row in extras.activities.iter_mut().chain(extras.sleep.iter_mut()) {
+        row["modified"] = json!(now - 60);
+    }
+    extras
+}
+
+#[tokio::test]
+async fn every_collector_costs_one_request_and_a_missing_scope_fails_only_its_own() {
+    let app = common::spawn_app_with(common::AppOptions {
+        env: vec![(
+            "WITHINGS_COLLECTORS",
+            "measures,activity,sleep,devices".into(),
+        )],
+        ..common::AppOptions::default()
+    })
+    .await;
+    app.simulator.set_extras(recent(fixture_extras())).unwrap();
+    app.simulator.deny_scope(common::TOKEN, "user.info");
+    let text = app.scrape().await;
+    assert_eq!(common::sample(&text, "withings_up"), Some(1.0), "{text}");
+    for (collector, up) in [
+        ("measures", 1.0),
+        ("activity", 1.0),
+        ("sleep", 1.0),
+        ("devices", 0.0),
+    ] {
+        assert_eq!(
+            common::sample_with(&text, "withings_collector_up", &[("collector", collector)]),
+            Some(up),
+            "{collector}\n{text}"
+        );
+    }
+    assert!(
+        !samples(&text, "withings_activity_steps").is_empty(),
+        "{text}"
+    );
+    assert!(
+        !samples(&text, "withings_sleep_in_bed_seconds").is_empty(),
+        "{text}"
+    );
+    assert!(
+        samples(&text, "withings_device_battery").is_empty(),
+        "{text}"
+    );
+    // One request per collector and fetch, every one through the budget.
+    for path in ["/measure", "/v2/measure", "/v2/sleep", "/v2/user"] {
+        assert_eq!(app.simulator.request_count(path), 1, "{path}");
+    }
+    assert_eq!(
+        common::sample(&text, "withings_requests_in_window"),
+        Some(4.0),
+        "{text}"
+    );
+    // A new scrape: the missing scope is not reported again, and the rest carries on.
+    let again = app.scrape().await;
+    assert_eq!(common::sample(&again, "withings_up"), Some(1.0));
+    assert_eq!(app.simulator.request_count("/v2/user"), 2);
+}

@@ -4,6 +4,7 @@
 //!
 //! A probe runs one way: probe → account → budget → Withings → merge → render.
 
+mod collectors;
 pub mod flight;
 pub mod state;
 mod sync;
@@ -38,6 +39,8 @@ pub struct AccountSettings {
     pub min_fetch_interval: Duration,
     /// Cap on the budget a scrape-timeout header gives: `WITHINGS_TIMEOUT_SECONDS`.
     pub scrape_budget_cap: Duration,
+    /// `WITHINGS_COLLECTORS`: which kinds of data each fetch brings.
+    pub collectors: crate::collector::Collectors,
 }
 
 impl AccountSettings {
@@ -49,6 +52,7 @@ impl AccountSettings {
             },
             min_fetch_interval: config.min_fetch_interval,
             scrape_budget_cap: config.upstream_timeout,
+            collectors: config.collectors.clone(),
         }
     }
 }
@@ -159,6 +163,8 @@ pub struct Health {
     pub last_success: Option<f64>,
     /// The last fetch's error, in one line; `None` after a success.
     pub last_error: Option<String>,
+    /// Whether the `measures` collector's last fetch worked.
+    pub measures_up: Option<bool>,
 }
 
 pub struct Account {
@@ -167,6 +173,7 @@ pub struct Account {
     tokens: TokenSource,
     settings: AccountSettings,
     state: Mutex<LatestState>,
+    extras: Mutex<collectors::Extras>,
     health: Mutex<Health>,
     /// Held for a whole sync, so that two syncs never interleave their pages and cursors.
     cursor: tokio::sync::Mutex<sync::SyncCursor>,
@@ -227,6 +234,7 @@ impl Account {
             tokens,
             settings,
             state: Mutex::new(LatestState::default()),
+            extras: Mutex::new(collectors::Extras::default()),
             health: Mutex::new(Health::default()),
             cursor: tokio::sync::Mutex::new(sync::SyncCursor::default()),
             registry,
@@ -352,8 +360,27 @@ impl Account {
         // The semaphore is never closed; without a permit the fetch would still be bounded
         // by the budget, so going on is safe.
         let _slot = self.fetch_slots.acquire().await.ok();
-        let result = self.sync().await;
+        let measures = if self
+            .settings
+            .collectors
+            .contains(crate::collector::Collector::Measures)
+        {
+            Some(self.sync().await)
+        } else {
+            None
+        };
+        let measures_up = measures.as_ref().map(Result::is_ok);
+        // The other collectors only once the token is known to work (or measures are off):
+        // after a refused token they would each fail the same way.
+        let result = match measures {
+            Some(Err(e)) => Err(e),
+            Some(Ok(stats)) => self.sync_extras().await.map(|()| stats),
+            None => self.sync_extras().await.map(|()| MergeStats::default()),
+        };
         let mut health = lock(&self.health);
+        if measures_up.is_some() {
+            health.measures_up = measures_up;
+        }
         match &result {
             Ok(_) => {
                 health.token_valid = Some(true);
@@ -391,6 +418,7 @@ impl Account {
         let mut out = self.registry.gather();
         out.extend(families::vital_families(&lock(&self.state)));
         let health = lock(&self.health).clone();
+        out.extend(self.extra_families(health.measures_up));
         if let Some(valid) = health.token_valid {
             out.push(single_gauge(
                 "withings_token_valid",

@@ -251,7 +251,11 @@ impl App {
         };
         Self {
             source: source(&settings, &shared),
-            share: FairShare::new(Arc::clone(client.limits()), clock),
+            share: FairShare::new(
+                Arc::clone(client.limits()),
+                clock,
+                settings.collectors.iter().count(),
+            ),
             client,
             shared,
             settings,

@@ -33,14 +33,17 @@ struct Entry {
 pub struct FairShare {
     limits: Arc<Limits>,
     clock: Clock,
+    /// Requests one fetch makes: one per enabled collector.
+    cost: usize,
     entries: Mutex<HashMap<String, Entry>>,
 }
 
 impl FairShare {
-    pub fn new(limits: Arc<Limits>, clock: Clock) -> Self {
+    pub fn new(limits: Arc<Limits>, clock: Clock, cost: usize) -> Self {
         Self {
             limits,
             clock,
+            cost: cost.max(1),
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -61,7 +64,9 @@ impl Admission for FairShare {
             entry.last_probe = now;
             entry.last_fetch
         };
-        let free = self.limits.budget.free();
+        // Counted in whole fetches: a fetch that could make only some of its requests would
+        // leave its other collectors behind.
+        let free = self.limits.budget.free() / self.cost;
         if free == 0 {
             return false;
         }
@@ -109,7 +114,7 @@ mod tests {
     fn with_more_accounts_than_budget_the_oldest_go_first_and_none_starves() {
         let clock = Clock::default();
         let limits = Arc::new(Limits::new(10, clock.clone()));
-        let share = FairShare::new(Arc::clone(&limits), clock.clone());
+        let share = FairShare::new(Arc::clone(&limits), clock.clone(), 1);
         let names: Vec<String> = (0..30).map(|i| format!("a{i:02}")).collect();
         let mut fetched_at: HashMap<String, Vec<u64>> = HashMap::new();
         // Every account is probed every 60 s, spread over the minute, for 6 minutes: the
@@ -137,7 +142,7 @@ mod tests {
     fn a_single_hot_account_is_held_to_the_budget_not_beyond() {
         let clock = Clock::default();
         let limits = Arc::new(Limits::new(5, clock.clone()));
-        let share = FairShare::new(Arc::clone(&limits), clock.clone());
+        let share = FairShare::new(Arc::clone(&limits), clock.clone(), 1);
         let admitted = (0..100)
             .filter(|_| fetch_if_admitted(&share, &limits, "flood"))
             .count();
@@ -148,7 +153,7 @@ mod tests {
     fn an_account_nobody_probes_reserves_nothing() {
         let clock = Clock::default();
         let limits = Arc::new(Limits::new(2, clock.clone()));
-        let share = FairShare::new(Arc::clone(&limits), clock.clone());
+        let share = FairShare::new(Arc::clone(&limits), clock.clone(), 1);
         assert!(share.admit("old"));
         // "old" is probed once and then never again: "new" fetched later must not keep
         // yielding to it after the demand window.

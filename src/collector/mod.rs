@@ -160,6 +160,11 @@ impl Collectors {
         Ok(Self(enabled))
     }
 
+    /// Every collector.
+    pub fn all() -> Self {
+        Self(Collector::ALL.to_vec())
+    }
+
     pub fn contains(&self, collector: Collector) -> bool {
         self.0.contains(&collector)
     }

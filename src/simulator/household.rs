@@ -60,6 +60,8 @@ impl Household {
         config.refresh_token = None;
         config.client_id = Some(client_id);
         config.client_secret = Some(Secret::new(client_secret));
+        // The household has a scale, a watch and a sleep analyzer: show all of it.
+        config.collectors = crate::collector::Collectors::all();
         config
     }
 }

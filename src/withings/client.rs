@@ -253,10 +253,13 @@ impl WithingsClient {
         token: &Secret,
         query: &crate::collector::SyncQuery,
     ) -> Result<crate::collector::activity::ActivityPage, ApiError> {
-        let body = self
-            .collector_request(token, "v2/measure", "getactivity", Some(query), None)
-            .await?;
-        crate::collector::activity::parse_getactivity(&body)
+        let request = self.collector_request(token, "v2/measure", "getactivity", Some(query), None);
+        self.call(
+            "getactivity",
+            request,
+            crate::collector::activity::parse_getactivity,
+        )
+        .await
     }
 
     /// One `getsummary` page (`v2/sleep`) for the sleep collector.
@@ -266,10 +269,14 @@ impl WithingsClient {
         query: &crate::collector::SyncQuery,
     ) -> Result<crate::collector::sleep::SleepPage, ApiError> {
         let fields = crate::collector::sleep::data_fields();
-        let body = self
-            .collector_request(token, "v2/sleep", "getsummary", Some(query), Some(&fields))
-            .await?;
-        crate::collector::sleep::parse_getsummary(&body)
+        let request =
+            self.collector_request(token, "v2/sleep", "getsummary", Some(query), Some(&fields));
+        self.call(
+            "getsummary",
+            request,
+            crate::collector::sleep::parse_getsummary,
+        )
+        .await
     }
 
     /// The account's devices (`v2/user`, `getdevice`) for the devices collector.
@@ -277,20 +284,25 @@ impl WithingsClient {
         &self,
         token: &Secret,
     ) -> Result<crate::collector::devices::DevicePage, ApiError> {
-        let body = self
-            .collector_request(token, "v2/user", "getdevice", None, None)
-            .await?;
-        crate::collector::devices::parse_getdevice(&body)
+        let request = self.collector_request(token, "v2/user", "getdevice", None, None);
+        self.call(
+            "getdevice",
+            request,
+            crate::collector::devices::parse_getdevice,
+        )
+        .await
     }
 
-    async fn collector_request(
+    /// The request of a collector's endpoint; sent only through [`WithingsClient::call`], so
+    /// that it counts against the request budget like every other.
+    fn collector_request(
         &self,
         token: &Secret,
         path: &str,
         action: &str,
         query: Option<&crate::collector::SyncQuery>,
         data_fields: Option<&str>,
-    ) -> Result<Bytes, ApiError> {
+    ) -> reqwest::RequestBuilder {
         let lastupdate = query.map(|q| q.lastupdate.to_string());
         let offset = query.and_then(|q| q.offset).map(|o| o.to_string());
         let mut form: Vec<(&str, &str)> = vec![("action", action)];
@@ -303,12 +315,10 @@ impl WithingsClient {
         if let Some(fields) = data_fields {
             form.push(("data_fields", fields));
         }
-        let request = self
-            .http
+        self.http
             .post(join(&self.api_url, path))
             .bearer_auth(token.expose())
-            .form(&form);
-        self.send(request).await
+            .form(&form)
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Bytes, ApiError> {
