@@ -948,3 +948,167 @@ async fn prometheus_and_alertmanager_get_dashboard_data_and_alerts() {
     phase("crisis notification at the webhook");
     stack.assert_rules_healthy().await;
 }
+
+// ------------------------------------------------------------------ several accounts
+
+/// A fresh blood-pressure reading of `systolic` for one simulated user.
+fn reading(grpid: i64, systolic: i64, now: i64) -> Value {
+    json!({
+        "grpid": grpid, "attrib": 0, "date": now - 60, "created": now, "modified": now,
+        "category": 1, "deviceid": "bpm", "hash_deviceid": "bpm", "model": "BPM Core",
+        "measures": [
+            {"value": systolic, "type": 10, "unit": 0},
+            {"value": 80, "type": 9, "unit": 0}
+        ]
+    })
+}
+
+/// The shipped Prometheus configuration's discovery job, as a user runs it: nothing but the
+/// `http_sd_configs` URL (pointed at this exporter) and a faster refresh and scrape.
+fn shipped_discovery_config(exporter: &str) -> String {
+    let shipped = read_repo_file("prometheus/prometheus.yml");
+    assert!(
+        shipped.contains("url: http://withings-exporter:19100/sd"),
+        "prometheus/prometheus.yml no longer discovers accounts at /sd: update this test"
+    );
+    let start = shipped.find("scrape_configs:").expect("scrape_configs");
+    let jobs = shipped[start..]
+        .replace("withings-exporter:19100", exporter)
+        .replace("refresh_interval: 60s", "refresh_interval: 1s");
+    format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n{jobs}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Prometheus (Debian package prometheus)"]
+async fn prometheus_discovers_every_account_and_one_added_with_auth() {
+    use withings_exporter::app::App;
+    use withings_exporter::auth::{AuthSettings, Authorization};
+    use withings_exporter::config::Config;
+    use withings_exporter::http::server::Application;
+    use withings_exporter::simulator::Simulator;
+
+    let sim = Simulator::start(SimulatorOptions::default()).await.unwrap();
+    let now = unix_now();
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts");
+    std::fs::create_dir(&accounts).unwrap();
+    for (name, userid, systolic) in [("mom", "2001", 131), ("ben", "2002", 117)] {
+        sim.set_user_groups(
+            userid,
+            vec![reading(userid.parse().unwrap(), systolic, now)],
+        )
+        .unwrap();
+        let (access, refresh, expires_in) = sim.issue_token_pair_for(userid);
+        withings_exporter::account::token_store::TokenStore::new(
+            accounts.join(format!("{name}.json")),
+        )
+        .save(&withings_exporter::account::token_store::StoredTokens {
+            access_token: withings_exporter::secret::Secret::new(access),
+            refresh_token: withings_exporter::secret::Secret::new(refresh),
+            expires_at: now + expires_in,
+            obtained_at: Some(now),
+            userid: Some(userid.into()),
+            scope: Some("user.metrics".into()),
+        })
+        .unwrap();
+    }
+    let (client_id, client_secret) = sim.client_credentials();
+    let config = Config::from_vars(
+        [
+            ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0".to_string()),
+            ("WITHINGS_API_URL", sim.url().to_string()),
+            ("WITHINGS_ACCOUNT_URL", sim.url().to_string()),
+            ("WITHINGS_TOKEN_DIR", accounts.display().to_string()),
+            ("WITHINGS_CLIENT_ID", client_id),
+            ("WITHINGS_CLIENT_SECRET", client_secret),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .unwrap();
+    let app = Arc::new(App::from_config(&config).unwrap());
+    tokio::spawn(Arc::clone(&app).watch(Duration::from_millis(200)));
+    let server = Application::bind(config.listen_address, Arc::clone(&app))
+        .await
+        .unwrap();
+    let exporter = server.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+
+    let prometheus_config = dir.path().join("prometheus.yml");
+    std::fs::write(&prometheus_config, shipped_discovery_config(&exporter)).unwrap();
+    let tsdb = dir.path().join("data");
+    let prometheus = start_daemon("prometheus", "prometheus", dir.path(), |port| {
+        vec![
+            format!("--config.file={}", prometheus_config.display()),
+            format!("--storage.tsdb.path={}", tsdb.display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ]
+    })
+    .await;
+    // Each account scraped on /probe under its own name, the readings never mixed.
+    for (account, want) in [("mom", "131"), ("ben", "117")] {
+        assert_eq!(
+            scraped_systolic(&prometheus, account).await,
+            want,
+            "{account}"
+        );
+    }
+
+    // A third person authorizes with `auth --account`; Prometheus finds them with no change
+    // to its configuration.
+    sim.set_user_groups("2003", vec![reading(2003, 142, now)])
+        .unwrap();
+    sim.sign_in("2003");
+    let mut settings = AuthSettings::for_account(&config, "grandpa").unwrap();
+    settings.listen = None;
+    let authorization = Authorization::new(settings).unwrap();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let redirected = browser.get(authorization.url()).send().await.unwrap();
+    let location = redirected.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let code = authorization.code_from_pasted(&location).unwrap();
+    authorization.exchange(&code).await.unwrap();
+    let got = scraped_systolic(&prometheus, "grandpa").await;
+    assert_eq!(got, "142");
+    let _ = stop.send(());
+}
+
+/// The systolic value Prometheus has scraped for `account`, once it has one.
+async fn scraped_systolic(prometheus: &Daemon, account: &str) -> String {
+    let http = http();
+    let url = prometheus.url("/api/v1/query");
+    let query = format!(
+        "withings_blood_pressure_mmhg{{job=\"withings\",kind=\"systolic\",account=\"{account}\"}}"
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let answer = http
+            .post(&url)
+            .form(&[("query", query.as_str())])
+            .send()
+            .await;
+        let body: Value = match answer {
+            Ok(response) => serde_json::from_str(&response.text().await.unwrap_or_default())
+                .unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        if let Some(value) = body["data"]["result"][0]["value"][1].as_str() {
+            return value.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{account} never scraped: {body}\n{}",
+            prometheus.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
