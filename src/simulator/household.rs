@@ -17,9 +17,10 @@ impl Household {
     /// Starts the simulator on a free loopback port, with the household's users reading as
     /// time passes, and writes one token file per member.
     pub async fn start() -> std::io::Result<Self> {
+        remove_stale_dirs();
         let simulator = Simulator::start(SimulatorOptions::default()).await?;
         let dir = std::env::temp_dir().join(format!(
-            "withings-exporter-demo-{}-{:x}",
+            "{DIR_PREFIX}{}-{:x}",
             std::process::id(),
             crate::withings::ratelimit::jitter().to_bits()
         ));
@@ -63,6 +64,31 @@ impl Household {
         // The household has a scale, a watch and a sleep analyzer: show all of it.
         config.collectors = crate::collector::Collectors::all();
         config
+    }
+}
+
+const DIR_PREFIX: &str = "withings-exporter-demo-";
+
+/// Removes the token directories of demos that were killed (SIGKILL leaves no chance to clean
+/// up): each is named after its process, and a process that no longer runs needs none.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
