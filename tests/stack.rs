@@ -517,8 +517,8 @@ fn rules_with_short_for_shortens_only_non_zero_durations() {
     );
     // The shipped rules: WithingsExporterDown, WithingsProbeFailing, WithingsTokenInvalid,
     // WithingsFetchFailing, WithingsRateLimited, WithingsAccountFileError,
-    // WithingsRequestBudgetSaturated.
-    assert_eq!(rules_with_short_for(&read_repo_file(RULES)).1, 7);
+    // WithingsRequestBudgetSaturated, WithingsDeviceBatteryLow.
+    assert_eq!(rules_with_short_for(&read_repo_file(RULES)).1, 8);
 }
 
 /// The exporter, its simulator, Prometheus, Alertmanager and the webhook, all on loopback.
