@@ -221,6 +221,8 @@ struct Inner {
     default_user: String,
     /// Fixed access tokens (never expiring), each for one user.
     tokens: HashMap<String, String>,
+    /// Bytes of every answer's body, for benchmarks.
+    response_bytes: u64,
     /// Scopes each access token was not granted, for the collectors' endpoints.
     denied_scopes: HashMap<String, BTreeSet<String>>,
     /// Misbehaviour of a collector endpoint, by path ("/v2/sleep").
@@ -305,6 +307,7 @@ impl Simulator {
                 .collect(),
             users,
             default_user,
+            response_bytes: 0,
             denied_scopes: HashMap::new(),
             endpoint_faults: BTreeMap::new(),
             fault: None,
@@ -523,7 +526,14 @@ impl Simulator {
     }
 
     pub fn clear_requests(&self) {
-        self.lock().requests.clear();
+        let mut inner = self.lock();
+        inner.requests.clear();
+        inner.response_bytes = 0;
+    }
+
+    /// Bytes of the answers' bodies since the start (or [`Simulator::clear_requests`]).
+    pub fn response_bytes(&self) -> usize {
+        usize::try_from(self.lock().response_bytes).unwrap_or(usize::MAX)
     }
 
     /// Issues a token pair as if the default user had just authorized: (access, refresh,
@@ -628,7 +638,12 @@ async fn serve(
                 let inner = Arc::clone(&inner);
                 let service = service_fn(move |req| {
                     let inner = Arc::clone(&inner);
-                    async move { Ok::<_, Infallible>(cut_if_asked(handle(&inner, req).await)) }
+                    async move {
+                        let response = handle(&inner, req).await;
+                        let sent = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0);
+                        lock(&inner).response_bytes += sent;
+                        Ok::<_, Infallible>(cut_if_asked(response))
+                    }
                 });
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
