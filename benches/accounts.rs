@@ -230,7 +230,10 @@ async fn child_process(sim: &Simulator, dir: &Path) {
         "| start until /sd lists {ACCOUNTS} accounts | {:.0} ms |",
         start_time.as_secs_f64() * 1000.0
     );
-    println!("| VmRSS after start | {rss_start} KiB ({:.1} MiB) |", rss_start as f64 / 1024.0);
+    println!(
+        "| VmRSS after start | {rss_start} KiB ({:.1} MiB) |",
+        rss_start as f64 / 1024.0
+    );
     println!(
         "| VmRSS after {PROBES} probes | {rss_after} KiB ({:.1} MiB); VmHWM {hwm} KiB |",
         rss_after as f64 / 1024.0
@@ -240,7 +243,12 @@ async fn child_process(sim: &Simulator, dir: &Path) {
         flood_time.as_secs_f64(),
         all.n as f64 / flood_time.as_secs_f64()
     );
-    println!("| probe latency, all {} | p50 {} ms, p99 {} ms |", all.n, ms(all.p50), ms(all.p99));
+    println!(
+        "| probe latency, all {} | p50 {} ms, p99 {} ms |",
+        all.n,
+        ms(all.p50),
+        ms(all.p99)
+    );
     println!(
         "| probe latency, the {from_state_n} answered from state (served_from budget/recent_fetch) | p50 {} ms, p99 {} ms |",
         ms(state.p50),
@@ -248,7 +256,10 @@ async fn child_process(sim: &Simulator, dir: &Path) {
     );
     let mut sources: Vec<_> = probed.sources.into_iter().collect();
     sources.sort();
-    println!("| probes by served_from | {sources:?}; errors {} |", probed.errors);
+    println!(
+        "| probes by served_from | {sources:?}; errors {} |",
+        probed.errors
+    );
     println!(
         "| /sd ({sd_bytes} bytes), {} requests | p50 {} ms, p99 {} ms |",
         sds.n,
@@ -259,7 +270,10 @@ async fn child_process(sim: &Simulator, dir: &Path) {
         "| upstream requests during the probes | {upstream}; most in any 60 s: {max_minute} (budget {BUDGET}) |"
     );
     assert_eq!(probed.errors, 0, "some probes failed");
-    assert!(max_minute <= BUDGET, "the budget was exceeded: {max_minute}");
+    assert!(
+        max_minute <= BUDGET,
+        "the budget was exceeded: {max_minute}"
+    );
 }
 
 /// Part 2: the test clock stepped a second at a time; every account probed once a minute.
