@@ -668,7 +668,12 @@ async fn two_processes_sharing_a_token_dir_refresh_an_expired_token_once() {
     let (first, second) = (first.await.unwrap(), second.await.unwrap());
     assert_eq!(sample(&first, "withings_up"), Some(1.0), "{first}");
     assert_eq!(sample(&second, "withings_up"), Some(1.0), "{second}");
-    assert_eq!(sim.token_request_count(), 1, "{:?}", sim.requests());
+    assert_eq!(
+        sim.token_request_count(),
+        1,
+        "refreshes: {:?}",
+        sim.requests().iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
 
     let saved = TokenStore::new(&file).load().unwrap().unwrap();
     assert_ne!(saved.refresh_token, old.refresh_token);
