@@ -23,12 +23,19 @@ impl Drop for ExporterProcess {
 impl ExporterProcess {
     /// Starts `withings-exporter serve` with a fixed access token and `env` on top.
     pub fn start(api_url: &str, token: &str, env: &[(&str, &str)]) -> Self {
+        let mut all = vec![("WITHINGS_ACCESS_TOKEN", token)];
+        all.extend_from_slice(env);
+        Self::start_with(api_url, &all)
+    }
+
+    /// Starts `withings-exporter serve` with only `env` on top of the address and API URL
+    /// (a token directory, say).
+    pub fn start_with(api_url: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
             .arg("serve")
             .env_clear()
             .env("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")
             .env("WITHINGS_API_URL", api_url)
-            .env("WITHINGS_ACCESS_TOKEN", token)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())

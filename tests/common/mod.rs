@@ -1,6 +1,7 @@
 //! Shared test harness: a simulator and a real exporter server on ephemeral ports.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod accounts;
 pub mod process;
 
 use std::net::SocketAddr;
