@@ -88,6 +88,23 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
     },
+    /// Write an account's whole Withings history as OpenMetrics text, for `promtool tsdb
+    /// create-blocks-from openmetrics FILE DIR` (see the README, "Your history").
+    Backfill {
+        /// The account (WITHINGS_TOKEN_DIR/NAME.json), or `default` for the one account of
+        /// WITHINGS_TOKEN_FILE or WITHINGS_ACCESS_TOKEN.
+        #[arg(long)]
+        account: Option<String>,
+        /// Every account of WITHINGS_TOKEN_DIR, into one file.
+        #[arg(long)]
+        all: bool,
+        /// The file to write; it appears only once complete.
+        #[arg(long)]
+        output: std::path::PathBuf,
+        /// Only readings from this day on (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Run only the simulated Withings API, for tests and benchmarks.
     Simulator {
         /// Address to listen on.
@@ -185,6 +202,21 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
             })?;
             print!("{}", accounts::listing(dir)?);
             Ok(())
+        }
+        Command::Backfill {
+            account,
+            all,
+            output,
+            since,
+        } => {
+            backfill(
+                from_env()?,
+                account.as_deref(),
+                all,
+                &output,
+                since.as_deref(),
+            )
+            .await
         }
         Command::Demo => {
             let config = from_env()?;
@@ -394,4 +426,37 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     );
     app.run_until(shutdown_signal()).await?;
     Ok(())
+}
+
+/// `backfill`: the library does the work; here only the terminal, Ctrl-C and the messages.
+async fn backfill(
+    config: Config,
+    account: Option<&str>,
+    all: bool,
+    output: &std::path::Path,
+    since: Option<&str>,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    use withings_exporter::backfill::{Plan, parse_since};
+    let since = since.map(parse_since).transpose()?;
+    let now = withings_exporter::account::unix_now();
+    let mut plan = Plan::from_config(&config, account, all, since, now)?;
+    plan.options.progress = std::io::stderr().is_terminal();
+    let rerun = || {
+        format!(
+            "nothing was written to {}; rerun the same command (it reads the history again from the start)",
+            output.display()
+        )
+    };
+    tokio::select! {
+        result = plan.run(output) => match result {
+            Ok(summary) => {
+                eprintln!("{}", summary.line(output));
+                Ok(())
+            }
+            Err(e) => Err(anyhow::anyhow!("backfill failed: {e}; {}", rerun())),
+        },
+        // Dropping the run removes its temporary files.
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("backfill interrupted; {}", rerun())),
+    }
 }

@@ -5,6 +5,7 @@
 //! A probe runs one way: probe → account → budget → Withings → merge → render.
 
 pub mod flight;
+pub mod readings;
 pub mod state;
 mod sync;
 pub mod token_store;
