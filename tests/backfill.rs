@@ -741,8 +741,10 @@ async fn a_spent_budget_is_waited_for_not_fatal() {
 // ------------------------------------------------------------------ the real programs
 
 fn promtool_blocks(file: &Path, blocks: &Path) {
+    // promtool cuts 2-hour blocks unless told otherwise, reading the whole file again for
+    // each: years of history want larger blocks (it rounds down to 182 days), as the README says.
     let out = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .args(["tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=8760h"])
         .arg(file)
         .arg(blocks)
         .output()
@@ -779,7 +781,7 @@ struct Prometheus {
 
 impl Prometheus {
     async fn start(data: &Path, config: &Path) -> Self {
-        let http = reqwest::Client::new();
+        let http = common::http();
         for attempt in 0..3 {
             let port = TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -835,7 +837,7 @@ impl Prometheus {
         url.query_pairs_mut()
             .append_pair("query", &format!("{selector}[1s]"))
             .append_pair("time", &at.to_string());
-        let body = reqwest::Client::new()
+        let body = common::http()
             .get(url)
             .send()
             .await
@@ -875,7 +877,7 @@ impl Prometheus {
             .append_pair("start", &start.to_string())
             .append_pair("end", &end.to_string())
             .append_pair("step", &step.to_string());
-        let body = reqwest::Client::new()
+        let body = common::http()
             .get(url)
             .send()
             .await
@@ -942,10 +944,11 @@ async fn prometheus_answers_with_the_simulators_readings_from_the_blocks() {
             [(e.date as f64, want.value)]
         );
     }
-    // Range queries over the backfilled years: both accounts, a point every day with data.
+    // Range queries over the backfilled years, as a dashboard asks (readings are hours
+    // apart, beyond the 5-minute lookback): both accounts, every device, points all along.
     let series = prometheus
         .range(
-            "withings_weight_grams",
+            "last_over_time(withings_weight_grams[2d])",
             h.now - 4 * YEAR,
             h.now - HEAD_SECONDS,
             86_400,
@@ -957,6 +960,6 @@ async fn prometheus_answers_with_the_simulators_readings_from_the_blocks() {
         .collect();
     assert_eq!(accounts.into_iter().collect::<Vec<_>>(), ["dad", "mom"]);
     for s in &series {
-        assert!(s["values"].as_array().unwrap().len() > 100, "{s}");
+        assert!(s["values"].as_array().unwrap().len() >= 30, "{s}");
     }
 }
