@@ -474,6 +474,12 @@ async fn two_accounts_are_backfilled_with_the_live_exporters_series() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["all.om"]);
+    // Health data: readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o077,
+        0
+    );
     // One line at the end: samples per family and the range covered.
     let summary = stderr.lines().last().unwrap();
     assert!(summary.starts_with("backfill: wrote "), "{stderr}");
@@ -653,6 +659,44 @@ async fn a_failure_midway_leaves_no_file_and_says_how_to_rerun() {
 }
 
 #[tokio::test]
+async fn ctrl_c_leaves_no_file_and_says_how_to_rerun() {
+    let h = household(300, 500).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    // Measure requests wait while held: the backfill is caught in the middle of its paging.
+    h.simulator.hold();
+    let mut command = Command::new(BIN);
+    command
+        .args(["backfill", "--account", "mom", "--output"])
+        .arg(&file)
+        .env_clear()
+        .envs(h.env())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard(command.spawn().unwrap());
+    let log = common::process::capture_stderr(&mut child.0);
+    let deadline = Instant::now() + DEADLINE;
+    while h.simulator.request_count("/measure") == 0 {
+        assert!(Instant::now() < deadline, "no request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SAFETY: signalling our own child, which has not been reaped.
+    unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
+        .await
+        .unwrap();
+    h.simulator.release();
+    assert!(!status.success());
+    let stderr = common::process::wait_for_log(&log, "rerun the same command", 1).await;
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn a_spent_budget_is_waited_for_not_fatal() {
     let h = household(1_500, 40).await;
     let (id, secret) = h.simulator.client_credentials();
@@ -744,7 +788,12 @@ fn promtool_blocks(file: &Path, blocks: &Path) {
     // promtool cuts 2-hour blocks unless told otherwise, reading the whole file again for
     // each: years of history want larger blocks (it rounds down to 182 days), as the README says.
     let out = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=8760h"])
+        .args([
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "--max-block-duration=8760h",
+        ])
         .arg(file)
         .arg(blocks)
         .output()
