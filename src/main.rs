@@ -104,6 +104,14 @@ enum Command {
         /// Only readings from this day on (YYYY-MM-DD, UTC).
         #[arg(long)]
         since: Option<String>,
+        /// The `job` label Prometheus gives the exporter's series (the dashboard selects by
+        /// it); `withings` in the shipped prometheus.yml. Empty for none.
+        #[arg(long, default_value = withings_exporter::backfill::DEFAULT_JOB)]
+        job: String,
+        /// The `instance` label Prometheus gives them: see `up{job="withings"}` in
+        /// Prometheus, e.g. `withings-exporter:19100` in the compose stack.
+        #[arg(long)]
+        instance: Option<String>,
     },
     /// Run only the simulated Withings API, for tests and benchmarks.
     Simulator {
@@ -208,15 +216,21 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
             all,
             output,
             since,
+            job,
+            instance,
         } => {
-            backfill(
-                from_env()?,
-                account.as_deref(),
+            let labels = [("job", Some(job)), ("instance", instance)]
+                .into_iter()
+                .filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name, v)))
+                .collect();
+            let request = BackfillRequest {
+                account: account.as_deref(),
                 all,
-                &output,
-                since.as_deref(),
-            )
-            .await
+                output: &output,
+                since: since.as_deref(),
+                labels,
+            };
+            backfill(from_env()?, request).await
         }
         Command::Demo => {
             let config = from_env()?;
@@ -429,19 +443,29 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
 }
 
 /// `backfill`: the library does the work; here only the terminal, Ctrl-C and the messages.
-async fn backfill(
-    config: Config,
-    account: Option<&str>,
+struct BackfillRequest<'a> {
+    account: Option<&'a str>,
     all: bool,
-    output: &std::path::Path,
-    since: Option<&str>,
-) -> anyhow::Result<()> {
+    output: &'a std::path::Path,
+    since: Option<&'a str>,
+    labels: Vec<(&'static str, String)>,
+}
+
+async fn backfill(config: Config, request: BackfillRequest<'_>) -> anyhow::Result<()> {
+    let BackfillRequest {
+        account,
+        all,
+        output,
+        since,
+        labels,
+    } = request;
     use std::io::IsTerminal;
     use withings_exporter::backfill::{Plan, parse_since};
     let since = since.map(parse_since).transpose()?;
     let now = withings_exporter::account::unix_now();
     let mut plan = Plan::from_config(&config, account, all, since, now)?;
     plan.options.progress = std::io::stderr().is_terminal();
+    plan.options.target_labels = labels;
     let rerun = || {
         format!(
             "nothing was written to {}; rerun the same command (it reads the history again from the start)",

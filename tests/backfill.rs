@@ -35,9 +35,12 @@ const YEAR: i64 = 365 * 86_400;
 
 // ------------------------------------------------------------------ the writer
 
+/// Name, help, the labels of each series, the samples.
+type Family<'a> = (&'a str, &'a str, Vec<Vec<(&'a str, String)>>, Vec<Sample>);
+
 fn write(
     window: Window,
-    families: &mut [(&str, &str, Vec<Vec<(&str, String)>>, Vec<Sample>)],
+    families: &mut [Family<'_>],
 ) -> String {
     let mut writer = OpenMetricsWriter::new(Vec::new(), window);
     for (name, help, series, samples) in families.iter_mut() {
@@ -339,7 +342,7 @@ impl Household {
     async fn backfill(&self, args: &[&str]) -> (bool, String) {
         let mut command = Command::new(BIN);
         command
-            .arg("backfill")
+            .args(["backfill", "--instance", "withings-exporter:19100"])
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -386,6 +389,8 @@ fn expected(account: &str, group: &Value, measure: &Value) -> Option<Expected> {
     }
     labels.push(format!("device_model=\"{}\"", group["model"].as_str()?));
     labels.push(format!("account=\"{account}\""));
+    labels.push("job=\"withings\"".to_owned());
+    labels.push("instance=\"withings-exporter:19100\"".to_owned());
     Some(Expected {
         family: def.metric,
         selector: format!("{}{{{}}}", def.metric, labels.join(",")),
@@ -733,6 +738,7 @@ async fn a_spent_budget_is_waited_for_not_fatal() {
         since: None,
         now: h.now,
         progress: false,
+        target_labels: Vec::new(),
     };
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("mom.om");

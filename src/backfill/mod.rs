@@ -35,6 +35,9 @@ const MAX_PAGES_PER_WINDOW: usize = 10_000;
 /// Longest single sleep while waiting for the budget or a 601 pause.
 const MAX_WAIT_STEP: Duration = Duration::from_millis(250);
 
+/// The job of the shipped scrape configuration (prometheus/prometheus.yml).
+pub const DEFAULT_JOB: &str = "withings";
+
 /// The name `--account` takes for the one account of WITHINGS_TOKEN_FILE or
 /// WITHINGS_ACCESS_TOKEN (served on /metrics, so its series carry no `account` label).
 pub const DEFAULT_ACCOUNT: &str = "default";
@@ -96,6 +99,9 @@ pub struct Options {
     pub now: i64,
     /// Draw a progress line on stderr.
     pub progress: bool,
+    /// The labels Prometheus attaches to what it scrapes (`job`, `instance`): the dashboard
+    /// selects and groups by them, so the backfilled series need the live ones' values.
+    pub target_labels: Vec<(&'static str, String)>,
 }
 
 /// What a run wrote.
@@ -319,6 +325,7 @@ impl Plan {
                 since,
                 now,
                 progress: false,
+                target_labels: vec![("job", DEFAULT_JOB.to_owned())],
             },
         })
     }
@@ -371,7 +378,13 @@ pub async fn run(
                     let mut failed = None;
                     group_readings(group, options.merge, options.now, &mut stats, |slot, r| {
                         if failed.is_none()
-                            && let Err(e) = spool.push(account, target.label.as_deref(), slot, &r)
+                            && let Err(e) = spool.push(
+                                account,
+                                target.label.as_deref(),
+                                &options.target_labels,
+                                slot,
+                                &r,
+                            )
                         {
                             failed = Some(e);
                         }

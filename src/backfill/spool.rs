@@ -104,11 +104,13 @@ impl Spool {
 
     /// One reading, as the live exporter would expose it: its value in the measure's family
     /// with the same labels, and its date in `withings_measurement_timestamp_seconds`; both
-    /// with `account="NAME"` when `account_label` is given (a directory of accounts).
+    /// with `account="NAME"` when `account_label` is given (a directory of accounts), and
+    /// the labels Prometheus' scrape attaches (`job`, `instance`) as given in `target`.
     pub fn push(
         &mut self,
         account: u32,
         account_label: Option<&str>,
+        target: &[(&'static str, String)],
         slot: Slot,
         reading: &Reading,
     ) -> std::io::Result<()> {
@@ -134,6 +136,8 @@ impl Spool {
             labels.push(("account", account.to_owned()));
             stamp_labels.push(("account", account.to_owned()));
         }
+        labels.extend(target.iter().cloned());
+        stamp_labels.extend(target.iter().cloned());
         let i = self.family(def.metric, def.help)?;
         self.families[i].push(account, labels, reading, reading.value)?;
         let i = self.family(TIMESTAMP_METRIC, TIMESTAMP_HELP)?;
