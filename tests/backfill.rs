@@ -38,10 +38,7 @@ const YEAR: i64 = 365 * 86_400;
 /// Name, help, the labels of each series, the samples.
 type Family<'a> = (&'a str, &'a str, Vec<Vec<(&'a str, String)>>, Vec<Sample>);
 
-fn write(
-    window: Window,
-    families: &mut [Family<'_>],
-) -> String {
+fn write(window: Window, families: &mut [Family<'_>]) -> String {
     let mut writer = OpenMetricsWriter::new(Vec::new(), window);
     for (name, help, series, samples) in families.iter_mut() {
         writer.gauge_family(name, help, series, samples).unwrap();
