@@ -13,6 +13,7 @@
 pub mod account;
 pub mod app;
 pub mod auth;
+pub mod backfill;
 pub mod clock;
 pub mod collector;
 pub mod config;

@@ -88,6 +88,31 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
     },
+    /// Write an account's whole Withings history as OpenMetrics text, for `promtool tsdb
+    /// create-blocks-from openmetrics FILE DIR` (see the README, "Your history").
+    Backfill {
+        /// The account (WITHINGS_TOKEN_DIR/NAME.json), or `default` for the one account of
+        /// WITHINGS_TOKEN_FILE or WITHINGS_ACCESS_TOKEN.
+        #[arg(long)]
+        account: Option<String>,
+        /// Every account of WITHINGS_TOKEN_DIR, into one file.
+        #[arg(long)]
+        all: bool,
+        /// The file to write; it appears only once complete.
+        #[arg(long)]
+        output: std::path::PathBuf,
+        /// Only readings from this day on (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// The `job` label Prometheus gives the exporter's series (the dashboard selects by
+        /// it); `withings` in the shipped prometheus.yml. Empty for none.
+        #[arg(long, default_value = withings_exporter::backfill::DEFAULT_JOB)]
+        job: String,
+        /// The `instance` label Prometheus gives them: see `up{job="withings"}` in
+        /// Prometheus, e.g. `withings-exporter:19100` in the compose stack.
+        #[arg(long)]
+        instance: Option<String>,
+    },
     /// Run only the simulated Withings API, for tests and benchmarks.
     Simulator {
         /// Address to listen on.
@@ -185,6 +210,27 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
             })?;
             print!("{}", accounts::listing(dir)?);
             Ok(())
+        }
+        Command::Backfill {
+            account,
+            all,
+            output,
+            since,
+            job,
+            instance,
+        } => {
+            let labels = [("job", Some(job)), ("instance", instance)]
+                .into_iter()
+                .filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name, v)))
+                .collect();
+            let request = BackfillRequest {
+                account: account.as_deref(),
+                all,
+                output: &output,
+                since: since.as_deref(),
+                labels,
+            };
+            backfill(from_env()?, request).await
         }
         Command::Demo => {
             let config = from_env()?;
@@ -394,4 +440,47 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     );
     app.run_until(shutdown_signal()).await?;
     Ok(())
+}
+
+/// `backfill`: the library does the work; here only the terminal, Ctrl-C and the messages.
+struct BackfillRequest<'a> {
+    account: Option<&'a str>,
+    all: bool,
+    output: &'a std::path::Path,
+    since: Option<&'a str>,
+    labels: Vec<(&'static str, String)>,
+}
+
+async fn backfill(config: Config, request: BackfillRequest<'_>) -> anyhow::Result<()> {
+    let BackfillRequest {
+        account,
+        all,
+        output,
+        since,
+        labels,
+    } = request;
+    use std::io::IsTerminal;
+    use withings_exporter::backfill::{Plan, parse_since};
+    let since = since.map(parse_since).transpose()?;
+    let now = withings_exporter::account::unix_now();
+    let mut plan = Plan::from_config(&config, account, all, since, now)?;
+    plan.options.progress = std::io::stderr().is_terminal();
+    plan.options.target_labels = labels;
+    let rerun = || {
+        format!(
+            "nothing was written to {}; rerun the same command (it reads the history again from the start)",
+            output.display()
+        )
+    };
+    tokio::select! {
+        result = plan.run(output) => match result {
+            Ok(summary) => {
+                eprintln!("{}", summary.line(output));
+                Ok(())
+            }
+            Err(e) => Err(anyhow::anyhow!("backfill failed: {e}; {}", rerun())),
+        },
+        // Dropping the run removes its temporary files.
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("backfill interrupted; {}", rerun())),
+    }
 }

@@ -6,6 +6,7 @@
 
 mod collectors;
 pub mod flight;
+pub mod readings;
 pub mod state;
 mod sync;
 pub mod token_store;

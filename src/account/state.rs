@@ -1,6 +1,6 @@
 //! The latest value of each exported measurement, merged from `getmeas` pages.
 
-use crate::render::measures::{MEASURES, is_plausible, position_name, scale};
+use super::readings::{group_readings, version_of};
 use crate::withings::MeasureGroup;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,7 +27,7 @@ pub struct Reading {
     pub device_model: String,
 }
 
-/// Where a latest reading is kept: its row of [`MEASURES`] and, for a segmental type
+/// Where a latest reading is kept: its row of [`MEASURES`](crate::render::measures::MEASURES) and, for a segmental type
 /// (`by_position`), the Withings `position` code of the body part. Ordered by row, then
 /// position, which is the order the exposition lists them in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,7 +72,7 @@ pub struct LatestState {
 }
 
 impl LatestState {
-    /// The latest reading for row `index` of [`MEASURES`] (for a segmental row, the one
+    /// The latest reading for row `index` of [`MEASURES`](crate::render::measures::MEASURES) (for a segmental row, the one
     /// without a position, which a merge never fills: use [`Self::get_at`]).
     pub fn get(&self, index: usize) -> Option<&Reading> {
         self.readings.get(&Slot {
@@ -174,75 +174,15 @@ impl LatestState {
         now: i64,
         stats: &mut MergeStats,
     ) {
-        if group.category.is_some_and(|c| c != CATEGORY_REAL) {
-            stats.skipped_not_real += 1;
-            return;
-        }
-        if group.attrib == Some(ATTRIB_AMBIGUOUS) && !options.include_ambiguous {
-            stats.skipped_ambiguous += 1;
-            return;
-        }
-        if group.is_inconclusive {
-            stats.skipped_inconclusive += 1;
-            return;
-        }
-        // A negative date is not a reading we can place in time.
-        if group.date < 0 {
-            stats.skipped_out_of_range += 1;
-            return;
-        }
-        if group.date > now.saturating_add(MAX_FUTURE_SECONDS) {
-            stats.skipped_future += 1;
-            return;
-        }
-        for measure in &group.measures {
-            let Some(index) = crate::render::measures::index_of(measure.kind) else {
-                continue;
-            };
-            let def = &MEASURES[index];
-            let position = if def.by_position {
-                match measure.position.filter(|p| position_name(*p).is_some()) {
-                    Some(p) => Some(p),
-                    None => {
-                        stats.skipped_unknown_position += 1;
-                        continue;
-                    }
-                }
-            } else {
-                // Whole-body types come with position 7 (undocumented): it tells nothing apart.
-                None
-            };
-            let exponent = i32::try_from(measure.unit)
-                .ok()
-                .and_then(|u| u.checked_add(def.exponent_shift));
-            let Some(value) = exponent.and_then(|e| scale(measure.value, e)) else {
-                stats.skipped_out_of_range += 1;
-                continue;
-            };
-            if !is_plausible(def, value) {
-                stats.skipped_implausible += 1;
-                continue;
-            }
-            let candidate = Reading {
-                value,
-                date: group.date,
-                grpid: group.grpid,
-                modified: version_of(group),
-                device_id: group.hash_deviceid.clone().unwrap_or_default(),
-                device_model: group.model.clone().unwrap_or_default(),
-            };
-            let slot = Slot { index, position };
+        let mut updated = 0;
+        group_readings(group, options, now, stats, |slot, candidate| {
             if supersedes(&candidate, self.readings.get(&slot)) {
                 self.readings.insert(slot, candidate);
-                stats.updated += 1;
+                updated += 1;
             }
-        }
+        });
+        stats.updated += updated;
     }
-}
-
-/// Which version of a group this is: its last modification, else its creation, else its date.
-fn version_of(group: &MeasureGroup) -> i64 {
-    group.modified.or(group.created).unwrap_or(group.date)
 }
 
 /// Whether `new` should replace `current` as the latest reading.
@@ -262,7 +202,7 @@ fn supersedes(new: &Reading, current: Option<&Reading>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::measures::index_of;
+    use crate::render::measures::{MEASURES, index_of};
     use crate::withings::Measure;
 
     fn group(grpid: i64, date: i64, measures: &[(i64, i64, i64)]) -> MeasureGroup {

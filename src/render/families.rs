@@ -8,6 +8,7 @@ use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub const TIMESTAMP_METRIC: &str = "withings_measurement_timestamp_seconds";
+pub const TIMESTAMP_HELP: &str = "Unix time the latest exported value of each measurement (and body position, for segmental measures) was taken on the device.";
 
 fn label(name: &str, value: &str) -> LabelPair {
     let mut pair = LabelPair::default();
@@ -76,11 +77,7 @@ pub fn gauge_by_label<'a>(
 /// and on its `withings_measurement_timestamp_seconds`, next to `measurement`.
 pub fn vital_families(state: &LatestState) -> Vec<MetricFamily> {
     let mut families: Vec<MetricFamily> = Vec::new();
-    let mut timestamps = family(
-        TIMESTAMP_METRIC,
-        "Unix time the latest exported value of each measurement (and body position, for segmental measures) was taken on the device.",
-        MetricType::GAUGE,
-    );
+    let mut timestamps = family(TIMESTAMP_METRIC, TIMESTAMP_HELP, MetricType::GAUGE);
     for (slot, reading) in state.readings() {
         let Some(def) = MEASURES.get(slot.index) else {
             continue;

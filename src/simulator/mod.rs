@@ -4,6 +4,7 @@
 pub mod data;
 pub mod demo;
 pub mod demo_extras;
+pub mod history;
 pub mod household;
 pub mod oauth;
 

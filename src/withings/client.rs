@@ -237,6 +237,35 @@ impl WithingsClient {
         self.call("getmeas", request, parse_getmeas).await
     }
 
+    /// One `getmeas` page of the groups dated from `startdate` to `enddate` (unix seconds,
+    /// inclusive), for the history backfill: dated windows let it tell how far it has come.
+    pub async fn getmeas_window(
+        &self,
+        token: &Secret,
+        meastypes: &str,
+        (startdate, enddate): (i64, i64),
+        offset: Option<i64>,
+    ) -> Result<GetmeasPage, ApiError> {
+        let (startdate, enddate) = (startdate.to_string(), enddate.to_string());
+        let offset = offset.map(|o| o.to_string());
+        let mut form: Vec<(&str, &str)> = vec![
+            ("action", "getmeas"),
+            ("meastypes", meastypes),
+            ("category", "1"),
+            ("startdate", &startdate),
+            ("enddate", &enddate),
+        ];
+        if let Some(offset) = &offset {
+            form.push(("offset", offset));
+        }
+        let request = self
+            .http
+            .post(self.measure_url.clone())
+            .bearer_auth(token.expose())
+            .form(&form);
+        self.call("getmeas", request, parse_getmeas).await
+    }
+
     /// `action=requesttoken` with the given form fields (grant type, client credentials,
     /// code or refresh token). Secrets travel only in the form body.
     pub async fn request_token(&self, form: &[(&str, &str)]) -> Result<TokenBody, ApiError> {

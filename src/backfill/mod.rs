@@ -1,0 +1,515 @@
+//! `withings-exporter backfill`: an account's whole `getmeas` history as OpenMetrics text for
+//! `promtool tsdb create-blocks-from openmetrics`, so that Prometheus holds the years before
+//! the exporter was installed, in the series the live exporter scrapes into.
+//!
+//! Every request goes through the same [`WithingsClient`] as the live exporter, so the
+//! request budget and the 601 pause hold; when either says "not now", the backfill waits
+//! for the slot instead of failing. Readings are judged by the live exporter's own filters
+//! ([`crate::account::readings`]), spooled to one temporary file per family while paging
+//! ([`spool`]), then written family by family ([`openmetrics`]) into a temporary file next
+//! to the output, renamed over it only once complete.
+
+pub mod openmetrics;
+mod progress;
+mod spool;
+
+use crate::account::readings::{group_readings, version_of};
+use crate::account::state::{MergeOptions, MergeStats};
+use crate::account::tokens::{TokenError, TokenSource};
+use crate::app::accounts::{AccountSet, name_rule, valid_name};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::withings::{ApiError, ClientOptions, Limits, WithingsClient};
+use openmetrics::{FamilyReport, OpenMetricsWriter, Window, WriteError};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Withings sold its first connected scale in 2009: one window before that catches any
+/// reading entered by hand with an older date, then one window a year.
+const FIRST_YEAR: i16 = 2009;
+/// A window that keeps saying `more` past this many pages is a broken upstream.
+const MAX_PAGES_PER_WINDOW: usize = 10_000;
+
+/// Longest single sleep while waiting for the budget or a 601 pause.
+const MAX_WAIT_STEP: Duration = Duration::from_millis(250);
+
+/// The job of the shipped scrape configuration (prometheus/prometheus.yml).
+pub const DEFAULT_JOB: &str = "withings";
+
+/// The name `--account` takes for the one account of WITHINGS_TOKEN_FILE or
+/// WITHINGS_ACCESS_TOKEN (served on /metrics, so its series carry no `account` label).
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("account {account}: {source}")]
+    Api {
+        account: String,
+        #[source]
+        source: ApiError,
+    },
+    #[error("account {account}: {source}")]
+    Token {
+        account: String,
+        #[source]
+        source: TokenError,
+    },
+    #[error("account {account}: {reason}")]
+    Unusable { account: String, reason: String },
+    #[error(
+        "account {account}: Withings kept answering `more` for {pages} pages of one window; giving up"
+    )]
+    EndlessPagination { account: String, pages: usize },
+    #[error("cannot spool readings to a temporary directory: {0}")]
+    Spool(std::io::Error),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("cannot write {}: {source}", path.display())]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One account to read.
+pub struct Target {
+    /// The account's name, for messages.
+    pub name: String,
+    /// The `account` label its series carry: the name in a directory of accounts, none for
+    /// the single account of /metrics.
+    pub label: Option<String>,
+    pub tokens: TokenSource,
+}
+
+/// What to read and how to judge it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub meastypes: String,
+    pub merge: MergeOptions,
+    /// Unix seconds: readings before it are not read.
+    pub since: Option<i64>,
+    /// Unix seconds: the last [`openmetrics::HEAD_SECONDS`] before it are left out.
+    pub now: i64,
+    /// Draw a progress line on stderr.
+    pub progress: bool,
+    /// The labels Prometheus attaches to what it scrapes (`job`, `instance`): the dashboard
+    /// selects and groups by them, so the backfilled series need the live ones' values.
+    pub target_labels: Vec<(&'static str, String)>,
+}
+
+/// What a run wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub families: Vec<FamilyReport>,
+    /// `getmeas` requests answered.
+    pub pages: u64,
+    pub groups: u64,
+}
+
+impl Summary {
+    pub fn samples(&self) -> u64 {
+        self.families.iter().map(|f| f.samples).sum()
+    }
+
+    /// Earliest and latest timestamp written.
+    pub fn range(&self) -> Option<(i64, i64)> {
+        self.families
+            .iter()
+            .filter_map(|f| f.range)
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+    }
+
+    /// The one line printed at the end.
+    pub fn line(&self, output: &Path) -> String {
+        let per_family: Vec<String> = self
+            .families
+            .iter()
+            .map(|f| format!("{} {}", f.name, f.samples))
+            .collect();
+        let range = match self.range() {
+            Some((lo, hi)) => format!("from {} to {}", utc(lo), utc(hi)),
+            None => "no reading in range".to_owned(),
+        };
+        format!(
+            "backfill: wrote {} samples to {} ({} pages, {} groups read), {range}: {}",
+            self.samples(),
+            output.display(),
+            self.pages,
+            self.groups,
+            if per_family.is_empty() {
+                "no family".to_owned()
+            } else {
+                per_family.join(", ")
+            }
+        )
+    }
+}
+
+fn utc(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds).map_or_else(|_| seconds.to_string(), |t| t.to_string())
+}
+
+/// `--since YYYY-MM-DD`, midnight UTC.
+pub fn parse_since(text: &str) -> Result<i64, BackfillError> {
+    let date: jiff::civil::Date = text.parse().map_err(|_| {
+        BackfillError::Usage(format!("--since: {text:?} is not a date (YYYY-MM-DD)"))
+    })?;
+    date.to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp().as_second())
+        .map_err(|e| BackfillError::Usage(format!("--since: {e}")))
+}
+
+/// Unix seconds of January 1st of `year`, UTC.
+fn year_start(year: i16) -> Option<i64> {
+    jiff::civil::date(year, 1, 1)
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp().as_second())
+}
+
+fn year_of(seconds: i64) -> i16 {
+    jiff::Timestamp::from_second(seconds)
+        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).year())
+        .unwrap_or(FIRST_YEAR)
+}
+
+/// The dated windows (inclusive) the history is read in: one before 2009, then a year each,
+/// up to `window.until`. Dated windows let the progress line say how far the run has come.
+pub fn windows(window: Window) -> Vec<(i64, i64)> {
+    let mut starts = Vec::new();
+    let first = window.since.unwrap_or(0).max(0);
+    starts.push(first);
+    let mut year = year_of(first).max(FIRST_YEAR - 1) + 1;
+    while let Some(start) = year_start(year) {
+        if start > window.until {
+            break;
+        }
+        if start > first {
+            starts.push(start);
+        }
+        year += 1;
+    }
+    if first > window.until {
+        return Vec::new();
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let end = starts.get(i + 1).map_or(window.until, |next| next - 1);
+            (s, end)
+        })
+        .collect()
+}
+
+/// The accounts to read and the client to read them with, from the configuration.
+pub struct Plan {
+    pub client: WithingsClient,
+    pub targets: Vec<Target>,
+    pub options: Options,
+}
+
+impl Plan {
+    /// `account`: a name of WITHINGS_TOKEN_DIR, or [`DEFAULT_ACCOUNT`] without one; `all`:
+    /// every account of WITHINGS_TOKEN_DIR.
+    pub fn from_config(
+        config: &Config,
+        account: Option<&str>,
+        all: bool,
+        since: Option<i64>,
+        now: i64,
+    ) -> Result<Self, BackfillError> {
+        let limits = Arc::new(Limits::new(config.requests_per_minute, Clock::default()));
+        let client = WithingsClient::with_limits(
+            &config.api_url,
+            ClientOptions {
+                request_timeout: config.upstream_timeout,
+                connect_timeout: config.connect_timeout,
+                max_body_bytes: config.max_response_bytes,
+            },
+            limits,
+        )
+        .map_err(|e| BackfillError::Api {
+            account: account.unwrap_or(DEFAULT_ACCOUNT).to_owned(),
+            source: e,
+        })?;
+        let targets = match (&config.token_dir, account, all) {
+            (_, Some(_), true) => {
+                return Err(BackfillError::Usage(
+                    "give either --account NAME or --all, not both".into(),
+                ));
+            }
+            (_, None, false) => {
+                return Err(BackfillError::Usage(
+                    "say which account: --account NAME (see `withings-exporter accounts`), or --all".into(),
+                ));
+            }
+            (Some(dir), account, all) => {
+                let credentials = config.client_credentials()?.ok_or_else(|| ConfigError {
+                    variable: "WITHINGS_CLIENT_ID",
+                    message: "not set; WITHINGS_TOKEN_DIR needs WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET (or WITHINGS_CLIENT_SECRET_FILE) to refresh each account's tokens".into(),
+                })?;
+                let files = AccountSet::new(dir).files().map_err(|e| {
+                    BackfillError::Usage(format!(
+                        "WITHINGS_TOKEN_DIR: cannot read {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                let chosen: Vec<(String, PathBuf)> = match account {
+                    Some(name) if !valid_name(name) => {
+                        return Err(BackfillError::Usage(format!(
+                            "--account {name:?}: {}",
+                            name_rule()
+                        )));
+                    }
+                    Some(name) => match files.get(name) {
+                        Some(path) => vec![(name.to_owned(), path.clone())],
+                        None => {
+                            return Err(BackfillError::Usage(format!(
+                                "--account {name}: no {name}.json in WITHINGS_TOKEN_DIR ({}); `withings-exporter accounts` lists them",
+                                dir.display()
+                            )));
+                        }
+                    },
+                    None if all && files.is_empty() => {
+                        return Err(BackfillError::Usage(format!(
+                            "--all: WITHINGS_TOKEN_DIR ({}) holds no account",
+                            dir.display()
+                        )));
+                    }
+                    None => files.into_iter().collect(),
+                };
+                chosen
+                    .into_iter()
+                    .map(|(name, path)| Target {
+                        tokens: TokenSource::for_account_file(&path, &credentials, &client),
+                        label: Some(name.clone()),
+                        name,
+                    })
+                    .collect()
+            }
+            (None, Some(name), _) if name != DEFAULT_ACCOUNT => {
+                return Err(BackfillError::Usage(format!(
+                    "--account {name}: WITHINGS_TOKEN_DIR is not set, so the only account is `{DEFAULT_ACCOUNT}` (WITHINGS_TOKEN_FILE or WITHINGS_ACCESS_TOKEN)"
+                )));
+            }
+            (None, _, _) => {
+                let tokens = TokenSource::from_config(config, &client).map_err(|e| {
+                    BackfillError::Unusable {
+                        account: DEFAULT_ACCOUNT.to_owned(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                vec![Target {
+                    name: DEFAULT_ACCOUNT.to_owned(),
+                    label: None,
+                    tokens,
+                }]
+            }
+        };
+        Ok(Self {
+            client,
+            targets,
+            options: Options {
+                meastypes: config.meastypes_param(),
+                merge: MergeOptions {
+                    include_ambiguous: config.include_ambiguous,
+                },
+                since,
+                now,
+                progress: false,
+                target_labels: vec![("job", DEFAULT_JOB.to_owned())],
+            },
+        })
+    }
+
+    pub async fn run(&self, output: &Path) -> Result<Summary, BackfillError> {
+        run(&self.client, &self.targets, &self.options, output).await
+    }
+}
+
+/// Reads every target's history and writes it to `output`, which appears only complete:
+/// the text goes to a temporary file in the same directory, renamed at the end. Dropping the
+/// future (Ctrl-C) leaves neither that file nor the spool behind.
+pub async fn run(
+    client: &WithingsClient,
+    targets: &[Target],
+    options: &Options,
+    output: &Path,
+) -> Result<Summary, BackfillError> {
+    let window = Window::before_head(options.now, options.since);
+    let spans = windows(window);
+    let mut spool = spool::Spool::new().map_err(BackfillError::Spool)?;
+    let mut progress = progress::Progress::new(options.progress, targets.len() * spans.len());
+    let mut pages = 0_u64;
+    let mut groups = 0_u64;
+    for (index, target) in targets.iter().enumerate() {
+        if let TokenSource::Unusable(reason) = &target.tokens {
+            return Err(BackfillError::Unusable {
+                account: target.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let account = u32::try_from(index).unwrap_or(u32::MAX);
+        let mut reader = Reader {
+            client,
+            target,
+            options,
+            token: None,
+        };
+        for &span in &spans {
+            let mut offset = None;
+            let mut window_pages = 0;
+            loop {
+                let page = reader.page(span, offset).await?;
+                pages += 1;
+                window_pages += 1;
+                let mut stats = MergeStats::default();
+                for group in &page.groups {
+                    groups += 1;
+                    spool.saw_version(account, group.grpid, version_of(group));
+                    let mut failed = None;
+                    group_readings(group, options.merge, options.now, &mut stats, |slot, r| {
+                        if failed.is_none()
+                            && let Err(e) = spool.push(
+                                account,
+                                target.label.as_deref(),
+                                &options.target_labels,
+                                slot,
+                                &r,
+                            )
+                        {
+                            failed = Some(e);
+                        }
+                    });
+                    if let Some(e) = failed {
+                        return Err(BackfillError::Spool(e));
+                    }
+                }
+                progress.page(&target.name, pages, groups);
+                if !page.more {
+                    break;
+                }
+                match page.offset {
+                    Some(next)
+                        if offset.is_none_or(|o| next > o)
+                            && window_pages < MAX_PAGES_PER_WINDOW =>
+                    {
+                        offset = Some(next);
+                    }
+                    _ => {
+                        return Err(BackfillError::EndlessPagination {
+                            account: target.name.clone(),
+                            pages: window_pages,
+                        });
+                    }
+                }
+            }
+            progress.window_done(&target.name, pages, groups);
+        }
+    }
+    progress.finish();
+    let output_error = |source| BackfillError::Output {
+        path: output.to_path_buf(),
+        source,
+    };
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".withings-backfill-")
+        .suffix(".om.tmp")
+        .tempfile_in(dir)
+        .map_err(output_error)?;
+    let mut writer = OpenMetricsWriter::new(BufWriter::new(temp), window);
+    let families = spool.write_to(&mut writer)?;
+    let temp = writer
+        .finish()?
+        .into_inner()
+        .map_err(|e| output_error(e.into_error()))?;
+    temp.persist(output).map_err(|e| output_error(e.error))?;
+    Ok(Summary {
+        families,
+        pages,
+        groups,
+    })
+}
+
+/// One account's pages, with its token.
+struct Reader<'a> {
+    client: &'a WithingsClient,
+    target: &'a Target,
+    options: &'a Options,
+    token: Option<crate::secret::Secret>,
+}
+
+impl Reader<'_> {
+    /// One page, waiting out the budget and any 601 pause, refreshing the token once if
+    /// Withings refuses it.
+    async fn page(
+        &mut self,
+        span: (i64, i64),
+        offset: Option<i64>,
+    ) -> Result<crate::withings::GetmeasPage, BackfillError> {
+        let token_error = |source| BackfillError::Token {
+            account: self.target.name.clone(),
+            source,
+        };
+        let mut retried_auth = false;
+        loop {
+            let token = match &self.token {
+                Some(token) => token.clone(),
+                None => {
+                    let fresh = self
+                        .target
+                        .tokens
+                        .access_token()
+                        .await
+                        .map_err(token_error)?;
+                    self.token = Some(fresh.clone());
+                    fresh
+                }
+            };
+            let answer = self
+                .client
+                .getmeas_window(&token, &self.options.meastypes, span, offset)
+                .await;
+            match answer {
+                Ok(page) => return Ok(page),
+                // Waiting for a slot is what a backfill is for, unlike a scrape. Asked again
+                // in short steps rather than slept through: the limits' clock decides when
+                // the slot is free (tests move it), and nothing is sent while it is not.
+                Err(ApiError::BudgetExhausted(wait) | ApiError::Paused(wait)) => {
+                    tokio::time::sleep(wait.clamp(Duration::from_millis(10), MAX_WAIT_STEP)).await;
+                }
+                Err(e) if e.is_auth_failure() && !retried_auth => {
+                    retried_auth = true;
+                    match self.target.tokens.after_auth_failure(&token).await {
+                        Ok(Some(fresh)) => self.token = Some(fresh),
+                        Ok(None) => {
+                            return Err(BackfillError::Api {
+                                account: self.target.name.clone(),
+                                source: e,
+                            });
+                        }
+                        Err(refresh) => return Err(token_error(refresh)),
+                    }
+                }
+                Err(source) => {
+                    return Err(BackfillError::Api {
+                        account: self.target.name.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}

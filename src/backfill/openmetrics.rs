@@ -1,0 +1,221 @@
+//! The OpenMetrics text `promtool tsdb create-blocks-from openmetrics` reads: each family in
+//! one contiguous block with its `# HELP`, `# TYPE` and `# UNIT` lines, every sample with a
+//! timestamp in seconds, samples in increasing time within each series, and `# EOF`.
+
+use std::collections::HashSet;
+use std::io::Write;
+
+/// Prometheus keeps the last hours in its head block, which backfilled blocks must not
+/// overlap: the live exporter covers them. promtool refuses nothing here, but a block
+/// reaching into the head is what the Prometheus documentation warns against.
+pub const HEAD_SECONDS: i64 = 3 * 3600;
+
+/// The units the exporter's metric names end with, longest first so that
+/// `_meters_per_second` is not read as `_second`.
+const UNITS: &[&str] = &[
+    "ml_per_min_per_kg",
+    "meters_per_second",
+    "kcal_per_day",
+    "celsius",
+    "seconds",
+    "meters",
+    "grams",
+    "ratio",
+    "years",
+    "mmhg",
+    "bpm",
+];
+
+/// The `# UNIT` of a family: OpenMetrics wants it only when the name ends with `_UNIT`.
+pub fn unit_of(name: &str) -> Option<&'static str> {
+    UNITS.iter().copied().find(|unit| {
+        name.len() > unit.len() + 1
+            && name.ends_with(unit)
+            && name.as_bytes()[name.len() - unit.len() - 1] == b'_'
+    })
+}
+
+/// Escapes a label value or a HELP text: backslash, double quote and line feed.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['\\', '"', '\n']) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// Which timestamps go into the file: from `since` (if any) up to `until`, both inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub since: Option<i64>,
+    pub until: i64,
+}
+
+impl Window {
+    /// Everything up to the start of Prometheus' head block as of `now` (unix seconds).
+    pub fn before_head(now: i64, since: Option<i64>) -> Self {
+        Self {
+            since,
+            until: now.saturating_sub(HEAD_SECONDS),
+        }
+    }
+
+    pub fn contains(&self, timestamp: i64) -> bool {
+        timestamp <= self.until && self.since.is_none_or(|s| timestamp >= s)
+    }
+}
+
+/// One reading of one series of a family, before ordering.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Index into the family's series labels.
+    pub series: u32,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// Two readings of one series at the same second: the greatest grpid is the one the live
+    /// exporter would have shown, so it is the one kept.
+    pub grpid: i64,
+    pub value: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot write the OpenMetrics file: {0}")]
+    Io(#[from] std::io::Error),
+    /// A family written twice would be split in two blocks, which OpenMetrics forbids.
+    #[error("metric family {0} was already written; OpenMetrics wants each family in one block")]
+    FamilyRepeated(String),
+    #[error("sample refers to series {series} of {family}, which has {count} series")]
+    UnknownSeries {
+        family: String,
+        series: u32,
+        count: usize,
+    },
+}
+
+/// What one family block holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyReport {
+    pub name: String,
+    pub samples: u64,
+    /// Earliest and latest timestamp written; `None` when the block was left out (no
+    /// sample in the window).
+    pub range: Option<(i64, i64)>,
+}
+
+/// Writes families one after the other, then `# EOF`.
+pub struct OpenMetricsWriter<W: Write> {
+    out: W,
+    window: Window,
+    written: HashSet<String>,
+}
+
+impl<W: Write> OpenMetricsWriter<W> {
+    pub fn new(out: W, window: Window) -> Self {
+        Self {
+            out,
+            window,
+            written: HashSet::new(),
+        }
+    }
+
+    /// Writes one gauge family: `series[i]` are the labels of series `i`, `samples` its
+    /// readings in any order. Samples outside the window are dropped; a family with none left
+    /// is not written at all. Series are written in the order of their labels.
+    pub fn gauge_family(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: &[Vec<(&str, String)>],
+        samples: &mut [Sample],
+    ) -> Result<FamilyReport, WriteError> {
+        if !self.written.insert(name.to_owned()) {
+            return Err(WriteError::FamilyRepeated(name.to_owned()));
+        }
+        if let Some(bad) = samples.iter().find(|s| s.series as usize >= series.len()) {
+            return Err(WriteError::UnknownSeries {
+                family: name.to_owned(),
+                series: bad.series,
+                count: series.len(),
+            });
+        }
+        // Rank of each series in label order, so the file does not depend on arrival order.
+        let mut order: Vec<usize> = (0..series.len()).collect();
+        order.sort_by(|&a, &b| series[a].cmp(&series[b]));
+        let mut rank = vec![0_usize; series.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i] = r;
+        }
+        samples.sort_unstable_by(|a, b| {
+            (
+                rank[a.series as usize],
+                a.timestamp,
+                std::cmp::Reverse(a.grpid),
+            )
+                .cmp(&(
+                    rank[b.series as usize],
+                    b.timestamp,
+                    std::cmp::Reverse(b.grpid),
+                ))
+        });
+        let mut report = FamilyReport {
+            name: name.to_owned(),
+            samples: 0,
+            range: None,
+        };
+        let mut previous: Option<(u32, i64)> = None;
+        let mut prefixes: Vec<Option<String>> = vec![None; series.len()];
+        for sample in samples.iter() {
+            if !self.window.contains(sample.timestamp) {
+                continue;
+            }
+            // Sorted with the greatest grpid first: the first of a (series, second) stands.
+            if previous == Some((sample.series, sample.timestamp)) {
+                continue;
+            }
+            previous = Some((sample.series, sample.timestamp));
+            if report.samples == 0 {
+                writeln!(self.out, "# HELP {name} {}", escape(help))?;
+                writeln!(self.out, "# TYPE {name} gauge")?;
+                if let Some(unit) = unit_of(name) {
+                    writeln!(self.out, "# UNIT {name} {unit}")?;
+                }
+            }
+            let prefix = prefixes[sample.series as usize]
+                .get_or_insert_with(|| series_prefix(name, &series[sample.series as usize]));
+            writeln!(self.out, "{prefix} {} {}", sample.value, sample.timestamp)?;
+            report.samples += 1;
+            report.range = Some(match report.range {
+                None => (sample.timestamp, sample.timestamp),
+                Some((lo, hi)) => (lo.min(sample.timestamp), hi.max(sample.timestamp)),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Writes `# EOF` and gives the output back, flushed.
+    pub fn finish(mut self) -> Result<W, WriteError> {
+        writeln!(self.out, "# EOF")?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+fn series_prefix(name: &str, labels: &[(&str, String)]) -> String {
+    if labels.is_empty() {
+        return name.to_owned();
+    }
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
+        .collect();
+    format!("{name}{{{}}}", pairs.join(","))
+}

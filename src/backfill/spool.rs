@@ -1,0 +1,207 @@
+//! Where readings wait between paging and writing: one temporary file per metric family, so
+//! that memory holds one family at a time (at most one sample per measure of that type in
+//! the history) instead of the whole history.
+
+use super::openmetrics::{FamilyReport, OpenMetricsWriter, Sample, WriteError};
+use crate::account::state::{Reading, Slot};
+use crate::render::families::{TIMESTAMP_HELP, TIMESTAMP_METRIC};
+use crate::render::measures::{MEASURES, position_name};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+
+/// series u32, timestamp i64, grpid i64, version i64, value f64.
+const RECORD: usize = 4 + 8 + 8 + 8 + 8;
+
+type Labels = Vec<(&'static str, String)>;
+
+struct FamilySpool {
+    name: &'static str,
+    help: &'static str,
+    series: HashMap<Labels, u32>,
+    labels: Vec<Labels>,
+    /// The account (index into the run's targets) of each series: versions are per account.
+    account_of: Vec<u32>,
+    file: BufWriter<File>,
+    path: PathBuf,
+}
+
+impl FamilySpool {
+    fn push(
+        &mut self,
+        account: u32,
+        labels: Labels,
+        reading: &Reading,
+        value: f64,
+    ) -> std::io::Result<()> {
+        let next = self.labels.len() as u32;
+        let series = *self.series.entry(labels).or_insert_with_key(|labels| {
+            self.labels.push(labels.clone());
+            self.account_of.push(account);
+            next
+        });
+        let mut record = [0_u8; RECORD];
+        record[0..4].copy_from_slice(&series.to_le_bytes());
+        record[4..12].copy_from_slice(&reading.date.to_le_bytes());
+        record[12..20].copy_from_slice(&reading.grpid.to_le_bytes());
+        record[20..28].copy_from_slice(&reading.modified.to_le_bytes());
+        record[28..36].copy_from_slice(&value.to_bits().to_le_bytes());
+        self.file.write_all(&record)
+    }
+}
+
+/// The spooled readings of a run, and the newest version seen of every group.
+pub struct Spool {
+    dir: tempfile::TempDir,
+    families: Vec<FamilySpool>,
+    index: HashMap<&'static str, usize>,
+    /// (account, grpid) → newest `modified`: a group's older versions are left out at the end,
+    /// wherever in the paging they came. 16 bytes a group, the only per-group memory kept.
+    newest: HashMap<(u32, i64), i64>,
+}
+
+impl Spool {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            dir: tempfile::Builder::new()
+                .prefix("withings-backfill-")
+                .tempdir()?,
+            families: Vec::new(),
+            index: HashMap::new(),
+            newest: HashMap::new(),
+        })
+    }
+
+    /// Records that `account` has a version `version` of group `grpid`, whether or not that
+    /// version gives any reading (an inconclusive correction still retires the old values).
+    pub fn saw_version(&mut self, account: u32, grpid: i64, version: i64) {
+        self.newest
+            .entry((account, grpid))
+            .and_modify(|v| *v = (*v).max(version))
+            .or_insert(version);
+    }
+
+    fn family(&mut self, name: &'static str, help: &'static str) -> std::io::Result<usize> {
+        if let Some(&i) = self.index.get(name) {
+            return Ok(i);
+        }
+        let path = self.dir.path().join(format!("{name}.spool"));
+        let file = BufWriter::new(File::create(&path)?);
+        self.families.push(FamilySpool {
+            name,
+            help,
+            series: HashMap::new(),
+            labels: Vec::new(),
+            account_of: Vec::new(),
+            file,
+            path,
+        });
+        let i = self.families.len() - 1;
+        self.index.insert(name, i);
+        Ok(i)
+    }
+
+    /// One reading, as the live exporter would expose it: its value in the measure's family
+    /// with the same labels, and its date in `withings_measurement_timestamp_seconds`; both
+    /// with `account="NAME"` when `account_label` is given (a directory of accounts), and
+    /// the labels Prometheus' scrape attaches (`job`, `instance`) as given in `target`.
+    pub fn push(
+        &mut self,
+        account: u32,
+        account_label: Option<&str>,
+        target: &[(&'static str, String)],
+        slot: Slot,
+        reading: &Reading,
+    ) -> std::io::Result<()> {
+        let Some(def) = MEASURES.get(slot.index) else {
+            return Ok(());
+        };
+        let position = slot.position.and_then(position_name);
+        let mut labels: Labels = def
+            .labels
+            .iter()
+            .map(|(n, v)| (*n, (*v).to_owned()))
+            .collect();
+        if let Some(position) = position {
+            labels.push(("position", position.to_owned()));
+        }
+        labels.push(("device_id", reading.device_id.clone()));
+        labels.push(("device_model", reading.device_model.clone()));
+        let mut stamp_labels: Labels = vec![("measurement", def.measurement.to_owned())];
+        if let Some(position) = position {
+            stamp_labels.push(("position", position.to_owned()));
+        }
+        if let Some(account) = account_label {
+            labels.push(("account", account.to_owned()));
+            stamp_labels.push(("account", account.to_owned()));
+        }
+        labels.extend(target.iter().cloned());
+        stamp_labels.extend(target.iter().cloned());
+        let i = self.family(def.metric, def.help)?;
+        self.families[i].push(account, labels, reading, reading.value)?;
+        let i = self.family(TIMESTAMP_METRIC, TIMESTAMP_HELP)?;
+        self.families[i].push(account, stamp_labels, reading, reading.date as f64)
+    }
+
+    /// Writes every family, sorted by name as the live exposition is, reading one family's
+    /// spool back at a time.
+    pub fn write_to<W: Write>(
+        mut self,
+        writer: &mut OpenMetricsWriter<W>,
+    ) -> Result<Vec<FamilyReport>, WriteError> {
+        self.families.sort_by(|a, b| a.name.cmp(b.name));
+        let mut reports = Vec::new();
+        for family in self.families {
+            let FamilySpool {
+                name,
+                help,
+                labels,
+                account_of,
+                file,
+                path,
+                ..
+            } = family;
+            drop(file.into_inner().map_err(|e| e.into_error())?);
+            let mut samples = Vec::new();
+            let mut reader = BufReader::new(File::open(&path)?);
+            let mut record = [0_u8; RECORD];
+            loop {
+                match reader.read_exact(&mut record) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e.into()),
+                }
+                let int = |range: std::ops::Range<usize>| {
+                    let mut bytes = [0_u8; 8];
+                    bytes.copy_from_slice(&record[range]);
+                    i64::from_le_bytes(bytes)
+                };
+                let series = u32::from_le_bytes([record[0], record[1], record[2], record[3]]);
+                let (timestamp, grpid, version) = (int(4..12), int(12..20), int(20..28));
+                let value = f64::from_bits(int(28..36) as u64);
+                let account = account_of.get(series as usize).copied().unwrap_or(u32::MAX);
+                // An older version of a group Withings corrected since: not a reading.
+                if self
+                    .newest
+                    .get(&(account, grpid))
+                    .is_some_and(|&v| v > version)
+                {
+                    continue;
+                }
+                samples.push(Sample {
+                    series,
+                    timestamp,
+                    grpid,
+                    value,
+                });
+            }
+            let _ = std::fs::remove_file(&path);
+            let report = writer.gauge_family(name, help, &labels, &mut samples)?;
+            if report.samples > 0 {
+                reports.push(report);
+            }
+        }
+        Ok(reports)
+    }
+}

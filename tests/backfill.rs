@@ -1,0 +1,1017 @@
+//! `withings-exporter backfill`: the OpenMetrics writer, a run against the simulator's
+//! multi-year history of two accounts, and the proof with the real programs — `promtool tsdb
+//! create-blocks-from openmetrics` and a Prometheus 2.42 started on the blocks, answering
+//! with the simulator's readings exactly.
+//!
+//! The tests with the real programs need `promtool` and `prometheus` (Debian package
+//! prometheus), hence `#[ignore]`: `cargo test --test backfill -- --include-ignored`.
+
+mod common;
+
+use common::process::{BIN, ChildGuard};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use withings_exporter::account::token_store::{StoredTokens, TokenStore};
+use withings_exporter::account::tokens::{ClientCredentials, TokenSource};
+use withings_exporter::account::unix_now;
+use withings_exporter::backfill::openmetrics::{
+    HEAD_SECONDS, OpenMetricsWriter, Sample, Window, WriteError, unit_of,
+};
+use withings_exporter::backfill::{self, Options, Target};
+use withings_exporter::clock::Clock;
+use withings_exporter::render::measures::{MEASURES, index_of, scale};
+use withings_exporter::secret::Secret;
+use withings_exporter::simulator::history::{self, HistorySpec};
+use withings_exporter::simulator::{Fault, Simulator, SimulatorOptions};
+use withings_exporter::withings::{ClientOptions, Limits, WithingsClient};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const YEAR: i64 = 365 * 86_400;
+
+// ------------------------------------------------------------------ the writer
+
+/// Name, help, the labels of each series, the samples.
+type Family<'a> = (&'a str, &'a str, Vec<Vec<(&'a str, String)>>, Vec<Sample>);
+
+fn write(window: Window, families: &mut [Family<'_>]) -> String {
+    let mut writer = OpenMetricsWriter::new(Vec::new(), window);
+    for (name, help, series, samples) in families.iter_mut() {
+        writer.gauge_family(name, help, series, samples).unwrap();
+    }
+    String::from_utf8(writer.finish().unwrap()).unwrap()
+}
+
+fn s(series: u32, timestamp: i64, grpid: i64, value: f64) -> Sample {
+    Sample {
+        series,
+        timestamp,
+        grpid,
+        value,
+    }
+}
+
+const ALL_TIME: Window = Window {
+    since: None,
+    until: i64::MAX,
+};
+
+#[test]
+fn samples_are_ordered_by_series_then_time_and_the_file_ends_with_eof() {
+    let series = vec![
+        vec![("kind", "systolic".to_owned())],
+        vec![("kind", "diastolic".to_owned())],
+    ];
+    let samples = vec![
+        s(0, 300, 3, 130.0),
+        s(1, 100, 1, 80.0),
+        s(0, 100, 1, 120.0),
+        s(1, 300, 3, 85.0),
+        s(0, 200, 2, 125.0),
+    ];
+    let text = write(
+        ALL_TIME,
+        &mut [("withings_blood_pressure_mmhg", "BP.", series, samples)],
+    );
+    assert_eq!(
+        text,
+        "# HELP withings_blood_pressure_mmhg BP.\n\
+         # TYPE withings_blood_pressure_mmhg gauge\n\
+         # UNIT withings_blood_pressure_mmhg mmhg\n\
+         withings_blood_pressure_mmhg{kind=\"diastolic\"} 80 100\n\
+         withings_blood_pressure_mmhg{kind=\"diastolic\"} 85 300\n\
+         withings_blood_pressure_mmhg{kind=\"systolic\"} 120 100\n\
+         withings_blood_pressure_mmhg{kind=\"systolic\"} 125 200\n\
+         withings_blood_pressure_mmhg{kind=\"systolic\"} 130 300\n\
+         # EOF\n"
+    );
+}
+
+#[test]
+fn a_family_is_one_block_and_cannot_be_written_twice() {
+    let mut writer = OpenMetricsWriter::new(Vec::new(), ALL_TIME);
+    let series = vec![vec![]];
+    writer
+        .gauge_family("withings_spo2_ratio", "h", &series, &mut [s(0, 1, 1, 0.97)])
+        .unwrap();
+    writer
+        .gauge_family(
+            "withings_heart_rate_bpm",
+            "h",
+            &series,
+            &mut [s(0, 1, 1, 60.0)],
+        )
+        .unwrap();
+    let again = writer.gauge_family("withings_spo2_ratio", "h", &series, &mut [s(0, 2, 2, 0.96)]);
+    assert!(
+        matches!(again, Err(WriteError::FamilyRepeated(name)) if name == "withings_spo2_ratio")
+    );
+    let text = String::from_utf8(writer.finish().unwrap()).unwrap();
+    assert_eq!(text.matches("# TYPE withings_spo2_ratio").count(), 1);
+    assert!(!text.contains(" 0.96 "));
+    // A sample naming a series that was not given is refused, not written unlabelled.
+    let mut writer = OpenMetricsWriter::new(Vec::new(), ALL_TIME);
+    assert!(matches!(
+        writer.gauge_family("withings_spo2_ratio", "h", &series, &mut [s(1, 1, 1, 0.9)]),
+        Err(WriteError::UnknownSeries { .. })
+    ));
+}
+
+#[test]
+fn label_values_and_help_are_escaped() {
+    let series = vec![vec![
+        ("device_id", "a\\b".to_owned()),
+        ("device_model", "BPM \"Core\"\nv2".to_owned()),
+    ]];
+    let text = write(
+        ALL_TIME,
+        &mut [(
+            "withings_heart_rate_bpm",
+            "Pulse \"bpm\" \\ per\nminute.",
+            series,
+            vec![s(0, 5, 1, 61.0)],
+        )],
+    );
+    assert!(
+        text.contains("# HELP withings_heart_rate_bpm Pulse \\\"bpm\\\" \\\\ per\\nminute.\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "withings_heart_rate_bpm{device_id=\"a\\\\b\",device_model=\"BPM \\\"Core\\\"\\nv2\"} 61 5\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn nothing_of_the_last_three_hours_and_nothing_before_since() {
+    let now = 1_800_000_000;
+    let window = Window::before_head(now, Some(1_000));
+    assert_eq!(window.until, now - HEAD_SECONDS);
+    let samples = vec![
+        s(0, 999, 1, 1.0),
+        s(0, 1_000, 2, 2.0),
+        s(0, now - HEAD_SECONDS, 3, 3.0),
+        s(0, now - HEAD_SECONDS + 1, 4, 4.0),
+        s(0, now, 5, 5.0),
+    ];
+    let text = write(
+        window,
+        &mut [("withings_visceral_fat", "h", vec![vec![]], samples)],
+    );
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            "withings_visceral_fat 2 1000".to_owned(),
+            format!("withings_visceral_fat 3 {}", now - HEAD_SECONDS)
+        ]
+    );
+    // A family with nothing left in the window is left out entirely, headers included.
+    let text = write(
+        window,
+        &mut [(
+            "withings_visceral_fat",
+            "h",
+            vec![vec![]],
+            vec![s(0, now, 1, 1.0)],
+        )],
+    );
+    assert_eq!(text, "# EOF\n");
+}
+
+#[test]
+fn two_readings_of_a_series_in_one_second_keep_the_greatest_grpid() {
+    let text = write(
+        ALL_TIME,
+        &mut [(
+            "withings_weight_grams",
+            "h",
+            vec![vec![]],
+            vec![
+                s(0, 10, 7, 70_000.0),
+                s(0, 10, 9, 71_000.0),
+                s(0, 10, 8, 72_000.0),
+            ],
+        )],
+    );
+    assert!(text.contains("withings_weight_grams 71000 10\n"), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("withings_weight_grams "))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn units_are_declared_only_when_the_name_ends_with_them() {
+    assert_eq!(unit_of("withings_weight_grams"), Some("grams"));
+    assert_eq!(
+        unit_of("withings_pulse_wave_velocity_meters_per_second"),
+        Some("meters_per_second")
+    );
+    assert_eq!(
+        unit_of("withings_measurement_timestamp_seconds"),
+        Some("seconds")
+    );
+    assert_eq!(unit_of("withings_fat_ratio"), Some("ratio"));
+    assert_eq!(unit_of("withings_visceral_fat"), None);
+    assert_eq!(unit_of("withings_afib_class"), None);
+    assert_eq!(unit_of("withings_electrochemical_skin_conductance"), None);
+    // Every family the exporter has: a declared unit is always a `_`-separated suffix.
+    for def in MEASURES {
+        if let Some(unit) = unit_of(def.metric) {
+            assert!(def.metric.ends_with(&format!("_{unit}")), "{}", def.metric);
+        }
+    }
+}
+
+#[test]
+fn the_history_is_read_in_yearly_windows_up_to_the_head() {
+    let until = backfill::parse_since("2011-06-01").unwrap();
+    let w = backfill::windows(Window { since: None, until });
+    let y = |t: &str| backfill::parse_since(t).unwrap();
+    assert_eq!(
+        w,
+        [
+            (0, y("2009-01-01") - 1),
+            (y("2009-01-01"), y("2010-01-01") - 1),
+            (y("2010-01-01"), y("2011-01-01") - 1),
+            (y("2011-01-01"), until),
+        ]
+    );
+    let w = backfill::windows(Window {
+        since: Some(y("2010-03-04")),
+        until,
+    });
+    assert_eq!(
+        w,
+        [
+            (y("2010-03-04"), y("2011-01-01") - 1),
+            (y("2011-01-01"), until)
+        ]
+    );
+    assert!(
+        backfill::windows(Window {
+            since: Some(until + 1),
+            until
+        })
+        .is_empty()
+    );
+    assert!(backfill::parse_since("2020-13-01").is_err());
+}
+
+// ------------------------------------------------------------------ the simulated history
+
+/// Two accounts with four years of history each, up to an hour ago.
+struct Household {
+    simulator: Simulator,
+    dir: tempfile::TempDir,
+    /// Each account's groups as the simulator serves them.
+    groups: BTreeMap<&'static str, Vec<Value>>,
+    now: i64,
+}
+
+const ACCOUNTS: [(&str, &str, i64); 2] = [("mom", "1001", 10_000_000), ("dad", "1002", 20_000_000)];
+
+async fn household(groups_each: usize, page_size: usize) -> Household {
+    let simulator = Simulator::start(SimulatorOptions {
+        page_size,
+        ..SimulatorOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let now = unix_now();
+    let mut all = BTreeMap::new();
+    for (seed, (name, userid, base)) in ACCOUNTS.into_iter().enumerate() {
+        let groups = history::generate(HistorySpec {
+            groups: groups_each,
+            from: now - 4 * YEAR,
+            to: now - 3_600,
+            grpid_base: base,
+            seed: seed as u64,
+        });
+        simulator.set_user_groups(userid, groups.clone()).unwrap();
+        let (access, refresh, expires_in) = simulator.issue_token_pair_for(userid);
+        TokenStore::new(dir.path().join(format!("{name}.json")))
+            .save(&StoredTokens {
+                access_token: Secret::new(access),
+                refresh_token: Secret::new(refresh),
+                expires_at: now + expires_in,
+                obtained_at: Some(now),
+                userid: Some(userid.to_owned()),
+                scope: Some("user.metrics".into()),
+            })
+            .unwrap();
+        all.insert(name, groups);
+    }
+    Household {
+        simulator,
+        dir,
+        groups: all,
+        now,
+    }
+}
+
+impl Household {
+    fn env(&self) -> Vec<(String, String)> {
+        let (id, secret) = self.simulator.client_credentials();
+        [
+            ("WITHINGS_API_URL", self.simulator.url().to_string()),
+            ("WITHINGS_ACCOUNT_URL", self.simulator.url().to_string()),
+            ("WITHINGS_TOKEN_DIR", self.dir.path().display().to_string()),
+            ("WITHINGS_CLIENT_ID", id),
+            ("WITHINGS_CLIENT_SECRET", secret),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Runs `withings-exporter backfill ARGS` and returns its exit success and stderr.
+    async fn backfill(&self, args: &[&str]) -> (bool, String) {
+        let mut command = Command::new(BIN);
+        command
+            .args(["backfill", "--instance", "withings-exporter:19100"])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env())
+            .stdin(Stdio::null());
+        // The simulator runs on this test's runtime: the child is waited for off it.
+        let out = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("backfill waited for")
+            .expect("backfill runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// One reading as the simulator holds it: family, labels that matter here, date, value.
+#[derive(Debug, Clone)]
+struct Expected {
+    family: &'static str,
+    selector: String,
+    date: i64,
+    value: f64,
+}
+
+/// What the live exporter would keep of one group's measure: computed from the JSON with
+/// the table's scaling, for the spot checks.
+fn expected(account: &str, group: &Value, measure: &Value) -> Option<Expected> {
+    let kind = measure["type"].as_i64()?;
+    let def = &MEASURES[index_of(kind)?];
+    let value = scale(
+        measure["value"].as_i64()?,
+        measure["unit"].as_i64()? as i32 + def.exponent_shift,
+    )?;
+    let mut labels: Vec<String> = def
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect();
+    if let Some(p) = measure["position"].as_i64() {
+        let name = withings_exporter::render::measures::position_name(p)?;
+        labels.push(format!("position=\"{name}\""));
+    }
+    labels.push(format!("device_model=\"{}\"", group["model"].as_str()?));
+    labels.push(format!("account=\"{account}\""));
+    labels.push("job=\"withings\"".to_owned());
+    labels.push("instance=\"withings-exporter:19100\"".to_owned());
+    Some(Expected {
+        family: def.metric,
+        selector: format!("{}{{{}}}", def.metric, labels.join(",")),
+        date: group["date"].as_i64()?,
+        value,
+    })
+}
+
+fn counts(group: &Value) -> bool {
+    group["category"] == 1 && group["is_inconclusive"] == false
+}
+
+/// The samples of the file for one series selector's family and labels at `date`.
+fn file_samples(text: &str, e: &Expected) -> Vec<f64> {
+    let labels: Vec<&str> = e.selector[e.family.len() + 1..e.selector.len() - 1]
+        .split(',')
+        .collect();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{}{{", e.family)))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter(|l| l.ends_with(&format!(" {}", e.date)))
+        .filter_map(|l| l.rsplit(' ').nth(1)?.parse().ok())
+        .collect()
+}
+
+fn spot_checks(h: &Household) -> Vec<(String, Expected)> {
+    let mut checks = Vec::new();
+    for (account, groups) in &h.groups {
+        let valid: Vec<&Value> = groups.iter().filter(|g| counts(g)).collect();
+        let first = valid.first().unwrap();
+        checks.push((
+            format!("{account}: first"),
+            expected(account, first, &first["measures"][0]).unwrap(),
+        ));
+        let last = valid.last().unwrap();
+        checks.push((
+            format!("{account}: last"),
+            expected(account, last, &last["measures"][0]).unwrap(),
+        ));
+        // A corrected group: served twice under one grpid; the later `modified` is the reading.
+        let corrected = groups
+            .iter()
+            .enumerate()
+            .find(|(i, g)| *i > 0 && groups[i - 1]["grpid"] == g["grpid"] && counts(g))
+            .map(|(_, g)| g)
+            .unwrap();
+        checks.push((
+            format!("{account}: corrected"),
+            expected(account, corrected, &corrected["measures"][0]).unwrap(),
+        ));
+        // One of every type the history holds.
+        let mut seen = std::collections::BTreeSet::new();
+        for g in &valid {
+            for m in g["measures"].as_array().unwrap() {
+                let kind = m["type"].as_i64().unwrap();
+                let key = (kind, m["position"].as_i64());
+                let Some(e) = expected(account, g, m) else {
+                    continue;
+                };
+                let def = &MEASURES[index_of(kind).unwrap()];
+                if withings_exporter::render::measures::is_plausible(def, e.value)
+                    && seen.insert(key)
+                {
+                    checks.push((format!("{account}: type {kind} {:?}", key.1), e));
+                }
+            }
+        }
+    }
+    checks
+}
+
+#[tokio::test]
+async fn two_accounts_are_backfilled_with_the_live_exporters_series() {
+    let h = household(2_000, 150).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("all.om");
+    let (ok, stderr) = h
+        .backfill(&["--all", "--output", file.to_str().unwrap()])
+        .await;
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.ends_with("# EOF\n"));
+    // Nothing else left in the directory: the temporary file was renamed.
+    let names: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["all.om"]);
+    // Health data: readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o077,
+        0
+    );
+    // One line at the end: samples per family and the range covered.
+    let summary = stderr.lines().last().unwrap();
+    assert!(summary.starts_with("backfill: wrote "), "{stderr}");
+    assert!(summary.contains("withings_weight_grams "), "{summary}");
+    assert!(summary.contains(" from "), "{summary}");
+
+    // Every family in one block, each series in increasing time, nothing in the last 3 hours.
+    let mut families_seen = Vec::new();
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap().to_owned();
+            assert!(!families_seen.contains(&name), "{name} split");
+            families_seen.push(name);
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, rest) = line.rsplit_once('}').unwrap();
+        let ts: i64 = rest.trim().rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(series.starts_with(families_seen.last().unwrap()), "{line}");
+        assert!(ts <= h.now - HEAD_SECONDS, "{line}");
+        if let Some(prev) = last.insert(series.to_owned(), ts) {
+            assert!(prev < ts, "not increasing: {line}");
+        }
+    }
+    assert!(families_seen.contains(&"withings_measurement_timestamp_seconds".to_owned()));
+
+    for (what, e) in spot_checks(&h) {
+        assert_eq!(file_samples(&text, &e), [e.value], "{what}: {e:?}");
+    }
+    for (account, groups) in &h.groups {
+        // Left out: inconclusive, objectives, the stale version of a correction, the
+        // implausible heart rate, the last 3 hours.
+        for g in groups.iter().filter(|g| !counts(g)) {
+            let m = &g["measures"][0];
+            let e = expected(account, g, m).unwrap();
+            assert!(file_samples(&text, &e).is_empty(), "{account}: {g}");
+        }
+        let stale = groups
+            .windows(2)
+            .find(|w| w[0]["grpid"] == w[1]["grpid"] && w[0]["measures"] != w[1]["measures"])
+            .map(|w| &w[0])
+            .unwrap();
+        let e = expected(account, stale, &stale["measures"][0]).unwrap();
+        let corrected = groups
+            .iter()
+            .rev()
+            .find(|g| g["grpid"] == stale["grpid"])
+            .unwrap();
+        let want = expected(account, corrected, &corrected["measures"][0]).unwrap();
+        assert_eq!(
+            file_samples(&text, &e),
+            [want.value],
+            "{account}: stale copy kept"
+        );
+        let implausible = groups
+            .iter()
+            .find(|g| {
+                g["measures"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["type"] == 11 && m["value"] == 999)
+            })
+            .unwrap();
+        let e = expected(account, implausible, &implausible["measures"][2]).unwrap();
+        assert!(
+            file_samples(&text, &e).is_empty(),
+            "{account}: implausible kept"
+        );
+        // Two groups in one second on one device: the greater grpid.
+        let twins = groups
+            .windows(2)
+            .find(|w| {
+                w[0]["date"] == w[1]["date"]
+                    && w[0]["grpid"] != w[1]["grpid"]
+                    && counts(&w[0])
+                    && counts(&w[1])
+            })
+            .unwrap();
+        let older = expected(account, &twins[0], &twins[0]["measures"][0]).unwrap();
+        let newer = expected(account, &twins[1], &twins[1]["measures"][0]).unwrap();
+        assert_eq!(
+            file_samples(&text, &older),
+            [newer.value],
+            "{account}: twins"
+        );
+    }
+    // Bounded by the budget: no minute held more than the default 100 requests.
+    assert!(h.simulator.max_requests_in_any_minute() <= 100);
+    // The token files are those of their own accounts still.
+    for (name, userid, _) in ACCOUNTS {
+        let stored = TokenStore::new(h.dir.path().join(format!("{name}.json")))
+            .load()
+            .unwrap();
+        assert_eq!(stored.and_then(|s| s.userid).as_deref(), Some(userid));
+    }
+}
+
+#[tokio::test]
+async fn one_account_since_a_date_and_clear_errors() {
+    let h = household(600, 500).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let since = h.now - YEAR;
+    let day = jiff::Timestamp::from_second(since)
+        .unwrap()
+        .strftime("%Y-%m-%d")
+        .to_string();
+    let (ok, stderr) = h
+        .backfill(&[
+            "--account",
+            "mom",
+            "--output",
+            file.to_str().unwrap(),
+            "--since",
+            &day,
+        ])
+        .await;
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("account=\"dad\""));
+    let since_midnight = backfill::parse_since(&day).unwrap();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let ts: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(ts >= since_midnight, "{line}");
+        assert!(line.contains("account=\"mom\""), "{line}");
+    }
+    // Errors: one line each, and no output file.
+    for (args, needle) in [
+        (vec!["--account", "nobody"], "no nobody.json"),
+        (vec!["--account", "Mom!"], "account name"),
+        (vec!["--account", "mom", "--all"], "not both"),
+        (vec![], "--account NAME"),
+        (
+            vec!["--account", "mom", "--since", "yesterday"],
+            "YYYY-MM-DD",
+        ),
+    ] {
+        let bad = out.path().join("bad.om");
+        let mut all = args.clone();
+        all.extend(["--output", bad.to_str().unwrap()]);
+        let (ok, stderr) = h.backfill(&all).await;
+        assert!(!ok && stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!bad.exists());
+    }
+}
+
+#[tokio::test]
+async fn a_failure_midway_leaves_no_file_and_says_how_to_rerun() {
+    let h = household(600, 50).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    std::fs::write(&file, "an older complete backfill\n").unwrap();
+    // The connection is reset in the middle of the fourth page: a network failure.
+    for _ in 0..3 {
+        h.simulator.push_fault(Fault::Delay(Duration::ZERO));
+    }
+    h.simulator.push_fault(Fault::ResetMidBody(
+        r#"{"status":0,"body":{"measuregrps":[]}}"#.into(),
+    ));
+    let (ok, stderr) = h
+        .backfill(&["--account", "mom", "--output", file.to_str().unwrap()])
+        .await;
+    assert_eq!(h.simulator.request_count("/measure"), 4);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("rerun the same command"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // The older file is untouched and no temporary file is left beside it.
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "an older complete backfill\n"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn ctrl_c_leaves_no_file_and_says_how_to_rerun() {
+    let h = household(300, 500).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    // Measure requests wait while held: the backfill is caught in the middle of its paging.
+    h.simulator.hold();
+    let mut command = Command::new(BIN);
+    command
+        .args(["backfill", "--account", "mom", "--output"])
+        .arg(&file)
+        .env_clear()
+        .envs(h.env())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard(command.spawn().unwrap());
+    let log = common::process::capture_stderr(&mut child.0);
+    let deadline = Instant::now() + DEADLINE;
+    while h.simulator.request_count("/measure") == 0 {
+        assert!(Instant::now() < deadline, "no request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SAFETY: signalling our own child, which has not been reaped.
+    unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
+        .await
+        .unwrap();
+    h.simulator.release();
+    assert!(!status.success());
+    let stderr = common::process::wait_for_log(&log, "rerun the same command", 1).await;
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_spent_budget_is_waited_for_not_fatal() {
+    let h = household(1_500, 40).await;
+    let (id, secret) = h.simulator.client_credentials();
+    let clock = Clock::default();
+    let limits = Arc::new(Limits::new(3, clock.clone()));
+    let client = WithingsClient::with_limits(
+        &h.simulator.url(),
+        ClientOptions::default(),
+        Arc::clone(&limits),
+    )
+    .unwrap();
+    let credentials = ClientCredentials {
+        client_id: id,
+        client_secret: Secret::new(secret),
+    };
+    let targets = vec![Target {
+        name: "mom".into(),
+        label: Some("mom".into()),
+        tokens: TokenSource::for_account_file(
+            &h.dir.path().join("mom.json"),
+            &credentials,
+            &client,
+        ),
+    }];
+    let options = Options {
+        meastypes: withings_exporter::render::measures::DEFAULT_MEASTYPES
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        merge: withings_exporter::account::state::MergeOptions {
+            include_ambiguous: true,
+        },
+        since: None,
+        now: h.now,
+        progress: false,
+        target_labels: Vec::new(),
+    };
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let registry = prometheus::Registry::new();
+    limits.register(&registry).unwrap();
+    // The budget of 3 a minute is spent at once; a minute passes (on the limits' clock)
+    // only while the backfill is waiting, so it can finish only by waiting.
+    let run = backfill::run(&client, &targets, &options, &file);
+    let held_back = || {
+        registry
+            .gather()
+            .iter()
+            .find(|f| f.name() == "withings_api_requests_held_back_total")
+            .and_then(|f| {
+                f.get_metric()
+                    .iter()
+                    .find(|m| m.get_label().iter().any(|l| l.value() == "budget"))
+                    .map(|m| m.get_counter().get_value())
+            })
+            .unwrap_or(0.0)
+    };
+    let summary = tokio::time::timeout(DEADLINE, async {
+        tokio::pin!(run);
+        let mut seen = 0.0;
+        loop {
+            tokio::select! {
+                result = &mut run => return result,
+                () = tokio::time::sleep(Duration::from_millis(20)) => {
+                    let now = held_back();
+                    if now > seen {
+                        seen = now;
+                        clock.advance(Duration::from_secs(61));
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("finishes")
+    .expect("succeeds");
+    assert!(summary.pages > 3, "{summary:?}");
+    assert!(held_back() > 0.0);
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("withings_weight_grams{")
+    );
+}
+
+// ------------------------------------------------------------------ the real programs
+
+fn promtool_blocks(file: &Path, blocks: &Path) {
+    // promtool cuts 2-hour blocks unless told otherwise, reading the whole file again for
+    // each: years of history want larger blocks (it rounds down to 182 days), as the README says.
+    let out = Command::new("promtool")
+        .args([
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "--max-block-duration=8760h",
+        ])
+        .arg(file)
+        .arg(blocks)
+        .output()
+        .expect("promtool runs (Debian package prometheus)");
+    assert!(
+        out.status.success(),
+        "promtool refused the file:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs promtool (Debian package prometheus)"]
+async fn promtool_makes_blocks_of_the_backfill() {
+    let h = household(1_000, 200).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("all.om");
+    let (ok, stderr) = h
+        .backfill(&["--all", "--output", file.to_str().unwrap()])
+        .await;
+    assert!(ok, "{stderr}");
+    let blocks = out.path().join("blocks");
+    promtool_blocks(&file, &blocks);
+    assert!(std::fs::read_dir(&blocks).unwrap().count() > 0);
+}
+
+/// A Prometheus killed and reaped when dropped, on a data directory of the test's.
+struct Prometheus {
+    _child: ChildGuard,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Prometheus {
+    async fn start(data: &Path, config: &Path) -> Self {
+        let http = common::http();
+        for attempt in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let log = data.with_extension(format!("log{attempt}"));
+            let out = std::fs::File::create(&log).unwrap();
+            let child = Command::new("prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", data.display()))
+                .arg("--storage.tsdb.retention.time=20y")
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .expect("prometheus runs (Debian package prometheus)");
+            let mut guard = ChildGuard(child);
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                if guard.0.try_wait().unwrap().is_some() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    assert!(
+                        text.contains("address already in use"),
+                        "prometheus exited:\n{text}"
+                    );
+                    break;
+                }
+                let ready = http
+                    .get(format!("http://127.0.0.1:{port}/-/ready"))
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await;
+                if ready.is_ok_and(|r| r.status().is_success()) {
+                    return Self {
+                        _child: guard,
+                        port,
+                        log,
+                    };
+                }
+                assert!(Instant::now() < deadline, "prometheus not ready");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("no free port for prometheus");
+    }
+
+    /// The samples of `selector` in the second ending at `at`: exact timestamps and values.
+    async fn samples_at(&self, selector: &str, at: i64) -> Vec<(f64, f64)> {
+        let mut url =
+            url::Url::parse(&format!("http://127.0.0.1:{}/api/v1/query", self.port)).unwrap();
+        url.query_pairs_mut()
+            .append_pair("query", &format!("{selector}[1s]"))
+            .append_pair("time", &at.to_string());
+        let body = common::http()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body["status"],
+            "success",
+            "{selector}: {body}\n{}",
+            self.log_text()
+        );
+        body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|series| series["values"].as_array().unwrap().clone())
+            .map(|v| {
+                (
+                    v[0].as_f64().unwrap(),
+                    v[1].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    async fn range(&self, query: &str, start: i64, end: i64, step: i64) -> Vec<Value> {
+        let mut url = url::Url::parse(&format!(
+            "http://127.0.0.1:{}/api/v1/query_range",
+            self.port
+        ))
+        .unwrap();
+        url.query_pairs_mut()
+            .append_pair("query", query)
+            .append_pair("start", &start.to_string())
+            .append_pair("end", &end.to_string())
+            .append_pair("step", &step.to_string());
+        let body = common::http()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["status"], "success", "{query}: {body}");
+        body["data"]["result"].as_array().unwrap().clone()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs promtool and prometheus (Debian package prometheus)"]
+async fn prometheus_answers_with_the_simulators_readings_from_the_blocks() {
+    let h = household(2_000, 200).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("all.om");
+    let (ok, stderr) = h
+        .backfill(&["--all", "--output", file.to_str().unwrap()])
+        .await;
+    assert!(ok, "{stderr}");
+    let blocks = out.path().join("blocks");
+    promtool_blocks(&file, &blocks);
+    // Into the data directory, as the README says: every block directory moved over.
+    let data = out.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for block in std::fs::read_dir(&blocks).unwrap() {
+        let block = block.unwrap();
+        std::fs::rename(block.path(), data.join(block.file_name())).unwrap();
+    }
+    let config = out.path().join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
+    let prometheus = Prometheus::start(&data, &config).await;
+
+    let checks = spot_checks(&h);
+    assert!(checks.len() > 20, "{}", checks.len());
+    for (what, e) in &checks {
+        let got = prometheus.samples_at(&e.selector, e.date).await;
+        assert_eq!(got, [(e.date as f64, e.value)], "{what}: {e:?}");
+    }
+    // The stale version of a correction is nowhere: the corrected value only.
+    for (account, groups) in &h.groups {
+        let stale = groups
+            .windows(2)
+            .find(|w| w[0]["grpid"] == w[1]["grpid"] && counts(&w[1]))
+            .map(|w| &w[0])
+            .unwrap();
+        let e = expected(account, stale, &stale["measures"][0]).unwrap();
+        let corrected = groups
+            .iter()
+            .rev()
+            .find(|g| g["grpid"] == stale["grpid"])
+            .unwrap();
+        let want = expected(account, corrected, &corrected["measures"][0]).unwrap();
+        assert_ne!(e.value, want.value);
+        assert_eq!(
+            prometheus.samples_at(&e.selector, e.date).await,
+            [(e.date as f64, want.value)]
+        );
+    }
+    // Range queries over the backfilled years, as a dashboard asks (readings are hours
+    // apart, beyond the 5-minute lookback): both accounts, every device, points all along.
+    let series = prometheus
+        .range(
+            "last_over_time(withings_weight_grams[2d])",
+            h.now - 4 * YEAR,
+            h.now - HEAD_SECONDS,
+            86_400,
+        )
+        .await;
+    let accounts: std::collections::BTreeSet<_> = series
+        .iter()
+        .map(|s| s["metric"]["account"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(accounts.into_iter().collect::<Vec<_>>(), ["dad", "mom"]);
+    for s in &series {
+        assert!(s["values"].as_array().unwrap().len() >= 30, "{s}");
+    }
+}
