@@ -97,6 +97,11 @@ pub trait Admission: Send + Sync {
 
     /// Told where a probe's data comes from as soon as that is known, before any wait.
     fn served(&self, _account: &str, _from: ServedFrom) {}
+
+    /// Why `admit` said no, as the probe's `served_from`.
+    fn refused_as(&self, _account: &str) -> ServedFrom {
+        ServedFrom::Budget
+    }
 }
 
 /// Admits every fetch; the budget in the client still bounds them.
@@ -121,15 +126,19 @@ pub enum ServedFrom {
     RateLimited,
     /// No fetch: the request budget is spent, or other accounts with older data go first.
     Budget,
+    /// No fetch: the account's notification subscriptions are in place and neither a
+    /// notification nor the safety poll asks for one (issue 12).
+    Subscribed,
 }
 
 impl ServedFrom {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::NewFetch,
         Self::SharedFetch,
         Self::RecentFetch,
         Self::RateLimited,
         Self::Budget,
+        Self::Subscribed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -139,6 +148,7 @@ impl ServedFrom {
             Self::RecentFetch => "recent_fetch",
             Self::RateLimited => "rate_limited",
             Self::Budget => "budget",
+            Self::Subscribed => "subscribed",
         }
     }
 }
@@ -296,7 +306,7 @@ impl Account {
                 let result = last.unwrap_or(Err(FetchError::Api(ApiError::BudgetExhausted(
                     Duration::ZERO,
                 ))));
-                return (result, ServedFrom::Budget);
+                return (result, admission.refused_as(&self.name));
             }
             Ticket::Wait { result, started } => {
                 let source = if started {
