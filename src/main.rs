@@ -236,9 +236,11 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
             // The demo subscribes its household to itself over loopback, and its readings
             // arrive by push.
             if config.callback_url.is_none() {
-                let port = config.listen_address.port();
-                config.callback_url =
-                    url::Url::parse(&format!("http://127.0.0.1:{port}/withings/notify")).ok();
+                let mut at = config.listen_address;
+                if at.ip().is_unspecified() {
+                    at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                config.callback_url = url::Url::parse(&format!("http://{at}/withings/notify")).ok();
             }
             let pusher = household.simulator.clone();
             tokio::spawn(async move {
