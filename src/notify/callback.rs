@@ -68,6 +68,12 @@ pub fn parse_callback_url(value: &str) -> Result<Url, ConfigError> {
         return Err(invalid("must not have a query or fragment".into()));
     }
     let path = url.path().trim_end_matches('/').to_owned();
+    // The whole path below it is exempt from basic auth: never the root.
+    if path.is_empty() {
+        return Err(invalid(
+            "needs a path, e.g. https://health.example.org/withings/notify: every path under it is the notification path".into(),
+        ));
+    }
     url.set_path(&path);
     let with_secret = url.as_str().trim_end_matches('/').len() + 1 + encoded_len();
     if with_secret > MAX_URL_LEN {
@@ -294,6 +300,8 @@ mod tests {
         assert!(parse_callback_url("ftp://x.org/n").is_err());
         assert!(parse_callback_url("https://u:p@x.org/n").is_err());
         assert!(parse_callback_url("https://x.org/n?a=1").is_err());
+        assert!(parse_callback_url("https://x.org/").is_err());
+        assert!(parse_callback_url("https://x.org").is_err());
         let long = format!("https://x.org/{}", "a".repeat(240));
         assert!(parse_callback_url(&long).is_err());
         let good = parse_callback_url("https://health.example.org/withings/notify/").unwrap();

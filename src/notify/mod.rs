@@ -157,7 +157,7 @@ impl std::fmt::Debug for Notifier {
 }
 
 /// `withings_notifications_total` outcomes.
-pub const OUTCOMES: [&str; 10] = [
+pub const OUTCOMES: [&str; 9] = [
     "accepted",
     "coalesced",
     "ignored_appli",
@@ -167,7 +167,6 @@ pub const OUTCOMES: [&str; 10] = [
     "wrong_secret",
     "wrong_method",
     "head",
-    "no_account_set",
 ];
 
 impl Notifier {
