@@ -430,7 +430,7 @@ impl Account {
             ));
             out.push(families::labelled_gauge(
                 "withings_scrape_served_from",
-                "Where this scrape's data came from (always 1): new_fetch, shared_fetch (joined a running fetch), recent_fetch (under WITHINGS_MIN_FETCH_INTERVAL_SECONDS), rate_limited (waiting out a 601), budget (the request budget is spent for now or accounts with older data go first).",
+                "Where this scrape's data came from (always 1): new_fetch, shared_fetch (joined a running fetch), recent_fetch (under WITHINGS_MIN_FETCH_INTERVAL_SECONDS), rate_limited (waiting out a 601), budget (the request budget is spent for now or accounts with older data go first), subscribed (notifications are in place: fetched on notification and by the safety poll only).",
                 "served_from",
                 outcome.served_from.as_str(),
                 1.0,

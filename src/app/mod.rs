@@ -211,7 +211,7 @@ impl App {
         let scrapes = IntCounterVec::new(
             Opts::new(
                 "withings_scrapes_total",
-                "Scrapes and probes by where their data came from: new_fetch (started a fetch from Withings), shared_fetch (joined a fetch already running), recent_fetch (sooner than WITHINGS_MIN_FETCH_INTERVAL_SECONDS after the last), rate_limited (no fetch: waiting out a 601), budget (no fetch: the request budget is spent, or accounts with older data go first).",
+                "Scrapes and probes by where their data came from: new_fetch (started a fetch from Withings), shared_fetch (joined a fetch already running), recent_fetch (sooner than WITHINGS_MIN_FETCH_INTERVAL_SECONDS after the last), rate_limited (no fetch: waiting out a 601), budget (no fetch: the request budget is spent, or accounts with older data go first), subscribed (no fetch: the account's notification subscriptions are in place, and neither a notification nor the safety poll asks for one).",
             ),
             &["served_from"],
         )

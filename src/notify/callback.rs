@@ -156,6 +156,16 @@ impl Callback {
         constant_time_eq(url.as_bytes(), self.full_url().expose().as_bytes())
     }
 
+    /// Whether the URL points at this machine (the demo, tests).
+    pub fn is_loopback(&self) -> bool {
+        match self.base.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        }
+    }
+
     /// What Withings will refuse in this URL, for the one warning at start; `None` when it is
     /// public HTTPS on 443 with a domain name.
     pub fn refusal_warning(&self) -> Option<String> {

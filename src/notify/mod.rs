@@ -207,7 +207,12 @@ impl Notifier {
         let secret = callback::load_or_create_secret(&path)?;
         let callback = Callback::new(base.clone(), secret);
         if let Some(warning) = callback.refusal_warning() {
-            tracing::warn!("{warning}");
+            // A loopback URL is a test or the demo on purpose: said, not warned about.
+            if callback.is_loopback() {
+                tracing::info!("{warning}");
+            } else {
+                tracing::warn!("{warning}");
+            }
         }
         Ok(Some(Self::new(
             callback,
