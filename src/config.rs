@@ -189,16 +189,29 @@ pub const SETTINGS: &[Setting] = &[
         "0",
         "scrapes sooner than this after the last fetch get its result",
     ),
+    setting(
+        "WITHINGS_CALLBACK_URL",
+        None,
+        "",
+        "public HTTPS URL at which Withings notifies this exporter (push); a secret path segment is appended",
+    ),
+    setting(
+        "WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS",
+        None,
+        "30",
+        "at most one notification-driven fetch per account in this interval",
+    ),
+    setting(
+        "WITHINGS_SAFETY_POLL_SECONDS",
+        None,
+        "3600",
+        "with notifications, a subscribed account is still fetched this often",
+    ),
 ];
 
 /// Variables of settings being added on other branches: known, so that setting one is not
 /// reported as a misspelling. Each moves into [`SETTINGS`] when the code that reads it lands.
-const RESERVED_VARIABLES: &[&str] = &[
-    "WITHINGS_CALLBACK_URL",
-    "WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS",
-    "WITHINGS_SAFETY_POLL_SECONDS",
-    "WITHINGS_WEB_MAX_CONNECTIONS",
-];
+const RESERVED_VARIABLES: &[&str] = &["WITHINGS_WEB_MAX_CONNECTIONS"];
 
 /// The filter variable every Rust program reads; `WITHINGS_LOG_LEVEL` wins over it.
 pub const RUST_LOG: &str = "RUST_LOG";
@@ -408,6 +421,12 @@ pub struct Config {
     pub log: LogSettings,
     /// `WITHINGS_WEB_MAX_CONNECTIONS`: HTTP connections open at once.
     pub web_max_connections: usize,
+    /// `WITHINGS_CALLBACK_URL` (issue 12): where Withings notifies us, before the secret.
+    pub callback_url: Option<Url>,
+    /// `WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS`.
+    pub notify_min_interval: Duration,
+    /// `WITHINGS_SAFETY_POLL_SECONDS`.
+    pub safety_poll: Duration,
 }
 
 /// The variables as strings, so that each can be checked with a message of our own
@@ -436,6 +455,9 @@ struct Raw {
     collectors: Option<String>,
     telemetry_path: Option<String>,
     web_max_connections: Option<String>,
+    callback_url: Option<String>,
+    notify_min_interval_seconds: Option<String>,
+    safety_poll_seconds: Option<String>,
 }
 
 impl Config {
@@ -570,7 +592,21 @@ impl Config {
             Some(v) => parse_max_connections(&v)?,
             None => crate::http::server::DEFAULT_MAX_CONNECTIONS,
         };
+        let callback_url = non_empty(raw.callback_url)
+            .map(|u| crate::notify::callback::parse_callback_url(&u))
+            .transpose()?;
+        let notify_min_interval = match non_empty(raw.notify_min_interval_seconds) {
+            Some(v) => parse_seconds("WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS", &v)?,
+            None => crate::notify::DEFAULT_MIN_INTERVAL,
+        };
+        let safety_poll = match non_empty(raw.safety_poll_seconds) {
+            Some(v) => parse_seconds("WITHINGS_SAFETY_POLL_SECONDS", &v)?,
+            None => crate::notify::DEFAULT_SAFETY_POLL,
+        };
         Ok(Self {
+            callback_url,
+            notify_min_interval,
+            safety_poll,
             token_dir,
             requests_per_minute,
             collectors,

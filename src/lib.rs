@@ -18,6 +18,7 @@ pub mod clock;
 pub mod collector;
 pub mod config;
 pub mod http;
+pub mod notify;
 pub mod render;
 pub mod secret;
 pub mod simulator;

@@ -113,6 +113,15 @@ enum Command {
         #[arg(long)]
         instance: Option<String>,
     },
+    /// Withings notification subscriptions (WITHINGS_CALLBACK_URL): list them, subscribe
+    /// what is missing, or revoke this exporter's. One line per subscription.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyAction,
+        /// Only this account (default: every account).
+        #[arg(long, global = true)]
+        account: Option<String>,
+    },
     /// Run only the simulated Withings API, for tests and benchmarks.
     Simulator {
         /// Address to listen on.
@@ -135,6 +144,13 @@ enum Command {
         #[arg(long, default_value = "simulator-client-secret")]
         client_secret: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+enum NotifyAction {
+    List,
+    Subscribe,
+    Revoke,
 }
 
 fn main() -> std::process::ExitCode {
@@ -201,6 +217,30 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
             )
             .await
         }
+        Command::Notify { action, account } => {
+            let config = from_env()?;
+            let app = Arc::new(App::from_config(&config)?);
+            let Some(notifier) =
+                withings_exporter::notify::Notifier::from_config(&config, app.clock().clone())?
+            else {
+                anyhow::bail!(
+                    "WITHINGS_CALLBACK_URL: not set; `notify` manages the subscriptions to that URL"
+                );
+            };
+            app.set_notifier(notifier);
+            let action = match action {
+                NotifyAction::List => withings_exporter::notify::cli::Action::List,
+                NotifyAction::Subscribe => withings_exporter::notify::cli::Action::Subscribe,
+                NotifyAction::Revoke => withings_exporter::notify::cli::Action::Revoke,
+            };
+            let lines = withings_exporter::notify::cli::run(&app, action, account.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(())
+        }
         Command::Accounts => {
             let config = from_env()?;
             let dir = config.token_dir.as_ref().ok_or_else(|| {
@@ -238,7 +278,23 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
                 .await
                 .context("cannot start the simulated Withings household")?;
             tracing::info!(url = %household.simulator.url(), dir = %household.dir().display(), "demo: a simulated household of three Withings accounts");
-            let config = household.config(config);
+            let mut config = household.config(config);
+            // The demo subscribes its household to itself over loopback, and its readings
+            // arrive by push.
+            if config.callback_url.is_none() {
+                let mut at = config.listen_address;
+                if at.ip().is_unspecified() {
+                    at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                config.callback_url = url::Url::parse(&format!("http://{at}/withings/notify")).ok();
+            }
+            let pusher = household.simulator.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+                    pusher.advance_live_and_notify().await;
+                }
+            });
             let app = App::from_config(&config)?;
             let result = serve(&config, app).await;
             drop(household);
@@ -394,6 +450,7 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     tracing::info!(config = %config.summary(), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
     let web = web_config(config)?;
     let app = Arc::new(app);
+    withings_exporter::notify::start(config, &app)?;
     let mut reload_hooks: Vec<signals::ReloadHook> = Vec::new();
     if app.is_directory() {
         tracing::info!(

@@ -102,6 +102,11 @@ pub trait Admission: Send + Sync {
 
     /// Told where a probe's data comes from as soon as that is known, before any wait.
     fn served(&self, _account: &str, _from: ServedFrom) {}
+
+    /// Why `admit` said no, as the probe's `served_from`.
+    fn refused_as(&self, _account: &str) -> ServedFrom {
+        ServedFrom::Budget
+    }
 }
 
 /// Admits every fetch; the budget in the client still bounds them.
@@ -126,15 +131,19 @@ pub enum ServedFrom {
     RateLimited,
     /// No fetch: the request budget is spent, or other accounts with older data go first.
     Budget,
+    /// No fetch: the account's notification subscriptions are in place and neither a
+    /// notification nor the safety poll asks for one (issue 12).
+    Subscribed,
 }
 
 impl ServedFrom {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::NewFetch,
         Self::SharedFetch,
         Self::RecentFetch,
         Self::RateLimited,
         Self::Budget,
+        Self::Subscribed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -144,6 +153,7 @@ impl ServedFrom {
             Self::RecentFetch => "recent_fetch",
             Self::RateLimited => "rate_limited",
             Self::Budget => "budget",
+            Self::Subscribed => "subscribed",
         }
     }
 }
@@ -305,7 +315,7 @@ impl Account {
                 let result = last.unwrap_or(Err(FetchError::Api(ApiError::BudgetExhausted(
                     Duration::ZERO,
                 ))));
-                return (result, ServedFrom::Budget);
+                return (result, admission.refused_as(&self.name));
             }
             Ticket::Wait { result, started } => {
                 let source = if started {
@@ -449,7 +459,7 @@ impl Account {
             ));
             out.push(families::labelled_gauge(
                 "withings_scrape_served_from",
-                "Where this scrape's data came from (always 1): new_fetch, shared_fetch (joined a running fetch), recent_fetch (under WITHINGS_MIN_FETCH_INTERVAL_SECONDS), rate_limited (waiting out a 601), budget (the request budget is spent for now or accounts with older data go first).",
+                "Where this scrape's data came from (always 1): new_fetch, shared_fetch (joined a running fetch), recent_fetch (under WITHINGS_MIN_FETCH_INTERVAL_SECONDS), rate_limited (waiting out a 601), budget (the request budget is spent for now or accounts with older data go first), subscribed (notifications are in place: fetched on notification and by the safety poll only).",
                 "served_from",
                 outcome.served_from.as_str(),
                 1.0,

@@ -219,6 +219,8 @@ pub struct TokenManager {
     /// Mirrors `state.current.expires_at` for renders, which must not wait on a refresh.
     expiry: AtomicI64,
     refreshes: IntCounterVec,
+    /// The Withings user of the token file when it was opened: notifications name it.
+    userid: Option<String>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -317,7 +319,9 @@ impl TokenManager {
             refreshes.with_label_values(&[outcome]);
         }
         let file_mtime = store.modified();
+        let userid = current.userid.clone();
         Self {
+            userid,
             client,
             credentials,
             expiry: AtomicI64::new(expiry_gauge(&current)),
@@ -337,6 +341,11 @@ impl TokenManager {
 
     pub fn store(&self) -> &TokenStore {
         &self.store
+    }
+
+    /// The Withings user id of the token file, when it names one.
+    pub fn userid(&self) -> Option<&str> {
+        self.userid.as_deref()
     }
 
     pub fn expiry(&self) -> Option<i64> {

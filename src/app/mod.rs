@@ -126,6 +126,8 @@ pub struct AccountSummary {
     pub state: AccountState,
     pub last_success: Option<f64>,
     pub last_error: Option<String>,
+    /// Unix time of the last notification (issue 12).
+    pub last_notification: Option<f64>,
 }
 
 pub struct App {
@@ -137,6 +139,8 @@ pub struct App {
     registry: Registry,
     scrapes: IntCounterVec,
     shutdown: watch::Sender<bool>,
+    /// Withings notifications, when WITHINGS_CALLBACK_URL is set (issue 12).
+    notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
 }
 
 impl App {
@@ -207,7 +211,7 @@ impl App {
         let scrapes = IntCounterVec::new(
             Opts::new(
                 "withings_scrapes_total",
-                "Scrapes and probes by where their data came from: new_fetch (started a fetch from Withings), shared_fetch (joined a fetch already running), recent_fetch (sooner than WITHINGS_MIN_FETCH_INTERVAL_SECONDS after the last), rate_limited (no fetch: waiting out a 601), budget (no fetch: the request budget is spent, or accounts with older data go first).",
+                "Scrapes and probes by where their data came from: new_fetch (started a fetch from Withings), shared_fetch (joined a fetch already running), recent_fetch (sooner than WITHINGS_MIN_FETCH_INTERVAL_SECONDS after the last), rate_limited (no fetch: waiting out a 601), budget (no fetch: the request budget is spent, or accounts with older data go first), subscribed (no fetch: the account's notification subscriptions are in place, and neither a notification nor the safety poll asks for one).",
             ),
             &["served_from"],
         )
@@ -262,7 +266,31 @@ impl App {
             registry,
             scrapes,
             shutdown,
+            notifier: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Turns notifications on (once); their counter joins `/metrics`.
+    pub fn set_notifier(&self, notifier: crate::notify::Notifier) {
+        let _ = self
+            .registry
+            .register(Box::new(notifier.outcomes().clone()));
+        let _ = self.notifier.set(Arc::new(notifier));
+    }
+
+    pub fn notifier(&self) -> Option<&Arc<crate::notify::Notifier>> {
+        self.notifier.get()
+    }
+
+    /// Turns true when the exporter shuts down.
+    pub fn shutting_down(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    fn notify_families(&self, account: &Account) -> Vec<MetricFamily> {
+        self.notifier()
+            .map(|n| n.account_families(account.name()))
+            .unwrap_or_default()
     }
 
     /// One account, served on `/metrics` as before accounts existed.
@@ -388,7 +416,9 @@ impl App {
             .account(name)
             .ok_or_else(|| ProbeError::Unknown(name.to_owned()))?;
         let outcome = account.probe(self, budget).await;
-        Ok(families::encode(account.families(Some(&outcome))))
+        let mut out = account.families(Some(&outcome));
+        out.extend(self.notify_families(&account));
+        Ok(families::encode(out))
     }
 
     /// A probe of `account` through the application's fair share; for tests and benchmarks
@@ -408,6 +438,7 @@ impl App {
         if let Source::Single(account) = &self.source {
             let outcome = account.probe(self, budget).await;
             out.extend(account.families(Some(&outcome)));
+            out.extend(self.notify_families(account));
         }
         out.extend(self.own_families());
         families::encode(out)
@@ -520,6 +551,9 @@ impl App {
                     state: AccountState::of(a),
                     last_success: health.last_success,
                     last_error,
+                    last_notification: self
+                        .notifier()
+                        .and_then(|n| n.schedule().last_notification(a.name())),
                 }
             })
             .collect()
@@ -528,7 +562,13 @@ impl App {
 
 impl Admission for App {
     fn admit(&self, account: &str) -> bool {
-        self.share.admit(account)
+        crate::notify::admit(self.notifier().map(|n| &**n), account, || {
+            self.share.admit(account)
+        })
+    }
+
+    fn refused_as(&self, account: &str) -> ServedFrom {
+        crate::notify::refused_as(self.notifier().map(|n| &**n), account)
     }
 
     fn served(&self, _account: &str, from: ServedFrom) {

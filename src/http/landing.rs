@@ -64,14 +64,16 @@ pub fn page(accounts: &[AccountSummary], directory: bool, telemetry_path: &str) 
     if accounts.is_empty() {
         html.push_str("<p>No account yet: add one with <code>withings-exporter auth --account NAME</code>.</p>\n");
     } else {
-        html.push_str("<table>\n<tr><th>Account</th><th>State</th><th>Last successful fetch</th><th>Last error</th><th>Probe</th></tr>\n");
+        html.push_str("<table>\n<tr><th>Account</th><th>State</th><th>Last successful fetch</th><th>Last notification</th><th>Last error</th><th>Probe</th></tr>\n");
         for a in accounts {
             let name = escape(&a.name);
             let _ = writeln!(
                 html,
-                "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"probe?account={name}\">probe</a></td></tr>",
+                "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"probe?account={name}\">probe</a></td></tr>",
                 a.state.as_str(),
                 a.last_success
+                    .map_or_else(|| "never".into(), |t| age(now - t)),
+                a.last_notification
                     .map_or_else(|| "never".into(), |t| age(now - t)),
                 a.last_error.as_deref().map(escape).unwrap_or_default(),
             );
@@ -87,6 +89,12 @@ mod tests {
     use super::*;
     use crate::app::AccountState;
 
+    fn now_unix() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+
     #[test]
     fn errors_are_escaped_and_ages_read_well() {
         let page = page(
@@ -95,12 +103,14 @@ mod tests {
                 state: AccountState::Failing,
                 last_success: None,
                 last_error: Some("<script>alert(1)</script>\nnext".into()),
+                last_notification: Some(now_unix() - 42.0),
             }],
             true,
             "/metrics",
         );
         assert!(!page.contains("<script>"), "{page}");
         assert!(page.contains("&lt;script&gt;") && page.contains("probe?account=mom"));
+        assert!(page.contains("Last notification") && page.contains("<td>42 s ago</td>"));
         assert_eq!(age(42.4), "42 s ago");
         assert_eq!(age(600.0), "10 min ago");
         assert_eq!(age(3.0 * 86_400.0), "3 d ago");

@@ -202,7 +202,7 @@ impl Application {
                 let telemetry_path = Arc::clone(&telemetry_path);
                 let busy = tracker.busy();
                 async move {
-                    let response = match authorize(web.as_deref(), &req, peer).await {
+                    let response = match authorize(&app, web.as_deref(), &req, peer).await {
                         Some(denied) => denied,
                         None => route(&app, &telemetry_path, local, req).await,
                     };
@@ -284,12 +284,14 @@ async fn tls_handshake(
 /// The 401 answer when basic auth is configured and the request lacks a valid user; None to
 /// go on. `/-/healthy` stays open so that a container health check needs no password.
 async fn authorize(
+    app: &App,
     web: Option<&WebConfig>,
     req: &Request<Incoming>,
     peer: SocketAddr,
 ) -> Option<Response<Full<Bytes>>> {
     let web = web?;
-    if req.uri().path() == "/-/healthy" {
+    // Withings cannot send credentials; the secret in the notification path protects it.
+    if req.uri().path() == "/-/healthy" || crate::notify::receiver::owns(app, req.uri().path()) {
         return None;
     }
     let security = web.current();
@@ -348,6 +350,9 @@ async fn route(
         p => p,
     };
     match path {
+        p if crate::notify::receiver::owns(app, p) => {
+            crate::notify::receiver::handle(app, req).await
+        }
         // HEAD as GET (RFC 9110): the same families, so the same Content-Length. It may
         // start a fetch, within the request budget like any scrape.
         "/metrics" if readable => {

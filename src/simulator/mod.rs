@@ -6,6 +6,7 @@ pub mod demo;
 pub mod demo_extras;
 pub mod history;
 pub mod household;
+pub mod notify;
 pub mod oauth;
 
 pub use oauth::OAuthOptions;
@@ -242,6 +243,8 @@ struct Inner {
     hold: watch::Sender<bool>,
     /// The same for the token endpoint, to keep a refresh in flight.
     token_hold: watch::Sender<bool>,
+    /// Notification subscriptions (issue 12).
+    notify: notify::Subscriptions,
 }
 
 impl Inner {
@@ -322,6 +325,7 @@ impl Simulator {
             token_once: VecDeque::new(),
             hold: watch::Sender::new(false),
             token_hold: watch::Sender::new(false),
+            notify: notify::Subscriptions::default(),
         }));
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(serve(listener, Arc::clone(&inner), stopped));
@@ -697,6 +701,7 @@ async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<B
     match path.as_str() {
         "/measure" => measure(inner, &params, bearer.as_deref()).await,
         "/v2/oauth2" => token_endpoint(inner, &params).await,
+        "/notify" => notify::endpoint(inner, &params, bearer.as_deref()).await,
         "/v2/measure" | "/v2/sleep" | "/v2/user" => {
             collector_endpoint(inner, &path, &params, bearer.as_deref())
         }

@@ -322,6 +322,64 @@ impl WithingsClient {
         .await
     }
 
+    /// `notify list`: the user's subscriptions (issue 12).
+    pub async fn notify_list(
+        &self,
+        token: &Secret,
+    ) -> Result<Vec<crate::notify::Subscription>, ApiError> {
+        let request = self
+            .http
+            .post(join(&self.api_url, "notify"))
+            .bearer_auth(token.expose())
+            .form(&[("action", "list")]);
+        self.call("notify_list", request, crate::notify::parse_list)
+            .await
+    }
+
+    /// `notify subscribe`: Withings checks `callback` with a HEAD before it answers.
+    pub async fn notify_subscribe(
+        &self,
+        token: &Secret,
+        callback: &Secret,
+        appli: i64,
+        comment: &str,
+    ) -> Result<(), ApiError> {
+        let appli = appli.to_string();
+        let request = self
+            .http
+            .post(join(&self.api_url, "notify"))
+            .bearer_auth(token.expose())
+            .form(&[
+                ("action", "subscribe"),
+                ("callbackurl", callback.expose()),
+                ("appli", &appli),
+                ("comment", comment),
+            ]);
+        self.call("notify_subscribe", request, crate::notify::parse_ack)
+            .await
+    }
+
+    /// `notify revoke` of one subscription.
+    pub async fn notify_revoke(
+        &self,
+        token: &Secret,
+        callback: &Secret,
+        appli: i64,
+    ) -> Result<(), ApiError> {
+        let appli = appli.to_string();
+        let request = self
+            .http
+            .post(join(&self.api_url, "notify"))
+            .bearer_auth(token.expose())
+            .form(&[
+                ("action", "revoke"),
+                ("callbackurl", callback.expose()),
+                ("appli", &appli),
+            ]);
+        self.call("notify_revoke", request, crate::notify::parse_ack)
+            .await
+    }
+
     /// The request of a collector's endpoint; sent only through [`WithingsClient::call`], so
     /// that it counts against the request budget like every other.
     fn collector_request(

@@ -1,0 +1,331 @@
+//! The callback URL Withings notifies, and the secret path segment that is its only
+//! protection: Withings does not sign notifications, so whoever knows the URL can send one.
+//! The secret is generated once and kept beside the tokens, so that subscriptions made
+//! before a restart still point at a path this exporter serves.
+
+use crate::config::ConfigError;
+use crate::secret::Secret;
+use base64::Engine;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use url::Url;
+
+/// The file beside the tokens. A dot file: the account directory scan ignores those.
+pub const SECRET_FILE: &str = ".notify-secret";
+/// 18 random bytes: 144 bits, 24 URL-safe base64 characters.
+const SECRET_BYTES: usize = 18;
+/// Withings refuses longer callback URLs.
+pub const MAX_URL_LEN: usize = 255;
+/// Shortest secret accepted from the file: 22 characters are 132 bits.
+const MIN_SECRET_CHARS: usize = 22;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read the notification secret {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error(
+        "the notification secret {path} is not usable (it must hold at least 22 URL-safe base64 characters); delete it to have a new one made, then restart (subscriptions are renewed)"
+    )]
+    Malformed { path: PathBuf },
+    #[error("cannot write the notification secret {path}: {cause}")]
+    Write {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("cannot generate a random secret: {0}")]
+    Random(String),
+}
+
+/// `WITHINGS_CALLBACK_URL`, checked: an http(s) URL with a host, without credentials, query
+/// or fragment, short enough for Withings once the secret is appended. Whether Withings
+/// will accept it (https, port 443, a domain name) is [`Callback::refusal_warning`]'s say.
+pub fn parse_callback_url(value: &str) -> Result<Url, ConfigError> {
+    const VAR: &str = "WITHINGS_CALLBACK_URL";
+    let invalid = |message: String| ConfigError {
+        variable: VAR,
+        message,
+    };
+    let mut url = Url::parse(value.trim()).map_err(|e| {
+        invalid(format!(
+            "not a URL ({e}); for example https://health.example.org/withings/notify"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(
+            "must be an https URL with a host name, e.g. https://health.example.org/withings/notify".into(),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "must not hold credentials: Withings cannot send them; the secret path segment protects it".into(),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("must not have a query or fragment".into()));
+    }
+    let path = url.path().trim_end_matches('/').to_owned();
+    // The whole path below it is exempt from basic auth: never the root.
+    if path.is_empty() {
+        return Err(invalid(
+            "needs a path, e.g. https://health.example.org/withings/notify: every path under it is the notification path".into(),
+        ));
+    }
+    url.set_path(&path);
+    let with_secret = url.as_str().trim_end_matches('/').len() + 1 + encoded_len();
+    if with_secret > MAX_URL_LEN {
+        return Err(invalid(format!(
+            "is {with_secret} characters long with the {}-character secret appended; Withings accepts at most {MAX_URL_LEN}",
+            encoded_len()
+        )));
+    }
+    Ok(url)
+}
+
+fn encoded_len() -> usize {
+    (SECRET_BYTES * 4).div_ceil(3)
+}
+
+/// The full callback: the configured URL, the secret, and the path this exporter serves.
+pub struct Callback {
+    base: Url,
+    secret: Secret,
+    /// The configured path without a trailing slash ("/withings/notify"; "" for the root).
+    prefix: String,
+}
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted_url())
+    }
+}
+
+impl Callback {
+    pub fn new(base: Url, secret: Secret) -> Self {
+        let prefix = base.path().trim_end_matches('/').to_owned();
+        Self {
+            base,
+            secret,
+            prefix,
+        }
+    }
+
+    /// What `subscribe` sends to Withings. Never log it.
+    pub fn full_url(&self) -> Secret {
+        Secret::new(format!(
+            "{}/{}",
+            self.base.as_str().trim_end_matches('/'),
+            self.secret.expose()
+        ))
+    }
+
+    /// For log lines and the operator: the URL with `<redacted>` for the secret.
+    pub fn redacted_url(&self) -> String {
+        format!("{}/<redacted>", self.base.as_str().trim_end_matches('/'))
+    }
+
+    /// The path for log lines.
+    pub fn redacted_path(&self) -> String {
+        format!("{}/<redacted>", self.prefix)
+    }
+
+    /// The path prefix (the configured path and a slash) under which every request is a
+    /// notification, whatever follows: exempt from basic auth, never logged as is.
+    pub fn owns(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// Whether `path` is exactly the notification path with the right secret, compared in
+    /// constant time so that timing does not tell how much of a guess was right.
+    pub fn matches(&self, path: &str) -> bool {
+        let Some(rest) = path
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
+        constant_time_eq(rest.as_bytes(), self.secret.expose().as_bytes())
+    }
+
+    /// Whether a callback URL from Withings' `list` is ours.
+    pub fn is_ours(&self, url: &str) -> bool {
+        constant_time_eq(url.as_bytes(), self.full_url().expose().as_bytes())
+    }
+
+    /// Whether the URL points at this machine (the demo, tests).
+    pub fn is_loopback(&self) -> bool {
+        match self.base.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        }
+    }
+
+    /// What Withings will refuse in this URL, for the one warning at start; `None` when it is
+    /// public HTTPS on 443 with a domain name.
+    pub fn refusal_warning(&self) -> Option<String> {
+        let mut problems = Vec::new();
+        if self.base.scheme() != "https" {
+            problems.push("it is not https".to_owned());
+        }
+        if self.base.port_or_known_default() != Some(443) {
+            problems.push(format!(
+                "its port is {}, not 443",
+                self.base.port_or_known_default().unwrap_or(0)
+            ));
+        }
+        if !matches!(self.base.host(), Some(url::Host::Domain(_))) {
+            problems.push("its host is an IP address, not a domain name".to_owned());
+        }
+        (!problems.is_empty()).then(|| {
+            format!(
+                "WITHINGS_CALLBACK_URL {} will be refused by Withings: {} (Withings needs public HTTPS on port 443 with a domain name); accepted for tests and the demo",
+                self.redacted_url(),
+                problems.join(", ")
+            )
+        })
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // The length of the secret is no secret (it is fixed); its content is.
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Where the secret is kept: in `WITHINGS_TOKEN_DIR`, or beside `WITHINGS_TOKEN_FILE`.
+pub fn secret_path(token_dir: Option<&Path>, token_file: Option<&Path>) -> Option<PathBuf> {
+    if let Some(dir) = token_dir {
+        return Some(dir.join(SECRET_FILE));
+    }
+    let file = token_file?;
+    let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+    Some(parent.unwrap_or(Path::new(".")).join(SECRET_FILE))
+}
+
+/// The secret in `path`, made (mode 0600, written whole or not at all) when there is none.
+pub fn load_or_create_secret(path: &Path) -> Result<Secret, SecretError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => return validate(path, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(cause) => {
+            return Err(SecretError::Read {
+                path: path.to_owned(),
+                cause,
+            });
+        }
+    }
+    let mut bytes = [0u8; SECRET_BYTES];
+    getrandom::getrandom(&mut bytes).map_err(|e| SecretError::Random(e.to_string()))?;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let write_err = |cause| SecretError::Write {
+        path: path.to_owned(),
+        cause,
+    };
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(secret.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        // A link fails if the file exists: two exporters starting at once keep one secret.
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(Secret::new(secret)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path).map_err(|cause| SecretError::Read {
+                path: path.to_owned(),
+                cause,
+            })?;
+            validate(path, &text)
+        }
+        Err(cause) => Err(write_err(cause)),
+    }
+}
+
+fn validate(path: &Path, text: &str) -> Result<Secret, SecretError> {
+    let secret = text.trim();
+    let url_safe = secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if secret.len() < MIN_SECRET_CHARS || secret.len() > 128 || !url_safe {
+        return Err(SecretError::Malformed {
+            path: path.to_owned(),
+        });
+    }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the notification secret can be read by other users; chmod 600 it"
+        );
+    }
+    Ok(Secret::new(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_made_once_private_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SECRET_FILE);
+        let first = load_or_create_secret(&path).unwrap();
+        assert!(first.expose().len() >= 22);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = load_or_create_secret(&path).unwrap();
+        assert_eq!(first.expose(), again.expose());
+        let other = load_or_create_secret(&dir.path().join("other")).unwrap();
+        assert_ne!(first.expose(), other.expose());
+    }
+
+    #[test]
+    fn a_short_secret_file_is_refused_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SECRET_FILE);
+        std::fs::write(&path, "short-guessable").unwrap();
+        let e = load_or_create_secret(&path).unwrap_err().to_string();
+        assert!(!e.contains("short-guessable"), "{e}");
+    }
+
+    #[test]
+    fn urls_are_checked_and_what_withings_refuses_is_warned_about() {
+        assert!(parse_callback_url("ftp://x.org/n").is_err());
+        assert!(parse_callback_url("https://u:p@x.org/n").is_err());
+        assert!(parse_callback_url("https://x.org/n?a=1").is_err());
+        assert!(parse_callback_url("https://x.org/").is_err());
+        assert!(parse_callback_url("https://x.org").is_err());
+        let long = format!("https://x.org/{}", "a".repeat(240));
+        assert!(parse_callback_url(&long).is_err());
+        let good = parse_callback_url("https://health.example.org/withings/notify/").unwrap();
+        let cb = Callback::new(good, Secret::new("s".repeat(24)));
+        assert!(cb.refusal_warning().is_none());
+        assert!(cb.owns("/withings/notify/anything"));
+        assert!(!cb.owns("/withings/notifyx"));
+        assert!(cb.matches(&format!("/withings/notify/{}", "s".repeat(24))));
+        assert!(!cb.matches("/withings/notify/sss"));
+        let local = parse_callback_url("http://127.0.0.1:9101/withings/notify").unwrap();
+        let w = Callback::new(local, Secret::new("s".repeat(24)))
+            .refusal_warning()
+            .unwrap();
+        assert!(w.contains("not https") && w.contains("9101") && w.contains("IP address"));
+        assert!(!w.contains(&"s".repeat(24)));
+    }
+}

@@ -1,0 +1,395 @@
+//! Withings notifications (push) driving the fetch (issue 12).
+//!
+//! With `WITHINGS_CALLBACK_URL` set, every account is kept subscribed ([`subscribe`]) for
+//! the `appli` codes its collectors need; Withings then POSTs to the callback when an
+//! account has new data ([`receiver`]), and a subscribed account is fetched only then, or
+//! when its safety poll is due ([`schedule`]). A notification is a hint, never data: it
+//! only makes the account's normal, authenticated fetch start sooner, at most once per
+//! `WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS`, within the request budget.
+
+pub mod callback;
+pub mod cli;
+pub mod receiver;
+pub mod schedule;
+pub mod subscribe;
+
+use crate::account::tokens::TokenSource;
+use crate::account::{Account, Admission, ServedFrom};
+use crate::app::App;
+use crate::clock::Clock;
+use crate::render::families::{GaugeFamilies, single_gauge};
+use crate::withings::ApiError;
+use callback::Callback;
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounterVec, Opts};
+use schedule::Schedule;
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_SAFETY_POLL: Duration = Duration::from_secs(3600);
+/// How often each account's subscriptions are listed again: Withings cancels a subscription
+/// after repeated failed deliveries, and says so only in `list`.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(3 * 3600);
+/// Between two `subscribe` calls: Withings refuses quick successions more often.
+pub const SUBSCRIBE_SPACING: Duration = Duration::from_secs(3);
+/// A notification is four short fields; anything much larger is not one.
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+/// The `appli` codes Withings documents; any other value is counted as `other`, so that a
+/// forged field cannot grow the label set.
+const KNOWN_APPLIS: [i64; 9] = [1, 2, 4, 16, 44, 46, 50, 51, 54];
+
+/// One subscription as `notify list` gives it. `Debug` hides the callback URL: ours holds
+/// the secret.
+#[derive(Clone, Deserialize)]
+pub struct Subscription {
+    #[serde(deserialize_with = "crate::withings::lenient::int")]
+    pub appli: i64,
+    #[serde(default)]
+    pub callbackurl: String,
+    #[serde(default, deserialize_with = "crate::withings::lenient::opt_string")]
+    pub comment: Option<String>,
+    #[serde(default, deserialize_with = "crate::withings::lenient::opt_int")]
+    pub expires: Option<i64>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("appli", &self.appli)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `notify list` answer. A malformed profile is skipped, not fatal (as in getmeas).
+pub fn parse_list(body: &[u8]) -> Result<Vec<Subscription>, ApiError> {
+    const ACTION: &str = "notify_list";
+    #[derive(Deserialize)]
+    struct Body {
+        #[serde(default)]
+        profiles: Vec<serde_json::Value>,
+    }
+    let raw = crate::withings::success_body(ACTION, body)?;
+    let parsed: Body = serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {
+        action: ACTION,
+        detail: e.to_string(),
+    })?;
+    Ok(parsed
+        .profiles
+        .into_iter()
+        .filter_map(|p| serde_json::from_value(p).ok())
+        .collect())
+}
+
+/// A `subscribe` or `revoke` answer: status 0 is all it says.
+pub fn parse_ack(body: &[u8]) -> Result<(), ApiError> {
+    match crate::withings::success_body("notify", body) {
+        Ok(_) => Ok(()),
+        // Some answers carry no body at all; the status is what counts.
+        Err(ApiError::InvalidResponse { detail, .. }) if detail.contains("without a body") => {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The `appli` label value: a documented code, or `other`.
+pub fn appli_label(appli: Option<i64>) -> String {
+    match appli {
+        Some(a) if KNOWN_APPLIS.contains(&a) => a.to_string(),
+        Some(_) => "other".into(),
+        None => "none".into(),
+    }
+}
+
+/// What the notifications need beyond the callback.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    pub min_interval: Duration,
+    pub safety_poll: Duration,
+    /// The `appli` codes the enabled collectors need.
+    pub applis: Vec<i64>,
+    pub subscribe_spacing: Duration,
+    pub reconcile_interval: Duration,
+}
+
+impl NotifySettings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            min_interval: config.notify_min_interval,
+            safety_poll: config.safety_poll,
+            // The notification categories of the enabled collectors (WITHINGS_COLLECTORS).
+            applis: config.collectors.applis(),
+            subscribe_spacing: SUBSCRIBE_SPACING,
+            reconcile_interval: RECONCILE_INTERVAL,
+        }
+    }
+}
+
+/// How one account's subscriptions stand.
+#[derive(Debug, Default, Clone)]
+struct SubState {
+    in_place: BTreeSet<i64>,
+    /// When to list again; `None`: at once (a new account).
+    next_check: Option<Instant>,
+    failures: u32,
+}
+
+/// The notifications of one application.
+pub struct Notifier {
+    callback: Callback,
+    settings: NotifySettings,
+    schedule: Schedule,
+    clock: Clock,
+    outcomes: IntCounterVec,
+    subs: Mutex<HashMap<String, SubState>>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("callback", &self.callback)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `withings_notifications_total` outcomes.
+pub const OUTCOMES: [&str; 9] = [
+    "accepted",
+    "coalesced",
+    "ignored_appli",
+    "unknown_userid",
+    "malformed",
+    "too_large",
+    "wrong_secret",
+    "wrong_method",
+    "head",
+];
+
+impl Notifier {
+    pub fn new(callback: Callback, settings: NotifySettings, clock: Clock) -> Self {
+        let outcomes = IntCounterVec::new(
+            Opts::new(
+                "withings_notifications_total",
+                "Requests on the notification path, by appli and outcome: accepted (a fetch is scheduled), coalesced (one was already waiting), ignored_appli (no enabled collector needs it), unknown_userid, malformed, too_large, wrong_secret, wrong_method, head (Withings checking the URL). Only accepted and coalesced can lead to a fetch.",
+            ),
+            &["appli", "outcome"],
+        )
+        .expect("static metric definition");
+        for outcome in OUTCOMES {
+            outcomes.with_label_values(&["none", outcome]);
+        }
+        Self {
+            schedule: Schedule::new(clock.clone(), settings.min_interval, settings.safety_poll),
+            callback,
+            settings,
+            clock,
+            outcomes,
+            subs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The notifier the configuration asks for, with its secret read or made beside the
+    /// tokens; `None` without `WITHINGS_CALLBACK_URL`. Logs the one warning when Withings
+    /// would refuse the URL.
+    pub fn from_config(
+        config: &crate::config::Config,
+        clock: Clock,
+    ) -> Result<Option<Self>, NotifyError> {
+        let Some(base) = &config.callback_url else {
+            return Ok(None);
+        };
+        let path = callback::secret_path(config.token_dir.as_deref(), config.token_file.as_deref())
+            .ok_or(NotifyError::NoSecretPlace)?;
+        let secret = callback::load_or_create_secret(&path)?;
+        let callback = Callback::new(base.clone(), secret);
+        if let Some(warning) = callback.refusal_warning() {
+            // A loopback URL is a test or the demo on purpose: said, not warned about.
+            if callback.is_loopback() {
+                tracing::info!("{warning}");
+            } else {
+                tracing::warn!("{warning}");
+            }
+        }
+        Ok(Some(Self::new(
+            callback,
+            NotifySettings::from_config(config),
+            clock,
+        )))
+    }
+
+    pub fn callback(&self) -> &Callback {
+        &self.callback
+    }
+
+    pub fn settings(&self) -> &NotifySettings {
+        &self.settings
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    pub fn outcomes(&self) -> &IntCounterVec {
+        &self.outcomes
+    }
+
+    fn count(&self, appli: Option<i64>, outcome: &str) {
+        self.outcomes
+            .with_label_values(&[appli_label(appli).as_str(), outcome])
+            .inc();
+    }
+
+    /// The `appli` codes of `account`'s subscriptions found in place at the last check.
+    pub fn in_place(&self, account: &str) -> BTreeSet<i64> {
+        self.lock_subs()
+            .get(account)
+            .map(|s| s.in_place.clone())
+            .unwrap_or_default()
+    }
+
+    fn lock_subs(&self) -> std::sync::MutexGuard<'_, HashMap<String, SubState>> {
+        self.subs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This account's notification families, for its probe.
+    pub fn account_families(&self, account: &str) -> Vec<MetricFamily> {
+        let in_place = self.in_place(account);
+        let mut g = GaugeFamilies::new();
+        for appli in &self.settings.applis {
+            g.push(
+                "withings_notification_subscribed",
+                "1 when this account's notification subscription for the appli is in place at Withings (as of the last `notify list`), 0 while it is missing; a subscribed account is fetched on notification and by the safety poll (WITHINGS_SAFETY_POLL_SECONDS) only.",
+                &[("appli", &appli.to_string())],
+                if in_place.contains(appli) { 1.0 } else { 0.0 },
+            );
+        }
+        let mut out = g.finish();
+        if let Some(at) = self.schedule.last_notification(account) {
+            out.push(single_gauge(
+                "withings_last_notification_timestamp_seconds",
+                "Unix time of the last notification accepted for this account.",
+                at,
+            ));
+        }
+        out
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(
+        "WITHINGS_CALLBACK_URL needs WITHINGS_TOKEN_DIR or WITHINGS_TOKEN_FILE: its secret is kept beside the tokens"
+    )]
+    NoSecretPlace,
+    #[error(transparent)]
+    Secret(#[from] callback::SecretError),
+}
+
+/// The application's admission with notifications: a subscribed account's fetch starts only
+/// when a notification or the safety poll asks for it, and then still only with the fair
+/// share's yes (`share`), so that the budget bounds it like any other.
+pub fn admit(notifier: Option<&Notifier>, account: &str, share: impl FnOnce() -> bool) -> bool {
+    let Some(n) = notifier else {
+        return share();
+    };
+    if n.schedule.wants(account) == Some(false) {
+        return false;
+    }
+    let admitted = share();
+    if admitted {
+        n.schedule.started(account);
+    }
+    admitted
+}
+
+/// Where a refused probe's data came from: a subscribed account waits for its
+/// notifications, any other was held back by the budget.
+pub fn refused_as(notifier: Option<&Notifier>, account: &str) -> ServedFrom {
+    match notifier.and_then(|n| n.schedule.wants(account)) {
+        Some(false) => ServedFrom::Subscribed,
+        _ => ServedFrom::Budget,
+    }
+}
+
+/// The account of a Withings user id, from each account's token file.
+pub fn account_for_userid(app: &App, userid: &str) -> Option<Arc<Account>> {
+    app.accounts().into_iter().find(|a| match a.tokens() {
+        TokenSource::Managed(m) => m.userid() == Some(userid),
+        _ => false,
+    })
+}
+
+/// The admission of a notification's fetch: the application's (the budget's fair share),
+/// without counting it as a scrape.
+struct Triggered<'a>(&'a App, &'a Notifier);
+
+impl Admission for Triggered<'_> {
+    fn admit(&self, account: &str) -> bool {
+        let admitted = self.0.admit(account);
+        if !admitted {
+            self.1.schedule.refused(account);
+        }
+        admitted
+    }
+}
+
+/// Starts, each in a task of its own, the fetches notifications asked for and whose
+/// minimum interval has passed. Through the account's single flight: a probe running at the
+/// same time shares the fetch.
+pub fn trigger_due(app: &Arc<App>) -> usize {
+    let Some(n) = app.notifier() else {
+        return 0;
+    };
+    let due = n.schedule.take_due();
+    let mut started = 0;
+    for name in due {
+        let Some(account) = app.account(&name) else {
+            continue;
+        };
+        started += 1;
+        let app = Arc::clone(app);
+        tokio::spawn(async move {
+            let Some(n) = app.notifier() else { return };
+            let admission = Triggered(&app, n);
+            let _ = account.probe(&admission, None).await;
+        });
+    }
+    started
+}
+
+/// Every second: the notified fetches that waited for their interval or the budget. Until
+/// the exporter shuts down.
+pub async fn run_triggers(app: Arc<App>) {
+    let mut shutdown = app.shutting_down();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
+        trigger_due(&app);
+    }
+}
+
+/// Turns notifications on when the configuration asks for them: the notifier, its
+/// fetch triggers and its subscription upkeep, until shutdown. Nothing without
+/// `WITHINGS_CALLBACK_URL`.
+pub fn start(config: &crate::config::Config, app: &Arc<App>) -> Result<bool, NotifyError> {
+    let Some(notifier) = Notifier::from_config(config, app.clock().clone())? else {
+        return Ok(false);
+    };
+    tracing::info!(
+        path = %notifier.callback().redacted_path(),
+        applis = ?notifier.settings().applis,
+        "Withings notifications on: subscribed accounts are fetched on notification and every WITHINGS_SAFETY_POLL_SECONDS"
+    );
+    app.set_notifier(notifier);
+    tokio::spawn(run_triggers(Arc::clone(app)));
+    tokio::spawn(subscribe::run(Arc::clone(app)));
+    Ok(true)
+}

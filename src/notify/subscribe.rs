@@ -1,0 +1,197 @@
+//! Keeping every account subscribed: `notify list`, then `notify subscribe` for each needed
+//! `appli` that is missing, a few seconds apart, at start, for a new account, and every few
+//! hours (Withings cancels subscriptions whose deliveries keep failing and never says so
+//! but in `list`). A refusal is retried with backoff; the account is polled meanwhile.
+
+use super::{Notifier, SubState};
+use crate::account::Account;
+use crate::app::App;
+use crate::secret::Secret;
+use crate::withings::ApiError;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The first retry after a refusal; doubled each time, up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(60);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// The comment Withings stores with each subscription.
+pub const COMMENT: &str = "withings-exporter";
+
+/// How one account's check went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// Every needed subscription is in place (some may have just been made).
+    InPlace { subscribed_now: Vec<i64> },
+    /// Not sent: the request budget or a 601; tried again at the next round, no backoff.
+    HeldBack,
+    /// Withings refused (or could not be reached); retried with backoff.
+    Failed(String),
+}
+
+/// A token for the account's notify calls, refreshed once if Withings refuses it.
+async fn with_token<T, F, Fut>(account: &Account, call: F) -> Result<T, String>
+where
+    F: Fn(Secret) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let token = account
+        .tokens()
+        .access_token()
+        .await
+        .map_err(|e| e.to_string())?;
+    match call(token.clone()).await {
+        Err(e) if e.is_auth_failure() => match account.tokens().after_auth_failure(&token).await {
+            Ok(Some(fresh)) => call(fresh).await.map_err(|e| describe(&e)),
+            Ok(None) => Err(describe(&e)),
+            Err(t) => Err(t.to_string()),
+        },
+        other => other.map_err(|e| describe(&e)),
+    }
+}
+
+const HELD_BACK: &str = "\u{0}held back";
+
+fn describe(e: &ApiError) -> String {
+    if e.not_sent() {
+        return HELD_BACK.into();
+    }
+    match e {
+        ApiError::Status { status: 293, .. } => "Withings could not reach the callback URL (status 293): it needs public HTTPS on port 443 with a domain name, the path answering HEAD with 200; check WITHINGS_CALLBACK_URL and the reverse proxy".into(),
+        e => e.to_string(),
+    }
+}
+
+/// Lists `account`'s subscriptions and subscribes what is missing.
+pub async fn check_account(n: &Notifier, app: &App, account: &Account) -> Checked {
+    let client = app.client();
+    let ours = n.callback().full_url();
+    let listed = match with_token(account, |t| async move { client.notify_list(&t).await }).await {
+        Ok(listed) => listed,
+        Err(e) if e == HELD_BACK => return Checked::HeldBack,
+        Err(e) => return Checked::Failed(e),
+    };
+    let mut in_place: BTreeSet<i64> = listed
+        .iter()
+        .filter(|s| n.callback().is_ours(&s.callbackurl))
+        .map(|s| s.appli)
+        .filter(|a| n.settings().applis.contains(a))
+        .collect();
+    n.record(account.name(), &in_place);
+    let missing: Vec<i64> = n
+        .settings()
+        .applis
+        .iter()
+        .copied()
+        .filter(|a| !in_place.contains(a))
+        .collect();
+    let mut subscribed_now = Vec::new();
+    for (i, appli) in missing.into_iter().enumerate() {
+        if i > 0 && !n.settings().subscribe_spacing.is_zero() {
+            tokio::time::sleep(n.settings().subscribe_spacing).await;
+        }
+        let ours = &ours;
+        match with_token(account, |t| async move {
+            client.notify_subscribe(&t, ours, appli, COMMENT).await
+        })
+        .await
+        {
+            Ok(()) => {
+                in_place.insert(appli);
+                subscribed_now.push(appli);
+                n.record(account.name(), &in_place);
+            }
+            Err(e) if e == HELD_BACK => return Checked::HeldBack,
+            Err(e) => return Checked::Failed(e),
+        }
+    }
+    Checked::InPlace { subscribed_now }
+}
+
+impl Notifier {
+    /// Notes which subscriptions of `account` are in place, and whether all are.
+    pub(super) fn record(&self, account: &str, in_place: &BTreeSet<i64>) {
+        let all = !self.settings.applis.is_empty()
+            && self.settings.applis.iter().all(|a| in_place.contains(a));
+        self.lock_subs()
+            .entry(account.to_owned())
+            .or_default()
+            .in_place = in_place.clone();
+        self.schedule.set_subscribed(account, all);
+    }
+
+    /// Checks every account whose check is due: new ones, every [`RECONCILE_INTERVAL`]
+    /// (super::RECONCILE_INTERVAL), and failed ones after their backoff. Returns how many
+    /// were checked.
+    pub async fn reconcile_due(&self, app: &App) -> usize {
+        let accounts = app.accounts();
+        let names: BTreeSet<String> = accounts.iter().map(|a| a.name().to_owned()).collect();
+        self.lock_subs().retain(|name, _| names.contains(name));
+        self.schedule.retain(|name| names.contains(name));
+        let mut checked = 0;
+        for account in accounts {
+            let now = self.clock.now();
+            let due = self
+                .lock_subs()
+                .get(account.name())
+                .and_then(|s| s.next_check)
+                .is_none_or(|at| now >= at);
+            if !due
+                || !matches!(
+                    account.tokens(),
+                    crate::account::tokens::TokenSource::Managed(_)
+                )
+            {
+                continue;
+            }
+            checked += 1;
+            let outcome = check_account(self, app, &account).await;
+            let now = self.clock.now();
+            let mut subs = self.lock_subs();
+            let state: &mut SubState = subs.entry(account.name().to_owned()).or_default();
+            match outcome {
+                Checked::InPlace { subscribed_now } => {
+                    if state.failures > 0 || !subscribed_now.is_empty() {
+                        tracing::info!(account = %account.name(), applis = ?subscribed_now, "subscribed to Withings notifications");
+                    }
+                    state.failures = 0;
+                    state.next_check = Some(now + self.settings.reconcile_interval);
+                }
+                Checked::HeldBack => {
+                    state.next_check = Some(now + Duration::from_secs(10));
+                }
+                Checked::Failed(reason) => {
+                    // One line per failure streak, not one per retry.
+                    if state.failures == 0 {
+                        tracing::error!(
+                            account = %account.name(),
+                            callback = %self.callback.redacted_url(),
+                            error = %crate::text::one_line(&reason),
+                            "subscribing to Withings notifications failed; retrying with backoff, and polling the account meanwhile"
+                        );
+                    }
+                    let backoff = FIRST_BACKOFF
+                        .saturating_mul(1u32 << state.failures.min(10))
+                        .min(MAX_BACKOFF);
+                    state.failures = state.failures.saturating_add(1);
+                    state.next_check = Some(now + backoff);
+                }
+            }
+        }
+        checked
+    }
+}
+
+/// Every few seconds, the accounts whose subscription check is due; until shutdown.
+pub async fn run(app: Arc<App>) {
+    let mut shutdown = app.shutting_down();
+    loop {
+        if let Some(n) = app.notifier() {
+            n.reconcile_due(&app).await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
+    }
+}
