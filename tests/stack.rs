@@ -756,6 +756,48 @@ impl Stack {
     }
 }
 
+/// A weighing from a scale and a day, a night and the devices of the collectors, all
+/// fresh, beside the seed's vitals.
+fn feed_every_family(app: &TestApp) {
+    let now = unix_now();
+    app.simulator
+        .upsert_group(json!({
+            "grpid": 9_000_000_001i64, "attrib": 0, "date": now - 3600, "created": now - 3000,
+            "modified": now - 3000, "category": 1, "deviceid": "scale", "hash_deviceid": "scale",
+            "model": "Body+",
+            "measures": [
+                {"value": 72550, "type": 1, "unit": -3},
+                {"value": 215, "type": 6, "unit": -1}
+            ]
+        }))
+        .expect("weighing");
+    let mut activity: Value = serde_json::from_str(&fixture("getactivity.json")).expect("JSON");
+    let mut activities = activity["body"]["activities"].take();
+    for row in activities.as_array_mut().into_iter().flatten() {
+        row["modified"] = json!(now - 60);
+    }
+    let night = json!({
+        "id": 1, "timezone": "Europe/Berlin", "model": 32, "model_id": 63,
+        "hash_deviceid": "analyzer", "startdate": now - 30_000, "enddate": now - 3_000,
+        "date": "2026-11-30", "created": now - 2_000, "modified": now - 2_000,
+        "completed": true,
+        "data": {"total_timeinbed": 27000, "total_sleep_time": 25000,
+                 "apnea_hypopnea_index": 4, "sleep_efficiency": 0.93}
+    });
+    let device = json!({
+        "type": "Scale", "battery": "low", "model": "Body+", "model_id": 5,
+        "timezone": "Europe/Berlin", "first_session_date": now - 86_400,
+        "last_session_date": now - 3600, "deviceid": "scale", "hash_deviceid": "scale"
+    });
+    app.simulator
+        .set_extras(withings_exporter::simulator::data::UserExtras {
+            activities: activities.as_array().cloned().unwrap_or_default(),
+            sleep: vec![night],
+            devices: vec![device],
+        })
+        .expect("extras");
+}
+
 /// A blood-pressure reading taken a minute ago and uploaded now, on the seed's BPM Core:
 /// systolic 185 (> 180, hypertensive crisis) and diastolic 95 (>= 90, stage 2).
 fn hypertensive_group(now: i64) -> Value {
@@ -782,10 +824,19 @@ fn hypertensive_group(now: i64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs prometheus and prometheus-alertmanager (Debian packages of the same names)"]
 async fn prometheus_and_alertmanager_get_dashboard_data_and_alerts() {
-    let app = spawn_app().await;
+    // Every collector on, so that every row of the dashboard has data.
+    let app = spawn_app_with(AppOptions {
+        env: vec![(
+            "WITHINGS_COLLECTORS",
+            "measures,activity,sleep,devices".into(),
+        )],
+        ..AppOptions::default()
+    })
+    .await;
     app.simulator
         .load_fixture(&fixture("seed_getmeas.json"))
         .expect("seed fixture");
+    feed_every_family(&app);
     // Where the time goes, shown with --nocapture (the CI budget is about a minute).
     let started = Instant::now();
     let phase = |name: &str| eprintln!("stack: {name} after {:.1?}", started.elapsed());
