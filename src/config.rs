@@ -64,6 +64,12 @@ pub const SETTINGS: &[Setting] = &[
         "exporter-toolkit web configuration: TLS and basic auth",
     ),
     setting(
+        "WITHINGS_WEB_MAX_CONNECTIONS",
+        None,
+        "512",
+        "HTTP connections open at once; at the cap the idlest is closed to make room",
+    ),
+    setting(
         "WITHINGS_TELEMETRY_PATH",
         Some("web.telemetry-path"),
         DEFAULT_TELEMETRY_PATH,
@@ -211,7 +217,7 @@ pub const SETTINGS: &[Setting] = &[
 
 /// Variables of settings being added on other branches: known, so that setting one is not
 /// reported as a misspelling. Each moves into [`SETTINGS`] when the code that reads it lands.
-const RESERVED_VARIABLES: &[&str] = &["WITHINGS_WEB_MAX_CONNECTIONS"];
+const RESERVED_VARIABLES: &[&str] = &[];
 
 /// The filter variable every Rust program reads; `WITHINGS_LOG_LEVEL` wins over it.
 pub const RUST_LOG: &str = "RUST_LOG";
