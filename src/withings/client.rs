@@ -327,11 +327,7 @@ impl WithingsClient {
         &self,
         token: &Secret,
     ) -> Result<Vec<crate::notify::Subscription>, ApiError> {
-        let request = self
-            .http
-            .post(join(&self.api_url, "notify"))
-            .bearer_auth(token.expose())
-            .form(&[("action", "list")]);
+        let request = self.notify_request(token, &[("action", "list")]);
         self.call("notify_list", request, crate::notify::parse_list)
             .await
     }
@@ -345,16 +341,15 @@ impl WithingsClient {
         comment: &str,
     ) -> Result<(), ApiError> {
         let appli = appli.to_string();
-        let request = self
-            .http
-            .post(join(&self.api_url, "notify"))
-            .bearer_auth(token.expose())
-            .form(&[
+        let request = self.notify_request(
+            token,
+            &[
                 ("action", "subscribe"),
                 ("callbackurl", callback.expose()),
                 ("appli", &appli),
                 ("comment", comment),
-            ]);
+            ],
+        );
         self.call("notify_subscribe", request, crate::notify::parse_ack)
             .await
     }
@@ -367,17 +362,25 @@ impl WithingsClient {
         appli: i64,
     ) -> Result<(), ApiError> {
         let appli = appli.to_string();
-        let request = self
-            .http
-            .post(join(&self.api_url, "notify"))
-            .bearer_auth(token.expose())
-            .form(&[
+        let request = self.notify_request(
+            token,
+            &[
                 ("action", "revoke"),
                 ("callbackurl", callback.expose()),
                 ("appli", &appli),
-            ]);
+            ],
+        );
         self.call("notify_revoke", request, crate::notify::parse_ack)
             .await
+    }
+
+    /// A `notify` request. Its form may hold the callback URL, and so our secret: it goes in
+    /// the body, never in the URL that errors and logs name.
+    fn notify_request(&self, token: &Secret, form: &[(&str, &str)]) -> reqwest::RequestBuilder {
+        self.http
+            .post(join(&self.api_url, "notify"))
+            .bearer_auth(token.expose())
+            .form(form)
     }
 
     /// The request of a collector's endpoint; sent only through [`WithingsClient::call`], so
