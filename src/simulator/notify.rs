@@ -28,16 +28,25 @@ pub struct SimSubscription {
 #[derive(Debug, Default)]
 pub struct Subscriptions {
     by_user: BTreeMap<String, Vec<SimSubscription>>,
+    client: Option<reqwest::Client>,
 }
 
-fn client() -> Option<reqwest::Client> {
-    crate::withings::install_crypto_provider();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .ok()
+/// The simulator's client for callbacks, made on first use and kept, as Withings keeps its
+/// connections: building one per notification (TLS roots, a connection pool) cost more than
+/// the POST itself, and on a loaded machine pushed deliveries past their timeout. It lives in
+/// the simulator, not in a static, because its connections belong to the simulator's runtime.
+fn client(inner: &Mutex<Inner>) -> Option<reqwest::Client> {
+    let mut guard = lock(inner);
+    if guard.notify.client.is_none() {
+        crate::withings::install_crypto_provider();
+        guard.notify.client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .ok();
+    }
+    guard.notify.client.clone()
 }
 
 /// Only loopback callbacks are ever contacted.
@@ -52,8 +61,8 @@ fn loopback(url: &str) -> Option<url::Url> {
 }
 
 /// Withings' check: a HEAD that must answer 2xx.
-async fn head_ok(url: &str) -> bool {
-    let (Some(url), Some(client)) = (loopback(url), client()) else {
+async fn head_ok(inner: &Mutex<Inner>, url: &str) -> bool {
+    let (Some(url), Some(client)) = (loopback(url), client(inner)) else {
         return false;
     };
     client
@@ -82,7 +91,7 @@ pub(super) async fn endpoint(
             let (Some(appli), Some(callback)) = (appli, callback) else {
                 return status(503, "Invalid Params");
             };
-            if callback.len() > 255 || !head_ok(&callback).await {
+            if callback.len() > 255 || !head_ok(inner, &callback).await {
                 return status(
                     293,
                     "The callback URL is either absent or incorrect (it must answer a HEAD request)",
@@ -182,7 +191,9 @@ impl Simulator {
             .filter(|s| s.appli == appli)
             .map(|s| s.callbackurl)
             .collect();
-        let Some(client) = client() else { return 0 };
+        let Some(client) = client(&self.inner) else {
+            return 0;
+        };
         let mut delivered = 0;
         for target in targets {
             let Some(url) = loopback(&target) else {
