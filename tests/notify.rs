@@ -425,6 +425,26 @@ async fn a_notification_during_a_probe_shares_its_fetch() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_notified_fetch_is_in_flight_until_it_ends() {
+    let h = harness(Setup::default()).await;
+    h.subscribe_all().await;
+    h.probe("mom").await;
+    let n = h.app.notifier().unwrap();
+    assert_eq!(n.fetches_in_flight(), 0);
+    let before = h.measures();
+    h.sim.hold();
+    assert_eq!(h.post(&h.notify_url(), "userid=1001&appli=1").await, 200);
+    h.wait_for("the notified fetch to reach Withings", |h| {
+        h.measures() == before + 1 && n.fetches_in_flight() == 1
+    })
+    .await;
+    h.sim.release();
+    h.wait_for("the notified fetch to end", |_| n.fetches_in_flight() == 0)
+        .await;
+    assert_eq!(h.measures(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_subscription_that_disappears_is_made_again() {
     let h = harness(Setup::default()).await;
     h.subscribe_all().await;

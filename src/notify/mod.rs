@@ -25,6 +25,7 @@ use prometheus::{IntCounterVec, Opts};
 use schedule::Schedule;
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -146,6 +147,9 @@ pub struct Notifier {
     clock: Clock,
     outcomes: IntCounterVec,
     subs: Mutex<HashMap<String, SubState>>,
+    /// Notified fetches started by [`trigger_due`] and not yet ended: they run detached, and
+    /// a caller that drives time itself (the cost bench) must know when they are done.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -189,7 +193,13 @@ impl Notifier {
             clock,
             outcomes,
             subs: Mutex::new(HashMap::new()),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// How many notified fetches are running now.
+    pub fn fetches_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// The notifier the configuration asks for, with its secret read or made beside the
@@ -339,6 +349,22 @@ impl Admission for Triggered<'_> {
     }
 }
 
+/// Counts one notified fetch for as long as it lives, however its task ends.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Starts, each in a task of its own, the fetches notifications asked for and whose
 /// minimum interval has passed. Through the account's single flight: a probe running at the
 /// same time shares the fetch.
@@ -354,7 +380,9 @@ pub fn trigger_due(app: &Arc<App>) -> usize {
         };
         started += 1;
         let app = Arc::clone(app);
+        let in_flight = InFlight::enter(&n.in_flight);
         tokio::spawn(async move {
+            let _in_flight = in_flight;
             let Some(n) = app.notifier() else { return };
             let admission = Triggered(&app, n);
             let _ = account.probe(&admission, None).await;
