@@ -691,3 +691,44 @@ async fn the_token_configuration_matrix() {
         );
     }
 }
+
+/// Expiry is judged on the application's clock (the one its client's limits carry), and a
+/// refreshed pair's expiry is counted from it: a test that pins or advances that clock sees
+/// the token expire on the same time line as everything else.
+#[tokio::test]
+async fn expiry_follows_the_applications_clock() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    let tokens = authorized_file(&sim, &path);
+    let manager_at = |unix: i64| {
+        let limits = Arc::new(withings_exporter::withings::Limits::new(
+            100,
+            withings_exporter::clock::Clock::starting_at_unix(unix),
+        ));
+        let client =
+            WithingsClient::with_limits(&sim.url(), ClientOptions::default(), limits).unwrap();
+        TokenManager::open(
+            client,
+            credentials(),
+            TokenStore::new(&path),
+            None,
+            RefreshPolicy::default(),
+        )
+        .unwrap()
+    };
+    // An hour before expiry by this clock: used as it is.
+    let early = manager_at(tokens.expires_at - 3600);
+    assert_eq!(early.access_token().await.unwrap(), tokens.access_token);
+    assert_eq!(sim.token_request_count(), 0);
+    // At its expiry by this clock, though the system clock says it has an hour left.
+    let late_clock = tokens.expires_at;
+    let late = manager_at(late_clock);
+    let fresh = late.access_token().await.unwrap();
+    assert_ne!(fresh, tokens.access_token);
+    assert_eq!(sim.token_request_count(), 1);
+    let stored = TokenStore::new(&path).load().unwrap().unwrap();
+    assert_eq!(stored.expires_at, late_clock + LIFETIME);
+    assert_eq!(stored.obtained_at, Some(late_clock));
+    assert_eq!(late.expiry(), Some(late_clock + LIFETIME));
+}

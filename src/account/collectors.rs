@@ -87,7 +87,7 @@ impl Account {
     /// One collector's sync; merges under the lock only once the pages are in, so that no
     /// lock is held across a request. Returns the count of malformed rows skipped.
     async fn sync_one(&self, collector: Collector, token: &Secret) -> Result<usize, FetchError> {
-        let now = super::unix_now();
+        let now = self.clock.unix_seconds();
         let merged: Vec<Merged> = match collector {
             Collector::Measures => return Ok(0),
             Collector::Activity => {

@@ -395,7 +395,7 @@ impl Account {
         match &result {
             Ok(_) => {
                 health.token_valid = Some(true);
-                health.last_success = Some(unix_now_f64());
+                health.last_success = Some(self.clock.unix_seconds_f64());
                 health.last_error = None;
             }
             // Held back before anything was sent: nothing new is known about this account.
@@ -484,10 +484,4 @@ pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn unix_now_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

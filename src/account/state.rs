@@ -3,7 +3,6 @@
 use super::readings::{group_readings, version_of};
 use crate::withings::MeasureGroup;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Attribution Withings gives a group whose device may belong to another user.
 pub const ATTRIB_AMBIGUOUS: i64 = 1;
@@ -102,17 +101,18 @@ impl LatestState {
         self.readings.is_empty()
     }
 
-    /// Folds groups into the state, judging "in the future" by the system clock.
-    /// See [`Self::merge_at`].
+    /// Folds groups into the state, judging "in the future" by the system clock. An
+    /// account's fetch uses [`Self::merge_at`] with its own clock instead, which tests pin.
     pub fn merge<'a>(
         &mut self,
         groups: impl IntoIterator<Item = &'a MeasureGroup>,
         options: MergeOptions,
     ) -> MergeStats {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        self.merge_at(groups, options, now)
+        self.merge_at(
+            groups,
+            options,
+            crate::clock::Clock::default().unix_seconds(),
+        )
     }
 
     /// Folds groups into the state. The order of groups does not matter: Withings does not
@@ -204,6 +204,7 @@ mod tests {
     use super::*;
     use crate::render::measures::{MEASURES, index_of};
     use crate::withings::Measure;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     fn group(grpid: i64, date: i64, measures: &[(i64, i64, i64)]) -> MeasureGroup {
         MeasureGroup {

@@ -77,9 +77,11 @@ impl Account {
             }
             // Pages are merged as they come: a reading is true whether or not the rest of
             // the history arrives, and merging is idempotent if the sync is redone.
+            let now = self.clock.unix_seconds();
+            let options = self.settings.merge_options;
             let stats = match rebuilt.as_mut() {
-                Some(fresh) => fresh.merge(&page.groups, self.settings.merge_options),
-                None => lock(&self.state).merge(&page.groups, self.settings.merge_options),
+                Some(fresh) => fresh.merge_at(&page.groups, options, now),
+                None => lock(&self.state).merge_at(&page.groups, options, now),
             };
             if stats.needs_full_sync && rebuilt.is_none() {
                 tracing::info!(
@@ -102,7 +104,7 @@ impl Account {
             }
         }
         // Only a complete sync moves the cursor; a failed one is redone from the old cursor.
-        cursor.updatetime = Some(first_updatetime.unwrap_or_else(super::unix_now));
+        cursor.updatetime = Some(first_updatetime.unwrap_or_else(|| self.clock.unix_seconds()));
         if let Some(fresh) = rebuilt {
             *lock(&self.state) = fresh;
             cursor.rebuild = false;

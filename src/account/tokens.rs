@@ -9,7 +9,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Why no usable access token could be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -356,7 +356,7 @@ impl TokenManager {
     pub async fn access_token(&self) -> Result<Secret, TokenError> {
         let mut st = self.state.lock().await;
         self.settle(&mut st);
-        let now = unix_now();
+        let now = self.unix_now();
         let usable = !st.current.access_token.is_empty() && now < st.current.expires_at;
         if let Some(reason) = &st.rejected {
             return Err(TokenError::ReauthorizationNeeded(reason.clone()));
@@ -416,6 +416,12 @@ impl TokenManager {
             )));
         }
         self.refresh(&mut st).await
+    }
+
+    /// The application's wall clock, which the client carries: a test that pins or advances
+    /// it sees tokens expire on the same time line as everything else it fetches.
+    fn unix_now(&self) -> i64 {
+        self.client.limits().clock.unix_seconds()
     }
 
     fn due(&self, tokens: &StoredTokens, now: i64) -> bool {
@@ -543,7 +549,7 @@ impl TokenManager {
         };
         st.failures = 0;
         st.retry_at = None;
-        let now = unix_now();
+        let now = self.unix_now();
         let fresh = StoredTokens {
             access_token: body.access_token,
             refresh_token: body.refresh_token,
@@ -615,12 +621,6 @@ fn expiry_gauge(tokens: &StoredTokens) -> i64 {
     } else {
         tokens.expires_at
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Reads a secret from a file as container secrets are mounted: one value, perhaps followed

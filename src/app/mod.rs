@@ -146,7 +146,14 @@ pub struct App {
 impl App {
     /// The application the configuration asks for: one account, or a directory of them.
     pub fn from_config(config: &Config) -> Result<Self, AppError> {
-        let client = Self::client_for(config)?;
+        Self::from_config_with_clock(config, Clock::default())
+    }
+
+    /// [`Self::from_config`] on `clock` (tests pin it with [`Clock::starting_at_unix`]): the
+    /// budget, the fetch intervals, the tokens' expiry and every wall-clock reading of the
+    /// accounts' fetches follow it.
+    pub fn from_config_with_clock(config: &Config, clock: Clock) -> Result<Self, AppError> {
+        let client = Self::client_for(config, clock)?;
         match &config.token_dir {
             Some(dir) => {
                 let credentials = config.client_credentials()?.ok_or_else(|| ConfigError {
@@ -179,7 +186,7 @@ impl App {
 
     /// One account with the given token source, the rest from `config`.
     pub fn with_tokens(config: &Config, tokens: TokenSource) -> Result<Self, AppError> {
-        let client = Self::client_for(config)?;
+        let client = Self::client_for(config, Clock::default())?;
         Ok(Self::single(
             AccountSettings::from_config(config),
             client,
@@ -187,8 +194,8 @@ impl App {
         ))
     }
 
-    fn client_for(config: &Config) -> Result<WithingsClient, AppError> {
-        let limits = Arc::new(Limits::new(config.requests_per_minute, Clock::default()));
+    fn client_for(config: &Config, clock: Clock) -> Result<WithingsClient, AppError> {
+        let limits = Arc::new(Limits::new(config.requests_per_minute, clock));
         WithingsClient::with_limits(
             &config.api_url,
             ClientOptions {

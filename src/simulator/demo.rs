@@ -1,6 +1,8 @@
-//! Readings for the demo: a plausible person measured by three devices, new readings
+//! Readings for the demo: a plausible person measured by four devices, new readings
 //! arriving as time passes. Deterministic: the same minute always gives the same values.
 
+use super::demo_extras::{self, local_date};
+use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 
 /// One reading slot per minute: blood pressure and pulse every slot, SpO2 every second
@@ -12,6 +14,11 @@ pub const HISTORY_SLOTS: i64 = 180;
 const BPM: (&str, &str) = ("c405eb8e0e053f6601e151c7e43c04e29aad6956", "BPM Connect");
 const WATCH: (&str, &str) = ("dbf7f61809d5fb350a16a50f6af6e826f0746082", "ScanWatch 2");
 const THERMO: (&str, &str) = ("1d453daf947378fac40677e7a085eea73750b061", "Thermo");
+const SCALE: (&str, &str) = (demo_extras::SCALE.0, demo_extras::SCALE.1);
+/// The demo's groups say they were measured here; the morning weigh-in is at 07:10 in it.
+const TIMEZONE: &str = "Europe/Berlin";
+/// Mornings of weigh-ins the demo starts with, like its days of activity.
+pub const WEIGH_IN_DAYS: i64 = demo_extras::DAYS;
 
 /// Generates groups for slots as time reaches them.
 #[derive(Debug, Clone)]
@@ -20,6 +27,8 @@ pub struct Live {
     /// Groups of slots that have begun whose readings are not uploaded yet: a slot's
     /// readings fall up to 47 s into it, and each reaches Withings 20 s after it was taken.
     pending: Vec<Value>,
+    /// Weigh-ins uploaded up to this unix time were returned.
+    weighed_until: i64,
 }
 
 /// When a group reaches Withings: its `modified` time, which is never before its `date`.
@@ -32,6 +41,7 @@ impl Live {
         Self {
             next_slot: now.div_euclid(SLOT_SECONDS) - HISTORY_SLOTS,
             pending: Vec::new(),
+            weighed_until: now - WEIGH_IN_DAYS * 86_400,
         }
     }
 
@@ -43,12 +53,69 @@ impl Live {
             self.pending.extend(slot_groups(self.next_slot));
             self.next_slot += 1;
         }
-        let (due, later) = std::mem::take(&mut self.pending)
+        let (mut due, later): (Vec<Value>, Vec<Value>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|g| uploaded_at(g) <= now);
         self.pending = later;
+        due.extend(weigh_ins(self.weighed_until, now));
+        self.weighed_until = self.weighed_until.max(now);
         due
     }
+}
+
+/// The weigh-ins uploaded in `(after, until]`: one each morning, at the time the scale's
+/// last sync in `demo_extras` says.
+fn weigh_ins(after: i64, until: i64) -> Vec<Value> {
+    if until <= after {
+        return Vec::new();
+    }
+    let tz = TimeZone::get(TIMEZONE).unwrap_or(TimeZone::UTC);
+    let last = local_date(until, &tz);
+    let mut date = local_date(after, &tz);
+    let mut out = Vec::new();
+    while date <= last {
+        let at = demo_extras::weigh_in_at(date, &tz);
+        let group = weigh_in(at);
+        if after < uploaded_at(&group) && uploaded_at(&group) <= until {
+            out.push(group);
+        }
+        match date.tomorrow() {
+            Ok(next) => date = next,
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// A Body+ sitting at `at`, with the units real answers have: weight in grams (unit -3),
+/// fat ratio in thousandths of a percent, masses in tens of grams (unit -2). The masses add
+/// up: fat + fat-free is the weight, to the ten grams.
+fn weigh_in(at: i64) -> Value {
+    let day = at.div_euclid(86_400);
+    let weight_g = 72_400 + 10 * noise(day, 6, 40);
+    let fat_milli_percent = 21_300 + 10 * noise(day, 7, 50);
+    // weight × percent / 100, in tens of grams, rounded.
+    let fat_dag = (weight_g * fat_milli_percent + 500_000) / 1_000_000;
+    let fat_free_dag = (weight_g + 5) / 10 - fat_dag;
+    let muscle_dag = fat_free_dag * 94 / 100;
+    let bone_dag = fat_free_dag - muscle_dag;
+    let hydration_dag = fat_free_dag * 73 / 100;
+    // Slot numbers times four, plus 0..=2, are the slots' groups: + 3 is free.
+    let grpid = 5_000_000_000 + at.div_euclid(SLOT_SECONDS) * 4 + 3;
+    group(
+        grpid,
+        at,
+        SCALE,
+        json!([
+            {"value": weight_g, "type": 1, "unit": -3, "algo": 3, "fm": 131},
+            {"value": fat_free_dag, "type": 5, "unit": -2, "algo": 3, "fm": 131},
+            {"value": fat_milli_percent, "type": 6, "unit": -3, "algo": 3, "fm": 131},
+            {"value": fat_dag, "type": 8, "unit": -2, "algo": 3, "fm": 131},
+            {"value": muscle_dag, "type": 76, "unit": -2, "algo": 3, "fm": 131},
+            {"value": hydration_dag, "type": 77, "unit": -2, "algo": 3, "fm": 131},
+            {"value": bone_dag, "type": 88, "unit": -2, "algo": 3, "fm": 131}
+        ]),
+    )
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -165,12 +232,61 @@ mod tests {
             let mut expected: Vec<i64> = (first_slot..=end.div_euclid(SLOT_SECONDS))
                 .flat_map(slot_groups)
                 .filter(|g| uploaded_at(g) <= end)
+                .chain(weigh_ins(start + offset - WEIGH_IN_DAYS * 86_400, end))
                 .map(|g| g["grpid"].as_i64().unwrap())
                 .collect();
             served.sort_unstable();
             expected.sort_unstable();
             assert_eq!(served, expected, "offset {offset}");
         }
+    }
+
+    #[test]
+    fn one_weigh_in_each_morning_at_ten_past_seven_in_berlin_with_masses_that_add_up() {
+        // 2026-06-01T10:05:30Z is 12:05 in Berlin (UTC+2): this morning's weigh-in is done.
+        let now = 1_780_308_330;
+        let mut live = Live::starting_at(now);
+        let scale: Vec<Value> = live
+            .advance(now)
+            .into_iter()
+            .filter(|g| g["model"] == "Body+")
+            .collect();
+        assert_eq!(scale.len() as i64, WEIGH_IN_DAYS);
+        // 2026-06-01T05:10:00Z, then a day apart (no clock change in that week).
+        let dates: Vec<i64> = scale.iter().map(|g| g["date"].as_i64().unwrap()).collect();
+        let expected: Vec<i64> = (0..WEIGH_IN_DAYS)
+            .rev()
+            .map(|back| 1_780_290_600 - back * 86_400)
+            .collect();
+        assert_eq!(dates, expected);
+        for g in &scale {
+            let m = |t: i64| {
+                g["measures"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["type"] == t)
+                    .map(|m| (m["value"].as_i64().unwrap(), m["unit"].as_i64().unwrap()))
+                    .unwrap()
+            };
+            let (weight, unit) = m(1);
+            assert_eq!(unit, -3);
+            assert!((72_000..=72_800).contains(&weight), "{g}");
+            let (fat, fat_free) = (m(8), m(5));
+            assert_eq!((fat.1, fat_free.1), (-2, -2));
+            assert!((weight - 10 * (fat.0 + fat_free.0)).abs() <= 5, "{g}");
+            assert_eq!(m(76).0 + m(88).0, fat_free.0, "{g}");
+            assert!((20_800..=21_800).contains(&m(6).0), "{g}");
+        }
+        assert_eq!(weigh_in(1_780_290_600), weigh_in(1_780_290_600));
+        // The same morning is not served again; the next one comes the next morning.
+        assert!(
+            live.advance(now + 3600)
+                .iter()
+                .all(|g| g["model"] != "Body+")
+        );
+        let tomorrow = live.advance(1_780_290_600 + 86_400 + 20);
+        assert_eq!(tomorrow.iter().filter(|g| g["model"] == "Body+").count(), 1);
     }
 
     #[test]

@@ -57,6 +57,11 @@ fn local_midnight(date: Date, tz: &TimeZone) -> i64 {
         .map_or(0, |z| z.timestamp().as_second())
 }
 
+/// When the scale is stepped on in the morning of `date`: 07:10 local time.
+pub fn weigh_in_at(date: Date, tz: &TimeZone) -> i64 {
+    local_midnight(date, tz) + 7 * 3600 + 600
+}
+
 /// The local date at `unix` in `tz`: the user's day, not UTC's.
 pub fn local_date(unix: i64, tz: &TimeZone) -> Date {
     Timestamp::from_second(unix)
@@ -147,11 +152,13 @@ pub fn household_extras(now: i64, timezone: &str) -> UserExtras {
             "deviceid": d.0, "hash_deviceid": d.0
         })
     };
-    let morning = local_midnight(today, &tz) + 7 * 3600 + 600;
+    let morning = weigh_in_at(today, &tz);
     let weighed = if morning <= now {
         morning
     } else {
-        morning - 86_400
+        today
+            .yesterday()
+            .map_or(morning - 86_400, |d| weigh_in_at(d, &tz))
     };
     let devices = vec![
         device(SCALE, "high", Some(weighed)),

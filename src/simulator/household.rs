@@ -17,8 +17,22 @@ impl Household {
     /// Starts the simulator on a free loopback port, with the household's users reading as
     /// time passes, and writes one token file per member.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_with_clock(None).await
+    }
+
+    /// The household as it stands at unix time `now`, which the simulator's clock is fixed
+    /// at: the same `now` always gives the same readings, days, nights and devices (nothing
+    /// in them is random), so that an exporter whose clock is pinned at `now` too shows the
+    /// same exposition on every run.
+    pub async fn start_at(now: i64) -> std::io::Result<Self> {
+        Self::start_with_clock(Some(now)).await
+    }
+
+    async fn start_with_clock(clock: Option<i64>) -> std::io::Result<Self> {
         remove_stale_dirs();
         let simulator = Simulator::start(SimulatorOptions::default()).await?;
+        // Before the users are added: their history is generated back from this clock.
+        simulator.set_clock(clock);
         let dir = std::env::temp_dir().join(format!(
             "{DIR_PREFIX}{}-{:x}",
             std::process::id(),
@@ -29,7 +43,7 @@ impl Household {
         for (name, userid, profile) in HOUSEHOLD {
             household.simulator.add_live_user(userid, profile);
             let (access, refresh, expires_in) = household.simulator.issue_token_pair_for(userid);
-            let now = crate::account::unix_now();
+            let now = clock.unwrap_or_else(crate::account::unix_now);
             let tokens = StoredTokens {
                 access_token: Secret::new(access),
                 refresh_token: Secret::new(refresh),

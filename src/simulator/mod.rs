@@ -181,14 +181,14 @@ impl Profile {
 }
 
 /// The demo household: two adults and a grandparent, with a blood-pressure monitor, a
-/// thermometer and a watch between them.
+/// thermometer and a watch between them, and a scale alex steps on every morning.
 pub const HOUSEHOLD: [(&str, &str, Profile); 3] = [
     (
         "alex",
         "1001",
         Profile {
             index: 1,
-            devices: &["ScanWatch 2", "Thermo"],
+            devices: &["ScanWatch 2", "Thermo", "Body+"],
             systolic_shift: 0,
             pulse_shift: -4,
         },

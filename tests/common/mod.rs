@@ -167,14 +167,23 @@ pub fn sample_with(exposition: &str, metric: &str, labels: &[(&str, &str)]) -> O
 /// An exposition as golden files hold it: the process's own figures dropped and the values
 /// that change from run to run replaced by a marker.
 pub fn normalize_exposition(text: &str) -> String {
+    normalize_volatile(
+        text,
+        &[
+            "withings_scrape_duration_seconds ",
+            "withings_last_success_timestamp_seconds ",
+            "withings_requests_in_window ",
+        ],
+    )
+}
+
+/// `text` with the process's own figures dropped and the value of every line starting with
+/// one of `volatile` (a series and its trailing space) replaced by a marker.
+pub fn normalize_volatile(text: &str, volatile: &[&str]) -> String {
     text.lines()
         .filter(|line| !line.contains("process_"))
         .map(|line| {
-            for volatile in [
-                "withings_scrape_duration_seconds ",
-                "withings_last_success_timestamp_seconds ",
-                "withings_requests_in_window ",
-            ] {
+            for volatile in volatile {
                 if line.starts_with(volatile) {
                     return format!("{volatile}<volatile>\n");
                 }
@@ -187,10 +196,14 @@ pub fn normalize_exposition(text: &str) -> String {
 /// Compares `text` with the golden file `tests/golden/NAME`; `UPDATE_GOLDEN=1` rewrites it
 /// after a deliberate change (review the diff).
 pub fn assert_golden(text: &str, name: &str) {
-    let normalized = normalize_exposition(text);
+    assert_golden_normalized(&normalize_exposition(text), name);
+}
+
+/// [`assert_golden`] for a text already normalised.
+pub fn assert_golden_normalized(normalized: &str, name: &str) {
     let path = fixture_path(&format!("../golden/{name}"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &normalized).unwrap();
+        std::fs::write(&path, normalized).unwrap();
     }
     let golden =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("tests/golden/{name}: {e}"));
