@@ -337,6 +337,11 @@ impl Household {
 
     /// Runs `withings-exporter backfill ARGS` and returns its exit success and stderr.
     async fn backfill(&self, args: &[&str]) -> (bool, String) {
+        self.backfill_with(&[], args).await
+    }
+
+    /// [`Household::backfill`] with more environment variables.
+    async fn backfill_with(&self, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
         let mut command = Command::new(BIN);
         command
             .args(["backfill", "--instance", "withings-exporter:19100"])
@@ -344,6 +349,7 @@ impl Household {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(self.env())
+            .envs(env.iter().copied())
             .stdin(Stdio::null());
         // The simulator runs on this test's runtime: the child is waited for off it.
         let out = tokio::task::spawn_blocking(move || command.output())
@@ -574,6 +580,9 @@ async fn two_accounts_are_backfilled_with_the_live_exporters_series() {
     }
     // Bounded by the budget: no minute held more than the default 100 requests.
     assert!(h.simulator.max_requests_in_any_minute() <= 100);
+    // Measures only by default, as the live exporter: no activity or sleep asked for.
+    assert_eq!(h.simulator.request_count("/v2/measure"), 0);
+    assert_eq!(h.simulator.request_count("/v2/sleep"), 0);
     // The token files are those of their own accounts still.
     for (name, userid, _) in ACCOUNTS {
         let stored = TokenStore::new(h.dir.path().join(format!("{name}.json")))
@@ -581,6 +590,388 @@ async fn two_accounts_are_backfilled_with_the_live_exporters_series() {
             .unwrap();
         assert_eq!(stored.and_then(|s| s.userid).as_deref(), Some(userid));
     }
+}
+
+// ------------------------------------------------------------------ activity and sleep
+
+/// Every history collector on, and devices, which have no history to backfill.
+const COLLECTORS: (&str, &str) = ("WITHINGS_COLLECTORS", "measures,activity,sleep,devices");
+
+/// An activity row of the simulator: what getactivity serves.
+fn activity_row(
+    date: &str,
+    timezone: &str,
+    source: Option<&str>,
+    model: &str,
+    data: Value,
+) -> Value {
+    let mut row = serde_json::json!({
+        "date": date,
+        "timezone": timezone,
+        "hash_deviceid": source,
+        "model": model,
+        "modified": 1_717_300_000,
+        "brand": 1,
+    });
+    for (k, v) in data.as_object().unwrap() {
+        row[k] = v.clone();
+    }
+    row
+}
+
+fn night_row(
+    date: &str,
+    source: &str,
+    model_id: i64,
+    (start, end): (i64, i64),
+    data: Value,
+) -> Value {
+    serde_json::json!({
+        "date": date,
+        "timezone": "UTC",
+        "startdate": start,
+        "enddate": end,
+        "modified": end + 600,
+        "hash_deviceid": source,
+        "model": 32,
+        "model_id": model_id,
+        "data": data,
+    })
+}
+
+/// Two sources of activity (a watch and a phone, the phone without heart rate), a day in
+/// New York that began with the change to summer time (23 hours, ending at 04:00 UTC the
+/// next day), a day in Tokyo (ending at 15:00 UTC), today (not over: left out); two sleep
+/// devices on one night, and a night without the snoring the other had.
+fn days_and_nights(now: i64) -> withings_exporter::simulator::data::UserExtras {
+    use serde_json::json;
+    let today = jiff::Timestamp::from_second(now)
+        .unwrap()
+        .strftime("%Y-%m-%d")
+        .to_string();
+    withings_exporter::simulator::data::UserExtras {
+        activities: vec![
+            activity_row(
+                "2024-03-10",
+                "America/New_York",
+                Some("w1"),
+                "ScanWatch 2",
+                json!({
+                    "steps": 8000, "distance": 6123.5, "elevation": 5,
+                    "soft": 3600, "moderate": 1200, "intense": 300,
+                    "calories": 350.25, "totalcalories": 2100.5,
+                    "hr_average": 72, "hr_min": 50, "hr_max": 150,
+                    "hr_zone_0": 30000, "hr_zone_1": 2000, "hr_zone_2": 600, "hr_zone_3": 60,
+                }),
+            ),
+            activity_row(
+                "2024-03-10",
+                "America/New_York",
+                None,
+                "GoogleFit tracker",
+                json!({
+                    "steps": 7000, "distance": 5000, "hr_average": 0, "hr_min": 0,
+                }),
+            ),
+            activity_row(
+                "2024-06-01",
+                "Asia/Tokyo",
+                Some("w1"),
+                "ScanWatch 2",
+                json!({
+                    "steps": 12000, "hr_average": 0, "hr_zone_0": 0,
+                }),
+            ),
+            activity_row(
+                &today,
+                "UTC",
+                Some("w1"),
+                "ScanWatch 2",
+                json!({"steps": 4321}),
+            ),
+        ],
+        sleep: vec![
+            // 2024-03-09T22:30Z to 2024-03-10T06:15Z.
+            night_row(
+                "2024-03-10",
+                "s1",
+                63,
+                (1_710_023_400, 1_710_051_300),
+                json!({
+                    "total_timeinbed": 27900, "total_sleep_time": 25200,
+                    "lightsleepduration": 12600, "deepsleepduration": 7200, "remsleepduration": 5400,
+                    "wakeupcount": 2, "hr_average": 58, "rr_average": 14,
+                    "snoring": 600, "apnea_hypopnea_index": 3.5,
+                    "night_events": {"1": [1_710_030_000]},
+                }),
+            ),
+            // The watch on the same night: no snoring, breathing or apnea sensor.
+            night_row(
+                "2024-03-10",
+                "w1",
+                94,
+                (1_710_024_000, 1_710_050_400),
+                json!({
+                    "total_timeinbed": 26400, "total_sleep_time": 24000, "hr_average": 60,
+                }),
+            ),
+            // 2024-05-31T14:00Z to 21:30Z; the analyzer heard no snoring value this time.
+            night_row(
+                "2024-06-01",
+                "s1",
+                63,
+                (1_717_164_000, 1_717_191_000),
+                json!({
+                    "total_timeinbed": 27000, "total_sleep_time": 24600, "hr_average": 55,
+                }),
+            ),
+        ],
+        devices: vec![json!({"type": "Scale", "battery": "high", "model": "Body+",
+            "model_id": 5, "deviceid": "d1", "hash_deviceid": "d1", "timezone": "UTC",
+            "last_session_date": 1_717_000_000})],
+    }
+}
+
+/// A sample the file and Prometheus must hold: the exact series (labels in the file's
+/// order), the second and the value, worked out by hand from [`days_and_nights`].
+fn collected(account: &str) -> Vec<(String, i64, f64)> {
+    let tail =
+        format!("account=\"{account}\",job=\"withings\",instance=\"withings-exporter:19100\"");
+    let watch = format!("device_id=\"w1\",device_model=\"ScanWatch 2\",{tail}");
+    let phone = format!("device_id=\"\",device_model=\"GoogleFit tracker\",{tail}");
+    let analyzer = format!("device_id=\"s1\",device_model=\"Aura Sensor V2\",{tail}");
+    let watch_zone =
+        |label: &str| format!("device_id=\"w1\",device_model=\"ScanWatch 2\",{label},{tail}");
+    // 2024-03-10 in New York: from 05:00 UTC (EST, UTC-5) to 2024-03-11 00:00 EDT (UTC-4),
+    // 04:00 UTC; its last second is 2024-03-11T03:59:59Z.
+    let ny_end = 1_710_129_599;
+    let ny_start = 1_710_046_800;
+    // 2024-06-01 in Tokyo (UTC+9) ends at 2024-06-01T15:00Z; last second 14:59:59Z.
+    let tokyo_end = 1_717_253_999;
+    let mut out = vec![
+        (
+            format!("withings_activity_steps{{{watch}}}"),
+            ny_end,
+            8000.0,
+        ),
+        (
+            format!("withings_activity_steps{{{phone}}}"),
+            ny_end,
+            7000.0,
+        ),
+        (
+            format!("withings_activity_steps{{{watch}}}"),
+            tokyo_end,
+            12000.0,
+        ),
+        (
+            format!("withings_activity_distance_meters{{{watch}}}"),
+            ny_end,
+            6123.5,
+        ),
+        (format!("withings_activity_floors{{{watch}}}"), ny_end, 5.0),
+        // 350.25 kcal × 4184 J/kcal, 2100.5 kcal × 4184.
+        (
+            format!("withings_activity_active_energy_joules{{{watch}}}"),
+            ny_end,
+            1_465_446.0,
+        ),
+        (
+            format!("withings_activity_total_energy_joules{{{watch}}}"),
+            ny_end,
+            8_788_492.0,
+        ),
+        (
+            format!("withings_activity_heart_rate_average_bpm{{{watch}}}"),
+            ny_end,
+            72.0,
+        ),
+        (
+            format!("withings_activity_heart_rate_min_bpm{{{watch}}}"),
+            ny_end,
+            50.0,
+        ),
+        (
+            format!("withings_activity_heart_rate_max_bpm{{{watch}}}"),
+            ny_end,
+            150.0,
+        ),
+        (
+            format!(
+                "withings_activity_intensity_seconds{{{}}}",
+                watch_zone("intensity=\"soft\"")
+            ),
+            ny_end,
+            3600.0,
+        ),
+        (
+            format!(
+                "withings_activity_intensity_seconds{{{}}}",
+                watch_zone("intensity=\"intense\"")
+            ),
+            ny_end,
+            300.0,
+        ),
+        (
+            format!(
+                "withings_activity_heart_rate_zone_seconds{{{}}}",
+                watch_zone("zone=\"3\"")
+            ),
+            ny_end,
+            60.0,
+        ),
+        (
+            format!("withings_activity_day_timestamp_seconds{{{watch}}}"),
+            ny_end,
+            ny_start as f64,
+        ),
+        // Tokyo's midnight: 2024-05-31T15:00Z.
+        (
+            format!("withings_activity_day_timestamp_seconds{{{watch}}}"),
+            tokyo_end,
+            1_717_167_600.0,
+        ),
+    ];
+    let night = 1_710_051_300;
+    let watch_night = 1_710_050_400;
+    let june = 1_717_191_000;
+    out.extend([
+        (format!("withings_sleep_in_bed_seconds{{{analyzer}}}"), night, 27900.0),
+        (format!("withings_sleep_asleep_seconds{{{analyzer}}}"), night, 25200.0),
+        (format!("withings_sleep_stage_seconds{{device_id=\"s1\",device_model=\"Aura Sensor V2\",stage=\"deep\",{tail}}}"), night, 7200.0),
+        (format!("withings_sleep_wakeups{{{analyzer}}}"), night, 2.0),
+        (format!("withings_sleep_breathing_rate_average_per_minute{{{analyzer}}}"), night, 14.0),
+        (format!("withings_sleep_snoring_seconds{{{analyzer}}}"), night, 600.0),
+        (format!("withings_sleep_apnea_hypopnea_index{{{analyzer}}}"), night, 3.5),
+        (format!("withings_sleep_start_timestamp_seconds{{{analyzer}}}"), night, 1_710_023_400.0),
+        (format!("withings_sleep_end_timestamp_seconds{{{analyzer}}}"), night, night as f64),
+        (format!("withings_sleep_heart_rate_average_bpm{{{watch}}}"), watch_night, 60.0),
+        (format!("withings_sleep_in_bed_seconds{{{watch}}}"), watch_night, 26400.0),
+        (format!("withings_sleep_asleep_seconds{{{analyzer}}}"), june, 24600.0),
+        (format!("withings_sleep_end_timestamp_seconds{{{analyzer}}}"), june, june as f64),
+    ]);
+    out
+}
+
+/// Series that must have no sample at that second: what the device does not measure.
+fn not_collected(account: &str) -> Vec<(String, i64)> {
+    let tail =
+        format!("account=\"{account}\",job=\"withings\",instance=\"withings-exporter:19100\"");
+    let watch = format!("device_id=\"w1\",device_model=\"ScanWatch 2\",{tail}");
+    let phone = format!("device_id=\"\",device_model=\"GoogleFit tracker\",{tail}");
+    let analyzer = format!("device_id=\"s1\",device_model=\"Aura Sensor V2\",{tail}");
+    vec![
+        // Withings' 0 bpm means "no heart rate": no average, no zones.
+        (
+            format!("withings_activity_heart_rate_average_bpm{{{phone}}}"),
+            1_710_129_599,
+        ),
+        (
+            format!("withings_activity_heart_rate_min_bpm{{{phone}}}"),
+            1_710_129_599,
+        ),
+        (
+            format!("withings_activity_heart_rate_average_bpm{{{watch}}}"),
+            1_717_253_999,
+        ),
+        (
+            format!(
+                "withings_activity_heart_rate_zone_seconds{{device_id=\"w1\",device_model=\"ScanWatch 2\",zone=\"0\",{tail}}}"
+            ),
+            1_717_253_999,
+        ),
+        (
+            format!("withings_activity_floors{{{watch}}}"),
+            1_717_253_999,
+        ),
+        (
+            format!("withings_sleep_snoring_seconds{{{analyzer}}}"),
+            1_717_191_000,
+        ),
+        (
+            format!("withings_sleep_snoring_seconds{{{watch}}}"),
+            1_710_050_400,
+        ),
+        (
+            format!("withings_sleep_apnea_hypopnea_index{{{watch}}}"),
+            1_710_050_400,
+        ),
+    ]
+}
+
+/// The values of the file's samples of exactly `series` at `at`.
+fn series_samples(text: &str, series: &str, at: i64) -> Vec<f64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .filter_map(|rest| {
+            let (value, ts) = rest.split_once(' ')?;
+            (ts == at.to_string()).then(|| value.parse().ok())?
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn activity_and_sleep_are_backfilled_at_the_end_of_each_day_and_night() {
+    // Two rows a page: the days and the nights of 2024 take two pages each.
+    let h = household(40, 2).await;
+    h.simulator
+        .set_user_extras("1001", days_and_nights(h.now))
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let (ok, stderr) = h
+        .backfill_with(
+            &[COLLECTORS],
+            &["--account", "mom", "--output", file.to_str().unwrap()],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    for (series, at, value) in collected("mom") {
+        assert_eq!(
+            series_samples(&text, &series, at),
+            [value],
+            "{series} @{at}\n{text}"
+        );
+    }
+    for (series, at) in not_collected("mom") {
+        assert!(
+            series_samples(&text, &series, at).is_empty(),
+            "{series} @{at}"
+        );
+    }
+    // Today is not over (and within the head block): the live exporter shows it.
+    assert!(!text.contains(" 4321 "), "{text}");
+    // Each family once, with the live family's HELP; devices are not history.
+    for family in ["withings_activity_steps", "withings_sleep_stage_seconds"] {
+        assert_eq!(text.matches(&format!("# TYPE {family} gauge\n")).count(), 1);
+    }
+    assert!(text.contains("# HELP withings_sleep_stage_seconds Time in each sleep stage during the latest night, in seconds.\n"));
+    assert!(text.contains("# UNIT withings_activity_distance_meters meters\n"));
+    assert!(!text.contains("withings_device"), "{text}");
+    assert_eq!(h.simulator.request_count("/v2/user"), 0);
+    // The 2024 window of each took two pages of two rows, the second asked with offset 2.
+    let summary = stderr.lines().last().unwrap();
+    assert!(summary.contains(", 4 days, 3 nights read)"), "{summary}");
+    assert!(summary.contains("withings_activity_steps 3"), "{summary}");
+    let asked: Vec<_> = h
+        .simulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v2/sleep")
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .any(
+                |r| r.params.get("startdateymd").map(String::as_str) == Some("2023-12-31")
+                    && r.params.get("enddateymd").map(String::as_str) == Some("2025-01-01")
+                    && r.params.get("offset").map(String::as_str) == Some("2")
+            ),
+        "{asked:?}"
+    );
+    // The measures are still there, in the same file.
+    assert!(text.contains("# TYPE withings_weight_grams gauge\n"));
 }
 
 #[tokio::test]
@@ -735,6 +1126,7 @@ async fn a_spent_budget_is_waited_for_not_fatal() {
         since: None,
         now: h.now,
         progress: false,
+        collectors: withings_exporter::collector::Collectors::default(),
         target_labels: Vec::new(),
     };
     let out = tempfile::tempdir().unwrap();
