@@ -9,10 +9,10 @@
 mod common;
 
 use common::process::{BIN, ChildGuard};
+use common::prometheus::{Daemon, start_daemon};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1216,68 +1216,29 @@ async fn promtool_makes_blocks_of_the_backfill() {
     assert!(std::fs::read_dir(&blocks).unwrap().count() > 0);
 }
 
-/// A Prometheus killed and reaped when dropped, on a data directory of the test's.
-struct Prometheus {
-    _child: ChildGuard,
-    port: u16,
-    log: PathBuf,
-}
+/// A Prometheus (killed and reaped when dropped) on a data directory of the test's, with
+/// the queries these tests ask.
+struct Prometheus(Daemon);
 
 impl Prometheus {
     async fn start(data: &Path, config: &Path) -> Self {
-        let http = common::http();
-        for attempt in 0..3 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let log = data.with_extension(format!("log{attempt}"));
-            let out = std::fs::File::create(&log).unwrap();
-            let child = Command::new("prometheus")
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!("--storage.tsdb.path={}", data.display()))
-                .arg("--storage.tsdb.retention.time=20y")
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .expect("prometheus runs (Debian package prometheus)");
-            let mut guard = ChildGuard(child);
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                if guard.0.try_wait().unwrap().is_some() {
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    assert!(
-                        text.contains("address already in use"),
-                        "prometheus exited:\n{text}"
-                    );
-                    break;
-                }
-                let ready = http
-                    .get(format!("http://127.0.0.1:{port}/-/ready"))
-                    .timeout(Duration::from_secs(1))
-                    .send()
-                    .await;
-                if ready.is_ok_and(|r| r.status().is_success()) {
-                    return Self {
-                        _child: guard,
-                        port,
-                        log,
-                    };
-                }
-                assert!(Instant::now() < deadline, "prometheus not ready");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        panic!("no free port for prometheus");
+        let dir = data.parent().unwrap();
+        Self(
+            start_daemon("prometheus", "prometheus", dir, |port| {
+                vec![
+                    format!("--config.file={}", config.display()),
+                    format!("--storage.tsdb.path={}", data.display()),
+                    "--storage.tsdb.retention.time=20y".to_owned(),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                ]
+            })
+            .await,
+        )
     }
 
     /// The samples of `selector` in the second ending at `at`: exact timestamps and values.
     async fn samples_at(&self, selector: &str, at: i64) -> Vec<(f64, f64)> {
-        let mut url =
-            url::Url::parse(&format!("http://127.0.0.1:{}/api/v1/query", self.port)).unwrap();
+        let mut url = url::Url::parse(&self.0.url("/api/v1/query")).unwrap();
         url.query_pairs_mut()
             .append_pair("query", &format!("{selector}[1s]"))
             .append_pair("time", &at.to_string());
@@ -1311,11 +1272,7 @@ impl Prometheus {
     }
 
     async fn range(&self, query: &str, start: i64, end: i64, step: i64) -> Vec<Value> {
-        let mut url = url::Url::parse(&format!(
-            "http://127.0.0.1:{}/api/v1/query_range",
-            self.port
-        ))
-        .unwrap();
+        let mut url = url::Url::parse(&self.0.url("/api/v1/query_range")).unwrap();
         url.query_pairs_mut()
             .append_pair("query", query)
             .append_pair("start", &start.to_string())
@@ -1335,7 +1292,7 @@ impl Prometheus {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log_tail()
     }
 }
 
