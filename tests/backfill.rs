@@ -343,8 +343,11 @@ impl Household {
     /// [`Household::backfill`] with more environment variables.
     async fn backfill_with(&self, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
         let mut command = Command::new(BIN);
+        command.arg("backfill");
+        if !args.contains(&"--instance") {
+            command.args(["--instance", INSTANCE]);
+        }
         command
-            .args(["backfill", "--instance", "withings-exporter:19100"])
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -597,6 +600,9 @@ async fn two_accounts_are_backfilled_with_the_live_exporters_series() {
 /// Every history collector on, and devices, which have no history to backfill.
 const COLLECTORS: (&str, &str) = ("WITHINGS_COLLECTORS", "measures,activity,sleep,devices");
 
+/// The `--instance` of [`Household::backfill`]: the shipped compose stack's exporter.
+const INSTANCE: &str = "withings-exporter:19100";
+
 /// An activity row of the simulator: what getactivity serves.
 fn activity_row(
     date: &str,
@@ -734,9 +740,8 @@ fn days_and_nights(now: i64) -> withings_exporter::simulator::data::UserExtras {
 
 /// A sample the file and Prometheus must hold: the exact series (labels in the file's
 /// order), the second and the value, worked out by hand from [`days_and_nights`].
-fn collected(account: &str) -> Vec<(String, i64, f64)> {
-    let tail =
-        format!("account=\"{account}\",job=\"withings\",instance=\"withings-exporter:19100\"");
+fn collected(account: &str, instance: &str) -> Vec<(String, i64, f64)> {
+    let tail = format!("account=\"{account}\",job=\"withings\",instance=\"{instance}\"");
     let watch = format!("device_id=\"w1\",device_model=\"ScanWatch 2\",{tail}");
     let phone = format!("device_id=\"\",device_model=\"GoogleFit tracker\",{tail}");
     let analyzer = format!("device_id=\"s1\",device_model=\"Aura Sensor V2\",{tail}");
@@ -854,9 +859,8 @@ fn collected(account: &str) -> Vec<(String, i64, f64)> {
 }
 
 /// Series that must have no sample at that second: what the device does not measure.
-fn not_collected(account: &str) -> Vec<(String, i64)> {
-    let tail =
-        format!("account=\"{account}\",job=\"withings\",instance=\"withings-exporter:19100\"");
+fn not_collected(account: &str, instance: &str) -> Vec<(String, i64)> {
+    let tail = format!("account=\"{account}\",job=\"withings\",instance=\"{instance}\"");
     let watch = format!("device_id=\"w1\",device_model=\"ScanWatch 2\",{tail}");
     let phone = format!("device_id=\"\",device_model=\"GoogleFit tracker\",{tail}");
     let analyzer = format!("device_id=\"s1\",device_model=\"Aura Sensor V2\",{tail}");
@@ -927,14 +931,14 @@ async fn activity_and_sleep_are_backfilled_at_the_end_of_each_day_and_night() {
         .await;
     assert!(ok, "{stderr}");
     let text = std::fs::read_to_string(&file).unwrap();
-    for (series, at, value) in collected("mom") {
+    for (series, at, value) in collected("mom", INSTANCE) {
         assert_eq!(
             series_samples(&text, &series, at),
             [value],
             "{series} @{at}\n{text}"
         );
     }
-    for (series, at) in not_collected("mom") {
+    for (series, at) in not_collected("mom", INSTANCE) {
         assert!(
             series_samples(&text, &series, at).is_empty(),
             "{series} @{at}"
@@ -1201,6 +1205,20 @@ fn promtool_blocks(file: &Path, blocks: &Path) {
     );
 }
 
+/// Blocks of `file` moved into a new Prometheus data directory under `dir`, as the README
+/// says: every block directory moved over.
+fn data_dir_of(file: &Path, dir: &Path) -> std::path::PathBuf {
+    let blocks = dir.join("blocks");
+    promtool_blocks(file, &blocks);
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    for block in std::fs::read_dir(&blocks).unwrap() {
+        let block = block.unwrap();
+        std::fs::rename(block.path(), data.join(block.file_name())).unwrap();
+    }
+    data
+}
+
 #[tokio::test]
 #[ignore = "needs promtool (Debian package prometheus)"]
 async fn promtool_makes_blocks_of_the_backfill() {
@@ -1306,15 +1324,7 @@ async fn prometheus_answers_with_the_simulators_readings_from_the_blocks() {
         .backfill(&["--all", "--output", file.to_str().unwrap()])
         .await;
     assert!(ok, "{stderr}");
-    let blocks = out.path().join("blocks");
-    promtool_blocks(&file, &blocks);
-    // Into the data directory, as the README says: every block directory moved over.
-    let data = out.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    for block in std::fs::read_dir(&blocks).unwrap() {
-        let block = block.unwrap();
-        std::fs::rename(block.path(), data.join(block.file_name())).unwrap();
-    }
+    let data = data_dir_of(&file, out.path());
     let config = out.path().join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
     let prometheus = Prometheus::start(&data, &config).await;
@@ -1362,5 +1372,235 @@ async fn prometheus_answers_with_the_simulators_readings_from_the_blocks() {
     assert_eq!(accounts.into_iter().collect::<Vec<_>>(), ["dad", "mom"]);
     for s in &series {
         assert!(s["values"].as_array().unwrap().len() >= 30, "{s}");
+    }
+}
+
+/// The live exporter, in this process, serving the household's token directory with every
+/// collector on; stopped when dropped.
+struct Live {
+    address: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn live_exporter(h: &Household) -> Live {
+    use withings_exporter::app::App;
+    use withings_exporter::config::Config;
+    use withings_exporter::http::server::Application;
+    let mut vars = h.env();
+    vars.push(("WITHINGS_LISTEN_ADDRESS".into(), "127.0.0.1:0".into()));
+    vars.push((COLLECTORS.0.into(), COLLECTORS.1.into()));
+    let config = Config::from_vars(vars).unwrap();
+    let app = Arc::new(App::from_config(&config).unwrap());
+    let server = Application::bind(config.listen_address, app).await.unwrap();
+    let address = server.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    Live {
+        address,
+        _stop: stop,
+    }
+}
+
+impl Prometheus {
+    /// The samples of every series `selector` selects over `range` before `at`.
+    async fn series_over(&self, selector: &str, range: &str, at: i64) -> Vec<Value> {
+        let mut url = url::Url::parse(&self.0.url("/api/v1/query")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("query", &format!("{selector}[{range}]"))
+            .append_pair("time", &at.to_string());
+        let body = common::http()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["status"], "success", "{selector}: {body}");
+        body["data"]["result"].as_array().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs promtool and prometheus (Debian package prometheus)"]
+async fn live_scraping_continues_the_backfilled_series() {
+    let h = household(300, 100).await;
+    h.simulator
+        .set_user_extras("1001", days_and_nights(h.now))
+        .unwrap();
+    let live = live_exporter(&h).await;
+    // The instance Prometheus will give the live series: the address /sd hands out.
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let (ok, stderr) = h
+        .backfill_with(
+            &[COLLECTORS],
+            &[
+                "--account",
+                "mom",
+                "--instance",
+                &live.address,
+                "--output",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let data = data_dir_of(&file, out.path());
+    let config = out.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        common::prometheus::shipped_discovery_config(&live.address),
+    )
+    .unwrap();
+
+    // New readings after the backfilled range: a weight on the device of the history's
+    // last one, yesterday's steps on the watch, last night on the analyzer.
+    let mom = &h.groups["mom"];
+    let last_weight = mom
+        .iter()
+        .rev()
+        .find(|g| {
+            counts(g)
+                && g["measures"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["type"] == 1)
+        })
+        .unwrap();
+    let device = last_weight["hash_deviceid"].as_str().unwrap().to_owned();
+    let now = unix_now();
+    let mut weight = last_weight.clone();
+    weight["grpid"] = serde_json::json!(99_000_001);
+    weight["date"] = serde_json::json!(now - 60);
+    weight["created"] = serde_json::json!(now - 60);
+    weight["modified"] = serde_json::json!(now - 60);
+    weight["measures"] = serde_json::json!([{"type": 1, "value": 71234, "unit": -3}]);
+    h.simulator.upsert_user_group("1001", weight).unwrap();
+    let mut extras = days_and_nights(h.now);
+    let yesterday = jiff::Timestamp::from_second(now - 86_400)
+        .unwrap()
+        .strftime("%Y-%m-%d")
+        .to_string();
+    let mut day = activity_row(
+        &yesterday,
+        "UTC",
+        Some("w1"),
+        "ScanWatch 2",
+        serde_json::json!({"steps": 9876}),
+    );
+    day["modified"] = serde_json::json!(now - 60);
+    extras.activities.push(day);
+    let mut night = night_row(
+        &yesterday,
+        "s1",
+        63,
+        (now - 10 * 3600, now - 2 * 3600),
+        serde_json::json!({"total_timeinbed": 28_801}),
+    );
+    night["modified"] = serde_json::json!(now - 60);
+    extras.sleep.push(night);
+    h.simulator.set_user_extras("1001", extras).unwrap();
+
+    let prometheus = Prometheus::start(&data, &config).await;
+    // The backfilled activity and sleep, exactly, under the live instance label.
+    for (series, at, value) in collected("mom", &live.address) {
+        assert_eq!(
+            prometheus.samples_at(&series, at).await,
+            [(at as f64, value)],
+            "{series}\n{}",
+            prometheus.log_text()
+        );
+    }
+    for (series, at) in not_collected("mom", &live.address) {
+        assert!(
+            prometheus.samples_at(&series, at).await.is_empty(),
+            "{series}"
+        );
+    }
+
+    let families = [
+        (
+            format!("withings_weight_grams{{account=\"mom\",device_id=\"{device}\"}}"),
+            71_234.0,
+        ),
+        (
+            "withings_activity_steps{account=\"mom\",device_id=\"w1\"}".to_owned(),
+            9876.0,
+        ),
+        (
+            "withings_sleep_in_bed_seconds{account=\"mom\",device_id=\"s1\"}".to_owned(),
+            28_801.0,
+        ),
+    ];
+    // Scraped: polled for, the scrape interval is a second.
+    let deadline = Instant::now() + DEADLINE;
+    for (selector, value) in &families {
+        loop {
+            let got = prometheus.samples_at(selector, unix_now()).await;
+            // `[1s]` at now may fall between two scrapes: look back a little.
+            let recent = prometheus.series_over(selector, "30s", unix_now()).await;
+            let seen = got.iter().any(|(_, v)| v == value)
+                || recent.iter().any(|s| {
+                    s["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|v| v[1].as_str() == Some(&value.to_string()))
+                });
+            if seen {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{selector} never scraped\n{}",
+                prometheus.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Over the whole span, one series per family: the backfilled samples, then the live.
+    for (selector, value) in &families {
+        let series = prometheus.series_over(selector, "6y", unix_now()).await;
+        assert_eq!(series.len(), 1, "{selector}: {series:#?}");
+        let labels = &series[0]["metric"];
+        assert_eq!(labels["instance"], live.address.as_str(), "{labels}");
+        assert_eq!(labels["job"], "withings", "{labels}");
+        let values = series[0]["values"].as_array().unwrap();
+        let in_file = text
+            .lines()
+            .filter(|l| {
+                let name = selector.split('{').next().unwrap();
+                l.starts_with(&format!("{name}{{"))
+                    && selector
+                        .trim_end_matches('}')
+                        .split('{')
+                        .nth(1)
+                        .unwrap()
+                        .split(',')
+                        .all(|want| l.contains(want))
+            })
+            .count();
+        assert!(in_file > 0, "{selector}");
+        let backfilled = values
+            .iter()
+            .filter(|v| v[0].as_f64().unwrap() < h.now as f64)
+            .count();
+        assert_eq!(backfilled, in_file, "{selector}");
+        let last = values.last().unwrap();
+        assert_eq!(
+            last[1].as_str(),
+            Some(value.to_string().as_str()),
+            "{selector}"
+        );
+        assert!(
+            last[0].as_f64().unwrap() >= now as f64,
+            "{selector}: {last}"
+        );
     }
 }
