@@ -7,6 +7,8 @@
 //! prometheus), hence `#[ignore]`: `cargo test --test backfill -- --include-ignored`.
 
 mod common;
+#[path = "common/dashboard.rs"]
+mod dashboard;
 
 use common::process::{BIN, ChildGuard};
 use common::prometheus::{Daemon, start_daemon};
@@ -1601,6 +1603,184 @@ async fn live_scraping_continues_the_backfilled_series() {
         assert!(
             last[0].as_f64().unwrap() >= now as f64,
             "{selector}: {last}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ the shipped dashboard
+
+/// The families a panel's expression reads, among those of `families`.
+fn families_of<'a>(expr: &str, families: &'a [String]) -> Vec<&'a String> {
+    families
+        .iter()
+        .filter(|f| {
+            expr.match_indices(f.as_str()).any(|(i, _)| {
+                let after = expr[i + f.len()..].chars().next();
+                !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+        })
+        .collect()
+}
+
+/// Grafana's `roundInterval` as the dashboard test applies it, against the values Grafana
+/// shows for these ranges.
+#[test]
+fn grafana_intervals_are_worked_out_as_grafana_does() {
+    let panel = |min: Option<&str>| dashboard::Panel {
+        title: String::new(),
+        kind: "timeseries".into(),
+        min_interval: min.map(str::to_owned),
+        exprs: Vec::new(),
+    };
+    // 7 days in 1000 points: 604.8 s, rounded to 10m.
+    assert_eq!(
+        dashboard::grafana_interval(7 * 86_400, 1000, &panel(None)),
+        600
+    );
+    // 1 hour: 3.6 s rounds to 5s, below the data source's 60s and the panel's 2m.
+    assert_eq!(dashboard::grafana_interval(3600, 1000, &panel(None)), 60);
+    assert_eq!(
+        dashboard::grafana_interval(3600, 1000, &panel(Some("2m"))),
+        120
+    );
+    // 4 years: 35 h rounds to 24h.
+    assert_eq!(
+        dashboard::grafana_interval(4 * YEAR, 1000, &panel(Some("2m"))),
+        86_400
+    );
+    assert_eq!(
+        dashboard::expand_for("rate(x[$__rate_interval]) + y[$__interval]", 600, 86_400),
+        "rate(x[660s]) + y[600s]"
+    );
+}
+
+/// Stat panels, the household table and the alerts mean "the latest fresh value": only the
+/// history panels look back over their step, so a backfilled year shows in them and an
+/// old reading never passes for today's.
+#[test]
+fn only_time_series_panels_look_back_over_their_step() {
+    let mut history = 0;
+    for panel in dashboard::panels() {
+        for expr in &panel.exprs {
+            let looks_back = expr.contains("last_over_time(");
+            match panel.kind.as_str() {
+                "timeseries" if looks_back => {
+                    history += 1;
+                    assert!(expr.contains("[$__interval]"), "{}: {expr}", panel.title);
+                    let min = panel
+                        .min_interval
+                        .as_deref()
+                        .and_then(dashboard::duration_seconds);
+                    // At least one scrape of the shipped 60 s interval in every step.
+                    assert!(
+                        min.is_some_and(|m| m > 60),
+                        "{}: min interval {min:?}",
+                        panel.title
+                    );
+                }
+                "timeseries" => {}
+                _ => assert!(
+                    !looks_back,
+                    "{} ({}) must show the latest value: {expr}",
+                    panel.title, panel.kind
+                ),
+            }
+        }
+    }
+    assert!(history >= 12, "{history} history queries");
+    let rules = common::read_repo_file("prometheus/rules/withings.rules.yml");
+    assert!(!rules.contains("last_over_time"));
+}
+
+#[tokio::test]
+#[ignore = "needs promtool and prometheus (Debian package prometheus)"]
+async fn the_dashboards_history_panels_have_data_all_over_the_backfilled_range() {
+    let h = household(2_000, 200).await;
+    h.simulator
+        .set_user_extras("1001", days_and_nights(h.now))
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let (ok, stderr) = h
+        .backfill_with(
+            &[COLLECTORS],
+            &["--account", "mom", "--output", file.to_str().unwrap()],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let families: Vec<String> = text
+        .lines()
+        .filter_map(|l| Some(l.strip_prefix("# TYPE ")?.split(' ').next()?.to_owned()))
+        .collect();
+    let data = data_dir_of(&file, out.path());
+    let config = out.path().join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
+    let prometheus = Prometheus::start(&data, &config).await;
+
+    // The whole backfilled range, as a user sets the time picker, in Grafana's default of
+    // about one point per pixel of a half-width panel.
+    let (from, to) = (h.now - 4 * YEAR - 86_400, h.now - HEAD_SECONDS);
+    let max_data_points = 1000;
+    let mut checked = Vec::new();
+    for panel in dashboard::panels() {
+        if panel.kind != "timeseries" {
+            continue;
+        }
+        let interval = dashboard::grafana_interval(to - from, max_data_points, &panel);
+        // Grafana aligns the range to the step.
+        let start = from - from.rem_euclid(interval);
+        let end = to - to.rem_euclid(interval) + interval;
+        for expr in &panel.exprs {
+            let read = families_of(expr, &families);
+            if read.is_empty() {
+                continue;
+            }
+            // The steps whose window (the step before each point) holds a backfilled sample.
+            let mut want = std::collections::BTreeSet::new();
+            for line in text.lines().filter(|l| !l.starts_with('#')) {
+                let name = line.split(['{', ' ']).next().unwrap();
+                if !read.iter().any(|f| *f == name) {
+                    continue;
+                }
+                let ts: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+                want.insert((ts - start + interval - 1).div_euclid(interval));
+            }
+            let query = dashboard::expand_for(expr, interval, to - from);
+            let series = prometheus.range(&query, start, end, interval).await;
+            let got: std::collections::BTreeSet<i64> = series
+                .iter()
+                .flat_map(|s| s["values"].as_array().unwrap().clone())
+                .map(|v| (v[0].as_f64().unwrap() as i64 - start) / interval)
+                .collect();
+            let shown = want.intersection(&got).count();
+            // Every step with a reading shows it (a step may also show an older reading
+            // held by the panel, never fewer).
+            assert!(
+                !want.is_empty() && shown == want.len(),
+                "{}: {query}: {shown} of {} steps with a reading have data ({} steps of {interval}s)",
+                panel.title,
+                want.len(),
+                (end - start) / interval
+            );
+            checked.push(panel.title.clone());
+        }
+    }
+    // Every history panel of the health data: vitals, body, activity and sleep.
+    for title in [
+        "Systolic blood pressure",
+        "Pulse",
+        "SpO2",
+        "Body temperature",
+        "Weight",
+        "Steps",
+        "Active energy",
+        "Sleep duration",
+        "Apnea-hypopnea index",
+    ] {
+        assert!(
+            checked.iter().any(|t| t == title),
+            "{title} not checked: {checked:?}"
         );
     }
 }
