@@ -269,6 +269,36 @@ fn the_history_is_read_in_yearly_windows_up_to_the_head() {
     assert!(backfill::parse_since("2020-13-01").is_err());
 }
 
+/// Activity and sleep rows are selected by their own (local) date: the windows' days follow
+/// each other, so every day is read once; only the outer ones reach a day further, for a
+/// local day a day off UTC's.
+#[test]
+fn activity_and_sleep_windows_cover_every_day_once() {
+    let since = backfill::parse_since("2023-06-15").unwrap();
+    // 2025-03-01T10:00:00Z
+    let until = 1_740_823_200;
+    let spans = backfill::windows(Window {
+        since: Some(since),
+        until,
+    });
+    let days: Vec<(String, String)> = spans
+        .iter()
+        .map(|&span| {
+            let edges = (Some(&span) == spans.first(), Some(&span) == spans.last());
+            backfill::days_of(span, edges).unwrap()
+        })
+        .collect();
+    let want = [
+        ("2023-06-14", "2023-12-31"),
+        ("2024-01-01", "2024-12-31"),
+        ("2025-01-01", "2025-03-02"),
+    ];
+    assert_eq!(
+        days,
+        want.map(|(a, b)| (a.to_owned(), b.to_owned())).to_vec()
+    );
+}
+
 // ------------------------------------------------------------------ the simulated history
 
 /// Two accounts with four years of history each, up to an hour ago.
@@ -970,8 +1000,8 @@ async fn activity_and_sleep_are_backfilled_at_the_end_of_each_day_and_night() {
         asked
             .iter()
             .any(
-                |r| r.params.get("startdateymd").map(String::as_str) == Some("2023-12-31")
-                    && r.params.get("enddateymd").map(String::as_str) == Some("2025-01-01")
+                |r| r.params.get("startdateymd").map(String::as_str) == Some("2024-01-01")
+                    && r.params.get("enddateymd").map(String::as_str) == Some("2024-12-31")
                     && r.params.get("offset").map(String::as_str) == Some("2")
             ),
         "{asked:?}"

@@ -355,18 +355,24 @@ impl Plan {
 }
 
 /// The `startdateymd`/`enddateymd` of one dated window for `getactivity` and `getsummary`:
-/// its UTC days, one more on each side, since a row's date is a local day that may be a day
-/// off UTC's; what falls outside the window is dropped when writing, by its timestamp.
-pub fn days_of(span: (i64, i64)) -> Option<(String, String)> {
+/// its UTC days. The windows' days follow each other with no gap, so each row (selected by
+/// its own date) comes in exactly one; only the first and last windows (`edges`) take one
+/// more day outwards, since a row's date is a local day that may be a day off UTC's. What
+/// falls outside the window is dropped when writing, by its timestamp.
+pub fn days_of(span: (i64, i64), (first, last): (bool, bool)) -> Option<(String, String)> {
     let day = |seconds: i64| {
         jiff::Timestamp::from_second(seconds)
             .ok()
             .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).date())
     };
-    let start = day(span.0)?;
-    let end = day(span.1)?;
-    let start = start.yesterday().unwrap_or(start);
-    let end = end.tomorrow().unwrap_or(end);
+    let mut start = day(span.0)?;
+    let mut end = day(span.1)?;
+    if first {
+        start = start.yesterday().unwrap_or(start);
+    }
+    if last {
+        end = end.tomorrow().unwrap_or(end);
+    }
     Some((start.to_string(), end.to_string()))
 }
 
@@ -568,7 +574,8 @@ pub async fn run(
             // No Withings device tracked activity or sleep before its first scale: the
             // window before 2009 holds only measures entered by hand with an old date.
             let before_devices = year_start(FIRST_YEAR).is_some_and(|first| span.1 < first);
-            let Some((start, end)) = days_of(span).filter(|_| !before_devices) else {
+            let edges = (Some(&span) == spans.first(), Some(&span) == spans.last());
+            let Some((start, end)) = days_of(span, edges).filter(|_| !before_devices) else {
                 continue;
             };
             let days = (start.as_str(), end.as_str());
