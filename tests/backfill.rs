@@ -946,10 +946,20 @@ fn series_samples(text: &str, series: &str, at: i64) -> Vec<f64> {
         .collect()
 }
 
-#[tokio::test]
-async fn activity_and_sleep_are_backfilled_at_the_end_of_each_day_and_night() {
-    // Two rows a page: the days and the nights of 2024 take two pages each.
-    let h = household(40, 2).await;
+/// A backfill that worked: the household, the output's directory, the file, its text and
+/// what the command said.
+struct Backfilled {
+    h: Household,
+    out: tempfile::TempDir,
+    file: std::path::PathBuf,
+    text: String,
+    stderr: String,
+}
+
+/// Mom's measure history (`groups`, served `page_size` a page) with [`days_and_nights`],
+/// backfilled with every collector on.
+async fn mom_with_days_and_nights(groups: usize, page_size: usize) -> Backfilled {
+    let h = household(groups, page_size).await;
     h.simulator
         .set_user_extras("1001", days_and_nights(h.now))
         .unwrap();
@@ -963,6 +973,21 @@ async fn activity_and_sleep_are_backfilled_at_the_end_of_each_day_and_night() {
         .await;
     assert!(ok, "{stderr}");
     let text = std::fs::read_to_string(&file).unwrap();
+    Backfilled {
+        h,
+        out,
+        file,
+        text,
+        stderr,
+    }
+}
+
+#[tokio::test]
+async fn activity_and_sleep_are_backfilled_at_the_end_of_each_day_and_night() {
+    // Two rows a page: the days and the nights of 2024 take two pages each.
+    let Backfilled {
+        h, text, stderr, ..
+    } = mom_with_days_and_nights(40, 2).await;
     for (series, at, value) in collected("mom", INSTANCE) {
         assert_eq!(
             series_samples(&text, &series, at),
@@ -1286,12 +1311,13 @@ impl Prometheus {
         )
     }
 
-    /// The samples of `selector` in the second ending at `at`: exact timestamps and values.
-    async fn samples_at(&self, selector: &str, at: i64) -> Vec<(f64, f64)> {
-        let mut url = url::Url::parse(&self.0.url("/api/v1/query")).unwrap();
-        url.query_pairs_mut()
-            .append_pair("query", &format!("{selector}[1s]"))
-            .append_pair("time", &at.to_string());
+    /// The `result` of one API call (`/api/v1/query`, `/api/v1/query_range`), which must
+    /// succeed.
+    async fn result(&self, path: &str, params: &[(&str, String)]) -> Vec<Value> {
+        let mut url = url::Url::parse(&self.0.url(path)).unwrap();
+        for (name, value) in params {
+            url.query_pairs_mut().append_pair(name, value);
+        }
         let body = common::http()
             .get(url)
             .send()
@@ -1304,12 +1330,16 @@ impl Prometheus {
         assert_eq!(
             body["status"],
             "success",
-            "{selector}: {body}\n{}",
+            "{params:?}: {body}\n{}",
             self.log_text()
         );
-        body["data"]["result"]
-            .as_array()
-            .unwrap()
+        body["data"]["result"].as_array().unwrap().clone()
+    }
+
+    /// The samples of `selector` in the second ending at `at`: exact timestamps and values.
+    async fn samples_at(&self, selector: &str, at: i64) -> Vec<(f64, f64)> {
+        self.series_over(selector, "1s", at)
+            .await
             .iter()
             .flat_map(|series| series["values"].as_array().unwrap().clone())
             .map(|v| {
@@ -1321,24 +1351,24 @@ impl Prometheus {
             .collect()
     }
 
+    /// Every series `selector` selects over `range` before `at`, with its samples.
+    async fn series_over(&self, selector: &str, range: &str, at: i64) -> Vec<Value> {
+        let query = format!("{selector}[{range}]");
+        self.result(
+            "/api/v1/query",
+            &[("query", query), ("time", at.to_string())],
+        )
+        .await
+    }
+
     async fn range(&self, query: &str, start: i64, end: i64, step: i64) -> Vec<Value> {
-        let mut url = url::Url::parse(&self.0.url("/api/v1/query_range")).unwrap();
-        url.query_pairs_mut()
-            .append_pair("query", query)
-            .append_pair("start", &start.to_string())
-            .append_pair("end", &end.to_string())
-            .append_pair("step", &step.to_string());
-        let body = common::http()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let body: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(body["status"], "success", "{query}: {body}");
-        body["data"]["result"].as_array().unwrap().clone()
+        let params = [
+            ("query", query.to_owned()),
+            ("start", start.to_string()),
+            ("end", end.to_string()),
+            ("step", step.to_string()),
+        ];
+        self.result("/api/v1/query_range", &params).await
     }
 
     fn log_text(&self) -> String {
@@ -1432,27 +1462,6 @@ async fn live_exporter(h: &Household) -> Live {
     Live {
         address,
         _stop: stop,
-    }
-}
-
-impl Prometheus {
-    /// The samples of every series `selector` selects over `range` before `at`.
-    async fn series_over(&self, selector: &str, range: &str, at: i64) -> Vec<Value> {
-        let mut url = url::Url::parse(&self.0.url("/api/v1/query")).unwrap();
-        url.query_pairs_mut()
-            .append_pair("query", &format!("{selector}[{range}]"))
-            .append_pair("time", &at.to_string());
-        let body = common::http()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let body: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(body["status"], "success", "{selector}: {body}");
-        body["data"]["result"].as_array().unwrap().clone()
     }
 }
 
@@ -1725,20 +1734,9 @@ fn only_time_series_panels_look_back_over_their_step() {
 #[tokio::test]
 #[ignore = "needs promtool and prometheus (Debian package prometheus)"]
 async fn the_dashboards_history_panels_have_data_all_over_the_backfilled_range() {
-    let h = household(2_000, 200).await;
-    h.simulator
-        .set_user_extras("1001", days_and_nights(h.now))
-        .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("mom.om");
-    let (ok, stderr) = h
-        .backfill_with(
-            &[COLLECTORS],
-            &["--account", "mom", "--output", file.to_str().unwrap()],
-        )
-        .await;
-    assert!(ok, "{stderr}");
-    let text = std::fs::read_to_string(&file).unwrap();
+    let Backfilled {
+        h, out, file, text, ..
+    } = mom_with_days_and_nights(2_000, 200).await;
     let families: Vec<String> = text
         .lines()
         .filter_map(|l| Some(l.strip_prefix("# TYPE ")?.split(' ').next()?.to_owned()))
