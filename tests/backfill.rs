@@ -1035,6 +1035,31 @@ async fn activity_and_sleep_are_backfilled_at_the_end_of_each_day_and_night() {
     assert!(text.contains("# TYPE withings_weight_grams gauge\n"));
 }
 
+/// The histories read are the collectors the live exporter runs: with `measures` off,
+/// not one `getmeas`.
+#[tokio::test]
+async fn only_the_enabled_collectors_histories_are_read() {
+    let h = household(40, 50).await;
+    h.simulator
+        .set_user_extras("1001", days_and_nights(h.now))
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let (ok, stderr) = h
+        .backfill_with(
+            &[("WITHINGS_COLLECTORS", "sleep")],
+            &["--account", "mom", "--output", file.to_str().unwrap()],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(h.simulator.request_count("/measure"), 0);
+    assert_eq!(h.simulator.request_count("/v2/measure"), 0);
+    assert!(h.simulator.request_count("/v2/sleep") > 0);
+    assert!(text.contains("# TYPE withings_sleep_in_bed_seconds gauge\n"));
+    assert!(!text.contains("withings_weight_grams") && !text.contains("withings_activity_"));
+}
+
 #[tokio::test]
 async fn one_account_since_a_date_and_clear_errors() {
     let h = household(600, 500).await;
