@@ -1,7 +1,9 @@
 //! `withings-exporter backfill`: the OpenMetrics writer, a run against the simulator's
-//! multi-year history of two accounts, and the proof with the real programs — `promtool tsdb
-//! create-blocks-from openmetrics` and a Prometheus 2.42 started on the blocks, answering
-//! with the simulator's readings exactly.
+//! multi-year history of two accounts (measures, and activity and sleep), and the proof with
+//! the real programs — `promtool tsdb create-blocks-from openmetrics` and a Prometheus 2.42
+//! started on the blocks, answering with the simulator's readings exactly, live scraping
+//! continuing the same series, and the shipped dashboard's history panels having data over
+//! the backfilled range.
 //!
 //! The tests with the real programs need `promtool` and `prometheus` (Debian package
 //! prometheus), hence `#[ignore]`: `cargo test --test backfill -- --include-ignored`.
