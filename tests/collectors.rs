@@ -6,9 +6,8 @@
 mod common;
 
 use common::fixture;
+use common::prometheus::assert_promtool_accepts;
 use serde_json::{Value, json};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use withings_exporter::collector::activity::{ActivityState, local_day_start, parse_getactivity};
 use withings_exporter::collector::devices::{DevicesState, parse_getdevice};
 use withings_exporter::collector::sleep::{SleepState, parse_getsummary};
@@ -592,31 +591,6 @@ async fn the_live_demo_household_serves_days_nights_and_devices() {
 }
 
 // ---------------------------------------------------------------- promtool check metrics
-
-fn assert_promtool_accepts(exposition: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run promtool: {e} (install the Debian package prometheus)")
-        });
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(exposition.as_bytes());
-    }
-    let output = child.wait_with_output().expect("promtool runs");
-    let complaints = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && complaints.trim().is_empty(),
-        "promtool check metrics complained:\n{complaints}\n--- exposition ---\n{exposition}"
-    );
-}
 
 #[test]
 #[ignore = "needs promtool (Debian package prometheus)"]

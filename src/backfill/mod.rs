@@ -1,6 +1,8 @@
-//! `withings-exporter backfill`: an account's whole `getmeas` history as OpenMetrics text for
+//! `withings-exporter backfill`: an account's whole history as OpenMetrics text for
 //! `promtool tsdb create-blocks-from openmetrics`, so that Prometheus holds the years before
-//! the exporter was installed, in the series the live exporter scrapes into.
+//! the exporter was installed, in the series the live exporter scrapes into: `getmeas` for
+//! the `measures` collector, `getactivity` and `getsummary` when the `activity` and `sleep`
+//! collectors are on. Devices are a current state, not a history: not backfilled.
 //!
 //! Every request goes through the same [`WithingsClient`] as the live exporter, so the
 //! request budget and the 601 pause hold; when either says "not now", the backfill waits
@@ -18,8 +20,9 @@ use crate::account::state::{MergeOptions, MergeStats};
 use crate::account::tokens::{TokenError, TokenSource};
 use crate::app::accounts::{AccountSet, name_rule, valid_name};
 use crate::clock::Clock;
+use crate::collector::{Collector, Collectors, activity, sleep};
 use crate::config::{Config, ConfigError};
-use crate::withings::{ApiError, ClientOptions, Limits, WithingsClient};
+use crate::withings::{ApiError, ClientOptions, GetmeasPage, Limits, WithingsClient};
 use openmetrics::{FamilyReport, OpenMetricsWriter, Window, WriteError};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -99,6 +102,8 @@ pub struct Options {
     pub now: i64,
     /// Draw a progress line on stderr.
     pub progress: bool,
+    /// `WITHINGS_COLLECTORS`: which histories are read (measures, activity, sleep).
+    pub collectors: Collectors,
     /// The labels Prometheus attaches to what it scrapes (`job`, `instance`): the dashboard
     /// selects and groups by them, so the backfilled series need the live ones' values.
     pub target_labels: Vec<(&'static str, String)>,
@@ -108,9 +113,12 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub families: Vec<FamilyReport>,
-    /// `getmeas` requests answered.
+    /// Requests answered (`getmeas`, `getactivity`, `getsummary`).
     pub pages: u64,
     pub groups: u64,
+    /// Activity rows (one day of one source) and sleep nights read.
+    pub days: u64,
+    pub nights: u64,
 }
 
 impl Summary {
@@ -138,17 +146,27 @@ impl Summary {
             None => "no reading in range".to_owned(),
         };
         format!(
-            "backfill: wrote {} samples to {} ({} pages, {} groups read), {range}: {}",
+            "backfill: wrote {} samples to {} ({} read), {range}: {}",
             self.samples(),
             output.display(),
-            self.pages,
-            self.groups,
+            self.counts(),
             if per_family.is_empty() {
                 "no family".to_owned()
             } else {
                 per_family.join(", ")
             }
         )
+    }
+}
+
+impl Summary {
+    fn counts(&self) -> Counts {
+        Counts {
+            pages: self.pages,
+            groups: self.groups,
+            days: self.days,
+            nights: self.nights,
+        }
     }
 }
 
@@ -325,6 +343,7 @@ impl Plan {
                 since,
                 now,
                 progress: false,
+                collectors: config.collectors.clone(),
                 target_labels: vec![("job", DEFAULT_JOB.to_owned())],
             },
         })
@@ -332,6 +351,138 @@ impl Plan {
 
     pub async fn run(&self, output: &Path) -> Result<Summary, BackfillError> {
         run(&self.client, &self.targets, &self.options, output).await
+    }
+}
+
+/// The `startdateymd`/`enddateymd` of one dated window for `getactivity` and `getsummary`:
+/// its UTC days. The windows' days follow each other with no gap, so each row (selected by
+/// its own date) comes in exactly one; only the first and last windows (`edges`) take one
+/// more day outwards, since a row's date is a local day that may be a day off UTC's. What
+/// falls outside the window is dropped when writing, by its timestamp.
+pub fn days_of(span: (i64, i64), (first, last): (bool, bool)) -> Option<(String, String)> {
+    let day = |seconds: i64| {
+        jiff::Timestamp::from_second(seconds)
+            .ok()
+            .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).date())
+    };
+    let mut start = day(span.0)?;
+    let mut end = day(span.1)?;
+    if first {
+        start = start.yesterday().unwrap_or(start);
+    }
+    if last {
+        end = end.tomorrow().unwrap_or(end);
+    }
+    Some((start.to_string(), end.to_string()))
+}
+
+/// Where a run stands: requests answered and rows read.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    pages: u64,
+    groups: u64,
+    days: u64,
+    nights: u64,
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} pages, {} groups, {} days, {} nights",
+            self.pages, self.groups, self.days, self.nights
+        )
+    }
+}
+
+/// Whose samples are spooled, with which labels.
+struct Who<'a> {
+    account: u32,
+    label: Option<&'a str>,
+    target_labels: &'a [(&'static str, String)],
+}
+
+/// What a collector gives for one row: `put(name, help, labels, value)` per sample.
+type Put<'p> = &'p mut dyn FnMut(&'static str, &'static str, &[(&'static str, &str)], f64);
+
+impl Who<'_> {
+    /// Spools the samples of one activity day or sleep night, all at `at`.
+    fn spool(
+        &self,
+        spool: &mut spool::Spool,
+        (at, modified): (i64, Option<i64>),
+        series: impl FnOnce(Put<'_>),
+    ) -> Result<(), BackfillError> {
+        let mut failed = None;
+        series(&mut |name, help, labels, value| {
+            if failed.is_none()
+                && let Err(e) = spool.push_collected(
+                    self.account,
+                    self.label,
+                    self.target_labels,
+                    (name, help),
+                    labels,
+                    at,
+                    modified,
+                    value,
+                )
+            {
+                failed = Some(e);
+            }
+        });
+        failed.map_or(Ok(()), |e| Err(BackfillError::Spool(e)))
+    }
+}
+
+/// One account's paging, counted and drawn.
+struct Read<'r, 'a> {
+    reader: &'r mut Reader<'a>,
+    progress: &'r mut progress::Progress,
+    counts: &'r mut Counts,
+}
+
+impl Read<'_, '_> {
+    /// Every page of one dated window: `fetch(token, offset)` asks for one, `take` spools
+    /// it and says whether Withings has `more` and from which `offset`. An offset that does
+    /// not move forward, or too many pages, is a broken upstream.
+    async fn window<P, F, Fut>(
+        &mut self,
+        mut fetch: F,
+        mut take: impl FnMut(P, &mut Counts) -> Result<(bool, Option<i64>), BackfillError>,
+    ) -> Result<(), BackfillError>
+    where
+        F: FnMut(crate::secret::Secret, Option<i64>) -> Fut,
+        Fut: std::future::Future<Output = Result<P, ApiError>>,
+    {
+        let mut offset = None;
+        let mut window_pages = 0;
+        let target: &Target = self.reader.target;
+        let name = &target.name;
+        loop {
+            let page = self.reader.call(|token| fetch(token, offset)).await?;
+            self.counts.pages += 1;
+            window_pages += 1;
+            let (more, next) = take(page, self.counts)?;
+            self.progress.page(name, self.counts);
+            if !more {
+                break;
+            }
+            match next {
+                Some(next)
+                    if offset.is_none_or(|o| next > o) && window_pages < MAX_PAGES_PER_WINDOW =>
+                {
+                    offset = Some(next);
+                }
+                _ => {
+                    return Err(BackfillError::EndlessPagination {
+                        account: name.clone(),
+                        pages: window_pages,
+                    });
+                }
+            }
+        }
+        self.progress.window_done(name, self.counts);
+        Ok(())
     }
 }
 
@@ -346,10 +497,16 @@ pub async fn run(
 ) -> Result<Summary, BackfillError> {
     let window = Window::before_head(options.now, options.since);
     let spans = windows(window);
+    let enabled = |c| usize::from(options.collectors.contains(c));
+    let day_spans = spans
+        .iter()
+        .filter(|s| year_start(FIRST_YEAR).is_none_or(|first| s.1 >= first))
+        .count();
+    let per_target = enabled(Collector::Measures) * spans.len()
+        + (enabled(Collector::Activity) + enabled(Collector::Sleep)) * day_spans;
     let mut spool = spool::Spool::new().map_err(BackfillError::Spool)?;
-    let mut progress = progress::Progress::new(options.progress, targets.len() * spans.len());
-    let mut pages = 0_u64;
-    let mut groups = 0_u64;
+    let mut progress = progress::Progress::new(options.progress, targets.len() * per_target);
+    let mut counts = Counts::default();
     for (index, target) in targets.iter().enumerate() {
         if let TokenSource::Unusable(reason) = &target.tokens {
             return Err(BackfillError::Unusable {
@@ -359,60 +516,101 @@ pub async fn run(
         }
         let account = u32::try_from(index).unwrap_or(u32::MAX);
         let mut reader = Reader {
-            client,
             target,
-            options,
             token: None,
         };
+        let who = Who {
+            account,
+            label: target.label.as_deref(),
+            target_labels: &options.target_labels,
+        };
+        let mut read = Read {
+            reader: &mut reader,
+            progress: &mut progress,
+            counts: &mut counts,
+        };
         for &span in &spans {
-            let mut offset = None;
-            let mut window_pages = 0;
-            loop {
-                let page = reader.page(span, offset).await?;
-                pages += 1;
-                window_pages += 1;
-                let mut stats = MergeStats::default();
-                for group in &page.groups {
-                    groups += 1;
-                    spool.saw_version(account, group.grpid, version_of(group));
-                    let mut failed = None;
-                    group_readings(group, options.merge, options.now, &mut stats, |slot, r| {
-                        if failed.is_none()
-                            && let Err(e) = spool.push(
-                                account,
-                                target.label.as_deref(),
-                                &options.target_labels,
-                                slot,
-                                &r,
-                            )
-                        {
-                            failed = Some(e);
+            if options.collectors.contains(Collector::Measures) {
+                read.window(
+                    |token, offset| async move {
+                        client
+                            .getmeas_window(&token, &options.meastypes, span, offset)
+                            .await
+                    },
+                    |page: GetmeasPage, counts| {
+                        let mut stats = MergeStats::default();
+                        for group in &page.groups {
+                            counts.groups += 1;
+                            spool.saw_version(account, group.grpid, version_of(group));
+                            let mut failed = None;
+                            group_readings(
+                                group,
+                                options.merge,
+                                options.now,
+                                &mut stats,
+                                |slot, r| {
+                                    if failed.is_none()
+                                        && let Err(e) = spool.push(
+                                            account,
+                                            who.label,
+                                            who.target_labels,
+                                            slot,
+                                            &r,
+                                        )
+                                    {
+                                        failed = Some(e);
+                                    }
+                                },
+                            );
+                            if let Some(e) = failed {
+                                return Err(BackfillError::Spool(e));
+                            }
                         }
-                    });
-                    if let Some(e) = failed {
-                        return Err(BackfillError::Spool(e));
-                    }
-                }
-                progress.page(&target.name, pages, groups);
-                if !page.more {
-                    break;
-                }
-                match page.offset {
-                    Some(next)
-                        if offset.is_none_or(|o| next > o)
-                            && window_pages < MAX_PAGES_PER_WINDOW =>
-                    {
-                        offset = Some(next);
-                    }
-                    _ => {
-                        return Err(BackfillError::EndlessPagination {
-                            account: target.name.clone(),
-                            pages: window_pages,
-                        });
-                    }
-                }
+                        Ok((page.more, page.offset))
+                    },
+                )
+                .await?;
             }
-            progress.window_done(&target.name, pages, groups);
+            // No Withings device tracked activity or sleep before its first scale: the
+            // window before 2009 holds only measures entered by hand with an old date.
+            let before_devices = year_start(FIRST_YEAR).is_some_and(|first| span.1 < first);
+            let edges = (Some(&span) == spans.first(), Some(&span) == spans.last());
+            let Some((start, end)) = days_of(span, edges).filter(|_| !before_devices) else {
+                continue;
+            };
+            let days = (start.as_str(), end.as_str());
+            if options.collectors.contains(Collector::Activity) {
+                read.window(
+                    |token, offset| async move { client.getactivity_days(&token, days, offset).await },
+                    |page: activity::ActivityPage, counts| {
+                        for day in &page.days {
+                            counts.days += 1;
+                            who.spool(&mut spool, (day.day_end, day.modified), |put| {
+                                activity::day_series(day, put);
+                            })?;
+                        }
+                        Ok((page.more, page.offset))
+                    },
+                )
+                .await?;
+            }
+            if options.collectors.contains(Collector::Sleep) {
+                read.window(
+                    |token, offset| async move {
+                        client.getsleepsummary_days(&token, days, offset).await
+                    },
+                    |page: sleep::SleepPage, counts| {
+                        for night in &page.nights {
+                            counts.nights += 1;
+                            who.spool(&mut spool, (night.enddate, night.modified), |put| {
+                                sleep::night_series(night, put);
+                            })?;
+                        }
+                        Ok((page.more, page.offset))
+                    },
+                )
+                .await?;
+            }
         }
     }
     progress.finish();
@@ -438,27 +636,27 @@ pub async fn run(
     temp.persist(output).map_err(|e| output_error(e.error))?;
     Ok(Summary {
         families,
-        pages,
-        groups,
+        pages: counts.pages,
+        groups: counts.groups,
+        days: counts.days,
+        nights: counts.nights,
     })
 }
 
 /// One account's pages, with its token.
 struct Reader<'a> {
-    client: &'a WithingsClient,
     target: &'a Target,
-    options: &'a Options,
     token: Option<crate::secret::Secret>,
 }
 
 impl Reader<'_> {
-    /// One page, waiting out the budget and any 601 pause, refreshing the token once if
-    /// Withings refuses it.
-    async fn page(
-        &mut self,
-        span: (i64, i64),
-        offset: Option<i64>,
-    ) -> Result<crate::withings::GetmeasPage, BackfillError> {
+    /// One request made by `request` with the account's access token, waiting out the
+    /// budget and any 601 pause, refreshing the token once if Withings refuses it.
+    async fn call<T, F, Fut>(&mut self, mut request: F) -> Result<T, BackfillError>
+    where
+        F: FnMut(crate::secret::Secret) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
         let token_error = |source| BackfillError::Token {
             account: self.target.name.clone(),
             source,
@@ -478,10 +676,7 @@ impl Reader<'_> {
                     fresh
                 }
             };
-            let answer = self
-                .client
-                .getmeas_window(&token, &self.options.meastypes, span, offset)
-                .await;
+            let answer = request(token.clone()).await;
             match answer {
                 Ok(page) => return Ok(page),
                 // Waiting for a slot is what a backfill is for, unlike a scrape. Asked again

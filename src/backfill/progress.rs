@@ -1,6 +1,7 @@
-//! The progress line on a terminal: pages fetched, groups read and the time left, estimated
-//! from the dated windows done so far. Nothing at all when stderr is not a terminal.
+//! The progress line on a terminal: pages fetched, groups, days and nights read, and the
+//! time left, estimated from the dated windows done so far. Nothing at all when stderr is not a terminal.
 
+use std::fmt::Display;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -26,16 +27,16 @@ impl Progress {
         }
     }
 
-    pub fn page(&mut self, account: &str, pages: u64, groups: u64) {
-        self.draw(account, pages, groups, false);
+    pub fn page(&mut self, account: &str, counts: &impl Display) {
+        self.draw(account, counts, false);
     }
 
-    pub fn window_done(&mut self, account: &str, pages: u64, groups: u64) {
+    pub fn window_done(&mut self, account: &str, counts: &impl Display) {
         self.windows_done += 1;
-        self.draw(account, pages, groups, true);
+        self.draw(account, counts, true);
     }
 
-    fn draw(&mut self, account: &str, pages: u64, groups: u64, force: bool) {
+    fn draw(&mut self, account: &str, counts: &impl Display, force: bool) {
         if !self.enabled || (!force && self.drawn.is_some_and(|t| t.elapsed() < REDRAW)) {
             return;
         }
@@ -56,7 +57,7 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r\x1b[2K[{}{}] {account}: {pages} pages, {groups} groups, {left}",
+            "\r\x1b[2K[{}{}] {account}: {counts}, {left}",
             "#".repeat(filled),
             "-".repeat(width - filled.min(width)),
         );

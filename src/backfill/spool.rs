@@ -35,6 +35,25 @@ impl FamilySpool {
         reading: &Reading,
         value: f64,
     ) -> std::io::Result<()> {
+        self.record(
+            account,
+            labels,
+            reading.date,
+            reading.grpid,
+            reading.modified,
+            value,
+        )
+    }
+
+    fn record(
+        &mut self,
+        account: u32,
+        labels: Labels,
+        timestamp: i64,
+        grpid: i64,
+        version: i64,
+        value: f64,
+    ) -> std::io::Result<()> {
         let next = self.labels.len() as u32;
         let series = *self.series.entry(labels).or_insert_with_key(|labels| {
             self.labels.push(labels.clone());
@@ -43,9 +62,9 @@ impl FamilySpool {
         });
         let mut record = [0_u8; RECORD];
         record[0..4].copy_from_slice(&series.to_le_bytes());
-        record[4..12].copy_from_slice(&reading.date.to_le_bytes());
-        record[12..20].copy_from_slice(&reading.grpid.to_le_bytes());
-        record[20..28].copy_from_slice(&reading.modified.to_le_bytes());
+        record[4..12].copy_from_slice(&timestamp.to_le_bytes());
+        record[12..20].copy_from_slice(&grpid.to_le_bytes());
+        record[20..28].copy_from_slice(&version.to_le_bytes());
         record[28..36].copy_from_slice(&value.to_bits().to_le_bytes());
         self.file.write_all(&record)
     }
@@ -142,6 +161,39 @@ impl Spool {
         self.families[i].push(account, labels, reading, reading.value)?;
         let i = self.family(TIMESTAMP_METRIC, TIMESTAMP_HELP)?;
         self.families[i].push(account, stamp_labels, reading, reading.date as f64)
+    }
+
+    /// One sample of an activity day or a sleep night, with the labels the collector's live
+    /// family gives it (`labels`), then `account` and the scrape's target labels as
+    /// [`Spool::push`] adds them. Two samples of a series at one second keep the greater
+    /// `modified` (the live state keeps the newer row); such rows have no versions to retire.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_collected(
+        &mut self,
+        account: u32,
+        account_label: Option<&str>,
+        target: &[(&'static str, String)],
+        (name, help): (&'static str, &'static str),
+        labels: &[(&'static str, &str)],
+        timestamp: i64,
+        modified: Option<i64>,
+        value: f64,
+    ) -> std::io::Result<()> {
+        let mut all: Labels = labels.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+        if let Some(account) = account_label {
+            all.push(("account", account.to_owned()));
+        }
+        all.extend(target.iter().cloned());
+        let i = self.family(name, help)?;
+        // `i64::MAX` as the version: never older than a newest version of `saw_version`.
+        self.families[i].record(
+            account,
+            all,
+            timestamp,
+            modified.unwrap_or(0),
+            i64::MAX,
+            value,
+        )
     }
 
     /// Writes every family, sorted by name as the live exposition is, reading one family's

@@ -29,6 +29,9 @@ pub struct ActivityDay {
     pub date: Date,
     /// Unix time of that day's first instant (local midnight, or the end of a DST gap).
     pub day_start: i64,
+    /// Unix time of that day's last second: the last moment the live exporter shows the
+    /// day's totals as "the latest day", and so the timestamp the backfill gives them.
+    pub day_end: i64,
     pub modified: Option<i64>,
     pub steps: Option<Decimal>,
     pub distance_meters: Option<Decimal>,
@@ -136,6 +139,7 @@ fn day(raw: RowRaw) -> Option<ActivityDay> {
     // A row whose day cannot be placed is malformed: placing it in UTC is the bug this
     // collector exists to avoid.
     let day_start = local_day_start(date, raw.timezone.trim())?;
+    let day_end = local_day_start(date.tomorrow().ok()?, raw.timezone.trim())? - 1;
     let hr_average = nonzero(raw.hr_average);
     let zones = [raw.hr_zone_0, raw.hr_zone_1, raw.hr_zone_2, raw.hr_zone_3];
     Some(ActivityDay {
@@ -143,6 +147,7 @@ fn day(raw: RowRaw) -> Option<ActivityDay> {
         device_model: raw.model.unwrap_or_default(),
         date,
         day_start,
+        day_end,
         modified: raw.modified,
         steps: raw.steps,
         distance_meters: raw.distance,
@@ -242,73 +247,100 @@ impl ActivityState {
     pub fn families(&self) -> Vec<MetricFamily> {
         let mut out = GaugeFamilies::new();
         for day in self.latest.values() {
-            let device = [
-                ("device_id", day.device_id.as_str()),
-                ("device_model", day.device_model.as_str()),
-            ];
-            let mut put = |name: &str, help: &str, value: Option<Decimal>| {
-                if let Some(v) = value {
-                    out.push(name, help, &device, v.to_f64());
-                }
-            };
-            put(
-                "withings_activity_steps",
-                "Steps on the latest day reported by each source (per device: a phone and a watch count the same steps, so never add them).",
-                day.steps,
-            );
-            put(
-                "withings_activity_distance_meters",
-                "Distance travelled on the latest day, in meters.",
-                day.distance_meters,
-            );
-            put(
-                "withings_activity_floors",
-                "Floors climbed on the latest day.",
-                day.floors,
-            );
-            put(
-                "withings_activity_active_energy_joules",
-                "Active energy burned on the latest day, in joules (Withings' kcal × 4184).",
-                day.active_kcal.and_then(|k| k.times(JOULES_PER_KCAL)),
-            );
-            put(
-                "withings_activity_total_energy_joules",
-                "Total energy burned on the latest day, active and passive, in joules (Withings' kcal × 4184).",
-                day.total_kcal.and_then(|k| k.times(JOULES_PER_KCAL)),
-            );
-            put(
-                "withings_activity_heart_rate_average_bpm",
-                "Average heart rate on the latest day, in beats per minute (absent when the source measures none).",
-                day.hr_average,
-            );
-            put(
-                "withings_activity_heart_rate_min_bpm",
-                "Lowest heart rate on the latest day, in beats per minute.",
-                day.hr_min,
-            );
-            put(
-                "withings_activity_heart_rate_max_bpm",
-                "Highest heart rate on the latest day, in beats per minute.",
-                day.hr_max,
-            );
-            for (intensity, value) in [
-                ("soft", day.soft_seconds),
-                ("moderate", day.moderate_seconds),
-                ("intense", day.intense_seconds),
-            ] {
-                if let Some(v) = value {
-                    let labels = [device[0], device[1], ("intensity", intensity)];
-                    out.push("withings_activity_intensity_seconds", "Time spent at each activity intensity on the latest day, in seconds (moderate + intense is Withings' `active`).", &labels, v.to_f64());
-                }
-            }
-            for (zone, value) in ["0", "1", "2", "3"].into_iter().zip(day.hr_zones) {
-                if let Some(v) = value {
-                    let labels = [device[0], device[1], ("zone", zone)];
-                    out.push("withings_activity_heart_rate_zone_seconds", "Time spent in each heart-rate zone on the latest day, in seconds (0 light, 1 moderate, 2 intense, 3 maximal).", &labels, v.to_f64());
-                }
-            }
-            out.push("withings_activity_day_timestamp_seconds", "Unix time of the local midnight (in the user's time zone) that starts the day the other withings_activity_ series of this source belong to.", &device, day.day_start as f64);
+            day_series(day, |name, help, labels, value| {
+                out.push(name, help, labels, value);
+            });
         }
         out.finish()
     }
+}
+
+/// The samples of one day of one source, as the live families show them: `put(name, help,
+/// labels, value)` once per sample, a value the source does not measure left out. One list
+/// for the live exporter and the backfill, so that both give the same series.
+pub fn day_series(
+    day: &ActivityDay,
+    mut put: impl FnMut(&'static str, &'static str, &[(&'static str, &str)], f64),
+) {
+    let device = [
+        ("device_id", day.device_id.as_str()),
+        ("device_model", day.device_model.as_str()),
+    ];
+    let mut maybe = |name: &'static str, help: &'static str, value: Option<Decimal>| {
+        if let Some(v) = value {
+            put(name, help, &device, v.to_f64());
+        }
+    };
+    maybe(
+        "withings_activity_steps",
+        "Steps on the latest day reported by each source (per device: a phone and a watch count the same steps, so never add them).",
+        day.steps,
+    );
+    maybe(
+        "withings_activity_distance_meters",
+        "Distance travelled on the latest day, in meters.",
+        day.distance_meters,
+    );
+    maybe(
+        "withings_activity_floors",
+        "Floors climbed on the latest day.",
+        day.floors,
+    );
+    maybe(
+        "withings_activity_active_energy_joules",
+        "Active energy burned on the latest day, in joules (Withings' kcal × 4184).",
+        day.active_kcal.and_then(|k| k.times(JOULES_PER_KCAL)),
+    );
+    maybe(
+        "withings_activity_total_energy_joules",
+        "Total energy burned on the latest day, active and passive, in joules (Withings' kcal × 4184).",
+        day.total_kcal.and_then(|k| k.times(JOULES_PER_KCAL)),
+    );
+    maybe(
+        "withings_activity_heart_rate_average_bpm",
+        "Average heart rate on the latest day, in beats per minute (absent when the source measures none).",
+        day.hr_average,
+    );
+    maybe(
+        "withings_activity_heart_rate_min_bpm",
+        "Lowest heart rate on the latest day, in beats per minute.",
+        day.hr_min,
+    );
+    maybe(
+        "withings_activity_heart_rate_max_bpm",
+        "Highest heart rate on the latest day, in beats per minute.",
+        day.hr_max,
+    );
+    for (intensity, value) in [
+        ("soft", day.soft_seconds),
+        ("moderate", day.moderate_seconds),
+        ("intense", day.intense_seconds),
+    ] {
+        if let Some(v) = value {
+            let labels = [device[0], device[1], ("intensity", intensity)];
+            put(
+                "withings_activity_intensity_seconds",
+                "Time spent at each activity intensity on the latest day, in seconds (moderate + intense is Withings' `active`).",
+                &labels,
+                v.to_f64(),
+            );
+        }
+    }
+    for (zone, value) in ["0", "1", "2", "3"].into_iter().zip(day.hr_zones) {
+        if let Some(v) = value {
+            let labels = [device[0], device[1], ("zone", zone)];
+            put(
+                "withings_activity_heart_rate_zone_seconds",
+                "Time spent in each heart-rate zone on the latest day, in seconds (0 light, 1 moderate, 2 intense, 3 maximal).",
+                &labels,
+                v.to_f64(),
+            );
+        }
+    }
+    put(
+        "withings_activity_day_timestamp_seconds",
+        "Unix time of the local midnight (in the user's time zone) that starts the day the other withings_activity_ series of this source belong to.",
+        &device,
+        day.day_start as f64,
+    );
 }

@@ -377,25 +377,42 @@ impl SleepState {
     pub fn families(&self) -> Vec<MetricFamily> {
         let mut out = GaugeFamilies::new();
         for night in self.latest.values() {
-            let device = [
-                ("device_id", night.device_id.as_str()),
-                ("device_model", night.device_model.as_str()),
-            ];
-            for (field, metric, help, extra) in FIELDS {
-                if let Some(value) = night.values.get(*field) {
-                    let mut labels = device.to_vec();
-                    labels.extend_from_slice(extra);
-                    out.push(metric, help, &labels, value.to_f64());
-                }
-            }
-            out.push(
-                "withings_sleep_start_timestamp_seconds",
-                "Unix time the latest night began (the user went to bed).",
-                &device,
-                night.startdate as f64,
-            );
-            out.push("withings_sleep_end_timestamp_seconds", "Unix time the latest night ended; the other withings_sleep_ series of this device describe that night.", &device, night.enddate as f64);
+            night_series(night, |name, help, labels, value| {
+                out.push(name, help, labels, value);
+            });
         }
         out.finish()
     }
+}
+
+/// The samples of one night of one device, as the live families show them: `put(name,
+/// help, labels, value)` once per sample, a value the device does not measure left out.
+/// One list for the live exporter and the backfill, so that both give the same series.
+pub fn night_series(
+    night: &SleepNight,
+    mut put: impl FnMut(&'static str, &'static str, &[(&'static str, &str)], f64),
+) {
+    let device = [
+        ("device_id", night.device_id.as_str()),
+        ("device_model", night.device_model.as_str()),
+    ];
+    for (field, metric, help, extra) in FIELDS {
+        if let Some(value) = night.values.get(*field) {
+            let mut labels = device.to_vec();
+            labels.extend_from_slice(extra);
+            put(metric, help, &labels, value.to_f64());
+        }
+    }
+    put(
+        "withings_sleep_start_timestamp_seconds",
+        "Unix time the latest night began (the user went to bed).",
+        &device,
+        night.startdate as f64,
+    );
+    put(
+        "withings_sleep_end_timestamp_seconds",
+        "Unix time the latest night ended; the other withings_sleep_ series of this device describe that night.",
+        &device,
+        night.enddate as f64,
+    );
 }

@@ -308,6 +308,56 @@ impl WithingsClient {
         .await
     }
 
+    /// One `getactivity` page of the days from `startdateymd` to `enddateymd` (YYYY-MM-DD,
+    /// inclusive), for the history backfill: the collector's `lastupdate` query cannot
+    /// select a range of days.
+    pub async fn getactivity_days(
+        &self,
+        token: &Secret,
+        (start, end): (&str, &str),
+        offset: Option<i64>,
+    ) -> Result<crate::collector::activity::ActivityPage, ApiError> {
+        let request = self.collector_days_request(
+            token,
+            "v2/measure",
+            "getactivity",
+            (start, end),
+            offset,
+            None,
+        );
+        self.call(
+            "getactivity",
+            request,
+            crate::collector::activity::parse_getactivity,
+        )
+        .await
+    }
+
+    /// One `getsummary` page of the nights dated from `startdateymd` to `enddateymd`
+    /// (inclusive), for the history backfill.
+    pub async fn getsleepsummary_days(
+        &self,
+        token: &Secret,
+        (start, end): (&str, &str),
+        offset: Option<i64>,
+    ) -> Result<crate::collector::sleep::SleepPage, ApiError> {
+        let fields = crate::collector::sleep::data_fields();
+        let request = self.collector_days_request(
+            token,
+            "v2/sleep",
+            "getsummary",
+            (start, end),
+            offset,
+            Some(&fields),
+        );
+        self.call(
+            "getsummary",
+            request,
+            crate::collector::sleep::parse_getsummary,
+        )
+        .await
+    }
+
     /// The account's devices (`v2/user`, `getdevice`) for the devices collector.
     pub async fn getdevice(
         &self,
@@ -399,6 +449,34 @@ impl WithingsClient {
         if let Some(lastupdate) = &lastupdate {
             form.push(("lastupdate", lastupdate));
         }
+        if let Some(offset) = &offset {
+            form.push(("offset", offset));
+        }
+        if let Some(fields) = data_fields {
+            form.push(("data_fields", fields));
+        }
+        self.http
+            .post(join(&self.api_url, path))
+            .bearer_auth(token.expose())
+            .form(&form)
+    }
+
+    /// [`WithingsClient::collector_request`] for a range of days instead of `lastupdate`.
+    fn collector_days_request(
+        &self,
+        token: &Secret,
+        path: &str,
+        action: &str,
+        (start, end): (&str, &str),
+        offset: Option<i64>,
+        data_fields: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let offset = offset.map(|o| o.to_string());
+        let mut form: Vec<(&str, &str)> = vec![
+            ("action", action),
+            ("startdateymd", start),
+            ("enddateymd", end),
+        ];
         if let Some(offset) = &offset {
             form.push(("offset", offset));
         }

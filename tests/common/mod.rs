@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod process;
+pub mod prometheus;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -217,6 +218,22 @@ pub fn assert_golden_normalized(normalized: &str, name: &str) {
 pub fn http() -> reqwest::Client {
     withings_exporter::withings::install_crypto_provider();
     reqwest::Client::new()
+}
+
+/// An HTTP client whose requests give up: a port taken by something that accepts but never
+/// answers must not hang the test.
+pub fn http_with_timeout() -> reqwest::Client {
+    withings_exporter::withings::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client")
+}
+
+/// The text of a file of the repository (`relative` to its root).
+pub fn read_repo_file(relative: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
