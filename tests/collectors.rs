@@ -219,7 +219,7 @@ fn a_later_day_replaces_and_an_older_answer_does_not() {
         ])))
         .unwrap(),
     );
-    let steps: Vec<f64> = state.days().map(|d| d.steps.unwrap().to_f64()).collect();
+    let steps: Vec<f64> = state.rows().map(|d| d.steps.unwrap().to_f64()).collect();
     assert_eq!(steps, [900.0]);
     // The cursor follows the newest `modified` seen, less the overlap.
     assert_eq!(
@@ -495,7 +495,7 @@ async fn simulator_serves_all_three_endpoints_through_the_client_with_paging() {
         .await
         .unwrap();
     sleep.merge(page);
-    assert_eq!(sleep.nights().count(), 1);
+    assert_eq!(sleep.rows().count(), 1);
     let asked = simulator.requests();
     let sleep_request = asked.iter().find(|r| r.path == "/v2/sleep").unwrap();
     assert_eq!(sleep_request.params["action"], "getsummary");
@@ -575,9 +575,9 @@ async fn the_live_demo_household_serves_days_nights_and_devices() {
     devices.merge(client.getdevice(&token).await.unwrap());
     // A watch and a phone; the sleep analyzer and the watch; five devices with a scale, a
     // watch and a sleep analyzer among them.
-    assert_eq!(activity.days().count(), 2);
-    assert!(activity.days().all(|d| d.date.to_string() == "2023-10-21"));
-    assert_eq!(sleep.nights().count(), 2);
+    assert_eq!(activity.rows().count(), 2);
+    assert!(activity.rows().all(|d| d.date.to_string() == "2023-10-21"));
+    assert_eq!(sleep.rows().count(), 2);
     let models: Vec<&str> = devices.devices().map(|d| d.device_model.as_str()).collect();
     for model in ["Body+", "ScanWatch 2", "Aura Sensor V2"] {
         assert!(models.contains(&model), "{models:?}");

@@ -3,16 +3,13 @@
 //! A phone and a watch report the same day as two rows; they are two series, never added
 //! (their steps overlap). The day is the user's local day in the row's `timezone`.
 
-use super::{Cursor, Merged, Paged, SyncQuery, device_id};
-use crate::render::families::GaugeFamilies;
+use super::{Latest, Paged, Put, RowPage, SourceRow, device_id};
 use crate::withings::lenient::{self, Decimal};
 use crate::withings::{ApiError, expect_object, success_body};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use prometheus::proto::MetricFamily;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
 
 const ACTION: &str = "getactivity";
 
@@ -197,61 +194,28 @@ pub fn parse_getactivity(body: &[u8]) -> Result<ActivityPage, ApiError> {
 }
 
 /// The latest day of each source, and where the sync stands.
-#[derive(Debug, Clone, Default)]
-pub struct ActivityState {
-    /// By (device_id, device_model): a phone tracker has no id, and two of them (Google Fit
-    /// and Samsung Health) must stay apart.
-    latest: BTreeMap<(String, String), ActivityDay>,
-    cursor: Cursor,
+pub type ActivityState = Latest<ActivityDay>;
+
+impl SourceRow for ActivityDay {
+    type Period = Date;
+    fn source(&self) -> (&str, &str) {
+        (&self.device_id, &self.device_model)
+    }
+    fn period(&self) -> Date {
+        self.date
+    }
+    fn modified(&self) -> Option<i64> {
+        self.modified
+    }
+    fn series(&self, put: &mut Put<'_>) {
+        day_series(self, put);
+    }
 }
 
-impl ActivityState {
-    /// The first page's query of the next fetch.
-    pub fn query(&self, now: i64) -> SyncQuery {
-        self.cursor.query(now)
-    }
-
-    /// Merges one page: each source keeps its latest day; a row for the same day replaces
-    /// it (today's row keeps changing) unless it is older by `modified`.
-    pub fn merge(&mut self, page: ActivityPage) -> Merged {
-        let rows = page.days.len();
-        for day in page.days {
-            self.cursor.saw(day.modified);
-            let key = (day.device_id.clone(), day.device_model.clone());
-            let replace = match self.latest.get(&key) {
-                None => true,
-                Some(old) if day.date != old.date => day.date > old.date,
-                Some(old) => {
-                    !matches!((day.modified, old.modified), (Some(new), Some(old)) if new < old)
-                }
-            };
-            if replace {
-                self.latest.insert(key, day);
-            }
-        }
-        if !page.more {
-            self.cursor.commit();
-        }
-        Merged {
-            rows,
-            malformed: page.malformed_rows,
-            complete: !page.more,
-        }
-    }
-
-    /// The latest day of each source.
-    pub fn days(&self) -> impl Iterator<Item = &ActivityDay> {
-        self.latest.values()
-    }
-
-    pub fn families(&self) -> Vec<MetricFamily> {
-        let mut out = GaugeFamilies::new();
-        for day in self.latest.values() {
-            day_series(day, |name, help, labels, value| {
-                out.push(name, help, labels, value);
-            });
-        }
-        out.finish()
+impl RowPage for ActivityPage {
+    type Row = ActivityDay;
+    fn into_rows(self) -> (Vec<ActivityDay>, usize) {
+        (self.days, self.malformed_rows)
     }
 }
 

@@ -12,6 +12,9 @@ pub mod activity;
 pub mod devices;
 pub mod sleep;
 
+use crate::render::families::GaugeFamilies;
+use prometheus::proto::MetricFamily;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
@@ -205,6 +208,100 @@ pub struct SyncQuery {
 pub trait Paged {
     fn more(&self) -> bool;
     fn offset(&self) -> Option<i64>;
+}
+
+/// The samples of one row as the live families show them: `put(name, help, labels, value)`
+/// once per sample.
+pub type Put<'a> = dyn FnMut(&'static str, &'static str, &[(&'static str, &str)], f64) + 'a;
+
+/// One row of an activity or sleep history: one period (a day, a night) of one source.
+pub trait SourceRow {
+    /// Orders the periods of one source; the greatest is the latest.
+    type Period: Ord;
+    /// `(device_id, device_model)`: a phone tracker has no id, and two of them (Google Fit
+    /// and Samsung Health) must stay apart, so the model is part of the source.
+    fn source(&self) -> (&str, &str);
+    fn period(&self) -> Self::Period;
+    fn modified(&self) -> Option<i64>;
+    /// The row's samples, a value the source does not measure left out.
+    fn series(&self, put: &mut Put<'_>);
+}
+
+/// A page of rows, and how many rows of it made no sense.
+pub trait RowPage: Paged {
+    type Row: SourceRow;
+    fn into_rows(self) -> (Vec<Self::Row>, usize);
+}
+
+/// The state of the activity and sleep collectors: the latest row of each source, and where
+/// the sync stands.
+#[derive(Debug, Clone)]
+pub struct Latest<R> {
+    latest: BTreeMap<(String, String), R>,
+    cursor: Cursor,
+}
+
+impl<R> Default for Latest<R> {
+    fn default() -> Self {
+        Self {
+            latest: BTreeMap::new(),
+            cursor: Cursor::default(),
+        }
+    }
+}
+
+impl<R: SourceRow> Latest<R> {
+    /// The first page's query of the next fetch.
+    pub fn query(&self, now: i64) -> SyncQuery {
+        self.cursor.query(now)
+    }
+
+    /// Merges one page: each source keeps its latest period; a row for the same period
+    /// replaces it (today's activity keeps changing, a night may be sent again) unless it is
+    /// older by `modified`. Two sources that report the same period stay two series: a phone
+    /// and a watch, or two sleep devices, are never added together.
+    pub fn merge<P: RowPage<Row = R>>(&mut self, page: P) -> Merged {
+        let more = page.more();
+        let (rows, malformed) = page.into_rows();
+        let count = rows.len();
+        for row in rows {
+            self.cursor.saw(row.modified());
+            let (id, model) = row.source();
+            let key = (id.to_owned(), model.to_owned());
+            let replace = match self.latest.get(&key) {
+                None => true,
+                Some(old) if row.period() != old.period() => row.period() > old.period(),
+                Some(old) => !matches!(
+                    (row.modified(), old.modified()),
+                    (Some(new), Some(old)) if new < old
+                ),
+            };
+            if replace {
+                self.latest.insert(key, row);
+            }
+        }
+        if !more {
+            self.cursor.commit();
+        }
+        Merged {
+            rows: count,
+            malformed,
+            complete: !more,
+        }
+    }
+
+    /// The latest row of each source.
+    pub fn rows(&self) -> impl Iterator<Item = &R> {
+        self.latest.values()
+    }
+
+    pub fn families(&self) -> Vec<MetricFamily> {
+        let mut out = GaugeFamilies::new();
+        for row in self.latest.values() {
+            row.series(&mut |name, help, labels, value| out.push(name, help, labels, value));
+        }
+        out.finish()
+    }
 }
 
 /// What merging one page did.

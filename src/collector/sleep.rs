@@ -1,11 +1,9 @@
 //! `sleep`: `getsummary` (`{api}/v2/sleep`), one row per night and per device. A value the
 //! device does not measure (no snoring sensor, no apnea detection) is absent, never 0.
 
-use super::{Cursor, Merged, Paged, SyncQuery, device_id};
-use crate::render::families::GaugeFamilies;
+use super::{Latest, Paged, Put, RowPage, SourceRow, device_id};
 use crate::withings::lenient::{self, Decimal};
 use crate::withings::{ApiError, expect_object, success_body};
-use prometheus::proto::MetricFamily;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -329,59 +327,30 @@ pub fn parse_getsummary(body: &[u8]) -> Result<SleepPage, ApiError> {
     Ok(page)
 }
 
-/// The latest completed night of each device, and where the sync stands.
-#[derive(Debug, Clone, Default)]
-pub struct SleepState {
-    latest: BTreeMap<(String, String), SleepNight>,
-    cursor: Cursor,
+/// The latest completed night of each device, and where the sync stands. Nights are ordered
+/// by when they ended.
+pub type SleepState = Latest<SleepNight>;
+
+impl SourceRow for SleepNight {
+    type Period = i64;
+    fn source(&self) -> (&str, &str) {
+        (&self.device_id, &self.device_model)
+    }
+    fn period(&self) -> i64 {
+        self.enddate
+    }
+    fn modified(&self) -> Option<i64> {
+        self.modified
+    }
+    fn series(&self, put: &mut Put<'_>) {
+        night_series(self, put);
+    }
 }
 
-impl SleepState {
-    pub fn query(&self, now: i64) -> SyncQuery {
-        self.cursor.query(now)
-    }
-
-    /// Merges one page: each device keeps the night that ended last; the same night sent
-    /// again (by `enddate`) replaces it unless it is older by `modified`. Two devices that
-    /// recorded the same night stay two series: nights are never added together.
-    pub fn merge(&mut self, page: SleepPage) -> Merged {
-        let rows = page.nights.len();
-        for night in page.nights {
-            self.cursor.saw(night.modified);
-            let key = (night.device_id.clone(), night.device_model.clone());
-            let replace = match self.latest.get(&key) {
-                None => true,
-                Some(old) if night.enddate != old.enddate => night.enddate > old.enddate,
-                Some(old) => {
-                    !matches!((night.modified, old.modified), (Some(new), Some(old)) if new < old)
-                }
-            };
-            if replace {
-                self.latest.insert(key, night);
-            }
-        }
-        if !page.more {
-            self.cursor.commit();
-        }
-        Merged {
-            rows,
-            malformed: page.malformed_rows,
-            complete: !page.more,
-        }
-    }
-
-    pub fn nights(&self) -> impl Iterator<Item = &SleepNight> {
-        self.latest.values()
-    }
-
-    pub fn families(&self) -> Vec<MetricFamily> {
-        let mut out = GaugeFamilies::new();
-        for night in self.latest.values() {
-            night_series(night, |name, help, labels, value| {
-                out.push(name, help, labels, value);
-            });
-        }
-        out.finish()
+impl RowPage for SleepPage {
+    type Row = SleepNight;
+    fn into_rows(self) -> (Vec<SleepNight>, usize) {
+        (self.nights, self.malformed_rows)
     }
 }
 
