@@ -195,3 +195,25 @@ fn the_web_config_echo_check_tells_a_quoted_name_from_an_echoed_hash() {
         checks::web_config(&data);
     }
 }
+
+/// libFuzzer's one finding in the 10-minute runs (a timeout, issue 14): a file with a cost-19
+/// hash took over 10 s to load, because the load hashed a dummy password at the highest cost
+/// in the file for the checks of unknown users; at cost 31 a start or a SIGHUP reload would
+/// take days. The load now computes no bcrypt (unknown users are checked against the
+/// costliest real hash), so a cost-31 file loads at once: with the old load this test would
+/// not finish.
+#[test]
+fn a_costly_hash_costs_nothing_at_load() {
+    use withings_exporter::http::web_config::WebSecurity;
+    let path = Path::new(checks::WEB_CONFIG_PATH);
+    let found = regression("web_config", "cost-19-hash-at-load.yml");
+    // The fuzzer's file also has a TLS section without a key: refused for that.
+    let message = WebSecurity::from_bytes(path, &found)
+        .expect_err("no key_file")
+        .to_string();
+    assert!(message.contains("tls_server_config.key_file"), "{message}");
+    let cost_31 = b"basic_auth_users:\n  prometheus: $2b$31$TQnfOOFQR.UhSlFxM5sjQeGXo4xnXGJOVK4zORNxnLKlGOp1Ko5.m\n";
+    let security = WebSecurity::from_bytes(path, cost_31).expect("a valid file");
+    let warning = security.cost_warning().expect("a cost warning");
+    assert!(warning.contains("prometheus (cost 31)"), "{warning}");
+}

@@ -593,9 +593,11 @@ impl ClientCertVerifier for UncheckedClientCert {
 
 /// The `basic_auth_users` of a configuration, and the check of an `Authorization` header.
 ///
-/// Timing: an unknown user is checked against a dummy hash of the highest cost in the file, so
-/// a failure takes as long whether the user exists or not, and the comparison of the bcrypt
-/// output is constant-time (the `bcrypt` crate uses `subtle`).
+/// Timing: an unknown user's password is checked against the hash of highest cost in the
+/// file, so a failure takes as long whether the user exists or not, and the comparison of the
+/// bcrypt output is constant-time (the `bcrypt` crate uses `subtle`). That check is never a
+/// success: a password that matches another user's hash under an unknown name is denied like
+/// any other, and counted as a failure. Loading the file computes no bcrypt at all.
 ///
 /// Cache: bcrypt at cost 10 costs 50-100 ms of CPU, which a Prometheus scraping every few
 /// seconds would pay on every scrape. Like exporter-toolkit we remember verified credentials,
@@ -616,7 +618,8 @@ impl ClientCertVerifier for UncheckedClientCert {
 /// per-user limit on purpose: it would let anyone lock Prometheus' own user out.
 pub struct BasicAuth {
     users: HashMap<String, Secret>,
-    /// Checked when the user is unknown; None when there are no users.
+    /// Checked when the user is unknown (the costliest user's hash); None when there are no
+    /// users.
     dummy: Option<Secret>,
     cache_key: ring::hmac::Key,
     verified: Mutex<HashSet<[u8; 32]>>,
@@ -802,7 +805,6 @@ impl BasicAuth {
 
     fn new(path: &Path, entries: Vec<(String, String)>) -> Result<Self, WebConfigError> {
         let mut users = HashMap::with_capacity(entries.len());
-        let mut highest_cost = 0;
         let mut costly = Vec::new();
         for (user, hash) in entries {
             let err = |message: String| WebConfigError {
@@ -831,28 +833,21 @@ impl BasicAuth {
             if cost > HIGHEST_SENSIBLE_COST {
                 costly.push((user.clone(), cost));
             }
-            highest_cost = highest_cost.max(cost);
             users.insert(user, Secret::new(hash));
         }
         costly.sort();
-        let dummy = if users.is_empty() {
-            None
-        } else {
-            // A fresh random password: the dummy must not be a hash anyone can match.
-            let mut password = [0u8; 32];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut password)
-                .map_err(|_| WebConfigError {
-                    file: path.to_owned(),
-                    key: None,
-                    message: "the system random number generator failed".into(),
-                })?;
-            let hash = bcrypt::hash(password, highest_cost).map_err(|e| WebConfigError {
-                file: path.to_owned(),
-                key: Some("basic_auth_users".into()),
-                message: format!("cannot prepare the check of unknown users ({e})"),
-            })?;
-            Some(Secret::new(hash))
-        };
+        // No bcrypt at load: hashing a dummy at the highest cost made a file with one
+        // cost-19 hash take a minute to load and a cost-31 one days (fuzzing found it).
+        // An unknown user is checked against the costliest real hash instead (ties broken
+        // by name, so the choice does not depend on the map's order).
+        let dummy = users
+            .iter()
+            .filter_map(|(name, hash)| {
+                let cost = hash.expose().parse::<bcrypt::HashParts>().ok()?.get_cost();
+                Some(((cost, std::cmp::Reverse(name)), hash))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, hash)| hash.clone());
         Ok(Self {
             users,
             dummy,
@@ -948,7 +943,7 @@ impl BasicAuth {
             AuthOutcome::Allowed
         } else {
             if matched {
-                // The dummy matched: impossible in practice, and still no user.
+                // Another user's password under an unknown name: still no user.
                 self.limiter.record_failure(address);
             }
             AuthOutcome::Denied
@@ -1642,6 +1637,34 @@ mod tests {
         .unwrap();
         let dummy: bcrypt::HashParts = auth.dummy.as_ref().unwrap().expose().parse().unwrap();
         assert_eq!(dummy.get_cost(), 5);
+    }
+
+    /// The check of an unknown user runs against the costliest real hash, so a real user's
+    /// password under a name that is not in the file matches it: that is still a denial, and a
+    /// failure of that address.
+    #[tokio::test]
+    async fn another_users_password_under_an_unknown_name_is_denied() {
+        let auth = one_user("right", 4);
+        assert!(allows(&auth, Some(&header("alice", "right"))).await);
+        let attacker = address(7);
+        for name in ["mallory", "Alice", ""] {
+            assert_eq!(
+                auth.check(Some(&header(name, "right")), attacker).await,
+                AuthOutcome::Denied,
+                "{name:?}"
+            );
+        }
+        assert_eq!(auth.check_stats().completed, 4);
+        for _ in 3..MAX_FAILURES_PER_ADDRESS {
+            let _ = auth
+                .check(Some(&header("mallory", "right")), attacker)
+                .await;
+        }
+        // Counted as failures: the address is now refused without a check.
+        assert!(matches!(
+            auth.check(Some(&header("alice", "right")), attacker).await,
+            AuthOutcome::Throttled { .. }
+        ));
     }
 
     #[test]
