@@ -14,7 +14,7 @@ use serde_json::Value;
 
 #[path = "common/dashboard.rs"]
 mod dashboard;
-use dashboard::{DASHBOARD, dashboard_queries};
+use dashboard::{DASHBOARD, all_panels, dashboard_queries, raw_exprs_with_titles};
 
 const RULES: &str = "prometheus/rules/withings.rules.yml";
 const RULE_TESTS: &str = "prometheus/rules/withings.rules.test.yml";
@@ -60,39 +60,6 @@ fn combined_output(output: &Output) -> String {
 }
 
 // ------------------------------------------------------------------ dashboard
-
-fn dashboard() -> Value {
-    serde_json::from_str(&read(DASHBOARD)).expect("dashboard is valid JSON")
-}
-
-/// All panels of a dashboard, including panels nested in (collapsed) rows.
-fn all_panels(dashboard: &Value) -> Vec<&Value> {
-    fn walk<'a>(panels: &'a Value, out: &mut Vec<&'a Value>) {
-        for panel in panels.as_array().into_iter().flatten() {
-            out.push(panel);
-            if let Some(nested) = panel.get("panels") {
-                walk(nested, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&dashboard["panels"], &mut out);
-    out
-}
-
-/// Raw (unexpanded) target expressions with the title of their panel.
-fn dashboard_exprs(dashboard: &Value) -> Vec<(String, String)> {
-    let mut exprs = Vec::new();
-    for panel in all_panels(dashboard) {
-        let title = panel["title"].as_str().unwrap_or("<untitled>");
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            if let Some(expr) = target["expr"].as_str() {
-                exprs.push((title.to_owned(), expr.to_owned()));
-            }
-        }
-    }
-    exprs
-}
 
 /// The vector selectors of a PromQL expression: `(metric name, text between
 /// the braces)`, the name being empty for a bare `{...}` selector and the
@@ -382,7 +349,7 @@ fn vector_selector_parser_self_test() {
 #[test]
 fn dashboard_provisions_without_import_placeholders() {
     let text = read(DASHBOARD);
-    let dashboard = dashboard();
+    let dashboard = dashboard::dashboard_json();
     assert!(
         dashboard.get("__inputs").is_none(),
         "dashboard must not have __inputs"
@@ -409,7 +376,7 @@ fn dashboard_provisions_without_import_placeholders() {
 
 #[test]
 fn dashboard_has_datasource_job_instance_and_account_variables() {
-    let dashboard = dashboard();
+    let dashboard = dashboard::dashboard_json();
     let variables = dashboard["templating"]["list"]
         .as_array()
         .expect("templating.list");
@@ -479,7 +446,7 @@ fn dashboard_has_datasource_job_instance_and_account_variables() {
 
 #[test]
 fn dashboard_panels_use_the_datasource_variable() {
-    let dashboard = dashboard();
+    let dashboard = dashboard::dashboard_json();
     let expected = serde_json::json!({"type": "prometheus", "uid": "${datasource}"});
     for panel in all_panels(&dashboard) {
         if panel["type"] == "row" {
@@ -502,7 +469,7 @@ fn dashboard_panels_use_the_datasource_variable() {
 
 #[test]
 fn dashboard_panels_have_unit_and_description() {
-    let dashboard = dashboard();
+    let dashboard = dashboard::dashboard_json();
     let mut problems = Vec::new();
     for panel in all_panels(&dashboard) {
         if panel["type"] == "row" {
@@ -527,8 +494,7 @@ fn dashboard_panels_have_unit_and_description() {
 
 #[test]
 fn dashboard_queries_filter_on_job_and_instance() {
-    let dashboard = dashboard();
-    let exprs = dashboard_exprs(&dashboard);
+    let exprs = raw_exprs_with_titles();
     assert!(exprs.len() >= 10, "only {} queries found", exprs.len());
     let mut problems = Vec::new();
     for (title, expr) in &exprs {
@@ -542,7 +508,7 @@ fn dashboard_queries_filter_on_job_and_instance() {
 #[test]
 fn dashboard_queries_are_fully_expanded() {
     let queries = dashboard_queries();
-    assert_eq!(queries.len(), dashboard_exprs(&dashboard()).len());
+    assert_eq!(queries.len(), raw_exprs_with_titles().len());
     for query in &queries {
         for leftover in ["$__", "$job", "$instance", "$account", "${"] {
             assert!(!query.contains(leftover), "{leftover} left in {query}");
@@ -579,7 +545,7 @@ fn dashboard_covers_the_metric_contract() {
 /// vital's device labels would split an account over several rows).
 #[test]
 fn dashboard_household_overview_is_one_row_per_account() {
-    let dashboard = dashboard();
+    let dashboard = dashboard::dashboard_json();
     let table = all_panels(&dashboard)
         .into_iter()
         .find(|p| p["title"] == "Household overview")

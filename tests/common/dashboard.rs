@@ -50,36 +50,61 @@ pub struct Panel {
     pub exprs: Vec<String>,
 }
 
-/// Every panel of `grafana/dashboards/withings.json`, in dashboard order.
-pub fn panels() -> Vec<Panel> {
-    fn collect(panels: &serde_json::Value, out: &mut Vec<Panel>) {
-        for panel in panels.as_array().into_iter().flatten() {
-            out.push(Panel {
-                title: panel["title"].as_str().unwrap_or("<untitled>").to_owned(),
-                kind: panel["type"].as_str().unwrap_or("").to_owned(),
-                min_interval: panel["interval"].as_str().map(str::to_owned),
-                exprs: panel["targets"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t["expr"].as_str())
-                    .filter(|e| !e.trim().is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            });
-            if let Some(nested) = panel.get("panels") {
-                collect(nested, out);
-            }
-        }
-    }
+/// The shipped dashboard, parsed.
+pub fn dashboard_json() -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DASHBOARD);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&text).expect("dashboard is valid JSON");
+    serde_json::from_str(&text).expect("dashboard is valid JSON")
+}
+
+/// All panels of `dashboard` as JSON, including panels nested in (collapsed) rows, in
+/// dashboard order.
+pub fn all_panels(dashboard: &serde_json::Value) -> Vec<&serde_json::Value> {
+    fn walk<'a>(panels: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+        for panel in panels.as_array().into_iter().flatten() {
+            out.push(panel);
+            if let Some(nested) = panel.get("panels") {
+                walk(nested, out);
+            }
+        }
+    }
     let mut out = Vec::new();
-    collect(&dashboard["panels"], &mut out);
+    walk(&dashboard["panels"], &mut out);
     out
+}
+
+/// Every panel of `grafana/dashboards/withings.json`, in dashboard order.
+pub fn panels() -> Vec<Panel> {
+    let dashboard = dashboard_json();
+    all_panels(&dashboard)
+        .into_iter()
+        .map(|panel| Panel {
+            title: panel["title"].as_str().unwrap_or("<untitled>").to_owned(),
+            kind: panel["type"].as_str().unwrap_or("").to_owned(),
+            min_interval: panel["interval"].as_str().map(str::to_owned),
+            exprs: panel["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["expr"].as_str())
+                .filter(|e| !e.trim().is_empty())
+                .map(str::to_owned)
+                .collect(),
+        })
+        .collect()
+}
+
+/// Every non-empty target expression of the dashboard, variables not expanded, each with the
+/// title of its panel.
+pub fn raw_exprs_with_titles() -> Vec<(String, String)> {
+    panels()
+        .into_iter()
+        .flat_map(|p| {
+            let title = p.title;
+            p.exprs.into_iter().map(move |e| (title.clone(), e))
+        })
+        .collect()
 }
 
 /// Every non-empty PromQL query of the panels of `grafana/dashboards/withings.json`
