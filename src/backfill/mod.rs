@@ -20,7 +20,7 @@ use crate::account::state::{MergeOptions, MergeStats};
 use crate::account::tokens::{TokenError, TokenSource};
 use crate::app::accounts::{AccountSet, name_rule, valid_name};
 use crate::clock::Clock;
-use crate::collector::{Collector, Collectors, activity, sleep};
+use crate::collector::{Collector, Collectors, RowQuery, activity, sleep};
 use crate::config::{Config, ConfigError};
 use crate::withings::{ApiError, ClientOptions, GetmeasPage, Limits, WithingsClient};
 use openmetrics::{FamilyReport, OpenMetricsWriter, Window, WriteError};
@@ -578,10 +578,14 @@ pub async fn run(
             let Some((start, end)) = days_of(span, edges).filter(|_| !before_devices) else {
                 continue;
             };
-            let days = (start.as_str(), end.as_str());
+            let days = |offset| RowQuery::Days {
+                start: &start,
+                end: &end,
+                offset,
+            };
             if options.collectors.contains(Collector::Activity) {
                 read.window(
-                    |token, offset| async move { client.getactivity_days(&token, days, offset).await },
+                    |token, offset| async move { client.getactivity(&token, days(offset)).await },
                     |page: activity::ActivityPage, counts| {
                         for day in &page.days {
                             counts.days += 1;
@@ -597,7 +601,7 @@ pub async fn run(
             if options.collectors.contains(Collector::Sleep) {
                 read.window(
                     |token, offset| async move {
-                        client.getsleepsummary_days(&token, days, offset).await
+                        client.getsleepsummary(&token, days(offset)).await
                     },
                     |page: sleep::SleepPage, counts| {
                         for night in &page.nights {

@@ -204,6 +204,32 @@ pub struct SyncQuery {
     pub offset: Option<i64>,
 }
 
+/// Which rows one page of `getactivity` or `getsummary` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowQuery<'a> {
+    /// The collectors' incremental sync: rows created or modified since `lastupdate`.
+    Since(SyncQuery),
+    /// The history backfill: the rows dated from `start` to `end` (YYYY-MM-DD, inclusive),
+    /// from `offset` on; `lastupdate` cannot select a range of days.
+    Days {
+        start: &'a str,
+        end: &'a str,
+        offset: Option<i64>,
+    },
+}
+
+impl From<SyncQuery> for RowQuery<'_> {
+    fn from(query: SyncQuery) -> Self {
+        Self::Since(query)
+    }
+}
+
+impl From<&SyncQuery> for RowQuery<'_> {
+    fn from(query: &SyncQuery) -> Self {
+        Self::Since(*query)
+    }
+}
+
 /// What a page said about the pages after it.
 pub trait Paged {
     fn more(&self) -> bool;

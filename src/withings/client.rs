@@ -276,55 +276,15 @@ impl WithingsClient {
         self.call("requesttoken", request, parse_token).await
     }
 
-    /// One `getactivity` page (`v2/measure`) for the activity collector.
-    pub async fn getactivity(
+    /// One `getactivity` page (`v2/measure`): for the activity collector's sync, or a range
+    /// of days for the backfill.
+    pub async fn getactivity<'q>(
         &self,
         token: &Secret,
-        query: &crate::collector::SyncQuery,
+        query: impl Into<crate::collector::RowQuery<'q>>,
     ) -> Result<crate::collector::activity::ActivityPage, ApiError> {
-        let request = self.collector_request(token, "v2/measure", "getactivity", Some(query), None);
-        self.call(
-            "getactivity",
-            request,
-            crate::collector::activity::parse_getactivity,
-        )
-        .await
-    }
-
-    /// One `getsummary` page (`v2/sleep`) for the sleep collector.
-    pub async fn getsleepsummary(
-        &self,
-        token: &Secret,
-        query: &crate::collector::SyncQuery,
-    ) -> Result<crate::collector::sleep::SleepPage, ApiError> {
-        let fields = crate::collector::sleep::data_fields();
         let request =
-            self.collector_request(token, "v2/sleep", "getsummary", Some(query), Some(&fields));
-        self.call(
-            "getsummary",
-            request,
-            crate::collector::sleep::parse_getsummary,
-        )
-        .await
-    }
-
-    /// One `getactivity` page of the days from `startdateymd` to `enddateymd` (YYYY-MM-DD,
-    /// inclusive), for the history backfill: the collector's `lastupdate` query cannot
-    /// select a range of days.
-    pub async fn getactivity_days(
-        &self,
-        token: &Secret,
-        (start, end): (&str, &str),
-        offset: Option<i64>,
-    ) -> Result<crate::collector::activity::ActivityPage, ApiError> {
-        let request = self.collector_days_request(
-            token,
-            "v2/measure",
-            "getactivity",
-            (start, end),
-            offset,
-            None,
-        );
+            self.collector_request(token, "v2/measure", "getactivity", Some(query.into()), None);
         self.call(
             "getactivity",
             request,
@@ -333,21 +293,19 @@ impl WithingsClient {
         .await
     }
 
-    /// One `getsummary` page of the nights dated from `startdateymd` to `enddateymd`
-    /// (inclusive), for the history backfill.
-    pub async fn getsleepsummary_days(
+    /// One `getsummary` page (`v2/sleep`): for the sleep collector's sync, or a range of
+    /// nights for the backfill.
+    pub async fn getsleepsummary<'q>(
         &self,
         token: &Secret,
-        (start, end): (&str, &str),
-        offset: Option<i64>,
+        query: impl Into<crate::collector::RowQuery<'q>>,
     ) -> Result<crate::collector::sleep::SleepPage, ApiError> {
         let fields = crate::collector::sleep::data_fields();
-        let request = self.collector_days_request(
+        let request = self.collector_request(
             token,
             "v2/sleep",
             "getsummary",
-            (start, end),
-            offset,
+            Some(query.into()),
             Some(&fields),
         );
         self.call(
@@ -440,48 +398,28 @@ impl WithingsClient {
         token: &Secret,
         path: &str,
         action: &str,
-        query: Option<&crate::collector::SyncQuery>,
+        query: Option<crate::collector::RowQuery<'_>>,
         data_fields: Option<&str>,
     ) -> reqwest::RequestBuilder {
-        let lastupdate = query.map(|q| q.lastupdate.to_string());
-        let offset = query.and_then(|q| q.offset).map(|o| o.to_string());
-        let mut form: Vec<(&str, &str)> = vec![("action", action)];
-        if let Some(lastupdate) = &lastupdate {
-            form.push(("lastupdate", lastupdate));
-        }
-        if let Some(offset) = &offset {
-            form.push(("offset", offset));
-        }
-        if let Some(fields) = data_fields {
-            form.push(("data_fields", fields));
-        }
-        self.http
-            .post(join(&self.api_url, path))
-            .bearer_auth(token.expose())
-            .form(&form)
-    }
-
-    /// [`WithingsClient::collector_request`] for a range of days instead of `lastupdate`.
-    fn collector_days_request(
-        &self,
-        token: &Secret,
-        path: &str,
-        action: &str,
-        (start, end): (&str, &str),
-        offset: Option<i64>,
-        data_fields: Option<&str>,
-    ) -> reqwest::RequestBuilder {
-        let offset = offset.map(|o| o.to_string());
-        let mut form: Vec<(&str, &str)> = vec![
-            ("action", action),
-            ("startdateymd", start),
-            ("enddateymd", end),
-        ];
-        if let Some(offset) = &offset {
-            form.push(("offset", offset));
+        use crate::collector::RowQuery;
+        let mut form: Vec<(&str, String)> = vec![("action", action.to_owned())];
+        let offset = match query {
+            Some(RowQuery::Since(q)) => {
+                form.push(("lastupdate", q.lastupdate.to_string()));
+                q.offset
+            }
+            Some(RowQuery::Days { start, end, offset }) => {
+                form.push(("startdateymd", start.to_owned()));
+                form.push(("enddateymd", end.to_owned()));
+                offset
+            }
+            None => None,
+        };
+        if let Some(offset) = offset {
+            form.push(("offset", offset.to_string()));
         }
         if let Some(fields) = data_fields {
-            form.push(("data_fields", fields));
+            form.push(("data_fields", fields.to_owned()));
         }
         self.http
             .post(join(&self.api_url, path))
