@@ -89,7 +89,8 @@ enum Command {
         timeout: f64,
     },
     /// Write an account's whole Withings history as OpenMetrics text, for `promtool tsdb
-    /// create-blocks-from openmetrics FILE DIR` (see the README, "Your history").
+    /// create-blocks-from openmetrics FILE DIR` (see the README, "Your history"): the
+    /// measures, and activity and sleep when WITHINGS_COLLECTORS turns them on.
     Backfill {
         /// The account (WITHINGS_TOKEN_DIR/NAME.json), or `default` for the one account of
         /// WITHINGS_TOKEN_FILE or WITHINGS_ACCESS_TOKEN.
