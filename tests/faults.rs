@@ -817,11 +817,13 @@ async fn disk_full_while_writing_the_token_file() {
     .await;
 }
 
+/// What `scrape_in_background` hands back.
+type BackgroundScrape =
+    tokio::task::JoinHandle<Result<(reqwest::StatusCode, String), reqwest::Error>>;
+
 impl Case {
     /// A scrape that runs while the test goes on: its status and body, once answered.
-    fn scrape_in_background(
-        &self,
-    ) -> tokio::task::JoinHandle<Result<(reqwest::StatusCode, String), reqwest::Error>> {
+    fn scrape_in_background(&self) -> BackgroundScrape {
         let (http, url) = (self.http.clone(), self.url("/metrics"));
         tokio::spawn(async move {
             let response = http.get(url).send().await?;
@@ -829,6 +831,34 @@ impl Case {
             Ok((status, response.text().await?))
         })
     }
+
+    /// Holds Withings' answers and starts a scrape whose fetch is then in flight there.
+    async fn scrape_held_at_withings(&self) -> BackgroundScrape {
+        self.sim.hold();
+        let requests = self.sim.request_count("/measure");
+        let scrape = self.scrape_in_background();
+        assert!(
+            eventually(WAIT, || self.sim.request_count("/measure") > requests).await,
+            "the fetch reached Withings"
+        );
+        scrape
+    }
+
+    async fn assert_exits_with_0(&mut self) -> std::process::ExitStatus {
+        let exit = self.exit_status().await;
+        assert_eq!(exit.code(), Some(0), "{exit:?} {:?}", self.log_lines());
+        exit
+    }
+}
+
+/// The body of a background scrape, which must have been answered with 200.
+async fn answered_with_200(scrape: BackgroundScrape) -> String {
+    let (status, text) = scrape
+        .await
+        .unwrap()
+        .expect("the scrape in flight is answered");
+    assert_eq!(status, 200);
+    text
 }
 
 fn sigterm(case: &Case) {
@@ -839,28 +869,17 @@ fn sigterm(case: &Case) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_in_the_middle_of_a_scrape() {
     let mut case = Case::start().await;
-    case.sim.hold();
-    let requests = case.sim.request_count("/measure");
-    let scrape = case.scrape_in_background();
-    assert!(
-        eventually(WAIT, || case.sim.request_count("/measure") > requests).await,
-        "the fetch reached Withings"
-    );
+    let scrape = case.scrape_held_at_withings().await;
     let mark = case.mark();
     sigterm(&case);
     case.wait_for_shutdown_to_begin().await;
     // Withings answers after the signal: the scrape in flight is finished, then the process
     // exits.
     case.sim.release();
-    let (status, text) = scrape
-        .await
-        .unwrap()
-        .expect("the scrape in flight is answered");
-    assert_eq!(status, 200);
+    let text = answered_with_200(scrape).await;
     assert_eq!(sample(&text, "withings_up"), Some(1.0), "{text}");
     case.assert_vitals_survive(&text);
-    let exit = case.exit_status().await;
-    assert_eq!(exit.code(), Some(0), "{exit:?} {:?}", case.log_lines());
+    case.assert_exits_with_0().await;
     assert_eq!(case.assert_token_file_intact(), case.pair);
     case.expect_problems(mark, &[]).await;
     case.assert_clean_log();
@@ -883,8 +902,7 @@ async fn sigterm_in_the_middle_of_a_refresh() {
     case.wait_for_shutdown_to_begin().await;
     // Withings answers the refresh after the signal, rotating the pair.
     case.sim.release_token_endpoint();
-    let exit = case.exit_status().await;
-    assert_eq!(exit.code(), Some(0), "{exit:?} {:?}", case.log_lines());
+    let exit = case.assert_exits_with_0().await;
     assert_eq!(exit.signal(), None);
     // Whether the process saved the rotated pair before it exited or not, the file holds a
     // refresh token Withings accepts.
@@ -909,24 +927,13 @@ async fn sigterm_while_withings_never_answers() {
         ..Options::default()
     })
     .await;
-    case.sim.hold();
-    let requests = case.sim.request_count("/measure");
-    let scrape = case.scrape_in_background();
-    assert!(
-        eventually(WAIT, || case.sim.request_count("/measure") > requests).await,
-        "the fetch reached Withings"
-    );
+    let scrape = case.scrape_held_at_withings().await;
     sigterm(&case);
     case.wait_for_shutdown_to_begin().await;
-    let (status, text) = scrape
-        .await
-        .unwrap()
-        .expect("the scrape in flight is answered");
-    assert_eq!(status, 200);
+    let text = answered_with_200(scrape).await;
     assert_eq!(sample(&text, "withings_up"), Some(0.0), "{text}");
     case.assert_vitals_survive(&text);
-    let exit = case.exit_status().await;
-    assert_eq!(exit.code(), Some(0), "{exit:?} {:?}", case.log_lines());
+    case.assert_exits_with_0().await;
     assert_eq!(case.assert_token_file_intact(), case.pair);
     case.assert_clean_log();
 }
