@@ -102,6 +102,14 @@ impl Files {
         self.write("cert.pem", &cert);
         self.write("key.pem", &key);
     }
+
+    /// A dir holding a server certificate signed by a fresh CA, and that CA for clients.
+    fn with_server_cert() -> (Self, Ca) {
+        let files = Files::new();
+        let ca = Ca::new("server CA");
+        files.server_cert(&ca);
+        (files, ca)
+    }
 }
 
 const TLS: &str = "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n";
@@ -236,9 +244,7 @@ fn assert_unauthorized(response: &reqwest::Response, what: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_serves_the_metrics_and_plain_http_is_refused() {
-    let files = Files::new();
-    let ca = Ca::new("server CA");
-    files.server_cert(&ca);
+    let (files, ca) = Files::with_server_cert();
     files.write("web.yml", TLS);
     let app = SecuredApp::start(&files.config()).await;
     assert!(app.web.tls_enabled());
@@ -429,9 +435,7 @@ async fn each_client_auth_type_admits_the_clients_go_would() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_and_basic_auth_together() {
-    let files = Files::new();
-    let ca = Ca::new("server CA");
-    files.server_cert(&ca);
+    let (files, ca) = Files::with_server_cert();
     files.write("web.yml", &format!("{TLS}{}", users(&[("prom", "pw")])));
     let app = SecuredApp::start(&files.config()).await;
     let client = https_client(&ca, None);
@@ -571,9 +575,7 @@ fn exporter_command(web_config: &Path) -> Command {
 
 #[test]
 fn an_unusable_web_config_stops_the_start_with_one_line_naming_file_and_key() {
-    let files = Files::new();
-    let ca = Ca::new("server CA");
-    files.server_cert(&ca);
+    let (files, _) = Files::with_server_cert();
     let cases: [(&str, String, &str); 5] = [
         ("bad YAML", "basic_auth_users: [\n".into(), "not a valid web configuration"),
         (
@@ -634,9 +636,7 @@ fn an_unusable_web_config_stops_the_start_with_one_line_naming_file_and_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_serves_https_with_auth_and_reloads_on_sighup() {
-    let files = Files::new();
-    let ca = Ca::new("server CA");
-    files.server_cert(&ca);
+    let (files, ca) = Files::with_server_cert();
     files.write("web.yml", &format!("{TLS}{}", users(&[("alice", "pw-a")])));
     let mut child = ChildGuard(exporter_command(&files.config()).spawn().unwrap());
     let log = capture_stderr(&mut child.0);
