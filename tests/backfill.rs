@@ -16,7 +16,7 @@ use common::process::{BIN, ChildGuard};
 use common::prometheus::{Daemon, start_daemon};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -372,6 +372,18 @@ impl Household {
     /// Runs `withings-exporter backfill ARGS` and returns its exit success and stderr.
     async fn backfill(&self, args: &[&str]) -> (bool, String) {
         self.backfill_with(&[], args).await
+    }
+
+    /// Backfills every account into `all.om` in a fresh dir, which must succeed; returns the
+    /// dir (keep it alive) and the file.
+    async fn backfill_all_to_a_file(&self) -> (tempfile::TempDir, PathBuf) {
+        let out = tempfile::tempdir().unwrap();
+        let file = out.path().join("all.om");
+        let (ok, stderr) = self
+            .backfill(&["--all", "--output", file.to_str().unwrap()])
+            .await;
+        assert!(ok, "{stderr}");
+        (out, file)
     }
 
     /// [`Household::backfill`] with more environment variables.
@@ -1307,12 +1319,7 @@ fn data_dir_of(file: &Path, dir: &Path) -> std::path::PathBuf {
 #[ignore = "needs promtool (Debian package prometheus)"]
 async fn promtool_makes_blocks_of_the_backfill() {
     let h = household(1_000, 200).await;
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("all.om");
-    let (ok, stderr) = h
-        .backfill(&["--all", "--output", file.to_str().unwrap()])
-        .await;
-    assert!(ok, "{stderr}");
+    let (out, file) = h.backfill_all_to_a_file().await;
     let blocks = out.path().join("blocks");
     promtool_blocks(&file, &blocks);
     assert!(std::fs::read_dir(&blocks).unwrap().count() > 0);
@@ -1345,14 +1352,7 @@ impl Prometheus {
         for (name, value) in params {
             url.query_pairs_mut().append_pair(name, value);
         }
-        let body = common::http()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = common::body_of(common::http().get(url)).await;
         let body: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
             body["status"],
@@ -1407,12 +1407,7 @@ impl Prometheus {
 #[ignore = "needs promtool and prometheus (Debian package prometheus)"]
 async fn prometheus_answers_with_the_simulators_readings_from_the_blocks() {
     let h = household(2_000, 200).await;
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("all.om");
-    let (ok, stderr) = h
-        .backfill(&["--all", "--output", file.to_str().unwrap()])
-        .await;
-    assert!(ok, "{stderr}");
+    let (out, file) = h.backfill_all_to_a_file().await;
     let data = data_dir_of(&file, out.path());
     let config = out.path().join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();

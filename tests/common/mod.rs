@@ -220,6 +220,11 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The body of a request that must be answered (any status: callers check what they need).
+pub async fn body_of(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
 /// An HTTP client whose requests give up: a port taken by something that accepts but never
 /// answers must not hang the test.
 pub fn http_with_timeout() -> reqwest::Client {
