@@ -233,6 +233,17 @@ async fn get(
     request.send().await
 }
 
+/// `GET /metrics` over plain HTTP, with an Authorization header if given; it must be answered.
+async fn plain_metrics(
+    client: &reqwest::Client,
+    app: &SecuredApp,
+    authorization: Option<&str>,
+) -> reqwest::Response {
+    get(client, &app.http("/metrics"), authorization)
+        .await
+        .unwrap()
+}
+
 fn assert_unauthorized(response: &reqwest::Response, what: &str) {
     assert_eq!(response.status(), 401, "{what}");
     assert_eq!(
@@ -277,27 +288,13 @@ async fn basic_auth_lets_only_the_right_user_in_and_says_nothing_about_who_exist
     assert!(!app.web.tls_enabled());
     let client = common::http();
 
-    let missing = get(&client, &app.http("/metrics"), None).await.unwrap();
+    let missing = plain_metrics(&client, &app, None).await;
     assert_unauthorized(&missing, "no credentials");
-    let wrong_password = get(
-        &client,
-        &app.http("/metrics"),
-        Some(&basic("prometheus", "wrong")),
-    )
-    .await
-    .unwrap();
+    let wrong_password = plain_metrics(&client, &app, Some(&basic("prometheus", "wrong"))).await;
     assert_unauthorized(&wrong_password, "wrong password");
-    let unknown_user = get(
-        &client,
-        &app.http("/metrics"),
-        Some(&basic("nobody", "s3cret-pass")),
-    )
-    .await
-    .unwrap();
+    let unknown_user = plain_metrics(&client, &app, Some(&basic("nobody", "s3cret-pass"))).await;
     assert_unauthorized(&unknown_user, "unknown user");
-    let not_basic = get(&client, &app.http("/metrics"), Some("Bearer s3cret-pass"))
-        .await
-        .unwrap();
+    let not_basic = plain_metrics(&client, &app, Some("Bearer s3cret-pass")).await;
     assert_unauthorized(&not_basic, "another scheme");
     // A wrong password and an unknown user get the very same answer.
     let headers = |r: &reqwest::Response| {
@@ -319,9 +316,7 @@ async fn basic_auth_lets_only_the_right_user_in_and_says_nothing_about_who_exist
     let right = Some(basic("prometheus", "s3cret-pass"));
     for _ in 0..2 {
         // The second time from the cache of verified credentials.
-        let response = get(&client, &app.http("/metrics"), right.as_deref())
-            .await
-            .unwrap();
+        let response = plain_metrics(&client, &app, right.as_deref()).await;
         assert_eq!(response.status(), 200);
         let text = response.text().await.unwrap();
         assert_eq!(common::sample(&text, "withings_up"), Some(1.0), "{text}");
