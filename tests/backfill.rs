@@ -583,11 +583,7 @@ async fn two_accounts_are_backfilled_with_the_live_exporters_series() {
             .map(|w| &w[0])
             .unwrap();
         let e = expected(account, stale, &stale["measures"][0]).unwrap();
-        let corrected = groups
-            .iter()
-            .rev()
-            .find(|g| g["grpid"] == stale["grpid"])
-            .unwrap();
+        let corrected = latest_version(groups, stale);
         let want = expected(account, corrected, &corrected["measures"][0]).unwrap();
         assert_eq!(
             file_samples(&text, &e),
@@ -972,6 +968,16 @@ struct Backfilled {
 
 /// Mom's measure history (`groups`, served `page_size` a page) with [`days_and_nights`],
 /// backfilled with every collector on.
+/// The last version Withings holds of `stale`'s group (the history lists corrections after
+/// the groups they correct).
+fn latest_version<'a>(groups: &'a [Value], stale: &Value) -> &'a Value {
+    groups
+        .iter()
+        .rev()
+        .find(|g| g["grpid"] == stale["grpid"])
+        .unwrap()
+}
+
 async fn mom_with_days_and_nights(groups: usize, page_size: usize) -> Backfilled {
     let h = household(groups, page_size).await;
     h.simulator
@@ -1427,11 +1433,7 @@ async fn prometheus_answers_with_the_simulators_readings_from_the_blocks() {
             .map(|w| &w[0])
             .unwrap();
         let e = expected(account, stale, &stale["measures"][0]).unwrap();
-        let corrected = groups
-            .iter()
-            .rev()
-            .find(|g| g["grpid"] == stale["grpid"])
-            .unwrap();
+        let corrected = latest_version(groups, stale);
         let want = expected(account, corrected, &corrected["measures"][0]).unwrap();
         assert_ne!(e.value, want.value);
         assert_eq!(
