@@ -6,7 +6,7 @@ mod common;
 
 use common::{sample, sample_with};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
@@ -512,33 +512,12 @@ async fn transient_refresh_failures_keep_the_tokens_and_back_off() {
     );
 }
 
-/// Collects log output of the current thread's subscriber.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn a_refused_refresh_token_is_reported_once_and_not_retried() {
     // A current-thread runtime: every task runs on this thread, under this subscriber.
-    let logs = Logs::default();
-    let writer = logs.clone();
+    let logs = common::CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
+        .with_writer(logs.clone())
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);

@@ -254,3 +254,31 @@ pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Log output kept in memory: a `tracing_subscriber` writer whose text a test reads back.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl CapturedLogs {
+    /// Everything logged so far (the formatter writes UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("logs are UTF-8")
+    }
+}
