@@ -11,13 +11,14 @@
 
 mod common;
 
+use common::accounts::unix_now as now;
 use common::process::{ChildGuard, start_serving};
 use common::{eventually, fixture, sample, sample_with};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
@@ -36,12 +37,6 @@ const VITALS: [&str; 5] = [
     "withings_body_temperature_celsius",
     "withings_measurement_timestamp_seconds",
 ];
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
 
 /// A TCP relay between the exporter and the simulator that can be unplugged: its listener
 /// and every relayed connection close at once, so that even pooled keep-alive connections

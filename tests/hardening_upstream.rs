@@ -5,9 +5,10 @@
 
 mod common;
 
+use common::accounts::unix_now as now;
 use std::path::Path;
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use withings_exporter::account::token_store::{StoreError, StoredTokens, TokenStore};
 use withings_exporter::account::tokens::{
     ClientCredentials, RefreshPolicy, TokenManager, TokenSource,
@@ -15,13 +16,6 @@ use withings_exporter::account::tokens::{
 use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOptions};
 use withings_exporter::withings::{ApiError, ClientOptions, GetmeasQuery, WithingsClient};
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 async fn simulator() -> Simulator {
     let sim = Simulator::start(SimulatorOptions::default())

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::accounts::unix_now as now;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,13 +48,6 @@ fn group(grpid: i64, date: i64, weight_g: i64) -> Value {
         "category": 1, "deviceid": "d1", "hash_deviceid": "d1", "model": "Body+",
         "modelid": 5, "measures": [{"type": 1, "value": weight_g, "unit": -3}],
     })
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 struct Setup<'a> {

@@ -11,6 +11,7 @@ mod common;
 #[path = "common/dashboard.rs"]
 mod dashboard;
 
+use common::accounts::unix_now;
 use common::prometheus::{
     Daemon, assert_promtool_accepts, free_port, shipped_discovery_config, start_daemon,
     start_daemon_on_ports,
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use withings_exporter::simulator::{Fault, SimulatorOptions};
 
 const RULES: &str = "prometheus/rules/withings.rules.yml";
@@ -36,13 +37,6 @@ const SHORT_FOR: &str = "2s";
 /// How long any one thing may take to become true before the test gives up. Generous,
 /// because the machine may be loaded; the test only waits this long when it is failing.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
 
 // ------------------------------------------------------------- promtool check metrics
 

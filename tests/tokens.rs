@@ -4,10 +4,11 @@
 
 mod common;
 
+use common::accounts::unix_now as now;
 use common::{sample, sample_with};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::account::tokens::{
@@ -21,13 +22,6 @@ use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOpti
 use withings_exporter::withings::{ClientOptions, WithingsClient};
 
 const LIFETIME: i64 = 3600;
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// A simulator on a fixed clock, so that tests expire tokens by moving it, not by waiting.
 async fn simulator() -> Simulator {
