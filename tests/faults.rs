@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOptions};
+use withings_exporter::simulator::{Fault, OAuthOptions, Simulator};
 
 /// Access tokens the simulator issues live this long; moving its clock past it makes
 /// Withings answer 401 to the token the exporter holds.
@@ -114,17 +114,8 @@ impl Case {
     /// Starts everything and makes one good scrape of the seed fixture.
     async fn start_with(options: Options) -> Self {
         withings_exporter::withings::install_crypto_provider();
-        let sim = Simulator::start(SimulatorOptions {
-            oauth: OAuthOptions {
-                access_token_lifetime: Duration::from_secs(LIFETIME as u64),
-                ..OAuthOptions::default()
-            },
-            ..SimulatorOptions::default()
-        })
-        .await
-        .expect("simulator starts");
         let clock = now();
-        sim.set_clock(Some(clock));
+        let sim = common::simulator_on_a_stopped_clock(LIFETIME, clock).await;
         sim.load_fixture(&fixture("seed_getmeas.json")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let volume = dir.path().join("volume");

@@ -18,23 +18,14 @@ use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOptions};
+use withings_exporter::simulator::{Fault, OAuthOptions, Simulator};
 use withings_exporter::withings::{ClientOptions, WithingsClient};
 
 const LIFETIME: i64 = 3600;
 
 /// A simulator on a fixed clock, so that tests expire tokens by moving it, not by waiting.
 async fn simulator() -> Simulator {
-    let sim = Simulator::start(SimulatorOptions {
-        oauth: OAuthOptions {
-            access_token_lifetime: Duration::from_secs(LIFETIME as u64),
-            ..OAuthOptions::default()
-        },
-        ..SimulatorOptions::default()
-    })
-    .await
-    .expect("simulator starts");
-    sim.set_clock(Some(now()));
+    let sim = common::simulator_on_a_stopped_clock(LIFETIME, now()).await;
     sim.set_groups(vec![serde_json::json!({
         "grpid": 1, "attrib": 0, "date": 1_700_000_000, "category": 1,
         "measures": [{"value": 120, "type": 10, "unit": 0}]

@@ -220,6 +220,22 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A simulator whose access tokens live `lifetime` seconds, its clock stopped at `clock`:
+/// tests expire tokens by moving the clock, not by waiting.
+pub async fn simulator_on_a_stopped_clock(lifetime: i64, clock: i64) -> Simulator {
+    let sim = Simulator::start(SimulatorOptions {
+        oauth: withings_exporter::simulator::OAuthOptions {
+            access_token_lifetime: Duration::from_secs(lifetime as u64),
+            ..Default::default()
+        },
+        ..SimulatorOptions::default()
+    })
+    .await
+    .expect("simulator starts");
+    sim.set_clock(Some(clock));
+    sim
+}
+
 /// The body of a request that must be answered (any status: callers check what they need).
 pub async fn body_of(request: reqwest::RequestBuilder) -> String {
     request.send().await.unwrap().text().await.unwrap()
