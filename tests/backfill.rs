@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use withings_exporter::account::token_store::{StoredTokens, TokenStore};
+use withings_exporter::account::token_store::TokenStore;
 use withings_exporter::account::tokens::{ClientCredentials, TokenSource};
 use withings_exporter::account::unix_now;
 use withings_exporter::backfill::openmetrics::{
@@ -333,16 +333,8 @@ async fn household(groups_each: usize, page_size: usize) -> Household {
             seed: seed as u64,
         });
         simulator.set_user_groups(userid, groups.clone()).unwrap();
-        let (access, refresh, expires_in) = simulator.issue_token_pair_for(userid);
         TokenStore::new(dir.path().join(format!("{name}.json")))
-            .save(&StoredTokens {
-                access_token: Secret::new(access),
-                refresh_token: Secret::new(refresh),
-                expires_at: now + expires_in,
-                obtained_at: Some(now),
-                userid: Some(userid.to_owned()),
-                scope: Some("user.metrics".into()),
-            })
+            .save(&common::accounts::issued_tokens(&simulator, userid))
             .unwrap();
         all.insert(name, groups);
     }

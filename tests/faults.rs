@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::accounts::unix_now as now;
+use common::accounts::{issued_tokens, unix_now as now};
 use common::process::{ChildGuard, start_serving};
 use common::{eventually, fixture, sample, sample_with};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -22,7 +22,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
-use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{Fault, OAuthOptions, Simulator};
 
 /// Access tokens the simulator issues live this long; moving its clock past it makes
@@ -121,15 +120,8 @@ impl Case {
         let volume = dir.path().join("volume");
         std::fs::create_dir(&volume).unwrap();
         let path = volume.join("tokens.json");
-        let (access, refresh, expires_in) = sim.issue_token_pair();
-        let pair = StoredTokens {
-            access_token: Secret::new(access),
-            refresh_token: Secret::new(refresh),
-            expires_at: now() + expires_in,
-            obtained_at: Some(now()),
-            userid: Some("12345".into()),
-            scope: Some("user.metrics".into()),
-        };
+        // The simulator's default user.
+        let pair = issued_tokens(&sim, "12345");
         TokenStore::new(&path).save(&pair).unwrap();
         let plug = if options.plug {
             Some(Plug::start(sim.addr()).await)

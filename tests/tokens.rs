@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::accounts::unix_now as now;
+use common::accounts::{issued_tokens, unix_now as now};
 use common::{sample, sample_with};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,15 +42,8 @@ fn expire(sim: &Simulator, clock: &mut i64) {
 
 /// Writes a token file holding a pair the simulator just issued, as `auth` would.
 fn authorized_file(sim: &Simulator, path: &Path) -> StoredTokens {
-    let (access, refresh, expires_in) = sim.issue_token_pair();
-    let tokens = StoredTokens {
-        access_token: Secret::new(access),
-        refresh_token: Secret::new(refresh),
-        expires_at: now() + expires_in,
-        obtained_at: Some(now()),
-        userid: Some("12345".into()),
-        scope: Some("user.metrics".into()),
-    };
+    // The simulator's default user.
+    let tokens = issued_tokens(sim, "12345");
     TokenStore::new(path).save(&tokens).unwrap();
     tokens
 }
