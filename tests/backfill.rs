@@ -333,9 +333,7 @@ async fn household(groups_each: usize, page_size: usize) -> Household {
             seed: seed as u64,
         });
         simulator.set_user_groups(userid, groups.clone()).unwrap();
-        TokenStore::new(dir.path().join(format!("{name}.json")))
-            .save(&common::accounts::issued_tokens(&simulator, userid))
-            .unwrap();
+        common::accounts::write_account(&simulator, dir.path(), name, userid);
         all.insert(name, groups);
     }
     Household {

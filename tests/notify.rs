@@ -11,14 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::http::web_config::WebConfig;
 use withings_exporter::notify::callback::{self, Callback};
 use withings_exporter::notify::{Notifier, NotifySettings};
-use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -82,17 +80,7 @@ async fn harness(setup: Setup<'_>) -> Harness {
         sim.add_user(userid);
         sim.upsert_user_group(userid, group(1, now() - 86_400, 70_000))
             .unwrap();
-        let (access, refresh, expires_in) = sim.issue_token_pair_for(userid);
-        TokenStore::new(tokens.join(format!("{name}.json")))
-            .save(&StoredTokens {
-                access_token: Secret::new(access),
-                refresh_token: Secret::new(refresh),
-                expires_at: now() + expires_in,
-                obtained_at: Some(now()),
-                userid: Some((*userid).to_owned()),
-                scope: Some("user.metrics".into()),
-            })
-            .unwrap();
+        common::accounts::write_account(&sim, &tokens, name, userid);
     }
     let (client_id, client_secret) = sim.client_credentials();
     let config = Config::from_vars(

@@ -859,19 +859,7 @@ async fn prometheus_discovers_every_account_and_one_added_with_auth() {
             vec![reading(userid.parse().unwrap(), systolic, now)],
         )
         .unwrap();
-        let (access, refresh, expires_in) = sim.issue_token_pair_for(userid);
-        withings_exporter::account::token_store::TokenStore::new(
-            accounts.join(format!("{name}.json")),
-        )
-        .save(&withings_exporter::account::token_store::StoredTokens {
-            access_token: withings_exporter::secret::Secret::new(access),
-            refresh_token: withings_exporter::secret::Secret::new(refresh),
-            expires_at: now + expires_in,
-            obtained_at: Some(now),
-            userid: Some(userid.into()),
-            scope: Some("user.metrics".into()),
-        })
-        .unwrap();
+        common::accounts::write_account(&sim, &accounts, name, userid);
     }
     let (client_id, client_secret) = sim.client_credentials();
     let config = Config::from_vars(
