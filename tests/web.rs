@@ -20,7 +20,7 @@ use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_exporter::simulator::Simulator;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -149,15 +149,7 @@ impl Drop for SecuredApp {
 
 impl SecuredApp {
     async fn start(config: &Path) -> Self {
-        let simulator = Simulator::start(SimulatorOptions {
-            access_tokens: vec![common::TOKEN.into()],
-            ..SimulatorOptions::default()
-        })
-        .await
-        .unwrap();
-        simulator
-            .load_fixture(&common::fixture("measurement_list.json"))
-            .unwrap();
+        let simulator = common::simulator_serving("measurement_list.json").await;
         let config_vars = Config::from_vars(
             [
                 ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0".to_string()),

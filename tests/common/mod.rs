@@ -220,6 +220,18 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A simulator that accepts [`TOKEN`] and serves the captured answer `fixture_name`.
+pub async fn simulator_serving(fixture_name: &str) -> Simulator {
+    let simulator = Simulator::start(SimulatorOptions {
+        access_tokens: vec![TOKEN.into()],
+        ..SimulatorOptions::default()
+    })
+    .await
+    .unwrap();
+    simulator.load_fixture(&fixture(fixture_name)).unwrap();
+    simulator
+}
+
 /// A simulator whose access tokens live `lifetime` seconds, its clock stopped at `clock`:
 /// tests expire tokens by moving the clock, not by waiting.
 pub async fn simulator_on_a_stopped_clock(lifetime: i64, clock: i64) -> Simulator {
