@@ -17,8 +17,7 @@ use common::prometheus::{
     start_daemon_on_ports,
 };
 use common::{
-    AppOptions, TestApp, fixture, http_with_timeout as http, read_repo_file, spawn_app,
-    spawn_app_with,
+    AppOptions, TestApp, fixture, http_with_timeout as http, read_repo_file, spawn_app_with,
 };
 use serde_json::{Value, json};
 use std::net::TcpListener;
@@ -76,10 +75,7 @@ fn assert_families(exposition: &str, families: &[&str]) {
 #[tokio::test]
 #[ignore = "needs promtool (Debian package prometheus)"]
 async fn promtool_accepts_the_seed_exposition() {
-    let app = spawn_app().await;
-    app.simulator
-        .load_fixture(&fixture("seed_getmeas.json"))
-        .expect("seed fixture");
+    let app = common::spawn_seeded_app().await;
     let exposition = app.scrape().await;
     assert_families(&exposition, HEALTHY_FAMILIES);
     assert_promtool_accepts(&exposition);
@@ -171,10 +167,7 @@ async fn promtool_accepts_the_body_composition_exposition() {
 #[tokio::test]
 #[ignore = "needs promtool (Debian package prometheus)"]
 async fn promtool_accepts_the_failing_exposition() {
-    let app = spawn_app().await;
-    app.simulator
-        .load_fixture(&fixture("seed_getmeas.json"))
-        .expect("seed fixture");
+    let app = common::spawn_seeded_app().await;
     app.scrape().await;
     app.simulator.set_fault(Some(Fault::ExpiredToken));
     let exposition = app.scrape().await;

@@ -48,6 +48,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
 }
 
+/// An app whose simulator serves the seed sample (`tests/fixtures/seed_getmeas.json`).
+pub async fn spawn_seeded_app() -> TestApp {
+    let app = spawn_app().await;
+    app.simulator
+        .load_fixture(&fixture("seed_getmeas.json"))
+        .expect("seed fixture");
+    app
+}
+
 /// Starts a simulator and an exporter pointed at it, both on port 0.
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let simulator = Simulator::start(SimulatorOptions {
