@@ -128,16 +128,12 @@ async fn sd_lists_one_target_per_account_at_the_host_prometheus_used() {
     names.sort();
     assert_eq!(names, ["ben", "mom"]);
     // Behind a proxy or a DNS name, the target is the Host the request came to.
-    let body = h
-        .http
-        .get(h.url("/sd"))
-        .header("host", "exporter.example:9100")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = common::body_of(
+        h.http
+            .get(h.url("/sd"))
+            .header("host", "exporter.example:9100"),
+    )
+    .await;
     let groups: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(groups[0]["targets"][0], "exporter.example:9100", "{body}");
 }
@@ -400,14 +396,7 @@ async fn the_running_binary_serves_a_new_account_within_10_seconds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(systolic(&ben), Some(143.0), "{ben}");
-    let sd = http
-        .get(format!("http://{address}/sd"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sd = common::body_of(http.get(format!("http://{address}/sd"))).await;
     assert!(sd.contains("\"account\":\"ben\""), "{sd}");
 
     // And gone within 10 s of its file.

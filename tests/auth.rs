@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use url::Url;
 use withings_exporter::account::token_store::TokenStore;
 use withings_exporter::account::tokens::ClientCredentials;
-use withings_exporter::auth::{AuthError, AuthSettings, Authorization};
+use withings_exporter::auth::{AuthError, AuthSettings, Authorization, CallbackListener};
 use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{OAuthOptions, Simulator, SimulatorOptions};
 use withings_exporter::withings::ClientOptions;
@@ -41,6 +41,21 @@ fn settings(sim: &Simulator, token_file: &Path, redirect_uri: &str) -> AuthSetti
         scopes: withings_exporter::auth::SCOPE.into(),
         account: None,
     }
+}
+
+/// A token file's path in a fresh temp dir (keep the dir alive while the path is used).
+fn token_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    (dir, path)
+}
+
+/// An authorization whose redirect listener is already bound on an ephemeral loopback port.
+async fn listening(sim: &Simulator, token_file: &Path) -> (Authorization, CallbackListener) {
+    let mut auth =
+        Authorization::new(settings(sim, token_file, "http://127.0.0.1:0/callback")).unwrap();
+    let listener = auth.listen().await.unwrap();
+    (auth, listener)
 }
 
 /// A browser that does not follow redirects: returns where Withings sends the user.
@@ -77,11 +92,8 @@ fn assert_one_line(e: &AuthError, must_contain: &str) {
 #[tokio::test]
 async fn auth_through_the_redirect_listener() {
     let sim = simulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.json");
-    let mut auth =
-        Authorization::new(settings(&sim, &path, "http://127.0.0.1:0/callback")).unwrap();
-    let listener = auth.listen().await.unwrap();
+    let (_dir, path) = token_file();
+    let (auth, listener) = listening(&sim, &path).await;
     // The application's registered callback is where this run listens.
     sim.set_redirect_uri(auth.redirect_uri().as_str());
     let url = auth.url();
@@ -168,11 +180,8 @@ async fn forge(uri: &Url, query: &str) -> (u16, String) {
 #[tokio::test]
 async fn requests_with_a_wrong_state_are_ignored_and_the_real_redirect_still_succeeds() {
     let sim = simulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.json");
-    let mut auth =
-        Authorization::new(settings(&sim, &path, "http://127.0.0.1:0/callback")).unwrap();
-    let listener = auth.listen().await.unwrap();
+    let (_dir, path) = token_file();
+    let (auth, listener) = listening(&sim, &path).await;
     sim.set_redirect_uri(auth.redirect_uri().as_str());
     let uri = auth.redirect_uri().clone();
     let url = auth.url();
@@ -209,11 +218,8 @@ async fn requests_with_a_wrong_state_are_ignored_and_the_real_redirect_still_suc
 #[tokio::test]
 async fn only_an_error_with_this_runs_state_ends_the_wait() {
     let sim = simulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.json");
-    let mut auth =
-        Authorization::new(settings(&sim, &path, "http://127.0.0.1:0/callback")).unwrap();
-    let listener = auth.listen().await.unwrap();
+    let (_dir, path) = token_file();
+    let (auth, listener) = listening(&sim, &path).await;
     let uri = auth.redirect_uri().clone();
     let state: String = auth
         .url()
@@ -240,11 +246,8 @@ async fn only_an_error_with_this_runs_state_ends_the_wait() {
 #[tokio::test]
 async fn forged_requests_alone_end_in_the_timeout_and_nothing_is_saved() {
     let sim = simulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.json");
-    let mut auth =
-        Authorization::new(settings(&sim, &path, "http://127.0.0.1:0/callback")).unwrap();
-    let listener = auth.listen().await.unwrap();
+    let (_dir, path) = token_file();
+    let (auth, listener) = listening(&sim, &path).await;
     let uri = auth.redirect_uri().clone();
     // The listener answers each forgery before the timeout passes, and the forgeries alone
     // do not end the wait: only the timeout does.
@@ -273,8 +276,7 @@ async fn an_expired_code_gets_a_clear_error() {
         .unwrap()
         .as_secs() as i64;
     sim.set_clock(Some(now));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.json");
+    let (_dir, path) = token_file();
     let auth =
         Authorization::new(settings(&sim, &path, &OAuthOptions::default().redirect_uri)).unwrap();
     let location = consent(&auth.url()).await;
@@ -297,8 +299,7 @@ async fn an_expired_code_gets_a_clear_error() {
 #[tokio::test]
 async fn a_redirect_uri_mismatch_gets_a_clear_error() {
     let sim = simulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.json");
+    let (_dir, path) = token_file();
     let auth =
         Authorization::new(settings(&sim, &path, "http://127.0.0.1:9/not-registered")).unwrap();
     // The authorization page refuses an unregistered callback, without redirecting.
@@ -346,8 +347,7 @@ async fn a_redirect_uri_mismatch_gets_a_clear_error() {
 #[tokio::test]
 async fn a_bad_client_secret_gets_a_clear_error() {
     let sim = simulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.json");
+    let (_dir, path) = token_file();
     let mut s = settings(&sim, &path, &OAuthOptions::default().redirect_uri);
     s.credentials.client_secret = Secret::new("wrong-secret-value");
     let auth = Authorization::new(s).unwrap();
@@ -432,8 +432,7 @@ async fn finish(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_auth_command_in_paste_mode_writes_the_token_file() {
     let sim = simulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path: PathBuf = dir.path().join("tokens.json");
+    let (_dir, path) = token_file();
     // The URL is printed before the program waits for input.
     let (mut child, url, rest) = auth_command(&sim, &path, &["--paste"], printed_url).await;
     let location = consent(&url).await;
@@ -457,8 +456,7 @@ async fn the_auth_command_receives_the_redirect_on_its_listen_address() {
     // As in a container: the redirect URI names 127.0.0.1:19101 on the host, the listener
     // binds another address (here an ephemeral port) that the host forwards to.
     let sim = simulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path: PathBuf = dir.path().join("tokens.json");
+    let (_dir, path) = token_file();
     let (child, url, mut rest) =
         auth_command(&sim, &path, &["--listen", "127.0.0.1:0"], printed_url).await;
     let listening: std::net::SocketAddr = {

@@ -16,11 +16,11 @@ use common::process::{BIN, ChildGuard};
 use common::prometheus::{Daemon, start_daemon};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use withings_exporter::account::token_store::{StoredTokens, TokenStore};
+use withings_exporter::account::token_store::TokenStore;
 use withings_exporter::account::tokens::{ClientCredentials, TokenSource};
 use withings_exporter::account::unix_now;
 use withings_exporter::backfill::openmetrics::{
@@ -333,17 +333,7 @@ async fn household(groups_each: usize, page_size: usize) -> Household {
             seed: seed as u64,
         });
         simulator.set_user_groups(userid, groups.clone()).unwrap();
-        let (access, refresh, expires_in) = simulator.issue_token_pair_for(userid);
-        TokenStore::new(dir.path().join(format!("{name}.json")))
-            .save(&StoredTokens {
-                access_token: Secret::new(access),
-                refresh_token: Secret::new(refresh),
-                expires_at: now + expires_in,
-                obtained_at: Some(now),
-                userid: Some(userid.to_owned()),
-                scope: Some("user.metrics".into()),
-            })
-            .unwrap();
+        common::accounts::write_account(&simulator, dir.path(), name, userid);
         all.insert(name, groups);
     }
     Household {
@@ -372,6 +362,18 @@ impl Household {
     /// Runs `withings-exporter backfill ARGS` and returns its exit success and stderr.
     async fn backfill(&self, args: &[&str]) -> (bool, String) {
         self.backfill_with(&[], args).await
+    }
+
+    /// Backfills every account into `all.om` in a fresh dir, which must succeed; returns the
+    /// dir (keep it alive) and the file.
+    async fn backfill_all_to_a_file(&self) -> (tempfile::TempDir, PathBuf) {
+        let out = tempfile::tempdir().unwrap();
+        let file = out.path().join("all.om");
+        let (ok, stderr) = self
+            .backfill(&["--all", "--output", file.to_str().unwrap()])
+            .await;
+        assert!(ok, "{stderr}");
+        (out, file)
     }
 
     /// [`Household::backfill`] with more environment variables.
@@ -571,11 +573,7 @@ async fn two_accounts_are_backfilled_with_the_live_exporters_series() {
             .map(|w| &w[0])
             .unwrap();
         let e = expected(account, stale, &stale["measures"][0]).unwrap();
-        let corrected = groups
-            .iter()
-            .rev()
-            .find(|g| g["grpid"] == stale["grpid"])
-            .unwrap();
+        let corrected = latest_version(groups, stale);
         let want = expected(account, corrected, &corrected["measures"][0]).unwrap();
         assert_eq!(
             file_samples(&text, &e),
@@ -960,6 +958,16 @@ struct Backfilled {
 
 /// Mom's measure history (`groups`, served `page_size` a page) with [`days_and_nights`],
 /// backfilled with every collector on.
+/// The last version Withings holds of `stale`'s group (the history lists corrections after
+/// the groups they correct).
+fn latest_version<'a>(groups: &'a [Value], stale: &Value) -> &'a Value {
+    groups
+        .iter()
+        .rev()
+        .find(|g| g["grpid"] == stale["grpid"])
+        .unwrap()
+}
+
 async fn mom_with_days_and_nights(groups: usize, page_size: usize) -> Backfilled {
     let h = household(groups, page_size).await;
     h.simulator
@@ -1307,12 +1315,7 @@ fn data_dir_of(file: &Path, dir: &Path) -> std::path::PathBuf {
 #[ignore = "needs promtool (Debian package prometheus)"]
 async fn promtool_makes_blocks_of_the_backfill() {
     let h = household(1_000, 200).await;
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("all.om");
-    let (ok, stderr) = h
-        .backfill(&["--all", "--output", file.to_str().unwrap()])
-        .await;
-    assert!(ok, "{stderr}");
+    let (out, file) = h.backfill_all_to_a_file().await;
     let blocks = out.path().join("blocks");
     promtool_blocks(&file, &blocks);
     assert!(std::fs::read_dir(&blocks).unwrap().count() > 0);
@@ -1345,14 +1348,7 @@ impl Prometheus {
         for (name, value) in params {
             url.query_pairs_mut().append_pair(name, value);
         }
-        let body = common::http()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = common::body_of(common::http().get(url)).await;
         let body: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
             body["status"],
@@ -1407,12 +1403,7 @@ impl Prometheus {
 #[ignore = "needs promtool and prometheus (Debian package prometheus)"]
 async fn prometheus_answers_with_the_simulators_readings_from_the_blocks() {
     let h = household(2_000, 200).await;
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("all.om");
-    let (ok, stderr) = h
-        .backfill(&["--all", "--output", file.to_str().unwrap()])
-        .await;
-    assert!(ok, "{stderr}");
+    let (out, file) = h.backfill_all_to_a_file().await;
     let data = data_dir_of(&file, out.path());
     let config = out.path().join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
@@ -1432,11 +1423,7 @@ async fn prometheus_answers_with_the_simulators_readings_from_the_blocks() {
             .map(|w| &w[0])
             .unwrap();
         let e = expected(account, stale, &stale["measures"][0]).unwrap();
-        let corrected = groups
-            .iter()
-            .rev()
-            .find(|g| g["grpid"] == stale["grpid"])
-            .unwrap();
+        let corrected = latest_version(groups, stale);
         let want = expected(account, corrected, &corrected["measures"][0]).unwrap();
         assert_ne!(e.value, want.value);
         assert_eq!(

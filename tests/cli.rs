@@ -113,14 +113,7 @@ async fn serves_fails_quietly_about_secrets_and_stops_on_sigterm() {
         ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
     ]));
     let url = served_url(&log).await;
-    let text = common::http()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::body_of(common::http().get(&url)).await;
     assert_eq!(common::sample(&text, "withings_token_valid"), Some(0.0));
     let logged = wait_for_log(&log, "fetching measures from Withings failed", 1).await;
     assert!(
@@ -411,14 +404,7 @@ async fn flags_win_over_their_variables_and_the_telemetry_path_moves_the_metrics
         );
     }
     let landing = url.replace("/withings/metrics", "/");
-    let page = client
-        .get(&landing)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = common::body_of(client.get(&landing)).await;
     assert!(page.contains("href=\"withings/metrics\""), "{page}");
 }
 

@@ -70,10 +70,7 @@ fn assert_seed_vitals(text: &str) {
 
 #[tokio::test]
 async fn seed_sample_gives_the_exact_vitals() {
-    let app = spawn_app().await;
-    app.simulator
-        .load_fixture(&fixture("seed_getmeas.json"))
-        .unwrap();
+    let app = common::spawn_seeded_app().await;
     let text = app.scrape().await;
     assert_seed_vitals(&text);
     assert_eq!(sample(&text, "withings_up"), Some(1.0));
@@ -94,10 +91,7 @@ async fn seed_sample_gives_the_exact_vitals() {
 
 #[tokio::test]
 async fn each_scrape_makes_one_getmeas_request_with_the_documented_parameters() {
-    let app = spawn_app().await;
-    app.simulator
-        .load_fixture(&fixture("seed_getmeas.json"))
-        .unwrap();
+    let app = common::spawn_seeded_app().await;
     app.scrape().await;
     app.scrape().await;
     let requests = app.simulator.requests();
@@ -124,10 +118,7 @@ async fn each_scrape_makes_one_getmeas_request_with_the_documented_parameters() 
 /// change, and review the diff.
 #[tokio::test]
 async fn seed_exposition_matches_the_golden_file() {
-    let app = spawn_app().await;
-    app.simulator
-        .load_fixture(&fixture("seed_getmeas.json"))
-        .unwrap();
+    let app = common::spawn_seeded_app().await;
     let text = app.scrape().await;
     common::assert_golden(&text, "seed.prom");
 }
@@ -388,10 +379,7 @@ async fn routes_other_than_metrics_never_call_withings() {
 
 #[tokio::test]
 async fn shutdown_lets_a_scrape_in_flight_finish() {
-    let app = spawn_app().await;
-    app.simulator
-        .load_fixture(&fixture("seed_getmeas.json"))
-        .unwrap();
+    let app = common::spawn_seeded_app().await;
     app.simulator
         .push_fault(Fault::Delay(Duration::from_millis(300)));
     let url = app.url("/metrics");

@@ -11,18 +11,18 @@
 
 mod common;
 
+use common::accounts::{issued_tokens, unix_now as now};
 use common::process::{ChildGuard, start_serving};
 use common::{eventually, fixture, sample, sample_with};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
-use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOptions};
+use withings_exporter::simulator::{Fault, OAuthOptions, Simulator};
 
 /// Access tokens the simulator issues live this long; moving its clock past it makes
 /// Withings answer 401 to the token the exporter holds.
@@ -36,12 +36,6 @@ const VITALS: [&str; 5] = [
     "withings_body_temperature_celsius",
     "withings_measurement_timestamp_seconds",
 ];
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
 
 /// A TCP relay between the exporter and the simulator that can be unplugged: its listener
 /// and every relayed connection close at once, so that even pooled keep-alive connections
@@ -119,31 +113,15 @@ impl Case {
     /// Starts everything and makes one good scrape of the seed fixture.
     async fn start_with(options: Options) -> Self {
         withings_exporter::withings::install_crypto_provider();
-        let sim = Simulator::start(SimulatorOptions {
-            oauth: OAuthOptions {
-                access_token_lifetime: Duration::from_secs(LIFETIME as u64),
-                ..OAuthOptions::default()
-            },
-            ..SimulatorOptions::default()
-        })
-        .await
-        .expect("simulator starts");
         let clock = now();
-        sim.set_clock(Some(clock));
+        let sim = common::simulator_on_a_stopped_clock(LIFETIME, clock).await;
         sim.load_fixture(&fixture("seed_getmeas.json")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let volume = dir.path().join("volume");
         std::fs::create_dir(&volume).unwrap();
         let path = volume.join("tokens.json");
-        let (access, refresh, expires_in) = sim.issue_token_pair();
-        let pair = StoredTokens {
-            access_token: Secret::new(access),
-            refresh_token: Secret::new(refresh),
-            expires_at: now() + expires_in,
-            obtained_at: Some(now()),
-            userid: Some("12345".into()),
-            scope: Some("user.metrics".into()),
-        };
+        // The simulator's default user.
+        let pair = issued_tokens(&sim, "12345");
         TokenStore::new(&path).save(&pair).unwrap();
         let plug = if options.plug {
             Some(Plug::start(sim.addr()).await)
@@ -817,11 +795,13 @@ async fn disk_full_while_writing_the_token_file() {
     .await;
 }
 
+/// What `scrape_in_background` hands back.
+type BackgroundScrape =
+    tokio::task::JoinHandle<Result<(reqwest::StatusCode, String), reqwest::Error>>;
+
 impl Case {
     /// A scrape that runs while the test goes on: its status and body, once answered.
-    fn scrape_in_background(
-        &self,
-    ) -> tokio::task::JoinHandle<Result<(reqwest::StatusCode, String), reqwest::Error>> {
+    fn scrape_in_background(&self) -> BackgroundScrape {
         let (http, url) = (self.http.clone(), self.url("/metrics"));
         tokio::spawn(async move {
             let response = http.get(url).send().await?;
@@ -829,6 +809,34 @@ impl Case {
             Ok((status, response.text().await?))
         })
     }
+
+    /// Holds Withings' answers and starts a scrape whose fetch is then in flight there.
+    async fn scrape_held_at_withings(&self) -> BackgroundScrape {
+        self.sim.hold();
+        let requests = self.sim.request_count("/measure");
+        let scrape = self.scrape_in_background();
+        assert!(
+            eventually(WAIT, || self.sim.request_count("/measure") > requests).await,
+            "the fetch reached Withings"
+        );
+        scrape
+    }
+
+    async fn assert_exits_with_0(&mut self) -> std::process::ExitStatus {
+        let exit = self.exit_status().await;
+        assert_eq!(exit.code(), Some(0), "{exit:?} {:?}", self.log_lines());
+        exit
+    }
+}
+
+/// The body of a background scrape, which must have been answered with 200.
+async fn answered_with_200(scrape: BackgroundScrape) -> String {
+    let (status, text) = scrape
+        .await
+        .unwrap()
+        .expect("the scrape in flight is answered");
+    assert_eq!(status, 200);
+    text
 }
 
 fn sigterm(case: &Case) {
@@ -839,28 +847,17 @@ fn sigterm(case: &Case) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_in_the_middle_of_a_scrape() {
     let mut case = Case::start().await;
-    case.sim.hold();
-    let requests = case.sim.request_count("/measure");
-    let scrape = case.scrape_in_background();
-    assert!(
-        eventually(WAIT, || case.sim.request_count("/measure") > requests).await,
-        "the fetch reached Withings"
-    );
+    let scrape = case.scrape_held_at_withings().await;
     let mark = case.mark();
     sigterm(&case);
     case.wait_for_shutdown_to_begin().await;
     // Withings answers after the signal: the scrape in flight is finished, then the process
     // exits.
     case.sim.release();
-    let (status, text) = scrape
-        .await
-        .unwrap()
-        .expect("the scrape in flight is answered");
-    assert_eq!(status, 200);
+    let text = answered_with_200(scrape).await;
     assert_eq!(sample(&text, "withings_up"), Some(1.0), "{text}");
     case.assert_vitals_survive(&text);
-    let exit = case.exit_status().await;
-    assert_eq!(exit.code(), Some(0), "{exit:?} {:?}", case.log_lines());
+    case.assert_exits_with_0().await;
     assert_eq!(case.assert_token_file_intact(), case.pair);
     case.expect_problems(mark, &[]).await;
     case.assert_clean_log();
@@ -883,8 +880,7 @@ async fn sigterm_in_the_middle_of_a_refresh() {
     case.wait_for_shutdown_to_begin().await;
     // Withings answers the refresh after the signal, rotating the pair.
     case.sim.release_token_endpoint();
-    let exit = case.exit_status().await;
-    assert_eq!(exit.code(), Some(0), "{exit:?} {:?}", case.log_lines());
+    let exit = case.assert_exits_with_0().await;
     assert_eq!(exit.signal(), None);
     // Whether the process saved the rotated pair before it exited or not, the file holds a
     // refresh token Withings accepts.
@@ -909,24 +905,13 @@ async fn sigterm_while_withings_never_answers() {
         ..Options::default()
     })
     .await;
-    case.sim.hold();
-    let requests = case.sim.request_count("/measure");
-    let scrape = case.scrape_in_background();
-    assert!(
-        eventually(WAIT, || case.sim.request_count("/measure") > requests).await,
-        "the fetch reached Withings"
-    );
+    let scrape = case.scrape_held_at_withings().await;
     sigterm(&case);
     case.wait_for_shutdown_to_begin().await;
-    let (status, text) = scrape
-        .await
-        .unwrap()
-        .expect("the scrape in flight is answered");
-    assert_eq!(status, 200);
+    let text = answered_with_200(scrape).await;
     assert_eq!(sample(&text, "withings_up"), Some(0.0), "{text}");
     case.assert_vitals_survive(&text);
-    let exit = case.exit_status().await;
-    assert_eq!(exit.code(), Some(0), "{exit:?} {:?}", case.log_lines());
+    case.assert_exits_with_0().await;
     assert_eq!(case.assert_token_file_intact(), case.pair);
     case.assert_clean_log();
 }

@@ -21,7 +21,7 @@ use withings_exporter::http::server::{Application, ServerLimits};
 use withings_exporter::http::web_config::{
     CONCURRENT_CHECKS, MAX_FAILURES_PER_ADDRESS, MAX_PASSWORD_BYTES, WebConfig,
 };
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_exporter::simulator::Simulator;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -49,15 +49,7 @@ impl Served {
         web: Option<Arc<WebConfig>>,
         limits: impl FnOnce(&Config) -> ServerLimits,
     ) -> Self {
-        let simulator = Simulator::start(SimulatorOptions {
-            access_tokens: vec![common::TOKEN.into()],
-            ..SimulatorOptions::default()
-        })
-        .await
-        .unwrap();
-        simulator
-            .load_fixture(&common::fixture("measurement_list.json"))
-            .unwrap();
+        let simulator = common::simulator_serving("measurement_list.json").await;
         let mut vars = vec![
             ("WITHINGS_LISTEN_ADDRESS".to_string(), "127.0.0.1:0".into()),
             ("WITHINGS_API_URL".into(), simulator.url().to_string()),

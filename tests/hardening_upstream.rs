@@ -3,9 +3,12 @@
 //! token file (a FIFO, /dev/zero, a huge file, a file others can read) neither blocks nor
 //! fills the process.
 
+mod common;
+
+use common::accounts::unix_now as now;
 use std::path::Path;
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 use withings_exporter::account::token_store::{StoreError, StoredTokens, TokenStore};
 use withings_exporter::account::tokens::{
     ClientCredentials, RefreshPolicy, TokenManager, TokenSource,
@@ -13,13 +16,6 @@ use withings_exporter::account::tokens::{
 use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOptions};
 use withings_exporter::withings::{ApiError, ClientOptions, GetmeasQuery, WithingsClient};
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 async fn simulator() -> Simulator {
     let sim = Simulator::start(SimulatorOptions::default())
@@ -391,26 +387,13 @@ fn a_huge_token_file_is_refused_unread() {
 
 /// Log lines written while `f` runs on this thread.
 fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let sink = Sink::default();
-    let writer = sink.clone();
+    let logs = common::CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
-        .with_writer(move || writer.clone())
+        .with_writer(logs.clone())
         .finish();
     let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-    (out, text)
+    (out, logs.text())
 }
 
 #[test]

@@ -8,9 +8,9 @@
 
 mod common;
 
+use common::accounts::unix_now;
 use common::{AppOptions, fixture, sample_with, spawn_app_with};
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 use withings_exporter::render::families::TIMESTAMP_METRIC;
 use withings_exporter::render::measures::MEASURES;
 use withings_exporter::simulator::SimulatorOptions;
@@ -321,13 +321,6 @@ async fn one_request_asks_for_every_type_and_meastypes_still_narrows() {
             "withings_weight_grams"
         ]
     );
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
 }
 
 /// Issue 14, item 8: a systolic of 9.2e48 mmHg and a reading dated ten years ahead are

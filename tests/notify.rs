@@ -3,19 +3,20 @@
 //! background loops are not started: each test drives reconciliation itself, and the
 //! receiver triggers fetches as in production.
 
+mod common;
+
+use common::accounts::unix_now as now;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::http::web_config::WebConfig;
 use withings_exporter::notify::callback::{self, Callback};
 use withings_exporter::notify::{Notifier, NotifySettings};
-use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{Simulator, SimulatorOptions};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -45,13 +46,6 @@ fn group(grpid: i64, date: i64, weight_g: i64) -> Value {
         "category": 1, "deviceid": "d1", "hash_deviceid": "d1", "model": "Body+",
         "modelid": 5, "measures": [{"type": 1, "value": weight_g, "unit": -3}],
     })
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 struct Setup<'a> {
@@ -86,17 +80,7 @@ async fn harness(setup: Setup<'_>) -> Harness {
         sim.add_user(userid);
         sim.upsert_user_group(userid, group(1, now() - 86_400, 70_000))
             .unwrap();
-        let (access, refresh, expires_in) = sim.issue_token_pair_for(userid);
-        TokenStore::new(tokens.join(format!("{name}.json")))
-            .save(&StoredTokens {
-                access_token: Secret::new(access),
-                refresh_token: Secret::new(refresh),
-                expires_at: now() + expires_in,
-                obtained_at: Some(now()),
-                userid: Some((*userid).to_owned()),
-                scope: Some("user.metrics".into()),
-            })
-            .unwrap();
+        common::accounts::write_account(&sim, &tokens, name, userid);
     }
     let (client_id, client_secret) = sim.client_credentials();
     let config = Config::from_vars(
@@ -178,15 +162,19 @@ impl Harness {
             .unwrap()
             .status()
     }
-    async fn probe(&self, account: &str) -> String {
+    /// The body of `GET path`, which must be answered.
+    async fn get_text(&self, path: &str) -> String {
         self.http
-            .get(self.url(&format!("/probe?account={account}")))
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
             .text()
             .await
             .unwrap()
+    }
+    async fn probe(&self, account: &str) -> String {
+        self.get_text(&format!("/probe?account={account}")).await
     }
     fn measures(&self) -> usize {
         self.sim.request_count("/measure")
@@ -251,15 +239,7 @@ async fn head_and_post_on_right_and_wrong_paths_without_basic_auth() {
     assert_eq!(h.post(&h.notify_url(), "userid=999&appli=1").await, 200);
     assert_eq!(h.post(&h.notify_url(), "userid=1001&appli=16").await, 200);
     assert_eq!(h.measures(), 0);
-    let metrics = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.get_text("/metrics").await;
     for (appli, outcome, n) in [
         ("none", "wrong_secret", 2.0),
         ("1", "malformed", 1.0),
@@ -392,15 +372,7 @@ async fn subscribed_accounts_are_served_from_state_and_fetched_on_notification()
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(h.measures(), before + 1);
-    let page = h
-        .http
-        .get(h.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = h.get_text("/").await;
     assert!(page.contains("Last notification") && !page.contains(&h.secret));
 }
 
@@ -571,30 +543,9 @@ async fn a_flood_of_forged_notifications_costs_one_fetch_per_account_per_interva
     assert!(h.sim.max_requests_in_any_minute() <= 30 + notify_calls);
 }
 
-/// A subscriber that records every log line, for the secret check.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_secret_is_never_logged() {
-    let logs = Captured::default();
+    let logs = common::CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(logs.clone())
@@ -625,7 +576,7 @@ async fn the_secret_is_never_logged() {
             .all(|l| l.contains("<redacted>") && !l.contains(&h.secret)),
         "{lines:?}"
     );
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(!text.contains(&h.secret), "{text}");
     assert!(!format!("{:?}", h.app.notifier().unwrap()).contains(&h.secret));
 }

@@ -11,19 +11,19 @@ mod common;
 #[path = "common/dashboard.rs"]
 mod dashboard;
 
+use common::accounts::unix_now;
 use common::prometheus::{
     Daemon, assert_promtool_accepts, free_port, shipped_discovery_config, start_daemon,
     start_daemon_on_ports,
 };
 use common::{
-    AppOptions, TestApp, fixture, http_with_timeout as http, read_repo_file, spawn_app,
-    spawn_app_with,
+    AppOptions, TestApp, fixture, http_with_timeout as http, read_repo_file, spawn_app_with,
 };
 use serde_json::{Value, json};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use withings_exporter::simulator::{Fault, SimulatorOptions};
 
 const RULES: &str = "prometheus/rules/withings.rules.yml";
@@ -36,13 +36,6 @@ const SHORT_FOR: &str = "2s";
 /// How long any one thing may take to become true before the test gives up. Generous,
 /// because the machine may be loaded; the test only waits this long when it is failing.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
 
 // ------------------------------------------------------------- promtool check metrics
 
@@ -82,10 +75,7 @@ fn assert_families(exposition: &str, families: &[&str]) {
 #[tokio::test]
 #[ignore = "needs promtool (Debian package prometheus)"]
 async fn promtool_accepts_the_seed_exposition() {
-    let app = spawn_app().await;
-    app.simulator
-        .load_fixture(&fixture("seed_getmeas.json"))
-        .expect("seed fixture");
+    let app = common::spawn_seeded_app().await;
     let exposition = app.scrape().await;
     assert_families(&exposition, HEALTHY_FAMILIES);
     assert_promtool_accepts(&exposition);
@@ -177,10 +167,7 @@ async fn promtool_accepts_the_body_composition_exposition() {
 #[tokio::test]
 #[ignore = "needs promtool (Debian package prometheus)"]
 async fn promtool_accepts_the_failing_exposition() {
-    let app = spawn_app().await;
-    app.simulator
-        .load_fixture(&fixture("seed_getmeas.json"))
-        .expect("seed fixture");
+    let app = common::spawn_seeded_app().await;
     app.scrape().await;
     app.simulator.set_fault(Some(Fault::ExpiredToken));
     let exposition = app.scrape().await;
@@ -865,19 +852,7 @@ async fn prometheus_discovers_every_account_and_one_added_with_auth() {
             vec![reading(userid.parse().unwrap(), systolic, now)],
         )
         .unwrap();
-        let (access, refresh, expires_in) = sim.issue_token_pair_for(userid);
-        withings_exporter::account::token_store::TokenStore::new(
-            accounts.join(format!("{name}.json")),
-        )
-        .save(&withings_exporter::account::token_store::StoredTokens {
-            access_token: withings_exporter::secret::Secret::new(access),
-            refresh_token: withings_exporter::secret::Secret::new(refresh),
-            expires_at: now + expires_in,
-            obtained_at: Some(now),
-            userid: Some(userid.into()),
-            scope: Some("user.metrics".into()),
-        })
-        .unwrap();
+        common::accounts::write_account(&sim, &accounts, name, userid);
     }
     let (client_id, client_secret) = sim.client_credentials();
     let config = Config::from_vars(

@@ -4,10 +4,11 @@
 
 mod common;
 
+use common::accounts::{issued_tokens, unix_now as now};
 use common::{sample, sample_with};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::account::tokens::{
@@ -17,30 +18,14 @@ use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOptions};
+use withings_exporter::simulator::{Fault, OAuthOptions, Simulator};
 use withings_exporter::withings::{ClientOptions, WithingsClient};
 
 const LIFETIME: i64 = 3600;
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// A simulator on a fixed clock, so that tests expire tokens by moving it, not by waiting.
 async fn simulator() -> Simulator {
-    let sim = Simulator::start(SimulatorOptions {
-        oauth: OAuthOptions {
-            access_token_lifetime: Duration::from_secs(LIFETIME as u64),
-            ..OAuthOptions::default()
-        },
-        ..SimulatorOptions::default()
-    })
-    .await
-    .expect("simulator starts");
-    sim.set_clock(Some(now()));
+    let sim = common::simulator_on_a_stopped_clock(LIFETIME, now()).await;
     sim.set_groups(vec![serde_json::json!({
         "grpid": 1, "attrib": 0, "date": 1_700_000_000, "category": 1,
         "measures": [{"value": 120, "type": 10, "unit": 0}]
@@ -57,15 +42,8 @@ fn expire(sim: &Simulator, clock: &mut i64) {
 
 /// Writes a token file holding a pair the simulator just issued, as `auth` would.
 fn authorized_file(sim: &Simulator, path: &Path) -> StoredTokens {
-    let (access, refresh, expires_in) = sim.issue_token_pair();
-    let tokens = StoredTokens {
-        access_token: Secret::new(access),
-        refresh_token: Secret::new(refresh),
-        expires_at: now() + expires_in,
-        obtained_at: Some(now()),
-        userid: Some("12345".into()),
-        scope: Some("user.metrics".into()),
-    };
+    // The simulator's default user.
+    let tokens = issued_tokens(sim, "12345");
     TokenStore::new(path).save(&tokens).unwrap();
     tokens
 }
@@ -512,33 +490,12 @@ async fn transient_refresh_failures_keep_the_tokens_and_back_off() {
     );
 }
 
-/// Collects log output of the current thread's subscriber.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn a_refused_refresh_token_is_reported_once_and_not_retried() {
     // A current-thread runtime: every task runs on this thread, under this subscriber.
-    let logs = Logs::default();
-    let writer = logs.clone();
+    let logs = common::CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
+        .with_writer(logs.clone())
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);

@@ -20,7 +20,7 @@ use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_exporter::simulator::Simulator;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -102,6 +102,14 @@ impl Files {
         self.write("cert.pem", &cert);
         self.write("key.pem", &key);
     }
+
+    /// A dir holding a server certificate signed by a fresh CA, and that CA for clients.
+    fn with_server_cert() -> (Self, Ca) {
+        let files = Files::new();
+        let ca = Ca::new("server CA");
+        files.server_cert(&ca);
+        (files, ca)
+    }
 }
 
 const TLS: &str = "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n";
@@ -141,15 +149,7 @@ impl Drop for SecuredApp {
 
 impl SecuredApp {
     async fn start(config: &Path) -> Self {
-        let simulator = Simulator::start(SimulatorOptions {
-            access_tokens: vec![common::TOKEN.into()],
-            ..SimulatorOptions::default()
-        })
-        .await
-        .unwrap();
-        simulator
-            .load_fixture(&common::fixture("measurement_list.json"))
-            .unwrap();
+        let simulator = common::simulator_serving("measurement_list.json").await;
         let config_vars = Config::from_vars(
             [
                 ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0".to_string()),
@@ -225,6 +225,17 @@ async fn get(
     request.send().await
 }
 
+/// `GET /metrics` over plain HTTP, with an Authorization header if given; it must be answered.
+async fn plain_metrics(
+    client: &reqwest::Client,
+    app: &SecuredApp,
+    authorization: Option<&str>,
+) -> reqwest::Response {
+    get(client, &app.http("/metrics"), authorization)
+        .await
+        .unwrap()
+}
+
 fn assert_unauthorized(response: &reqwest::Response, what: &str) {
     assert_eq!(response.status(), 401, "{what}");
     assert_eq!(
@@ -236,9 +247,7 @@ fn assert_unauthorized(response: &reqwest::Response, what: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_serves_the_metrics_and_plain_http_is_refused() {
-    let files = Files::new();
-    let ca = Ca::new("server CA");
-    files.server_cert(&ca);
+    let (files, ca) = Files::with_server_cert();
     files.write("web.yml", TLS);
     let app = SecuredApp::start(&files.config()).await;
     assert!(app.web.tls_enabled());
@@ -271,27 +280,13 @@ async fn basic_auth_lets_only_the_right_user_in_and_says_nothing_about_who_exist
     assert!(!app.web.tls_enabled());
     let client = common::http();
 
-    let missing = get(&client, &app.http("/metrics"), None).await.unwrap();
+    let missing = plain_metrics(&client, &app, None).await;
     assert_unauthorized(&missing, "no credentials");
-    let wrong_password = get(
-        &client,
-        &app.http("/metrics"),
-        Some(&basic("prometheus", "wrong")),
-    )
-    .await
-    .unwrap();
+    let wrong_password = plain_metrics(&client, &app, Some(&basic("prometheus", "wrong"))).await;
     assert_unauthorized(&wrong_password, "wrong password");
-    let unknown_user = get(
-        &client,
-        &app.http("/metrics"),
-        Some(&basic("nobody", "s3cret-pass")),
-    )
-    .await
-    .unwrap();
+    let unknown_user = plain_metrics(&client, &app, Some(&basic("nobody", "s3cret-pass"))).await;
     assert_unauthorized(&unknown_user, "unknown user");
-    let not_basic = get(&client, &app.http("/metrics"), Some("Bearer s3cret-pass"))
-        .await
-        .unwrap();
+    let not_basic = plain_metrics(&client, &app, Some("Bearer s3cret-pass")).await;
     assert_unauthorized(&not_basic, "another scheme");
     // A wrong password and an unknown user get the very same answer.
     let headers = |r: &reqwest::Response| {
@@ -313,9 +308,7 @@ async fn basic_auth_lets_only_the_right_user_in_and_says_nothing_about_who_exist
     let right = Some(basic("prometheus", "s3cret-pass"));
     for _ in 0..2 {
         // The second time from the cache of verified credentials.
-        let response = get(&client, &app.http("/metrics"), right.as_deref())
-            .await
-            .unwrap();
+        let response = plain_metrics(&client, &app, right.as_deref()).await;
         assert_eq!(response.status(), 200);
         let text = response.text().await.unwrap();
         assert_eq!(common::sample(&text, "withings_up"), Some(1.0), "{text}");
@@ -429,9 +422,7 @@ async fn each_client_auth_type_admits_the_clients_go_would() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_and_basic_auth_together() {
-    let files = Files::new();
-    let ca = Ca::new("server CA");
-    files.server_cert(&ca);
+    let (files, ca) = Files::with_server_cert();
     files.write("web.yml", &format!("{TLS}{}", users(&[("prom", "pw")])));
     let app = SecuredApp::start(&files.config()).await;
     let client = https_client(&ca, None);
@@ -571,9 +562,7 @@ fn exporter_command(web_config: &Path) -> Command {
 
 #[test]
 fn an_unusable_web_config_stops_the_start_with_one_line_naming_file_and_key() {
-    let files = Files::new();
-    let ca = Ca::new("server CA");
-    files.server_cert(&ca);
+    let (files, _) = Files::with_server_cert();
     let cases: [(&str, String, &str); 5] = [
         ("bad YAML", "basic_auth_users: [\n".into(), "not a valid web configuration"),
         (
@@ -634,9 +623,7 @@ fn an_unusable_web_config_stops_the_start_with_one_line_naming_file_and_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_serves_https_with_auth_and_reloads_on_sighup() {
-    let files = Files::new();
-    let ca = Ca::new("server CA");
-    files.server_cert(&ca);
+    let (files, ca) = Files::with_server_cert();
     files.write("web.yml", &format!("{TLS}{}", users(&[("alice", "pw-a")])));
     let mut child = ChildGuard(exporter_command(&files.config()).spawn().unwrap());
     let log = capture_stderr(&mut child.0);

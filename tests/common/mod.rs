@@ -48,6 +48,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
 }
 
+/// An app whose simulator serves the seed sample (`tests/fixtures/seed_getmeas.json`).
+pub async fn spawn_seeded_app() -> TestApp {
+    let app = spawn_app().await;
+    app.simulator
+        .load_fixture(&fixture("seed_getmeas.json"))
+        .expect("seed fixture");
+    app
+}
+
 /// Starts a simulator and an exporter pointed at it, both on port 0.
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let simulator = Simulator::start(SimulatorOptions {
@@ -220,6 +229,39 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A simulator that accepts [`TOKEN`] and serves the captured answer `fixture_name`.
+pub async fn simulator_serving(fixture_name: &str) -> Simulator {
+    let simulator = Simulator::start(SimulatorOptions {
+        access_tokens: vec![TOKEN.into()],
+        ..SimulatorOptions::default()
+    })
+    .await
+    .unwrap();
+    simulator.load_fixture(&fixture(fixture_name)).unwrap();
+    simulator
+}
+
+/// A simulator whose access tokens live `lifetime` seconds, its clock stopped at `clock`:
+/// tests expire tokens by moving the clock, not by waiting.
+pub async fn simulator_on_a_stopped_clock(lifetime: i64, clock: i64) -> Simulator {
+    let sim = Simulator::start(SimulatorOptions {
+        oauth: withings_exporter::simulator::OAuthOptions {
+            access_token_lifetime: Duration::from_secs(lifetime as u64),
+            ..Default::default()
+        },
+        ..SimulatorOptions::default()
+    })
+    .await
+    .expect("simulator starts");
+    sim.set_clock(Some(clock));
+    sim
+}
+
+/// The body of a request that must be answered (any status: callers check what they need).
+pub async fn body_of(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
 /// An HTTP client whose requests give up: a port taken by something that accepts but never
 /// answers must not hang the test.
 pub fn http_with_timeout() -> reqwest::Client {
@@ -247,5 +289,33 @@ pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) 
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Log output kept in memory: a `tracing_subscriber` writer whose text a test reads back.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl CapturedLogs {
+    /// Everything logged so far (the formatter writes UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("logs are UTF-8")
     }
 }
