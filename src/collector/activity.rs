@@ -5,7 +5,7 @@
 
 use super::{Latest, Paged, Put, RowPage, SourceRow, device_id};
 use crate::withings::lenient::{self, Decimal};
-use crate::withings::{ApiError, expect_object, success_body};
+use crate::withings::{ApiError, row_as, success_body_as};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
@@ -168,12 +168,7 @@ fn day(raw: RowRaw) -> Option<ActivityDay> {
 /// Parses a `getactivity` answer. A malformed row is counted and skipped; a malformed
 /// envelope or body fails the whole answer.
 pub fn parse_getactivity(body: &[u8]) -> Result<ActivityPage, ApiError> {
-    let raw = success_body(ACTION, body)?;
-    let parsed: BodyRaw =
-        serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {
-            action: ACTION,
-            detail: e.to_string(),
-        })?;
+    let parsed: BodyRaw = success_body_as(ACTION, body)?;
     let mut page = ActivityPage {
         days: Vec::with_capacity(parsed.activities.len()),
         malformed_rows: 0,
@@ -181,10 +176,7 @@ pub fn parse_getactivity(body: &[u8]) -> Result<ActivityPage, ApiError> {
         offset: parsed.offset,
     };
     for row in parsed.activities {
-        let parsed = expect_object(ACTION, row.get().as_bytes(), "row")
-            .ok()
-            .and_then(|()| serde_json::from_str::<RowRaw>(row.get()).ok())
-            .and_then(day);
+        let parsed = row_as::<RowRaw>(ACTION, row, "row").and_then(day);
         match parsed {
             Some(day) => page.days.push(day),
             None => page.malformed_rows += 1,

@@ -4,7 +4,7 @@
 use super::{Merged, Paged, device_id};
 use crate::render::families::GaugeFamilies;
 use crate::withings::lenient;
-use crate::withings::{ApiError, expect_object, success_body};
+use crate::withings::{ApiError, row_as, success_body_as};
 use prometheus::proto::MetricFamily;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -73,17 +73,10 @@ fn battery_level(text: Option<&str>) -> &'static str {
 
 /// Parses a `getdevice` answer. A malformed entry is counted and skipped.
 pub fn parse_getdevice(body: &[u8]) -> Result<DevicePage, ApiError> {
-    let raw = success_body(ACTION, body)?;
-    let parsed: BodyRaw =
-        serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {
-            action: ACTION,
-            detail: e.to_string(),
-        })?;
+    let parsed: BodyRaw = success_body_as(ACTION, body)?;
     let mut page = DevicePage::default();
     for row in parsed.devices {
-        let parsed = expect_object(ACTION, row.get().as_bytes(), "device")
-            .ok()
-            .and_then(|()| serde_json::from_str::<RowRaw>(row.get()).ok());
+        let parsed = row_as::<RowRaw>(ACTION, row, "device");
         match parsed {
             Some(raw) => page.devices.push(Device {
                 device_id: device_id(raw.hash_deviceid, raw.deviceid),

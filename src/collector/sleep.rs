@@ -3,7 +3,7 @@
 
 use super::{Latest, Paged, Put, RowPage, SourceRow, device_id};
 use crate::withings::lenient::{self, Decimal};
-use crate::withings::{ApiError, expect_object, success_body};
+use crate::withings::{ApiError, row_as, success_body_as};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -300,21 +300,14 @@ fn night(raw: RowRaw) -> Option<SleepNight> {
 /// Parses a `getsummary` answer. A malformed night is counted and skipped; a malformed
 /// envelope or body fails the whole answer.
 pub fn parse_getsummary(body: &[u8]) -> Result<SleepPage, ApiError> {
-    let raw = success_body(ACTION, body)?;
-    let parsed: BodyRaw =
-        serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {
-            action: ACTION,
-            detail: e.to_string(),
-        })?;
+    let parsed: BodyRaw = success_body_as(ACTION, body)?;
     let mut page = SleepPage {
         more: parsed.more,
         offset: parsed.offset,
         ..SleepPage::default()
     };
     for row in parsed.series {
-        let parsed = expect_object(ACTION, row.get().as_bytes(), "night")
-            .ok()
-            .and_then(|()| serde_json::from_str::<RowRaw>(row.get()).ok());
+        let parsed = row_as::<RowRaw>(ACTION, row, "night");
         match parsed {
             Some(raw) if !raw.completed => page.incomplete_rows += 1,
             Some(raw) => match night(raw) {

@@ -73,11 +73,7 @@ pub fn parse_list(body: &[u8]) -> Result<Vec<Subscription>, ApiError> {
         #[serde(default)]
         profiles: Vec<serde_json::Value>,
     }
-    let raw = crate::withings::success_body(ACTION, body)?;
-    let parsed: Body = serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {
-        action: ACTION,
-        detail: e.to_string(),
-    })?;
+    let parsed: Body = crate::withings::success_body_as(ACTION, body)?;
     Ok(parsed
         .profiles
         .into_iter()
@@ -87,14 +83,7 @@ pub fn parse_list(body: &[u8]) -> Result<Vec<Subscription>, ApiError> {
 
 /// A `subscribe` or `revoke` answer: status 0 is all it says.
 pub fn parse_ack(body: &[u8]) -> Result<(), ApiError> {
-    match crate::withings::success_body("notify", body) {
-        Ok(_) => Ok(()),
-        // Some answers carry no body at all; the status is what counts.
-        Err(ApiError::InvalidResponse { detail, .. }) if detail.contains("without a body") => {
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+    crate::withings::success_status("notify", body)
 }
 
 /// The `appli` label value: a documented code, or `other`.
@@ -420,4 +409,21 @@ pub fn start(config: &crate::config::Config, app: &Arc<App>) -> Result<bool, Not
     tokio::spawn(run_triggers(Arc::clone(app)));
     tokio::spawn(subscribe::run(Arc::clone(app)));
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_acknowledgement_is_its_status_with_or_without_a_body() {
+        assert_eq!(parse_ack(br#"{"status":0}"#), Ok(()));
+        assert_eq!(parse_ack(br#"{"status":0,"body":{}}"#), Ok(()));
+        let refused = parse_ack(br#"{"status":293,"error":"callback unreachable"}"#);
+        assert!(
+            matches!(&refused, Err(ApiError::Status { status: 293, .. })),
+            "{refused:?}"
+        );
+        assert!(parse_ack(b"<html>").is_err());
+    }
 }

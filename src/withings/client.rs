@@ -565,6 +565,12 @@ fn envelope<'a>(action: &'static str, body: &'a [u8]) -> Result<Envelope<'a>, Ap
     Ok(envelope)
 }
 
+/// Whether an answer says status 0, whatever its body (`notify subscribe` and `revoke` may
+/// send none); any other status is an [`ApiError::Status`].
+pub(crate) fn success_status(action: &'static str, body: &[u8]) -> Result<(), ApiError> {
+    envelope(action, body).map(drop)
+}
+
 /// The `body` object of a status-0 answer; any other status is an [`ApiError::Status`].
 pub(crate) fn success_body<'a>(
     action: &'static str,
@@ -580,16 +586,34 @@ pub(crate) fn success_body<'a>(
     Ok(raw)
 }
 
+/// The `body` of a status-0 answer, read as `T`.
+pub(crate) fn success_body_as<'a, T: serde::Deserialize<'a>>(
+    action: &'static str,
+    body: &'a [u8],
+) -> Result<T, ApiError> {
+    serde_json::from_str(success_body(action, body)?.get()).map_err(|e| ApiError::InvalidResponse {
+        action,
+        detail: e.to_string(),
+    })
+}
+
+/// One row of a list in an answer (a group, a day, a night, a device) read as `T`, or
+/// `None` when it is not an object or does not fit: the caller skips it and counts it as
+/// malformed, so that one bad row does not fail the whole answer.
+pub(crate) fn row_as<'a, T: serde::Deserialize<'a>>(
+    action: &'static str,
+    row: &'a RawValue,
+    what: &str,
+) -> Option<T> {
+    expect_object(action, row.get().as_bytes(), what).ok()?;
+    serde_json::from_str(row.get()).ok()
+}
+
 /// Parses a `getmeas` answer. A malformed group is counted and skipped; a malformed
 /// envelope or body fails the whole answer.
 pub fn parse_getmeas(body: &[u8]) -> Result<GetmeasPage, ApiError> {
     const ACTION: &str = "getmeas";
-    let raw = success_body(ACTION, body)?;
-    let parsed: GetmeasBodyRaw =
-        serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidResponse {
-            action: ACTION,
-            detail: e.to_string(),
-        })?;
+    let parsed: GetmeasBodyRaw = success_body_as(ACTION, body)?;
     let mut page = GetmeasPage {
         updatetime: parsed.updatetime,
         timezone: parsed.timezone,
@@ -599,10 +623,7 @@ pub fn parse_getmeas(body: &[u8]) -> Result<GetmeasPage, ApiError> {
         offset: parsed.offset,
     };
     for raw_group in parsed.measuregrps {
-        let parsed = expect_object(ACTION, raw_group.get().as_bytes(), "group")
-            .ok()
-            .and_then(|()| serde_json::from_str::<MeasureGroup>(raw_group.get()).ok());
-        match parsed {
+        match row_as::<MeasureGroup>(ACTION, raw_group, "group") {
             Some(group) => page.groups.push(group),
             None => page.malformed_groups += 1,
         }

@@ -12,7 +12,7 @@ pub use client::{
     ClientOptions, GetmeasQuery, Limits, WithingsClient, install_crypto_provider, parse_getmeas,
     parse_token,
 };
-pub(crate) use client::{expect_object, success_body};
+pub(crate) use client::{row_as, success_body_as, success_status};
 pub use model::{GetmeasPage, Measure, MeasureGroup, TokenBody};
 
 use std::fmt;
