@@ -403,7 +403,7 @@ struct Who<'a> {
 }
 
 /// What a collector gives for one row: `put(name, help, labels, value)` per sample.
-type Put<'p> = &'p mut dyn FnMut(&'static str, &'static str, &[(&'static str, &str)], f64);
+type Put<'p> = &'p mut crate::collector::Put<'p>;
 
 impl Who<'_> {
     /// Spools the samples of one activity day or sleep night, all at `at`.
@@ -515,10 +515,7 @@ pub async fn run(
             });
         }
         let account = u32::try_from(index).unwrap_or(u32::MAX);
-        let mut reader = Reader {
-            target,
-            token: None,
-        };
+        let mut reader = Reader { target };
         let who = Who {
             account,
             label: target.label.as_deref(),
@@ -650,7 +647,6 @@ pub async fn run(
 /// One account's pages, with its token.
 struct Reader<'a> {
     target: &'a Target,
-    token: Option<crate::secret::Secret>,
 }
 
 impl Reader<'_> {
@@ -667,19 +663,14 @@ impl Reader<'_> {
         };
         let mut retried_auth = false;
         loop {
-            let token = match &self.token {
-                Some(token) => token.clone(),
-                None => {
-                    let fresh = self
-                        .target
-                        .tokens
-                        .access_token()
-                        .await
-                        .map_err(token_error)?;
-                    self.token = Some(fresh.clone());
-                    fresh
-                }
-            };
+            // Asked for every request, not kept: the token source refreshes the pair before
+            // it expires, where a kept copy would spend a request on a 401 once it had.
+            let token = self
+                .target
+                .tokens
+                .access_token()
+                .await
+                .map_err(token_error)?;
             let answer = request(token.clone()).await;
             match answer {
                 Ok(page) => return Ok(page),
@@ -692,7 +683,7 @@ impl Reader<'_> {
                 Err(e) if e.is_auth_failure() && !retried_auth => {
                     retried_auth = true;
                     match self.target.tokens.after_auth_failure(&token).await {
-                        Ok(Some(fresh)) => self.token = Some(fresh),
+                        Ok(Some(_)) => {}
                         Ok(None) => {
                             return Err(BackfillError::Api {
                                 account: self.target.name.clone(),
