@@ -260,6 +260,13 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
             job,
             instance,
         } => {
+            if instance.as_deref().is_none_or(str::is_empty) {
+                // Every scraped series has an `instance`: without the same one the backfilled
+                // years sit beside the live line instead of continuing it.
+                eprintln!(
+                    "backfill: warning: no --instance; the series will not join the live ones Prometheus scrapes: pass the exporter's target as Prometheus names it (see up{{job=\"withings\"}})"
+                );
+            }
             let labels = [("job", Some(job)), ("instance", instance)]
                 .into_iter()
                 .filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name, v)))

@@ -1070,6 +1070,38 @@ async fn only_the_enabled_collectors_histories_are_read() {
     assert!(!text.contains("withings_weight_grams") && !text.contains("withings_activity_"));
 }
 
+/// Without the `instance` Prometheus gives the exporter's series, the backfilled years are
+/// other series than the live ones: said in one line, and the file is still written.
+#[tokio::test]
+async fn a_backfill_without_an_instance_warns_that_it_will_not_join_the_live_series() {
+    let h = household(40, 50).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let (ok, stderr) = h
+        .backfill(&[
+            "--account",
+            "mom",
+            "--instance",
+            "",
+            "--output",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    assert!(ok, "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("--instance"), "{stderr}");
+    assert!(
+        !std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("instance=")
+    );
+    let (ok, stderr) = h
+        .backfill(&["--account", "mom", "--output", file.to_str().unwrap()])
+        .await;
+    assert!(ok && !stderr.contains("warning"), "{stderr}");
+}
+
 #[tokio::test]
 async fn one_account_since_a_date_and_clear_errors() {
     let h = household(600, 500).await;
