@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::process::{BIN, ChildGuard, capture_stderr, served_url, wait_for_log};
+use common::process::{BIN, ChildGuard, capture_stderr, served_url, signal, wait_for_log};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -131,9 +131,7 @@ async fn serves_fails_quietly_about_secrets_and_stops_on_sigterm() {
     assert!(!logged.contains(secret), "secret in the log:\n{logged}");
     assert!(!text.contains(secret));
 
-    let pid = guard.0.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
+    signal(&guard.0, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(20);
     let code = loop {
         if let Some(status) = guard.0.try_wait().unwrap() {

@@ -213,7 +213,19 @@ fn a_costly_hash_costs_nothing_at_load() {
         .to_string();
     assert!(message.contains("tls_server_config.key_file"), "{message}");
     let cost_31 = b"basic_auth_users:\n  prometheus: $2b$31$TQnfOOFQR.UhSlFxM5sjQeGXo4xnXGJOVK4zORNxnLKlGOp1Ko5.m\n";
-    let security = WebSecurity::from_bytes(path, cost_31).expect("a valid file");
+    // On a thread with a deadline, so that a load that hashes again fails the test instead
+    // of hanging it. The deadline is not a timing claim: a cost-31 bcrypt takes days.
+    let (sent, loaded) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sent.send(WebSecurity::from_bytes(
+            Path::new(checks::WEB_CONFIG_PATH),
+            cost_31,
+        ));
+    });
+    let security = loaded
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a cost-31 file loads without hashing")
+        .expect("a valid file");
     let warning = security.cost_warning().expect("a cost warning");
     assert!(warning.contains("prometheus (cost 31)"), "{warning}");
 }

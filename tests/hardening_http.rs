@@ -6,7 +6,7 @@
 mod common;
 
 use base64::Engine;
-use common::process::{BIN, ChildGuard, capture_stderr, served_url, wait_for_log};
+use common::process::{BIN, ChildGuard, capture_stderr, served_url, signal, wait_for_log};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -459,10 +459,8 @@ async fn sighup_without_a_web_config_rereads_the_accounts_and_the_exporter_keeps
     let mut child = ChildGuard(exporter(&[]).spawn().unwrap());
     let log = capture_stderr(&mut child.0);
     let url = served_url(&log).await;
-    let pid = child.0.id().to_string();
     for round in 1..=2 {
-        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-        assert!(sent.success());
+        signal(&child.0, libc::SIGHUP);
         wait_for_log(&log, "SIGHUP: read WITHINGS_TOKEN_DIR again", round).await;
         assert!(
             child.0.try_wait().unwrap().is_none(),
@@ -492,9 +490,7 @@ async fn sighup_with_nothing_to_reload_is_logged_and_the_exporter_keeps_serving(
     let mut child = ChildGuard(cmd.spawn().unwrap());
     let log = capture_stderr(&mut child.0);
     let url = served_url(&log).await;
-    let pid = child.0.id().to_string();
-    let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    assert!(sent.success());
+    signal(&child.0, libc::SIGHUP);
     wait_for_log(&log, "nothing to reload", 1).await;
     assert!(child.0.try_wait().unwrap().is_none());
     let healthy = url.replace("/metrics", "/-/healthy");

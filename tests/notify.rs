@@ -543,7 +543,9 @@ async fn a_flood_of_forged_notifications_costs_one_fetch_per_account_per_interva
     assert!(h.sim.max_requests_in_any_minute() <= 30 + notify_calls);
 }
 
-#[tokio::test(flavor = "multi_thread")]
+// One thread: `set_default` captures only the thread it is set on, and the server, the
+// handlers and the fetches they start must all log into the capture.
+#[tokio::test(flavor = "current_thread")]
 async fn the_secret_is_never_logged() {
     let logs = common::CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
@@ -578,5 +580,10 @@ async fn the_secret_is_never_logged() {
     );
     let text = logs.text();
     assert!(!text.contains(&h.secret), "{text}");
+    // The capture saw the handlers' lines, not only the test's own.
+    assert!(
+        text.contains("wrong secret refused") && text.contains("subscribed to Withings"),
+        "{text}"
+    );
     assert!(!format!("{:?}", h.app.notifier().unwrap()).contains(&h.secret));
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use base64::Engine;
-use common::process::{BIN, ChildGuard, capture_stderr, served_url, wait_for_log};
+use common::process::{BIN, ChildGuard, capture_stderr, served_url, signal, wait_for_log};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -649,27 +649,14 @@ async fn the_binary_serves_https_with_auth_and_reloads_on_sighup() {
     assert_eq!(status("bob", "pw-b").await, 401);
 
     files.write("web.yml", &format!("{TLS}{}", users(&[("bob", "pw-b")])));
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child.0, libc::SIGHUP);
     wait_for_log(&log, "trigger=SIGHUP", 1).await;
     assert_eq!(status("bob", "pw-b").await, 200);
     assert_eq!(status("alice", "pw-a").await, 401);
 
     // A broken file on SIGHUP: one error line, the process and bob carry on.
     files.write("web.yml", "basic_auth_users:\n  bob: plaintext\n");
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child.0, libc::SIGHUP);
     let logged = wait_for_log(&log, "keeping the previous one", 1).await;
     assert!(logged.contains("basic_auth_users.bob"), "{logged}");
     assert!(

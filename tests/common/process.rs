@@ -102,3 +102,17 @@ pub async fn start_serving(
         .unwrap_or_else(|_| panic!("the exporter did not start: {:?}", logs.lock().unwrap()));
     (child, address, logs)
 }
+
+/// Sends `signal` (e.g. `libc::SIGHUP`) to `child`, which has not been reaped yet. Through
+/// libc rather than the `kill` program, which minimal machines do not have.
+pub fn signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    // SAFETY: kill(2) with our own, unreaped child's pid has no memory effects.
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(
+        sent,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
