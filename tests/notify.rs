@@ -276,6 +276,13 @@ async fn head_and_post_on_right_and_wrong_paths_without_basic_auth() {
         .find(|r| r.path == "/measure")
         .unwrap();
     assert!(req.bearer.is_some());
+    // The fetch was the notified account's (dad, 1002), not one of the refused ones'.
+    let fetched =
+        |h: &Harness, name: &str| h.app.account(name).unwrap().health().last_success.is_some();
+    h.wait_for("dad's fetch to end", |h| fetched(h, "dad"))
+        .await;
+    assert!(!fetched(&h, "mom"));
+    assert_eq!(h.measures(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
