@@ -1,8 +1,9 @@
-//! One person: a Withings account's token source, sync cursor, latest values and shared
-//! fetch. Nothing here is shared with another account but the Withings client, whose limits
-//! (the request budget and the 601 pause) belong to the application.
+//! One person: a Withings account's token source, one state per enabled collector, and the
+//! shared fetch. Nothing here is shared with another account but the Withings client, whose
+//! limits (the request budget and the 601 pause) belong to the application.
 //!
-//! A probe runs one way: probe → account → budget → Withings → merge → render.
+//! A probe runs one way: probe → account → collector → client (budget) → Withings → merge
+//! → render.
 
 mod collectors;
 pub mod flight;
