@@ -53,6 +53,13 @@ impl Account {
             self.collectors.enabled.iter().partition(|(c, _)| c.leads());
         for (collector, state) in leading.into_iter().chain(others) {
             let outcome = state.sync(&fetch).await.map_err(|e| self.fetch_error(e));
+            if !collector.leads()
+                && let Err(e @ FetchError::Token(_)) = outcome
+            {
+                // No token to be had says nothing of this collector: it keeps its last
+                // `withings_collector_up`, and the others would fail the same way.
+                return Err(e);
+            }
             lock(&self.collectors.up).insert(collector.name(), outcome.is_ok());
             match outcome {
                 Ok(synced) => {

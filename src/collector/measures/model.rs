@@ -24,9 +24,6 @@ pub struct GetmeasBodyRaw<'a> {
     pub more: bool,
     #[serde(default, deserialize_with = "lenient::opt_int")]
     pub offset: Option<i64>,
-    /// Some failures put `wait_seconds` in the body rather than beside it.
-    #[serde(default, deserialize_with = "lenient::opt_int")]
-    pub wait_seconds: Option<i64>,
 }
 
 /// A measure group: one sitting on one device.
