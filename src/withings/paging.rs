@@ -237,6 +237,105 @@ mod tests {
         assert_eq!(failed.err(), Some(SyncError::Fetch("down")));
     }
 
+    /// A source whose tokens are `t0`, `t1`...: each refresh makes the next, or fails.
+    struct Tokens {
+        issued: std::sync::Mutex<u32>,
+        refresh: Result<bool, TokenError>,
+    }
+
+    impl TokenSupply for Tokens {
+        fn token(&self) -> BoxFuture<'_, Result<Secret, TokenError>> {
+            let n = *self.issued.lock().unwrap();
+            Box::pin(async move { Ok(Secret::new(format!("t{n}"))) })
+        }
+        fn refreshed<'a>(
+            &'a self,
+            _: &'a Secret,
+        ) -> BoxFuture<'a, Result<Option<Secret>, TokenError>> {
+            Box::pin(async move {
+                match &self.refresh {
+                    Ok(false) => Ok(None),
+                    Ok(true) => {
+                        let mut n = self.issued.lock().unwrap();
+                        *n += 1;
+                        Ok(Some(Secret::new(format!("t{n}"))))
+                    }
+                    Err(e) => Err(e.clone()),
+                }
+            })
+        }
+    }
+
+    fn expired() -> ApiError {
+        ApiError::Status {
+            status: 401,
+            class: super::super::StatusClass::Auth,
+            message: "invalid_token".into(),
+            wait_seconds: None,
+        }
+    }
+
+    /// Calls `authorized` with a request that Withings answers `answer(token)`; returns the
+    /// outcome and the tokens tried.
+    async fn run(
+        tokens: &Tokens,
+        answer: impl Fn(&str) -> Result<u8, ApiError>,
+    ) -> (Result<u8, RequestError>, Vec<String>) {
+        let tried = std::sync::Mutex::new(Vec::new());
+        let outcome = authorized(tokens, |t: Secret| {
+            tried.lock().unwrap().push(t.expose().to_owned());
+            let answer = answer(t.expose());
+            async move { answer }
+        })
+        .await;
+        (outcome, tried.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_refreshed_and_the_request_asked_again_once() {
+        let tokens = Tokens {
+            issued: std::sync::Mutex::new(0),
+            refresh: Ok(true),
+        };
+        let (outcome, tried) =
+            run(&tokens, |t| if t == "t0" { Err(expired()) } else { Ok(7) }).await;
+        assert_eq!(outcome, Ok(7));
+        assert_eq!(tried, ["t0", "t1"]);
+        // Only once: a fresh token refused too is the answer.
+        let (outcome, tried) = run(&tokens, |_| Err(expired())).await;
+        assert_eq!(outcome, Err(RequestError::Api(expired())));
+        assert_eq!(tried, ["t1", "t2"]);
+        // Any other failure is not retried.
+        let (outcome, tried) = run(&tokens, |_| Err(ApiError::Transport("down".into()))).await;
+        assert_eq!(
+            outcome,
+            Err(RequestError::Api(ApiError::Transport("down".into())))
+        );
+        assert_eq!(tried.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_source_without_fresh_tokens_or_a_failed_refresh_says_which() {
+        let fixed = Tokens {
+            issued: std::sync::Mutex::new(0),
+            refresh: Ok(false),
+        };
+        let (outcome, tried) = run(&fixed, |_| Err(expired())).await;
+        assert_eq!(outcome, Err(RequestError::Rejected(expired())));
+        assert_eq!(tried.len(), 1);
+        let failing = Tokens {
+            issued: std::sync::Mutex::new(0),
+            refresh: Err(TokenError::RefreshFailed("503".into())),
+        };
+        let (outcome, _) = run(&failing, |_| Err(expired())).await;
+        assert_eq!(
+            outcome,
+            Err(RequestError::Refresh(TokenError::RefreshFailed(
+                "503".into()
+            )))
+        );
+    }
+
     #[test]
     fn the_pager_stops_at_its_cap() {
         let mut pager = Pager::new(3);
