@@ -1296,7 +1296,7 @@ async fn a_spent_budget_is_waited_for_not_fatal() {
     .await
     .expect("finishes")
     .expect("succeeds");
-    assert!(summary.pages > 3, "{summary:?}");
+    assert!(summary.counts.pages > 3, "{summary:?}");
     assert!(held_back() > 0.0);
     assert!(
         std::fs::read_to_string(&file)

@@ -19,7 +19,7 @@ mod spool;
 use crate::account::tokens::{TokenError, TokenSource};
 use crate::app::accounts::{AccountSet, name_rule, valid_name};
 use crate::clock::Clock;
-use crate::collector::{self, Collectors, Count, History, HistoryPage};
+use crate::collector::{self, Collectors, History, HistoryPage};
 use crate::config::{Config, ConfigError};
 use crate::withings::paging::{EndlessPagination, Pager};
 use crate::withings::{ApiError, Request, RequestError, WithingsClient, authorized};
@@ -113,12 +113,8 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub families: Vec<FamilyReport>,
-    /// Requests answered (`getmeas`, `getactivity`, `getsummary`).
-    pub pages: u64,
-    pub groups: u64,
-    /// Activity rows (one day of one source) and sleep nights read.
-    pub days: u64,
-    pub nights: u64,
+    /// Requests answered and rows read.
+    pub counts: Counts,
 }
 
 impl Summary {
@@ -149,24 +145,13 @@ impl Summary {
             "backfill: wrote {} samples to {} ({} read), {range}: {}",
             self.samples(),
             output.display(),
-            self.counts(),
+            self.counts,
             if per_family.is_empty() {
                 "no family".to_owned()
             } else {
                 per_family.join(", ")
             }
         )
-    }
-}
-
-impl Summary {
-    fn counts(&self) -> Counts {
-        Counts {
-            pages: self.pages,
-            groups: self.groups,
-            days: self.days,
-            nights: self.nights,
-        }
     }
 }
 
@@ -368,22 +353,52 @@ pub fn days_of(span: (i64, i64), (first, last): (bool, bool)) -> Option<(String,
     Some((start.to_string(), end.to_string()))
 }
 
-/// Where a run stands: requests answered and rows read.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    pages: u64,
-    groups: u64,
-    days: u64,
-    nights: u64,
+/// Where a run stands: requests answered, and rows read by what each history calls them
+/// (groups, days, nights), in the order of [`collector::ALL`], every one shown even when
+/// its collector is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counts {
+    /// Requests answered.
+    pub pages: u64,
+    rows: Vec<(&'static str, u64)>,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        let mut rows: Vec<(&'static str, u64)> = Vec::new();
+        for history in collector::ALL.iter().filter_map(|c| c.history()) {
+            if !rows.iter().any(|(unit, _)| *unit == history.rows()) {
+                rows.push((history.rows(), 0));
+            }
+        }
+        Self { pages: 0, rows }
+    }
+}
+
+impl Counts {
+    /// Rows read that a history calls `unit` ("groups", "days", "nights").
+    pub fn rows(&self, unit: &str) -> u64 {
+        self.rows
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn add(&mut self, unit: &'static str, n: u64) {
+        match self.rows.iter_mut().find(|(u, _)| *u == unit) {
+            Some((_, total)) => *total += n,
+            None => self.rows.push((unit, n)),
+        }
+    }
 }
 
 impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} pages, {} groups, {} days, {} nights",
-            self.pages, self.groups, self.days, self.nights
-        )
+        write!(f, "{} pages", self.pages)?;
+        for (unit, n) in &self.rows {
+            write!(f, ", {n} {unit}")?;
+        }
+        Ok(())
     }
 }
 
@@ -474,13 +489,7 @@ pub async fn run(
         .into_inner()
         .map_err(|e| output_error(e.into_error()))?;
     temp.persist(output).map_err(|e| output_error(e.error))?;
-    Ok(Summary {
-        families,
-        pages: counts.pages,
-        groups: counts.groups,
-        days: counts.days,
-        nights: counts.nights,
-    })
+    Ok(Summary { families, counts })
 }
 
 /// One account's history, read window by window into the spool.
@@ -509,11 +518,7 @@ impl Read<'_> {
             let rows = page
                 .write(&self.options.settings, self.options.now, &mut self.sink)
                 .map_err(BackfillError::Spool)? as u64;
-            match history.counted_as() {
-                Count::Groups => self.counts.groups += rows,
-                Count::Days => self.counts.days += rows,
-                Count::Nights => self.counts.nights += rows,
-            }
+            self.counts.add(history.rows(), rows);
             self.progress.page(name, &*self.counts);
             match pager.turn(page.more(), page.offset()) {
                 Ok(true) => {}

@@ -4,8 +4,8 @@
 //! (their steps overlap). The day is the user's local day in the row's `timezone`.
 
 use super::{
-    Collector, Count, History, HistoryPage, Latest, LatestRows, Paged, Put, RowPage, RowQuery,
-    Settings, Sink, SourceRow, State, Window, days, device_id, row_request, write_row,
+    Collector, History, HistoryPage, Latest, LatestRows, Paged, Put, RowPage, RowQuery, Settings,
+    Sink, SourceRow, State, Window, days, device_id, row_request, write_row,
 };
 use crate::secret::Secret;
 use crate::withings::lenient::{self, Decimal};
@@ -351,8 +351,8 @@ impl History for Activity {
     fn by_days(&self) -> bool {
         true
     }
-    fn counted_as(&self) -> Count {
-        Count::Days
+    fn rows(&self) -> &'static str {
+        "days"
     }
     fn request(&self, _: &Settings, window: Window<'_>, offset: Option<i64>) -> Request {
         request(days(window, offset))

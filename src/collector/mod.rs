@@ -156,14 +156,6 @@ pub struct Synced {
     pub updated: usize,
 }
 
-/// What the backfill's progress line and summary count a collector's rows as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Count {
-    Groups,
-    Days,
-    Nights,
-}
-
 /// One dated window of a history: its unix seconds (inclusive) and, for the collectors
 /// that select by day, its days (YYYY-MM-DD, inclusive).
 #[derive(Debug, Clone, Copy)]
@@ -178,8 +170,9 @@ pub trait History: Sync {
     /// a collector has no window before the first Withings devices.
     fn by_days(&self) -> bool;
 
-    /// What its rows are counted as.
-    fn counted_as(&self) -> Count;
+    /// What its rows are called on the backfill's progress line and summary, plural
+    /// ("groups", "nights").
+    fn rows(&self) -> &'static str;
 
     /// The request of one page of `window`.
     fn request(&self, settings: &Settings, window: Window<'_>, offset: Option<i64>) -> Request;

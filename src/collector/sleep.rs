@@ -2,8 +2,8 @@
 //! device does not measure (no snoring sensor, no apnea detection) is absent, never 0.
 
 use super::{
-    Collector, Count, History, HistoryPage, Latest, LatestRows, Paged, Put, RowPage, RowQuery,
-    Settings, Sink, SourceRow, State, Window, days, device_id, row_request, write_row,
+    Collector, History, HistoryPage, Latest, LatestRows, Paged, Put, RowPage, RowQuery, Settings,
+    Sink, SourceRow, State, Window, days, device_id, row_request, write_row,
 };
 use crate::secret::Secret;
 use crate::withings::lenient::{self, Decimal};
@@ -429,8 +429,8 @@ impl History for Sleep {
     fn by_days(&self) -> bool {
         true
     }
-    fn counted_as(&self) -> Count {
-        Count::Nights
+    fn rows(&self) -> &'static str {
+        "nights"
     }
     fn request(&self, _: &Settings, window: Window<'_>, offset: Option<i64>) -> Request {
         request(days(window, offset))

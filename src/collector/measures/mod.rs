@@ -19,8 +19,8 @@ use self::readings::{MergeOptions, MergeStats, Reading, Slot, group_readings, ve
 use self::state::LatestState;
 use self::table::{MEASURES, position_name};
 use super::{
-    Collector, Count, Fetch, History, HistoryPage, MAX_PAGES, SYNC_OVERLAP_SECONDS, Settings, Sink,
-    State, Synced, Version, Window, lock,
+    Collector, Fetch, History, HistoryPage, MAX_PAGES, SYNC_OVERLAP_SECONDS, Settings, Sink, State,
+    Synced, Version, Window, lock,
 };
 use crate::withings::paging::{BoxFuture, Pager};
 use crate::withings::{ApiError, Request, RequestError};
@@ -166,8 +166,8 @@ impl History for Measures {
     fn by_days(&self) -> bool {
         false
     }
-    fn counted_as(&self) -> Count {
-        Count::Groups
+    fn rows(&self) -> &'static str {
+        "groups"
     }
     fn request(&self, settings: &Settings, window: Window<'_>, offset: Option<i64>) -> Request {
         window_request(&settings.meastypes, window.span, offset)
