@@ -144,4 +144,24 @@ mod tests {
         );
         assert!(parse_ack(b"<html>").is_err());
     }
+
+    #[test]
+    fn the_callback_goes_in_the_form_and_never_in_debug() {
+        let secret = Secret::new("https://example.org/withings/notify/sekrit");
+        let request = subscribe_request(&secret, 44, "withings-exporter");
+        assert_eq!(request.path, "notify");
+        assert_eq!(request.action, "notify_subscribe");
+        assert!(request.form.contains(&("action", "subscribe".to_owned())));
+        assert!(
+            request
+                .form
+                .contains(&("callbackurl", secret.expose().to_owned()))
+        );
+        assert!(request.form.contains(&("appli", "44".to_owned())));
+        assert!(!format!("{request:?}").contains("sekrit"));
+        let revoke = revoke_request(&secret, 1);
+        assert_eq!(revoke.action, "notify_revoke");
+        assert!(!format!("{revoke:?}").contains("sekrit"));
+        assert_eq!(list_request().form, [("action", "list".to_owned())]);
+    }
 }

@@ -133,13 +133,27 @@ impl Default for ClientOptions {
 
 /// One request to an endpoint of the API: its path under `WITHINGS_API_URL`, the
 /// `action` label it is counted under, and its form. The form carries the parameters (and
-/// the callback URL of `notify`, our secret) in the body, so nothing secret is in a URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// the callback URL of `notify`, our secret) in the body, so nothing secret is in a URL;
+/// `Debug` names the fields without their values for the same reason.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Request {
     pub path: &'static str,
     /// The `action` label of `withings_api_requests_total`.
     pub action: &'static str,
     pub form: Vec<(&'static str, String)>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("path", &self.path)
+            .field("action", &self.action)
+            .field(
+                "form",
+                &self.form.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl Request {
