@@ -687,6 +687,53 @@ mod tests {
     }
 
     #[test]
+    fn every_collector_says_what_it_needs_and_only_measures_leads() {
+        let said: Vec<_> = ALL
+            .iter()
+            .map(|c| {
+                (
+                    c.name(),
+                    c.scope(),
+                    c.applis(),
+                    c.action(),
+                    c.leads(),
+                    c.history().is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (
+                    "measures",
+                    "user.metrics",
+                    &[1, 2, 4][..],
+                    "getmeas",
+                    true,
+                    true
+                ),
+                (
+                    "activity",
+                    "user.activity",
+                    &[16][..],
+                    "getactivity",
+                    false,
+                    true
+                ),
+                (
+                    "sleep",
+                    "user.activity",
+                    &[44][..],
+                    "getsummary",
+                    false,
+                    true
+                ),
+                ("devices", "user.info", &[][..], "getdevice", false, false),
+            ]
+        );
+    }
+
+    #[test]
     fn missing_scope_hint_names_the_account_scope_and_command() {
         let hint = missing_scope_hint(&devices::Devices, "alice");
         assert!(hint.contains("user.info") && hint.contains("auth --account alice"));
