@@ -6,11 +6,13 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use withings_exporter::account::state::{LatestState, MergeOptions};
 use withings_exporter::account::token_store::StoredTokens;
+use withings_exporter::collector::measures::families::{TIMESTAMP_METRIC, vital_families};
+use withings_exporter::collector::measures::model::parse_getmeas;
+use withings_exporter::collector::measures::state::{LatestState, MergeOptions};
+use withings_exporter::collector::measures::table::MEASURES;
 use withings_exporter::http::web_config::WebSecurity;
 use withings_exporter::render::families;
-use withings_exporter::render::measures::MEASURES;
 use withings_exporter::withings::{self, ApiError};
 
 /// Where `data` holds the string values of the JSON fields `keys`: the bytes between the
@@ -97,7 +99,7 @@ fn assert_one_line(what: &str, message: &str) {
 
 /// `getmeas` answer → parse → merge (with and without ambiguous groups) → exposition text.
 pub fn getmeas(data: &[u8]) {
-    let page = match withings::parse_getmeas(data) {
+    let page = match parse_getmeas(data) {
         Ok(page) => page,
         Err(e) => {
             assert_one_line("getmeas error", &e.to_string());
@@ -125,7 +127,7 @@ pub fn getmeas(data: &[u8]) {
             readings += 1;
             assert!(reading.value.is_finite(), "{}: {reading:?}", def.metric);
             assert!(
-                withings_exporter::render::measures::is_plausible(def, reading.value),
+                withings_exporter::collector::measures::table::is_plausible(def, reading.value),
                 "{}: {reading:?}",
                 def.metric
             );
@@ -141,13 +143,13 @@ pub fn getmeas(data: &[u8]) {
             );
         }
 
-        let text = families::encode(families::vital_families(&state));
+        let text = families::encode(vital_families(&state));
         let samples = check_exposition(&text);
         // One vital sample and one timestamp sample per reading.
         assert_eq!(samples.len(), 2 * readings, "{text}");
         for (name, labels, value) in &samples {
             assert!(value.is_finite(), "{name}{{{labels}}} {value}");
-            if name == families::TIMESTAMP_METRIC {
+            if name == TIMESTAMP_METRIC {
                 assert!(*value >= 0.0, "{name}{{{labels}}} {value}");
             }
         }

@@ -24,8 +24,10 @@ use url::Url;
 
 /// Path of the authorization page under `WITHINGS_ACCOUNT_URL`.
 pub const AUTHORIZE_PATH: &str = "oauth2_user/authorize2";
-/// The scope of the measures, the default collector's.
-pub const SCOPE: &str = "user.metrics";
+/// The scopes of the default collectors (`WITHINGS_COLLECTORS` unset).
+pub fn default_scopes() -> String {
+    crate::collector::Collectors::default().scopes()
+}
 
 /// Everything `auth` needs, from the configuration.
 #[derive(Debug, Clone)]
@@ -564,7 +566,7 @@ mod tests {
             token_file: PathBuf::from("/nonexistent/tokens.json"),
             client: ClientOptions::default(),
             listen: None,
-            scopes: SCOPE.into(),
+            scopes: default_scopes(),
             account: None,
         }
     }

@@ -1,6 +1,6 @@
 //! Configuration from `WITHINGS_*` environment variables, validated once at start.
 
-use crate::render::measures::{DEFAULT_MEASTYPES, MEASURES, index_of};
+use crate::collector::measures::table::{DEFAULT_MEASTYPES, MEASURES, index_of};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -3,12 +3,16 @@
 //! The folders say whose each part is:
 //! - [`account`]: one person — their token source, sync cursor, latest values and shared fetch.
 //! - [`app`]: the application — the set of accounts and what they share.
-//! - [`withings`]: the Withings API; every request passes its client, which enforces the
-//!   application's request budget and the 601 pause.
-//! - [`render`]: the measure table and the metric families.
+//! - [`withings`]: the transport to the Withings API; every request passes its client, which
+//!   enforces the application's request budget and the 601 pause, and its one pager and
+//!   one retry after an expired token.
+//! - [`collector`]: one file (or folder) per kind of Withings data, in one list
+//!   ([`collector::ALL`]): how it asks Withings, reads, merges and shows its data.
+//! - [`render`]: metric families and the text exposition, for any collector.
 //! - [`http`]: the routes, the web configuration and the health check.
 //!
-//! Data flows one way: probe → account → budget → Withings → merge → render.
+//! Data flows one way: probe → account → collector → client (budget) → Withings → merge →
+//! render.
 
 pub mod account;
 pub mod app;

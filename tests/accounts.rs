@@ -212,7 +212,7 @@ async fn auth_account(sim: &Simulator, dir: &Path, name: &str) -> Result<StoredT
         token_file: dir.join(format!("{name}.json")),
         client: ClientOptions::default(),
         listen: None,
-        scopes: withings_exporter::auth::SCOPE.into(),
+        scopes: withings_exporter::auth::default_scopes(),
         account: Some(name.to_owned()),
     })
     .unwrap();

@@ -38,7 +38,7 @@ fn settings(sim: &Simulator, token_file: &Path, redirect_uri: &str) -> AuthSetti
         token_file: token_file.to_path_buf(),
         client: ClientOptions::default(),
         listen: None,
-        scopes: withings_exporter::auth::SCOPE.into(),
+        scopes: withings_exporter::auth::default_scopes(),
         account: None,
     }
 }

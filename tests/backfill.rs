@@ -28,7 +28,7 @@ use withings_exporter::backfill::openmetrics::{
 };
 use withings_exporter::backfill::{self, Options, Target};
 use withings_exporter::clock::Clock;
-use withings_exporter::render::measures::{MEASURES, index_of, scale};
+use withings_exporter::collector::measures::table::{MEASURES, index_of, scale};
 use withings_exporter::secret::Secret;
 use withings_exporter::simulator::history::{self, HistorySpec};
 use withings_exporter::simulator::{Fault, Simulator, SimulatorOptions};
@@ -426,7 +426,7 @@ fn expected(account: &str, group: &Value, measure: &Value) -> Option<Expected> {
         .map(|(k, v)| format!("{k}=\"{v}\""))
         .collect();
     if let Some(p) = measure["position"].as_i64() {
-        let name = withings_exporter::render::measures::position_name(p)?;
+        let name = withings_exporter::collector::measures::table::position_name(p)?;
         labels.push(format!("position=\"{name}\""));
     }
     labels.push(format!("device_model=\"{}\"", group["model"].as_str()?));
@@ -493,7 +493,7 @@ fn spot_checks(h: &Household) -> Vec<(String, Expected)> {
                     continue;
                 };
                 let def = &MEASURES[index_of(kind).unwrap()];
-                if withings_exporter::render::measures::is_plausible(def, e.value)
+                if withings_exporter::collector::measures::table::is_plausible(def, e.value)
                     && seen.insert(key)
                 {
                     checks.push((format!("{account}: type {kind} {:?}", key.1), e));
@@ -1243,12 +1243,12 @@ async fn a_spent_budget_is_waited_for_not_fatal() {
         ),
     }];
     let options = Options {
-        meastypes: withings_exporter::render::measures::DEFAULT_MEASTYPES
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        merge: withings_exporter::account::state::MergeOptions {
+        settings: withings_exporter::collector::Settings {
+            meastypes: withings_exporter::collector::measures::table::DEFAULT_MEASTYPES
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             include_ambiguous: true,
         },
         since: None,
@@ -1296,7 +1296,7 @@ async fn a_spent_budget_is_waited_for_not_fatal() {
     .await
     .expect("finishes")
     .expect("succeeds");
-    assert!(summary.pages > 3, "{summary:?}");
+    assert!(summary.counts.pages > 3, "{summary:?}");
     assert!(held_back() > 0.0);
     assert!(
         std::fs::read_to_string(&file)

@@ -14,6 +14,7 @@ use withings_exporter::collector::sleep::{SleepState, parse_getsummary};
 use withings_exporter::collector::{
     INITIAL_LOOKBACK_SECONDS, SYNC_OVERLAP_SECONDS, SyncQuery, fetch_pages,
 };
+use withings_exporter::collector::{activity, devices, sleep};
 use withings_exporter::render::families::encode;
 use withings_exporter::secret::Secret;
 use withings_exporter::simulator::data::UserExtras;
@@ -450,7 +451,7 @@ async fn simulator_serves_all_three_endpoints_through_the_client_with_paging() {
     // A page holds one row here, so the two rows take two requests.
     let pages = fetch_pages(first, |q| {
         let (client, token) = (&client, &token);
-        async move { client.getactivity(token, &q).await }
+        async move { activity::getactivity(client, token, &q).await }
     })
     .await
     .unwrap();
@@ -480,20 +481,20 @@ async fn simulator_serves_all_three_endpoints_through_the_client_with_paging() {
     // the simulator sends only what changed since.
     let next = activity.query(now);
     assert_eq!(next.lastupdate, 1_697_887_349 - SYNC_OVERLAP_SECONDS);
-    let page = client.getactivity(&token, &next).await.unwrap();
+    let page = activity::getactivity(&client, &token, &next).await.unwrap();
     assert_eq!(page.days.len(), 1);
 
     let mut sleep = SleepState::default();
-    let page = client
-        .getsleepsummary(
-            &token,
-            &SyncQuery {
-                lastupdate: 0,
-                offset: None,
-            },
-        )
-        .await
-        .unwrap();
+    let page = sleep::getsummary(
+        &client,
+        &token,
+        &SyncQuery {
+            lastupdate: 0,
+            offset: None,
+        },
+    )
+    .await
+    .unwrap();
     sleep.merge(page);
     assert_eq!(sleep.rows().count(), 1);
     let asked = simulator.requests();
@@ -502,12 +503,14 @@ async fn simulator_serves_all_three_endpoints_through_the_client_with_paging() {
     assert!(sleep_request.params["data_fields"].contains("apnea_hypopnea_index"));
 
     let mut devices = DevicesState::default();
-    devices.merge(client.getdevice(&token).await.unwrap());
+    devices.merge(devices::getdevice(&client, &token).await.unwrap());
     assert_eq!(devices.devices().count(), 2);
     assert_eq!(simulator.request_count("/v2/user"), 1);
 
     // A wrong token gets Withings' invalid-token answer, as on /measure.
-    let err = client.getdevice(&Secret::new("nope")).await.unwrap_err();
+    let err = devices::getdevice(&client, &Secret::new("nope"))
+        .await
+        .unwrap_err();
     assert!(err.is_auth_failure(), "{err:?}");
 }
 
@@ -522,13 +525,11 @@ async fn a_token_without_a_scope_fails_only_the_endpoints_that_need_it() {
         offset: None,
     };
     for err in [
-        client
-            .getactivity(&token, &query)
+        activity::getactivity(&client, &token, &query)
             .await
             .map(|_| ())
             .unwrap_err(),
-        client
-            .getsleepsummary(&token, &query)
+        sleep::getsummary(&client, &token, &query)
             .await
             .map(|_| ())
             .unwrap_err(),
@@ -546,9 +547,16 @@ async fn a_token_without_a_scope_fails_only_the_endpoints_that_need_it() {
         }
     }
     // user.info was granted: devices carry on.
-    assert_eq!(client.getdevice(&token).await.unwrap().devices.len(), 5);
+    assert_eq!(
+        devices::getdevice(&client, &token)
+            .await
+            .unwrap()
+            .devices
+            .len(),
+        5
+    );
     simulator.deny_scope(common::TOKEN, "user.info");
-    let err = client.getdevice(&token).await.unwrap_err();
+    let err = devices::getdevice(&client, &token).await.unwrap_err();
     assert_eq!(err.class(), Some(StatusClass::Unauthorized));
 }
 
@@ -568,11 +576,15 @@ async fn the_live_demo_household_serves_days_nights_and_devices() {
         offset: None,
     };
     let mut activity = ActivityState::default();
-    activity.merge(client.getactivity(&token, &query).await.unwrap());
+    activity.merge(
+        activity::getactivity(&client, &token, &query)
+            .await
+            .unwrap(),
+    );
     let mut sleep = SleepState::default();
-    sleep.merge(client.getsleepsummary(&token, &query).await.unwrap());
+    sleep.merge(sleep::getsummary(&client, &token, &query).await.unwrap());
     let mut devices = DevicesState::default();
-    devices.merge(client.getdevice(&token).await.unwrap());
+    devices.merge(devices::getdevice(&client, &token).await.unwrap());
     // A watch and a phone; the sleep analyzer and the watch; five devices with a scale, a
     // watch and a sleep analyzer among them.
     assert_eq!(activity.rows().count(), 2);

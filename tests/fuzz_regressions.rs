@@ -131,7 +131,8 @@ fn a_huge_token_lifetime_does_not_overflow_the_refresh_margin() {
 /// it split the line (or forged a second one). It is now escaped onto one line.
 #[test]
 fn withings_error_text_with_line_breaks_stays_on_one_line() {
-    use withings_exporter::withings::{ApiError, parse_getmeas, parse_token};
+    use withings_exporter::collector::measures::model::parse_getmeas;
+    use withings_exporter::withings::{ApiError, parse_token};
     let err = parse_token(&regression("token_response", "newline-in-error-text.json"))
         .expect_err("status 601");
     assert!(

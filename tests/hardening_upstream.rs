@@ -13,9 +13,11 @@ use withings_exporter::account::token_store::{StoreError, StoredTokens, TokenSto
 use withings_exporter::account::tokens::{
     ClientCredentials, RefreshPolicy, TokenManager, TokenSource,
 };
+use withings_exporter::collector::measures::getmeas;
+use withings_exporter::collector::measures::model::GetmeasQuery;
 use withings_exporter::secret::Secret;
 use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOptions};
-use withings_exporter::withings::{ApiError, ClientOptions, GetmeasQuery, WithingsClient};
+use withings_exporter::withings::{ApiError, ClientOptions, WithingsClient};
 
 async fn simulator() -> Simulator {
     let sim = Simulator::start(SimulatorOptions::default())
@@ -105,8 +107,7 @@ async fn a_redirected_getmeas_is_an_error_naming_the_host_and_nothing_reaches_it
             status,
             location: location.clone(),
         });
-        let err = client
-            .getmeas(&Secret::new("test-access-token"), &query())
+        let err = getmeas(&client, &Secret::new("test-access-token"), &query())
             .await
             .unwrap_err();
         assert_eq!(
@@ -127,8 +128,7 @@ async fn a_redirected_getmeas_is_an_error_naming_the_host_and_nothing_reaches_it
         status: 302,
         location: "/elsewhere?sekrit".into(),
     });
-    let err = client
-        .getmeas(&Secret::new("test-access-token"), &query())
+    let err = getmeas(&client, &Secret::new("test-access-token"), &query())
         .await
         .unwrap_err();
     assert!(
@@ -136,8 +136,7 @@ async fn a_redirected_getmeas_is_an_error_naming_the_host_and_nothing_reaches_it
         "{err:?}"
     );
     // Without a redirect the same client reads the readings: the fault was the only cause.
-    let page = client
-        .getmeas(&Secret::new("test-access-token"), &query())
+    let page = getmeas(&client, &Secret::new("test-access-token"), &query())
         .await
         .unwrap();
     assert_eq!(page.groups.len(), 1);
@@ -246,7 +245,7 @@ async fn a_refresh_answer_that_cannot_work_is_not_saved_and_backs_off() {
         }
         assert_eq!(sim.token_request_count(), requests_before + 2, "{body}");
         // And the exporter keeps working with it.
-        let page = client.getmeas(&token, &query()).await.unwrap();
+        let page = getmeas(&client, &token, &query()).await.unwrap();
         assert_eq!(page.groups.len(), 1);
         assert!(sim.refresh_token_usable(pair.refresh_token.expose()));
     }
@@ -261,8 +260,7 @@ async fn an_http_error_names_the_url_it_requested_without_a_query() {
         status: 404,
         body: "<html>Not Found</html>".into(),
     }));
-    let err = client
-        .getmeas(&Secret::new("test-access-token-sekrit"), &query())
+    let err = getmeas(&client, &Secret::new("test-access-token-sekrit"), &query())
         .await
         .unwrap_err();
     let line = err.to_string();

@@ -11,8 +11,8 @@ mod common;
 use common::accounts::unix_now;
 use common::{AppOptions, fixture, sample_with, spawn_app_with};
 use std::collections::BTreeMap;
-use withings_exporter::render::families::TIMESTAMP_METRIC;
-use withings_exporter::render::measures::MEASURES;
+use withings_exporter::collector::measures::families::TIMESTAMP_METRIC;
+use withings_exporter::collector::measures::table::MEASURES;
 use withings_exporter::simulator::SimulatorOptions;
 
 /// Every `(series, value)` of the measure families and their timestamps in an exposition.

@@ -594,3 +594,43 @@ async fn the_secret_is_never_logged() {
     );
     assert!(!format!("{:?}", h.app.notifier().unwrap()).contains(&h.secret));
 }
+
+/// `notify list|revoke` ask through the same retry as every other request: a token Withings
+/// says has expired is refreshed and the request asked again, once.
+#[tokio::test]
+async fn the_notify_command_refreshes_an_expired_token_and_asks_again() {
+    let h = harness(Setup {
+        accounts: &[("mom", "1001")],
+        ..Setup::default()
+    })
+    .await;
+    h.subscribe_all().await;
+    let account = h.app.account("mom").unwrap();
+    let expired = account.tokens().access_token().await.unwrap();
+    // Withings' clock past the token's three hours; the exporter's still within them, so
+    // it learns of the expiry only from the answer.
+    h.sim.set_clock(Some(now() + 4 * 3600));
+    let (notify_before, oauth_before) = (
+        h.sim.request_count("/notify"),
+        h.sim.request_count("/v2/oauth2"),
+    );
+    let lines = withings_exporter::notify::cli::run(
+        &h.app,
+        withings_exporter::notify::cli::Action::List,
+        Some("mom"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("appli=") && !l.contains("error")),
+        "{lines:?}"
+    );
+    // The refused list, one refresh, the list asked again.
+    assert_eq!(h.sim.request_count("/notify") - notify_before, 2);
+    assert_eq!(h.sim.request_count("/v2/oauth2") - oauth_before, 1);
+    let fresh = account.tokens().access_token().await.unwrap();
+    assert_ne!(fresh.expose(), expired.expose());
+}

@@ -1,78 +1,86 @@
-//! One person's activity, sleep and devices: the collectors beside `measures` that the
-//! operator turns on with `WITHINGS_COLLECTORS`. Each costs one request per fetch (more while a
-//! first sync pages), through the same client and budget as `getmeas`.
+//! One person's collectors: the state of each enabled one, fetched in the order of
+//! [`crate::collector::ALL`], through the same client and budget.
 //!
 //! A collector whose endpoint refuses the token for lack of a scope reports
 //! `withings_collector_up{collector} 0` and tells the operator once to authorize again; the
-//! other collectors, and the account's `withings_up`, carry on.
+//! other collectors, and the account's `withings_up`, carry on. The leading collector
+//! (`measures`) is the exception: its failure, whatever it is, is the fetch's.
 
-use super::{Account, FetchError, lock};
-use crate::collector::activity::ActivityState;
-use crate::collector::devices::DevicesState;
-use crate::collector::sleep::SleepState;
-use crate::collector::{Collector, Merged, SyncError, fetch_pages};
+use super::{Account, FetchError};
+use crate::collector::{Collector, Fetch, Settings, State, Synced, lock, missing_scope_hint};
 use crate::render::families::gauge_by_label;
-use crate::secret::Secret;
-use crate::withings::{ApiError, StatusClass};
+use crate::withings::{RequestError, StatusClass};
 use prometheus::proto::MetricFamily;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
-/// The states of the collectors other than `measures`, and how each last went.
-#[derive(Debug, Default)]
-pub(super) struct Extras {
-    activity: ActivityState,
-    sleep: SleepState,
-    devices: DevicesState,
+/// The enabled collectors of one account, their states, and how each last went.
+pub(super) struct Collectors {
+    enabled: Vec<(&'static dyn Collector, Box<dyn State>)>,
     /// Whether each enabled collector's last fetch worked; absent before its first.
-    up: BTreeMap<Collector, bool>,
+    up: Mutex<BTreeMap<&'static str, bool>>,
     /// Collectors already reported as lacking a scope: one line, not one per fetch.
-    scope_reported: BTreeSet<Collector>,
+    scope_reported: Mutex<BTreeSet<&'static str>>,
+}
+
+impl Collectors {
+    pub(super) fn new(enabled: &crate::collector::Collectors, settings: &Settings) -> Self {
+        Self {
+            enabled: enabled.iter().map(|c| (c, c.state(settings))).collect(),
+            up: Mutex::new(BTreeMap::new()),
+            scope_reported: Mutex::new(BTreeSet::new()),
+        }
+    }
 }
 
 impl Account {
-    /// Fetches every enabled collector but `measures`. The first failure that is not a
-    /// missing scope is returned, after the others have had their turn: one collector's
-    /// trouble does not hold back another's data.
-    pub(super) async fn sync_extras(&self) -> Result<(), FetchError> {
-        let collectors: Vec<Collector> = self
-            .settings
-            .collectors
-            .iter()
-            .filter(|c| *c != Collector::Measures)
-            .collect();
-        if collectors.is_empty() {
-            return Ok(());
-        }
-        let token = self.tokens.access_token().await?;
+    /// Fetches every enabled collector. The leading one goes first and its failure is the
+    /// fetch's; the others run only once it worked (after a refused token they would each
+    /// fail the same way). Of the others, the first failure that is not a missing scope is
+    /// returned, after the rest have had their turn: one collector's trouble does not hold
+    /// back another's data.
+    pub(super) async fn sync_collectors(&self) -> Result<Synced, FetchError> {
+        let fetch = Fetch {
+            account: &self.name,
+            client: &self.client,
+            tokens: &self.tokens,
+            clock: &self.clock,
+            skipped: &self.groups_skipped,
+        };
+        let mut total = Synced::default();
         let mut first_error = None;
-        for collector in collectors {
-            let outcome = self.sync_one(collector, &token).await;
-            let mut extras = lock(&self.extras);
+        let (leading, others): (Vec<_>, Vec<_>) =
+            self.collectors.enabled.iter().partition(|(c, _)| c.leads());
+        for (collector, state) in leading.into_iter().chain(others) {
+            let outcome = state.sync(&fetch).await.map_err(|e| self.fetch_error(e));
+            if !collector.leads()
+                && let Err(e @ FetchError::Token(_)) = outcome
+            {
+                // No token to be had says nothing of this collector: it keeps its last
+                // `withings_collector_up`, and the others would fail the same way.
+                return Err(e);
+            }
+            lock(&self.collectors.up).insert(collector.name(), outcome.is_ok());
             match outcome {
-                Ok(malformed) => {
-                    extras.up.insert(collector, true);
-                    extras.scope_reported.remove(&collector);
-                    drop(extras);
-                    if malformed > 0 {
-                        self.groups_skipped
-                            .with_label_values(&["malformed"])
-                            .inc_by(malformed as u64);
-                    }
+                Ok(synced) => {
+                    lock(&self.collectors.scope_reported).remove(collector.name());
+                    total.groups += synced.groups;
+                    total.updated += synced.updated;
                 }
+                Err(e) if collector.leads() => return Err(e),
                 Err(e) => {
-                    extras.up.insert(collector, false);
                     let missing_scope = matches!(
                         &e,
                         FetchError::Api(api) if api.class() == Some(StatusClass::Unauthorized)
                     );
                     if missing_scope {
-                        if extras.scope_reported.insert(collector) {
+                        if lock(&self.collectors.scope_reported).insert(collector.name()) {
                             tracing::warn!(
                                 account = %self.name,
                                 collector = collector.name(),
                                 error = %e,
                                 "{}",
-                                collector.missing_scope_hint(&self.name)
+                                missing_scope_hint(*collector, &self.name)
                             );
                         }
                     } else if first_error.is_none() {
@@ -81,65 +89,36 @@ impl Account {
                 }
             }
         }
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(total), Err)
     }
 
-    /// One collector's sync; merges under the lock only once the pages are in, so that no
-    /// lock is held across a request. Returns the count of malformed rows skipped.
-    async fn sync_one(&self, collector: Collector, token: &Secret) -> Result<usize, FetchError> {
-        let now = self.clock.unix_seconds();
-        let merged: Vec<Merged> = match collector {
-            Collector::Measures => return Ok(0),
-            Collector::Activity => {
-                let first = lock(&self.extras).activity.query(now);
-                let pages = fetch_pages(first, |q| async move {
-                    self.client.getactivity(token, &q).await
-                })
-                .await
-                .map_err(sync_error)?;
-                let mut extras = lock(&self.extras);
-                pages
-                    .into_iter()
-                    .map(|p| extras.activity.merge(p))
-                    .collect()
+    /// What a failed request means for the account.
+    fn fetch_error(&self, e: RequestError) -> FetchError {
+        match e {
+            RequestError::Api(api) => FetchError::Api(api),
+            // Only a fixed token has no source of fresh ones.
+            RequestError::Rejected(api) => FetchError::FixedTokenRejected(api),
+            RequestError::Token(t) => FetchError::Token(t),
+            // Withings refused the token just now and no other can be used: whatever kept
+            // the refresh from helping, the token is not valid.
+            RequestError::Refresh(t) => {
+                lock(&self.health).token_valid = Some(false);
+                FetchError::Token(t)
             }
-            Collector::Sleep => {
-                let first = lock(&self.extras).sleep.query(now);
-                let pages = fetch_pages(first, |q| async move {
-                    self.client.getsleepsummary(token, &q).await
-                })
-                .await
-                .map_err(sync_error)?;
-                let mut extras = lock(&self.extras);
-                pages.into_iter().map(|p| extras.sleep.merge(p)).collect()
-            }
-            Collector::Devices => {
-                let page = self.client.getdevice(token).await?;
-                vec![lock(&self.extras).devices.merge(page)]
-            }
-        };
-        Ok(merged.iter().map(|m| m.malformed).sum())
+            RequestError::EndlessPagination(pages) => FetchError::EndlessPagination(pages),
+        }
     }
 
     /// The collectors' families and `withings_collector_up`.
-    pub(super) fn extra_families(&self, measures_up: Option<bool>) -> Vec<MetricFamily> {
-        let extras = lock(&self.extras);
+    pub(super) fn collector_families(&self) -> Vec<MetricFamily> {
         let mut out = Vec::new();
         let mut up: Vec<(&str, f64)> = Vec::new();
-        for collector in self.settings.collectors.iter() {
-            let state = match collector {
-                Collector::Measures => measures_up,
-                other => extras.up.get(&other).copied(),
-            };
-            if let Some(state) = state {
-                up.push((collector.name(), if state { 1.0 } else { 0.0 }));
+        let states = lock(&self.collectors.up).clone();
+        for (collector, state) in &self.collectors.enabled {
+            if let Some(ok) = states.get(collector.name()) {
+                up.push((collector.name(), if *ok { 1.0 } else { 0.0 }));
             }
-            match collector {
-                Collector::Measures => {}
-                Collector::Activity => out.extend(extras.activity.families()),
-                Collector::Sleep => out.extend(extras.sleep.families()),
-                Collector::Devices => out.extend(extras.devices.families()),
-            }
+            out.extend(state.families());
         }
         if !up.is_empty() {
             out.push(gauge_by_label(
@@ -153,9 +132,10 @@ impl Account {
     }
 }
 
-fn sync_error(e: SyncError<ApiError>) -> FetchError {
-    match e {
-        SyncError::Fetch(api) => FetchError::Api(api),
-        SyncError::EndlessPagination(pages) => FetchError::EndlessPagination(pages),
+impl std::fmt::Debug for Collectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.enabled.iter().map(|(c, _)| c.name()))
+            .finish()
     }
 }

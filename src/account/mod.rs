@@ -1,23 +1,21 @@
-//! One person: a Withings account's token source, sync cursor, latest values and shared
-//! fetch. Nothing here is shared with another account but the Withings client, whose limits
-//! (the request budget and the 601 pause) belong to the application.
+//! One person: a Withings account's token source, one state per enabled collector, and the
+//! shared fetch. Nothing here is shared with another account but the Withings client, whose
+//! limits (the request budget and the 601 pause) belong to the application.
 //!
-//! A probe runs one way: probe → account → budget → Withings → merge → render.
+//! A probe runs one way: probe → account → collector → client (budget) → Withings → merge
+//! → render.
 
 mod collectors;
 pub mod flight;
-pub mod readings;
-pub mod state;
-mod sync;
 pub mod token_store;
 pub mod tokens;
 
-pub use sync::SYNC_OVERLAP_SECONDS;
+pub use crate::collector::SYNC_OVERLAP_SECONDS;
 
 use self::flight::{Missed, SingleFlight, Ticket};
-use self::state::{LatestState, MergeOptions, MergeStats};
 use self::tokens::{TokenError, TokenSource};
 use crate::clock::Clock;
+use crate::collector::Synced;
 use crate::config::Config;
 use crate::render::families::{self, single_gauge};
 use crate::withings::{ApiError, WithingsClient};
@@ -34,8 +32,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// What one account's fetch needs beyond its token.
 #[derive(Debug, Clone)]
 pub struct AccountSettings {
-    pub meastypes: String,
-    pub merge_options: MergeOptions,
+    /// What the collectors read from the configuration.
+    pub collector: crate::collector::Settings,
     /// `WITHINGS_MIN_FETCH_INTERVAL_SECONDS`.
     pub min_fetch_interval: Duration,
     /// Cap on the budget a scrape-timeout header gives: `WITHINGS_TIMEOUT_SECONDS`.
@@ -47,8 +45,8 @@ pub struct AccountSettings {
 impl AccountSettings {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            meastypes: config.meastypes_param(),
-            merge_options: MergeOptions {
+            collector: crate::collector::Settings {
+                meastypes: config.meastypes_param(),
                 include_ambiguous: config.include_ambiguous,
             },
             min_fetch_interval: config.min_fetch_interval,
@@ -161,7 +159,7 @@ impl ServedFrom {
 /// How one probe's fetch went.
 #[derive(Debug)]
 pub struct ProbeOutcome {
-    pub result: Result<MergeStats, FetchError>,
+    pub result: Result<Synced, FetchError>,
     pub duration: Duration,
     pub served_from: ServedFrom,
 }
@@ -174,8 +172,6 @@ pub struct Health {
     pub last_success: Option<f64>,
     /// The last fetch's error, in one line; `None` after a success.
     pub last_error: Option<String>,
-    /// Whether the `measures` collector's last fetch worked.
-    pub measures_up: Option<bool>,
 }
 
 pub struct Account {
@@ -183,15 +179,12 @@ pub struct Account {
     client: WithingsClient,
     tokens: TokenSource,
     settings: AccountSettings,
-    state: Mutex<LatestState>,
-    extras: Mutex<collectors::Extras>,
+    collectors: collectors::Collectors,
     health: Mutex<Health>,
-    /// Held for a whole sync, so that two syncs never interleave their pages and cursors.
-    cursor: tokio::sync::Mutex<sync::SyncCursor>,
     registry: Registry,
     groups_skipped: IntCounterVec,
     clock: Clock,
-    flights: SingleFlight<Result<MergeStats, FetchError>>,
+    flights: SingleFlight<Result<Synced, FetchError>>,
     /// Bounds how many accounts fetch at once, shared by the application's accounts.
     fetch_slots: Arc<Semaphore>,
     /// Turns true when the exporter shuts down: waiting probes answer at once.
@@ -243,11 +236,9 @@ impl Account {
             fetch_slots: shared.fetch_slots,
             shutdown: shared.shutdown,
             tokens,
+            collectors: collectors::Collectors::new(&settings.collectors, &settings.collector),
             settings,
-            state: Mutex::new(LatestState::default()),
-            extras: Mutex::new(collectors::Extras::default()),
             health: Mutex::new(Health::default()),
-            cursor: tokio::sync::Mutex::new(sync::SyncCursor::default()),
             registry,
             groups_skipped,
         }
@@ -295,7 +286,7 @@ impl Account {
         self: &Arc<Self>,
         admission: &dyn Admission,
         budget: Option<Duration>,
-    ) -> (Result<MergeStats, FetchError>, ServedFrom) {
+    ) -> (Result<Synced, FetchError>, ServedFrom) {
         if let Some(left) = self.client.limits().pause.remaining() {
             return (
                 Err(FetchError::Api(ApiError::Paused(left))),
@@ -367,31 +358,12 @@ impl Account {
 
     /// Brings the state up to date with Withings. Never panics and never loses state: a
     /// failure leaves the last known readings in place.
-    pub async fn fetch(&self) -> Result<MergeStats, FetchError> {
+    pub async fn fetch(&self) -> Result<Synced, FetchError> {
         // The semaphore is never closed; without a permit the fetch would still be bounded
         // by the budget, so going on is safe.
         let _slot = self.fetch_slots.acquire().await.ok();
-        let measures = if self
-            .settings
-            .collectors
-            .contains(crate::collector::Collector::Measures)
-        {
-            Some(self.sync().await)
-        } else {
-            None
-        };
-        let measures_up = measures.as_ref().map(Result::is_ok);
-        // The other collectors only once the token is known to work (or measures are off):
-        // after a refused token they would each fail the same way.
-        let result = match measures {
-            Some(Err(e)) => Err(e),
-            Some(Ok(stats)) => self.sync_extras().await.map(|()| stats),
-            None => self.sync_extras().await.map(|()| MergeStats::default()),
-        };
+        let result = self.sync_collectors().await;
         let mut health = lock(&self.health);
-        if measures_up.is_some() {
-            health.measures_up = measures_up;
-        }
         match &result {
             Ok(_) => {
                 health.token_valid = Some(true);
@@ -427,9 +399,8 @@ impl Account {
     pub fn families(&self, outcome: Option<&ProbeOutcome>) -> Vec<MetricFamily> {
         let build_started = Instant::now();
         let mut out = self.registry.gather();
-        out.extend(families::vital_families(&lock(&self.state)));
+        out.extend(self.collector_families());
         let health = lock(&self.health).clone();
-        out.extend(self.extra_families(health.measures_up));
         if let Some(valid) = health.token_valid {
             out.push(single_gauge(
                 "withings_token_valid",
@@ -474,11 +445,7 @@ impl Account {
     }
 }
 
-/// A poisoned lock only means another thread panicked while holding it; the data (readings,
-/// flags) is still consistent, so keep serving rather than cascade the panic.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use crate::collector::lock;
 
 pub fn unix_now() -> i64 {
     SystemTime::now()

@@ -11,29 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Why no usable access token could be had.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    #[error("no access token is available: {0}")]
-    Unavailable(String),
-    /// Withings refused the refresh token (or the client): only a new authorization helps.
-    /// The instructions were logged once when it happened; this is repeated on every scrape.
-    #[error("the refresh token was refused by Withings ({0}); a new authorization is needed")]
-    ReauthorizationNeeded(String),
-    /// A refresh failed for a reason that may pass; it is retried after a backoff.
-    #[error("refreshing the access token failed ({0})")]
-    RefreshFailed(String),
-    /// A refreshed pair exists only in memory; it is not used until it is on disk.
-    #[error("a refreshed token pair could not be saved, so it is not used yet: {0}")]
-    NotSaved(String),
-}
-
-impl TokenError {
-    /// True when retrying cannot help until the user authorizes again.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::ReauthorizationNeeded(_))
-    }
-}
+pub use crate::withings::TokenError;
 
 /// A problem found while setting up the token source at start: the program stops.
 #[derive(Debug, thiserror::Error)]
@@ -646,6 +624,19 @@ pub fn read_secret_file(path: &Path) -> std::io::Result<Secret> {
     let text = String::from_utf8(bytes)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8"))?;
     Ok(Secret::new(text.trim_end_matches(['\n', '\r']).trim()))
+}
+
+impl crate::withings::TokenSupply for TokenSource {
+    fn token(&self) -> crate::withings::paging::BoxFuture<'_, Result<Secret, TokenError>> {
+        Box::pin(self.access_token())
+    }
+
+    fn refreshed<'a>(
+        &'a self,
+        rejected: &'a Secret,
+    ) -> crate::withings::paging::BoxFuture<'a, Result<Option<Secret>, TokenError>> {
+        Box::pin(self.after_auth_failure(rejected))
+    }
 }
 
 #[cfg(test)]

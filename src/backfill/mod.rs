@@ -1,13 +1,14 @@
 //! `withings-exporter backfill`: an account's whole history as OpenMetrics text for
 //! `promtool tsdb create-blocks-from openmetrics`, so that Prometheus holds the years before
-//! the exporter was installed, in the series the live exporter scrapes into: `getmeas` for
-//! the `measures` collector, `getactivity` and `getsummary` when the `activity` and `sleep`
-//! collectors are on. Devices are a current state, not a history: not backfilled.
+//! the exporter was installed, in the series the live exporter scrapes into: the history of
+//! every enabled collector that has one ([`crate::collector::History`]: `getmeas` for
+//! `measures`, `getactivity` and `getsummary` for `activity` and `sleep`). Devices are a
+//! current state, not a history: not backfilled.
 //!
 //! Every request goes through the same [`WithingsClient`] as the live exporter, so the
 //! request budget and the 601 pause hold; when either says "not now", the backfill waits
-//! for the slot instead of failing. Readings are judged by the live exporter's own filters
-//! ([`crate::account::readings`]), spooled to one temporary file per family while paging
+//! for the slot instead of failing. Each collector writes its rows with the live exporter's
+//! own filters and series, spooled to one temporary file per family while paging
 //! ([`spool`]), then written family by family ([`openmetrics`]) into a temporary file next
 //! to the output, renamed over it only once complete.
 
@@ -15,18 +16,16 @@ pub mod openmetrics;
 mod progress;
 mod spool;
 
-use crate::account::readings::{group_readings, version_of};
-use crate::account::state::{MergeOptions, MergeStats};
 use crate::account::tokens::{TokenError, TokenSource};
 use crate::app::accounts::{AccountSet, name_rule, valid_name};
 use crate::clock::Clock;
-use crate::collector::{Collector, Collectors, RowQuery, activity, sleep};
+use crate::collector::{self, Collectors, History, HistoryPage};
 use crate::config::{Config, ConfigError};
-use crate::withings::{ApiError, ClientOptions, GetmeasPage, Limits, WithingsClient};
+use crate::withings::paging::{EndlessPagination, Pager};
+use crate::withings::{ApiError, Request, RequestError, WithingsClient, authorized};
 use openmetrics::{FamilyReport, OpenMetricsWriter, Window, WriteError};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Withings sold its first connected scale in 2009: one window before that catches any
@@ -94,15 +93,16 @@ pub struct Target {
 /// What to read and how to judge it.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub meastypes: String,
-    pub merge: MergeOptions,
+    /// What the collectors read from the configuration (measure types, ambiguous groups).
+    pub settings: collector::Settings,
     /// Unix seconds: readings before it are not read.
     pub since: Option<i64>,
     /// Unix seconds: the last [`openmetrics::HEAD_SECONDS`] before it are left out.
     pub now: i64,
     /// Draw a progress line on stderr.
     pub progress: bool,
-    /// `WITHINGS_COLLECTORS`: which histories are read (measures, activity, sleep).
+    /// `WITHINGS_COLLECTORS`: which histories are read (those of the enabled collectors
+    /// that have one).
     pub collectors: Collectors,
     /// The labels Prometheus attaches to what it scrapes (`job`, `instance`): the dashboard
     /// selects and groups by them, so the backfilled series need the live ones' values.
@@ -113,12 +113,8 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub families: Vec<FamilyReport>,
-    /// Requests answered (`getmeas`, `getactivity`, `getsummary`).
-    pub pages: u64,
-    pub groups: u64,
-    /// Activity rows (one day of one source) and sleep nights read.
-    pub days: u64,
-    pub nights: u64,
+    /// Requests answered and rows read.
+    pub counts: Counts,
 }
 
 impl Summary {
@@ -149,24 +145,13 @@ impl Summary {
             "backfill: wrote {} samples to {} ({} read), {range}: {}",
             self.samples(),
             output.display(),
-            self.counts(),
+            self.counts,
             if per_family.is_empty() {
                 "no family".to_owned()
             } else {
                 per_family.join(", ")
             }
         )
-    }
-}
-
-impl Summary {
-    fn counts(&self) -> Counts {
-        Counts {
-            pages: self.pages,
-            groups: self.groups,
-            days: self.days,
-            nights: self.nights,
-        }
     }
 }
 
@@ -244,19 +229,11 @@ impl Plan {
         since: Option<i64>,
         now: i64,
     ) -> Result<Self, BackfillError> {
-        let limits = Arc::new(Limits::new(config.requests_per_minute, Clock::default()));
-        let client = WithingsClient::with_limits(
-            &config.api_url,
-            ClientOptions {
-                request_timeout: config.upstream_timeout,
-                connect_timeout: config.connect_timeout,
-                max_body_bytes: config.max_response_bytes,
-            },
-            limits,
-        )
-        .map_err(|e| BackfillError::Api {
-            account: account.unwrap_or(DEFAULT_ACCOUNT).to_owned(),
-            source: e,
+        let client = WithingsClient::from_config(config, Clock::default()).map_err(|e| {
+            BackfillError::Api {
+                account: account.unwrap_or(DEFAULT_ACCOUNT).to_owned(),
+                source: e,
+            }
         })?;
         let targets = match (&config.token_dir, account, all) {
             (_, Some(_), true) => {
@@ -336,8 +313,8 @@ impl Plan {
             client,
             targets,
             options: Options {
-                meastypes: config.meastypes_param(),
-                merge: MergeOptions {
+                settings: collector::Settings {
+                    meastypes: config.meastypes_param(),
                     include_ambiguous: config.include_ambiguous,
                 },
                 since,
@@ -376,112 +353,51 @@ pub fn days_of(span: (i64, i64), (first, last): (bool, bool)) -> Option<(String,
     Some((start.to_string(), end.to_string()))
 }
 
-/// Where a run stands: requests answered and rows read.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    pages: u64,
-    groups: u64,
-    days: u64,
-    nights: u64,
+/// Where a run stands: requests answered, and rows read by what each history calls them
+/// (groups, days, nights), in the order of [`collector::ALL`], every one shown even when
+/// its collector is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counts {
+    /// Requests answered.
+    pub pages: u64,
+    rows: Vec<(&'static str, u64)>,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        let mut rows: Vec<(&'static str, u64)> = Vec::new();
+        for history in collector::ALL.iter().filter_map(|c| c.history()) {
+            if !rows.iter().any(|(unit, _)| *unit == history.rows()) {
+                rows.push((history.rows(), 0));
+            }
+        }
+        Self { pages: 0, rows }
+    }
+}
+
+impl Counts {
+    /// Rows read that a history calls `unit` ("groups", "days", "nights").
+    pub fn rows(&self, unit: &str) -> u64 {
+        self.rows
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn add(&mut self, unit: &'static str, n: u64) {
+        match self.rows.iter_mut().find(|(u, _)| *u == unit) {
+            Some((_, total)) => *total += n,
+            None => self.rows.push((unit, n)),
+        }
+    }
 }
 
 impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} pages, {} groups, {} days, {} nights",
-            self.pages, self.groups, self.days, self.nights
-        )
-    }
-}
-
-/// Whose samples are spooled, with which labels.
-struct Who<'a> {
-    account: u32,
-    label: Option<&'a str>,
-    target_labels: &'a [(&'static str, String)],
-}
-
-/// What a collector gives for one row: `put(name, help, labels, value)` per sample.
-type Put<'p> = &'p mut crate::collector::Put<'p>;
-
-impl Who<'_> {
-    /// Spools the samples of one activity day or sleep night, all at `at`.
-    fn spool(
-        &self,
-        spool: &mut spool::Spool,
-        (at, modified): (i64, Option<i64>),
-        series: impl FnOnce(Put<'_>),
-    ) -> Result<(), BackfillError> {
-        let mut failed = None;
-        series(&mut |name, help, labels, value| {
-            if failed.is_none()
-                && let Err(e) = spool.push_collected(
-                    self.account,
-                    self.label,
-                    self.target_labels,
-                    (name, help),
-                    labels,
-                    at,
-                    modified,
-                    value,
-                )
-            {
-                failed = Some(e);
-            }
-        });
-        failed.map_or(Ok(()), |e| Err(BackfillError::Spool(e)))
-    }
-}
-
-/// One account's paging, counted and drawn.
-struct Read<'r, 'a> {
-    reader: &'r mut Reader<'a>,
-    progress: &'r mut progress::Progress,
-    counts: &'r mut Counts,
-}
-
-impl Read<'_, '_> {
-    /// Every page of one dated window: `fetch(token, offset)` asks for one, `take` spools
-    /// it and says whether Withings has `more` and from which `offset`. An offset that does
-    /// not move forward, or too many pages, is a broken upstream.
-    async fn window<P, F, Fut>(
-        &mut self,
-        mut fetch: F,
-        mut take: impl FnMut(P, &mut Counts) -> Result<(bool, Option<i64>), BackfillError>,
-    ) -> Result<(), BackfillError>
-    where
-        F: FnMut(crate::secret::Secret, Option<i64>) -> Fut,
-        Fut: std::future::Future<Output = Result<P, ApiError>>,
-    {
-        let mut offset = None;
-        let mut window_pages = 0;
-        let target: &Target = self.reader.target;
-        let name = &target.name;
-        loop {
-            let page = self.reader.call(|token| fetch(token, offset)).await?;
-            self.counts.pages += 1;
-            window_pages += 1;
-            let (more, next) = take(page, self.counts)?;
-            self.progress.page(name, self.counts);
-            if !more {
-                break;
-            }
-            match next {
-                Some(next)
-                    if offset.is_none_or(|o| next > o) && window_pages < MAX_PAGES_PER_WINDOW =>
-                {
-                    offset = Some(next);
-                }
-                _ => {
-                    return Err(BackfillError::EndlessPagination {
-                        account: name.clone(),
-                        pages: window_pages,
-                    });
-                }
-            }
+        write!(f, "{} pages", self.pages)?;
+        for (unit, n) in &self.rows {
+            write!(f, ", {n} {unit}")?;
         }
-        self.progress.window_done(name, self.counts);
         Ok(())
     }
 }
@@ -497,13 +413,19 @@ pub async fn run(
 ) -> Result<Summary, BackfillError> {
     let window = Window::before_head(options.now, options.since);
     let spans = windows(window);
-    let enabled = |c| usize::from(options.collectors.contains(c));
+    let histories: Vec<&dyn History> = options
+        .collectors
+        .iter()
+        .filter_map(|c| c.history())
+        .collect();
     let day_spans = spans
         .iter()
         .filter(|s| year_start(FIRST_YEAR).is_none_or(|first| s.1 >= first))
         .count();
-    let per_target = enabled(Collector::Measures) * spans.len()
-        + (enabled(Collector::Activity) + enabled(Collector::Sleep)) * day_spans;
+    let per_target: usize = histories
+        .iter()
+        .map(|h| if h.by_days() { day_spans } else { spans.len() })
+        .sum();
     let mut spool = spool::Spool::new().map_err(BackfillError::Spool)?;
     let mut progress = progress::Progress::new(options.progress, targets.len() * per_target);
     let mut counts = Counts::default();
@@ -514,103 +436,35 @@ pub async fn run(
                 reason: reason.clone(),
             });
         }
-        let account = u32::try_from(index).unwrap_or(u32::MAX);
-        let mut reader = Reader { target };
-        let who = Who {
-            account,
-            label: target.label.as_deref(),
-            target_labels: &options.target_labels,
-        };
         let mut read = Read {
-            reader: &mut reader,
+            client,
+            target,
+            options,
+            sink: spool::ForAccount {
+                spool: &mut spool,
+                account: u32::try_from(index).unwrap_or(u32::MAX),
+                label: target.label.as_deref(),
+                target: &options.target_labels,
+            },
             progress: &mut progress,
             counts: &mut counts,
         };
         for &span in &spans {
-            if options.collectors.contains(Collector::Measures) {
-                read.window(
-                    |token, offset| async move {
-                        client
-                            .getmeas_window(&token, &options.meastypes, span, offset)
-                            .await
-                    },
-                    |page: GetmeasPage, counts| {
-                        let mut stats = MergeStats::default();
-                        for group in &page.groups {
-                            counts.groups += 1;
-                            spool.saw_version(account, group.grpid, version_of(group));
-                            let mut failed = None;
-                            group_readings(
-                                group,
-                                options.merge,
-                                options.now,
-                                &mut stats,
-                                |slot, r| {
-                                    if failed.is_none()
-                                        && let Err(e) = spool.push(
-                                            account,
-                                            who.label,
-                                            who.target_labels,
-                                            slot,
-                                            &r,
-                                        )
-                                    {
-                                        failed = Some(e);
-                                    }
-                                },
-                            );
-                            if let Some(e) = failed {
-                                return Err(BackfillError::Spool(e));
-                            }
-                        }
-                        Ok((page.more, page.offset))
-                    },
-                )
-                .await?;
-            }
             // No Withings device tracked activity or sleep before its first scale: the
             // window before 2009 holds only measures entered by hand with an old date.
             let before_devices = year_start(FIRST_YEAR).is_some_and(|first| span.1 < first);
             let edges = (Some(&span) == spans.first(), Some(&span) == spans.last());
-            let Some((start, end)) = days_of(span, edges).filter(|_| !before_devices) else {
-                continue;
-            };
-            let days = |offset| RowQuery::Days {
-                start: &start,
-                end: &end,
-                offset,
-            };
-            if options.collectors.contains(Collector::Activity) {
-                read.window(
-                    |token, offset| async move { client.getactivity(&token, days(offset)).await },
-                    |page: activity::ActivityPage, counts| {
-                        for day in &page.days {
-                            counts.days += 1;
-                            who.spool(&mut spool, (day.day_end, day.modified), |put| {
-                                activity::day_series(day, put);
-                            })?;
-                        }
-                        Ok((page.more, page.offset))
+            let days = days_of(span, edges).filter(|_| !before_devices);
+            for &history in &histories {
+                let window = match (&days, history.by_days()) {
+                    (_, false) => collector::Window { span, days: None },
+                    (Some((start, end)), true) => collector::Window {
+                        span,
+                        days: Some((start, end)),
                     },
-                )
-                .await?;
-            }
-            if options.collectors.contains(Collector::Sleep) {
-                read.window(
-                    |token, offset| async move {
-                        client.getsleepsummary(&token, days(offset)).await
-                    },
-                    |page: sleep::SleepPage, counts| {
-                        for night in &page.nights {
-                            counts.nights += 1;
-                            who.spool(&mut spool, (night.enddate, night.modified), |put| {
-                                sleep::night_series(night, put);
-                            })?;
-                        }
-                        Ok((page.more, page.offset))
-                    },
-                )
-                .await?;
+                    (None, true) => continue,
+                };
+                read.window(history, window).await?;
             }
         }
     }
@@ -635,68 +489,94 @@ pub async fn run(
         .into_inner()
         .map_err(|e| output_error(e.into_error()))?;
     temp.persist(output).map_err(|e| output_error(e.error))?;
-    Ok(Summary {
-        families,
-        pages: counts.pages,
-        groups: counts.groups,
-        days: counts.days,
-        nights: counts.nights,
-    })
+    Ok(Summary { families, counts })
 }
 
-/// One account's pages, with its token.
-struct Reader<'a> {
-    target: &'a Target,
+/// One account's history, read window by window into the spool.
+struct Read<'r> {
+    client: &'r WithingsClient,
+    target: &'r Target,
+    options: &'r Options,
+    sink: spool::ForAccount<'r>,
+    progress: &'r mut progress::Progress,
+    counts: &'r mut Counts,
 }
 
-impl Reader<'_> {
-    /// One request made by `request` with the account's access token, waiting out the
-    /// budget and any 601 pause, refreshing the token once if Withings refuses it.
-    async fn call<T, F, Fut>(&mut self, mut request: F) -> Result<T, BackfillError>
-    where
-        F: FnMut(crate::secret::Secret) -> Fut,
-        Fut: std::future::Future<Output = Result<T, ApiError>>,
-    {
-        let token_error = |source| BackfillError::Token {
-            account: self.target.name.clone(),
-            source,
-        };
-        let mut retried_auth = false;
+impl Read<'_> {
+    /// Every page of one dated window of one collector's history, spooled as it comes.
+    async fn window(
+        &mut self,
+        history: &dyn History,
+        window: collector::Window<'_>,
+    ) -> Result<(), BackfillError> {
+        let name = &self.target.name;
+        let mut pager = Pager::new(MAX_PAGES_PER_WINDOW);
         loop {
-            // Asked for every request, not kept: the token source refreshes the pair before
-            // it expires, where a kept copy would spend a request on a 401 once it had.
-            let token = self
-                .target
-                .tokens
-                .access_token()
-                .await
-                .map_err(token_error)?;
-            let answer = request(token.clone()).await;
+            let request = history.request(&self.options.settings, window, pager.offset());
+            let page = self.call(&request, history).await?;
+            self.counts.pages += 1;
+            let rows = page
+                .write(&self.options.settings, self.options.now, &mut self.sink)
+                .map_err(BackfillError::Spool)? as u64;
+            self.counts.add(history.rows(), rows);
+            self.progress.page(name, &*self.counts);
+            match pager.turn(page.more(), page.offset()) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(EndlessPagination(pages)) => {
+                    return Err(BackfillError::EndlessPagination {
+                        account: name.clone(),
+                        pages,
+                    });
+                }
+            }
+        }
+        self.progress.window_done(name, &*self.counts);
+        Ok(())
+    }
+
+    /// One request with the account's access token, waiting out the budget and any 601
+    /// pause, refreshing the token once if Withings refuses it.
+    async fn call(
+        &self,
+        request: &Request,
+        history: &dyn History,
+    ) -> Result<Box<dyn HistoryPage>, BackfillError> {
+        let client = self.client;
+        let account = || self.target.name.clone();
+        loop {
+            let answer = authorized(&self.target.tokens, |token| async move {
+                client
+                    .call(&token, request, |body: &[u8]| history.parse(body))
+                    .await
+            })
+            .await;
             match answer {
                 Ok(page) => return Ok(page),
                 // Waiting for a slot is what a backfill is for, unlike a scrape. Asked again
                 // in short steps rather than slept through: the limits' clock decides when
                 // the slot is free (tests move it), and nothing is sent while it is not.
-                Err(ApiError::BudgetExhausted(wait) | ApiError::Paused(wait)) => {
+                Err(RequestError::Api(
+                    ApiError::BudgetExhausted(wait) | ApiError::Paused(wait),
+                )) => {
                     tokio::time::sleep(wait.clamp(Duration::from_millis(10), MAX_WAIT_STEP)).await;
                 }
-                Err(e) if e.is_auth_failure() && !retried_auth => {
-                    retried_auth = true;
-                    match self.target.tokens.after_auth_failure(&token).await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => {
-                            return Err(BackfillError::Api {
-                                account: self.target.name.clone(),
-                                source: e,
-                            });
-                        }
-                        Err(refresh) => return Err(token_error(refresh)),
-                    }
-                }
-                Err(source) => {
+                Err(RequestError::Api(source) | RequestError::Rejected(source)) => {
                     return Err(BackfillError::Api {
-                        account: self.target.name.clone(),
+                        account: account(),
                         source,
+                    });
+                }
+                Err(RequestError::Token(source) | RequestError::Refresh(source)) => {
+                    return Err(BackfillError::Token {
+                        account: account(),
+                        source,
+                    });
+                }
+                Err(RequestError::EndlessPagination(pages)) => {
+                    return Err(BackfillError::EndlessPagination {
+                        account: account(),
+                        pages,
                     });
                 }
             }

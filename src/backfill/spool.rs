@@ -3,9 +3,7 @@
 //! the history) instead of the whole history.
 
 use super::openmetrics::{FamilyReport, OpenMetricsWriter, Sample, WriteError};
-use crate::account::state::{Reading, Slot};
-use crate::render::families::{TIMESTAMP_HELP, TIMESTAMP_METRIC};
-use crate::render::measures::{MEASURES, position_name};
+use crate::collector::{Sink, Version};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -28,23 +26,6 @@ struct FamilySpool {
 }
 
 impl FamilySpool {
-    fn push(
-        &mut self,
-        account: u32,
-        labels: Labels,
-        reading: &Reading,
-        value: f64,
-    ) -> std::io::Result<()> {
-        self.record(
-            account,
-            labels,
-            reading.date,
-            reading.grpid,
-            reading.modified,
-            value,
-        )
-    }
-
     fn record(
         &mut self,
         account: u32,
@@ -121,54 +102,14 @@ impl Spool {
         Ok(i)
     }
 
-    /// One reading, as the live exporter would expose it: its value in the measure's family
-    /// with the same labels, and its date in `withings_measurement_timestamp_seconds`; both
-    /// with `account="NAME"` when `account_label` is given (a directory of accounts), and
-    /// the labels Prometheus' scrape attaches (`job`, `instance`) as given in `target`.
-    pub fn push(
-        &mut self,
-        account: u32,
-        account_label: Option<&str>,
-        target: &[(&'static str, String)],
-        slot: Slot,
-        reading: &Reading,
-    ) -> std::io::Result<()> {
-        let Some(def) = MEASURES.get(slot.index) else {
-            return Ok(());
-        };
-        let position = slot.position.and_then(position_name);
-        let mut labels: Labels = def
-            .labels
-            .iter()
-            .map(|(n, v)| (*n, (*v).to_owned()))
-            .collect();
-        if let Some(position) = position {
-            labels.push(("position", position.to_owned()));
-        }
-        labels.push(("device_id", reading.device_id.clone()));
-        labels.push(("device_model", reading.device_model.clone()));
-        let mut stamp_labels: Labels = vec![("measurement", def.measurement.to_owned())];
-        if let Some(position) = position {
-            stamp_labels.push(("position", position.to_owned()));
-        }
-        if let Some(account) = account_label {
-            labels.push(("account", account.to_owned()));
-            stamp_labels.push(("account", account.to_owned()));
-        }
-        labels.extend(target.iter().cloned());
-        stamp_labels.extend(target.iter().cloned());
-        let i = self.family(def.metric, def.help)?;
-        self.families[i].push(account, labels, reading, reading.value)?;
-        let i = self.family(TIMESTAMP_METRIC, TIMESTAMP_HELP)?;
-        self.families[i].push(account, stamp_labels, reading, reading.date as f64)
-    }
-
-    /// One sample of an activity day or a sleep night, with the labels the collector's live
-    /// family gives it (`labels`), then `account` and the scrape's target labels as
-    /// [`Spool::push`] adds them. Two samples of a series at one second keep the greater
-    /// `modified` (the live state keeps the newer row); such rows have no versions to retire.
+    /// One sample of a collector's history, with the labels its live family gives it
+    /// (`labels`), then `account="NAME"` when `account_label` is given (a directory of
+    /// accounts) and the labels Prometheus' scrape attaches (`job`, `instance`) as given in
+    /// `target`. Of a group's versions only the newest is written; of two samples of a
+    /// series at one second with no versions, the greater `modified` (the live state keeps
+    /// the newer row).
     #[allow(clippy::too_many_arguments)]
-    pub fn push_collected(
+    pub fn sample(
         &mut self,
         account: u32,
         account_label: Option<&str>,
@@ -176,7 +117,7 @@ impl Spool {
         (name, help): (&'static str, &'static str),
         labels: &[(&'static str, &str)],
         timestamp: i64,
-        modified: Option<i64>,
+        version: Version,
         value: f64,
     ) -> std::io::Result<()> {
         let mut all: Labels = labels.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
@@ -185,15 +126,12 @@ impl Spool {
         }
         all.extend(target.iter().cloned());
         let i = self.family(name, help)?;
-        // `i64::MAX` as the version: never older than a newest version of `saw_version`.
-        self.families[i].record(
-            account,
-            all,
-            timestamp,
-            modified.unwrap_or(0),
-            i64::MAX,
-            value,
-        )
+        let (grpid, version) = match version {
+            Version::Group { grpid, modified } => (grpid, modified),
+            // `i64::MAX` as the version: never older than a newest version of `saw_version`.
+            Version::Row { modified } => (modified.unwrap_or(0), i64::MAX),
+        };
+        self.families[i].record(account, all, timestamp, grpid, version, value)
     }
 
     /// Writes every family, sorted by name as the live exposition is, reading one family's
@@ -255,5 +193,40 @@ impl Spool {
             }
         }
         Ok(reports)
+    }
+}
+
+/// The spool as one account's history sees it.
+pub struct ForAccount<'a> {
+    pub spool: &'a mut Spool,
+    /// The account's index among the run's targets: versions are per account.
+    pub account: u32,
+    pub label: Option<&'a str>,
+    pub target: &'a [(&'static str, String)],
+}
+
+impl Sink for ForAccount<'_> {
+    fn saw_version(&mut self, grpid: i64, modified: i64) {
+        self.spool.saw_version(self.account, grpid, modified);
+    }
+
+    fn sample(
+        &mut self,
+        family: (&'static str, &'static str),
+        labels: &[(&'static str, &str)],
+        at: i64,
+        version: Version,
+        value: f64,
+    ) -> std::io::Result<()> {
+        self.spool.sample(
+            self.account,
+            self.label,
+            self.target,
+            family,
+            labels,
+            at,
+            version,
+            value,
+        )
     }
 }

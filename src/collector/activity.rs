@@ -3,9 +3,13 @@
 //! A phone and a watch report the same day as two rows; they are two series, never added
 //! (their steps overlap). The day is the user's local day in the row's `timezone`.
 
-use super::{Latest, Paged, Put, RowPage, SourceRow, device_id};
+use super::{
+    Collector, History, HistoryPage, Latest, LatestRows, Paged, Put, RowPage, RowQuery, Settings,
+    Sink, SourceRow, State, Window, days, device_id, row_request, write_row,
+};
+use crate::secret::Secret;
 use crate::withings::lenient::{self, Decimal};
-use crate::withings::{ApiError, row_as, success_body_as};
+use crate::withings::{ApiError, Request, WithingsClient, row_as, success_body_as};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
@@ -299,4 +303,71 @@ pub fn day_series(
         &device,
         day.day_start as f64,
     );
+}
+
+/// The `activity` collector.
+pub struct Activity;
+
+const PATH: &str = "v2/measure";
+
+/// The request of one `getactivity` page: for the sync, or a range of days for the backfill.
+pub fn request(query: RowQuery<'_>) -> Request {
+    row_request(PATH, ACTION, query, None)
+}
+
+/// One `getactivity` page.
+pub async fn getactivity<'q>(
+    client: &WithingsClient,
+    token: &Secret,
+    query: impl Into<RowQuery<'q>>,
+) -> Result<ActivityPage, ApiError> {
+    client
+        .call(token, &request(query.into()), parse_getactivity)
+        .await
+}
+
+impl Collector for Activity {
+    fn name(&self) -> &'static str {
+        "activity"
+    }
+    fn scope(&self) -> &'static str {
+        "user.activity"
+    }
+    fn applis(&self) -> &'static [i64] {
+        &[16]
+    }
+    fn action(&self) -> &'static str {
+        ACTION
+    }
+    fn state(&self, _: &Settings) -> Box<dyn State> {
+        Box::new(LatestRows::new(request, parse_getactivity))
+    }
+    fn history(&self) -> Option<&dyn History> {
+        Some(self)
+    }
+}
+
+impl History for Activity {
+    fn by_days(&self) -> bool {
+        true
+    }
+    fn rows(&self) -> &'static str {
+        "days"
+    }
+    fn request(&self, _: &Settings, window: Window<'_>, offset: Option<i64>) -> Request {
+        request(days(window, offset))
+    }
+    fn parse(&self, body: &[u8]) -> Result<Box<dyn HistoryPage>, ApiError> {
+        Ok(Box::new(parse_getactivity(body)?))
+    }
+}
+
+impl HistoryPage for ActivityPage {
+    /// A day's totals at its last second: the last moment the live exporter shows them.
+    fn write(&self, _: &Settings, _: i64, out: &mut dyn Sink) -> std::io::Result<usize> {
+        for day in &self.days {
+            write_row(out, day.day_end, day.modified, |put| day_series(day, put))?;
+        }
+        Ok(self.days.len())
+    }
 }

@@ -1,14 +1,18 @@
 //! `devices`: `getdevice` (`{api}/v2/user`), the devices linked to the account, with their
 //! battery state and last sync. Each answer is the whole list, so it replaces the last one.
 
-use super::{Merged, Paged, device_id};
+use super::{Collector, Fetch, Merged, Paged, Settings, State, Synced, device_id, lock};
 use crate::render::families::GaugeFamilies;
-use crate::withings::lenient;
-use crate::withings::{ApiError, row_as, success_body_as};
+use crate::secret::Secret;
+use crate::withings::paging::BoxFuture;
+use crate::withings::{
+    ApiError, Request, RequestError, WithingsClient, lenient, row_as, success_body_as,
+};
 use prometheus::proto::MetricFamily;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 const ACTION: &str = "getdevice";
 
@@ -170,5 +174,58 @@ impl DevicesState {
             }
         }
         out.finish()
+    }
+}
+
+/// The `devices` collector: a current state, not a history, so nothing to backfill.
+pub struct Devices;
+
+/// The request of `getdevice`.
+pub fn request() -> Request {
+    Request::new("v2/user", ACTION)
+}
+
+/// The account's devices.
+pub async fn getdevice(client: &WithingsClient, token: &Secret) -> Result<DevicePage, ApiError> {
+    client.call(token, &request(), parse_getdevice).await
+}
+
+impl Collector for Devices {
+    fn name(&self) -> &'static str {
+        "devices"
+    }
+    fn scope(&self) -> &'static str {
+        "user.info"
+    }
+    fn applis(&self) -> &'static [i64] {
+        &[]
+    }
+    fn action(&self) -> &'static str {
+        ACTION
+    }
+    fn state(&self, _: &Settings) -> Box<dyn State> {
+        Box::new(Live::default())
+    }
+}
+
+/// One account's devices, as the last answer listed them.
+#[derive(Default)]
+struct Live(Mutex<DevicesState>);
+
+impl State for Live {
+    fn sync<'a>(&'a self, fetch: &'a Fetch<'a>) -> BoxFuture<'a, Result<Synced, RequestError>> {
+        Box::pin(async move {
+            let page = fetch.call(&request(), parse_getdevice).await?;
+            let merged = lock(&self.0).merge(page);
+            fetch.skip("malformed", merged.malformed);
+            Ok(Synced {
+                groups: merged.rows,
+                updated: 0,
+            })
+        })
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        lock(&self.0).families()
     }
 }

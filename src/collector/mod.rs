@@ -1,114 +1,239 @@
-//! Collectors the operator turns on with `WITHINGS_COLLECTORS`, the way node_exporter
-//! enables its collectors: `measures` (getmeas, on by default), `activity`, `sleep` and
-//! `devices`. Each is one file with the same shape: the parser of its answer, a state that
-//! merges pages incrementally, and the metric families of that state. The request itself is
-//! a method on [`WithingsClient`](crate::withings::WithingsClient), so that every call goes
-//! through its send path (and the request budget there).
+//! Collectors: one per kind of Withings data, each one file (or folder) registered in
+//! [`ALL`], the way node_exporter registers its collectors. The operator turns them on with
+//! `WITHINGS_COLLECTORS`: `measures` (getmeas, on by default), `activity`, `sleep` and
+//! `devices`.
+//!
+//! A collector says through [`Collector`] its name, the OAuth scope it needs, the
+//! notification `appli` codes that concern it and its API action, and makes a per-account
+//! [`State`] that knows how to ask Withings (endpoint and form, from its sync cursor), read
+//! the answer, merge it and show it; a collector with a history says how to read and write
+//! it for the backfill ([`History`]). The live fetch, the backfill, the subscriptions and
+//! `auth`'s scopes iterate over [`ALL`]; nothing else names a collector. Every request
+//! passes the Withings client ([`crate::withings`]), its budget and its 601 pause, and the
+//! one pager and retry there.
 //!
 //! Each enabled collector costs one request per account per fetch (more only while a
 //! first sync pages through history).
 
 pub mod activity;
 pub mod devices;
+pub mod measures;
 pub mod sleep;
 
+use crate::clock::Clock;
 use crate::render::families::GaugeFamilies;
+use crate::secret::Secret;
+pub use crate::withings::paging::Paged;
+use crate::withings::paging::{BoxFuture, all_pages};
+use crate::withings::{ApiError, Request, RequestError, TokenSupply, WithingsClient, authorized};
+use prometheus::IntCounterVec;
 use prometheus::proto::MetricFamily;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
-use std::str::FromStr;
+use std::sync::Mutex;
 
-/// How far before the latest `modified` seen a fetch starts again, so that a row written
-/// while the previous answer was being built is not missed (as for getmeas).
+pub use crate::withings::paging::{MAX_PAGES, SyncError};
+
+/// How far before the latest `modified` (or `updatetime`) seen a fetch starts again, so
+/// that a row written while the previous answer was being built is not missed.
 pub const SYNC_OVERLAP_SECONDS: i64 = 300;
 
-/// What a first sync asks for: rows modified in the last 30 days. The latest day and the
-/// latest night are all these collectors show, and a whole history would be many pages.
+/// What a first sync of activity or sleep asks for: rows modified in the last 30 days. The
+/// latest day and the latest night are all these collectors show, and a whole history
+/// would be many pages.
 pub const INITIAL_LOOKBACK_SECONDS: i64 = 30 * 86_400;
 
-/// A sync that keeps saying `more` past this many pages is a broken upstream.
-pub const MAX_PAGES: usize = 1000;
+/// Every collector, in the order of the fetch and of the `collector` label. Adding a kind
+/// of data is one file and one line here (see CONTRIBUTING.md).
+pub static ALL: &[&dyn Collector] = &[
+    &measures::Measures,
+    &activity::Activity,
+    &sleep::Sleep,
+    &devices::Devices,
+];
 
 /// One kind of data from Withings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Collector {
-    Measures,
-    Activity,
-    Sleep,
-    Devices,
-}
-
-impl Collector {
-    pub const ALL: [Collector; 4] = [
-        Collector::Measures,
-        Collector::Activity,
-        Collector::Sleep,
-        Collector::Devices,
-    ];
-
+pub trait Collector: Send + Sync + 'static {
     /// The name in `WITHINGS_COLLECTORS` and in the `collector` label.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Measures => "measures",
-            Self::Activity => "activity",
-            Self::Sleep => "sleep",
-            Self::Devices => "devices",
-        }
-    }
+    fn name(&self) -> &'static str;
 
     /// The OAuth scope a token needs for this collector's endpoint.
-    pub fn scope(self) -> &'static str {
-        match self {
-            Self::Measures => "user.metrics",
-            Self::Activity | Self::Sleep => "user.activity",
-            Self::Devices => "user.info",
-        }
-    }
+    fn scope(&self) -> &'static str;
 
     /// The notification `appli` codes that announce new data for this collector
-    /// (`withings-api.md`, "Notifications"); devices have none.
-    pub fn applis(self) -> &'static [i64] {
-        match self {
-            Self::Measures => &[1, 2, 4],
-            Self::Activity => &[16],
-            Self::Sleep => &[44],
-            Self::Devices => &[],
-        }
-    }
+    /// (`withings-api.md`, "Notifications").
+    fn applis(&self) -> &'static [i64];
 
     /// The API `action`, as in the `action` label of `withings_api_requests_total`.
-    pub fn action(self) -> &'static str {
-        match self {
-            Self::Measures => "getmeas",
-            Self::Activity => "getactivity",
-            Self::Sleep => "getsummary",
-            Self::Devices => "getdevice",
-        }
+    fn action(&self) -> &'static str;
+
+    /// True for the collector whose failure is the fetch's (`withings_up`), on by default:
+    /// it runs first, the others only once it worked (after a refused token they would each
+    /// fail the same way), and a missing scope fails it like any other error.
+    fn leads(&self) -> bool {
+        false
     }
 
-    /// The log line for a token that lacks this collector's scope.
-    pub fn missing_scope_hint(self, account: &str) -> String {
-        format!(
-            "the token of account {account} lacks the {} scope the {} collector needs; run `auth --account {account}` again to grant it",
-            self.scope(),
-            self.name()
-        )
+    /// The state of one account, empty.
+    fn state(&self, settings: &Settings) -> Box<dyn State>;
+
+    /// How its history is read for the backfill; `None` for a current state (devices).
+    fn history(&self) -> Option<&dyn History> {
+        None
     }
 }
 
-impl fmt::Display for Collector {
+impl fmt::Debug for dyn Collector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
+/// The state of one collector for one account, behind its own locks: a sync never holds one
+/// across a request, and a render never waits for a sync.
+pub trait State: Send + Sync {
+    /// Brings the state up to date: every page of one sync, merged by the collector's rules.
+    fn sync<'a>(&'a self, fetch: &'a Fetch<'a>) -> BoxFuture<'a, Result<Synced, RequestError>>;
+
+    /// The families served live.
+    fn families(&self) -> Vec<MetricFamily>;
+}
+
+/// What the collectors read from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `WITHINGS_MEASTYPES` as the `meastypes` parameter of getmeas.
+    pub meastypes: String,
+    /// `WITHINGS_INCLUDE_AMBIGUOUS`.
+    pub include_ambiguous: bool,
+}
+
+/// What a sync may use: one account's tokens, through the application's client.
+pub struct Fetch<'a> {
+    /// The account's name, for log lines.
+    pub account: &'a str,
+    pub client: &'a WithingsClient,
+    pub tokens: &'a dyn TokenSupply,
+    /// The account's clock; tests pin it.
+    pub clock: &'a Clock,
+    /// `withings_groups_skipped_total{reason}` of the account.
+    pub skipped: &'a IntCounterVec,
+}
+
+impl Fetch<'_> {
+    /// Unix seconds by the account's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.unix_seconds()
+    }
+
+    /// One request with the account's token, asked again once with a fresh token if
+    /// Withings says it expired.
+    pub async fn call<T>(
+        &self,
+        request: &Request,
+        parse: fn(&[u8]) -> Result<T, ApiError>,
+    ) -> Result<T, RequestError> {
+        authorized(self.tokens, |token: Secret| async move {
+            self.client.call(&token, request, parse).await
+        })
+        .await
+    }
+
+    /// Counts `n` rows or measures not used, for `reason`.
+    pub fn skip(&self, reason: &str, n: usize) {
+        if n > 0 {
+            self.skipped.with_label_values(&[reason]).inc_by(n as u64);
+        }
+    }
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Synced {
+    /// Rows (measure groups, days, nights, devices) read.
+    pub groups: usize,
+    /// Latest values that changed.
+    pub updated: usize,
+}
+
+/// One dated window of a history: its unix seconds (inclusive) and, for the collectors
+/// that select by day, its days (YYYY-MM-DD, inclusive).
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    pub span: (i64, i64),
+    pub days: Option<(&'a str, &'a str)>,
+}
+
+/// How a collector's history is read: the same series as live, one sample per row.
+pub trait History: Sync {
+    /// Selects rows by day (`startdateymd`/`enddateymd`) rather than by unix seconds: such
+    /// a collector has no window before the first Withings devices.
+    fn by_days(&self) -> bool;
+
+    /// What its rows are called on the backfill's progress line and summary, plural
+    /// ("groups", "nights").
+    fn rows(&self) -> &'static str;
+
+    /// The request of one page of `window`.
+    fn request(&self, settings: &Settings, window: Window<'_>, offset: Option<i64>) -> Request;
+
+    /// Reads one answer.
+    fn parse(&self, body: &[u8]) -> Result<Box<dyn HistoryPage>, ApiError>;
+}
+
+/// One page of a history, read.
+pub trait HistoryPage: Paged + Send {
+    /// Writes its samples to `out`, judged as the live exporter judges them at `now`;
+    /// returns how many rows it held.
+    fn write(&self, settings: &Settings, now: i64, out: &mut dyn Sink) -> std::io::Result<usize>;
+}
+
+/// Which version of a sample this is, for the backfill to keep the one the live exporter
+/// would show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// A sample of a measure group's version `modified`: older versions of the group are
+    /// left out, wherever in the paging they came.
+    Group { grpid: i64, modified: i64 },
+    /// A row with no versions: of two samples of a series at one second, the greater
+    /// `modified` is kept.
+    Row { modified: Option<i64> },
+}
+
+/// Where a history's samples go.
+pub trait Sink {
+    /// The account has version `modified` of group `grpid`, whether or not it gives any
+    /// sample (an inconclusive correction still retires the old values).
+    fn saw_version(&mut self, grpid: i64, modified: i64);
+
+    /// One sample of family `(name, help)` with the collector's labels, at `at`.
+    fn sample(
+        &mut self,
+        family: (&'static str, &'static str),
+        labels: &[(&'static str, &str)],
+        at: i64,
+        version: Version,
+        value: f64,
+    ) -> std::io::Result<()>;
+}
+
+fn position(collector: &dyn Collector) -> usize {
+    ALL.iter()
+        .position(|c| c.name() == collector.name())
+        .unwrap_or(usize::MAX)
+}
+
+/// The log line for a token that lacks `collector`'s scope.
+pub fn missing_scope_hint(collector: &dyn Collector, account: &str) -> String {
+    format!(
+        "the token of account {account} lacks the {} scope the {} collector needs; run `auth --account {account}` again to grant it",
+        collector.scope(),
+        collector.name()
+    )
+}
+
 fn valid_names() -> String {
-    Collector::ALL
-        .iter()
-        .map(|c| c.name())
-        .collect::<Vec<_>>()
-        .join(", ")
+    ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,61 +244,77 @@ pub enum CollectorsError {
     Empty(String),
 }
 
-impl FromStr for Collector {
-    type Err = CollectorsError;
+/// The collector named `text` (any case).
+pub fn named(text: &str) -> Result<&'static dyn Collector, CollectorsError> {
+    let name = text.trim();
+    ALL.iter()
+        .copied()
+        .find(|c| c.name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| CollectorsError::Unknown {
+            // A name from the environment goes into a log line: one line, bounded.
+            name: crate::text::one_line(&name.chars().take(64).collect::<String>()).into_owned(),
+            valid: valid_names(),
+        })
+}
 
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let name = text.trim();
-        Collector::ALL
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| CollectorsError::Unknown {
-                // A name from the environment goes into a log line: one line, bounded.
-                name: crate::text::one_line(&name.chars().take(64).collect::<String>())
-                    .into_owned(),
-                valid: valid_names(),
-            })
+/// The enabled collectors, each once, in [`ALL`] order.
+#[derive(Clone)]
+pub struct Collectors(Vec<&'static dyn Collector>);
+
+impl fmt::Debug for Collectors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names()).finish()
     }
 }
 
-/// The enabled collectors, each once, in [`Collector::ALL`] order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Collectors(Vec<Collector>);
+impl PartialEq for Collectors {
+    fn eq(&self, other: &Self) -> bool {
+        self.names().eq(other.names())
+    }
+}
+
+impl Eq for Collectors {}
 
 impl Default for Collectors {
+    /// The leading collector only: `measures`.
     fn default() -> Self {
-        Self(vec![Collector::Measures])
+        Self(ALL.iter().copied().filter(|c| c.leads()).collect())
     }
 }
 
 impl Collectors {
     /// Parses `WITHINGS_COLLECTORS`: comma-separated names, any case, repeats ignored.
     pub fn parse(text: &str) -> Result<Self, CollectorsError> {
-        let mut enabled = Vec::new();
+        let mut enabled: Vec<&'static dyn Collector> = Vec::new();
         for part in text.split(',').filter(|p| !p.trim().is_empty()) {
-            let collector: Collector = part.parse()?;
-            if !enabled.contains(&collector) {
+            let collector = named(part)?;
+            if !enabled.iter().any(|c| c.name() == collector.name()) {
                 enabled.push(collector);
             }
         }
         if enabled.is_empty() {
             return Err(CollectorsError::Empty(valid_names()));
         }
-        enabled.sort();
+        enabled.sort_by_key(|c| position(*c));
         Ok(Self(enabled))
     }
 
     /// Every collector.
     pub fn all() -> Self {
-        Self(Collector::ALL.to_vec())
+        Self(ALL.to_vec())
     }
 
-    pub fn contains(&self, collector: Collector) -> bool {
-        self.0.contains(&collector)
+    /// Whether the collector named `name` is on.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|c| c.name() == name)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = Collector> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = &'static dyn Collector> + '_ {
         self.0.iter().copied()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.iter().map(|c| c.name())
     }
 
     /// The scopes `auth` asks for, comma-separated as Withings wants them, each once.
@@ -193,6 +334,12 @@ impl Collectors {
             .flat_map(|c| c.applis().iter().copied())
             .collect()
     }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the data (readings,
+/// flags) is still consistent, so keep serving rather than cascade the panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The parameters of one page of an incremental `getactivity` or `getsummary`.
@@ -228,12 +375,6 @@ impl From<&SyncQuery> for RowQuery<'_> {
     fn from(query: &SyncQuery) -> Self {
         Self::Since(*query)
     }
-}
-
-/// What a page said about the pages after it.
-pub trait Paged {
-    fn more(&self) -> bool;
-    fn offset(&self) -> Option<i64>;
 }
 
 /// The samples of one row as the live families show them: `put(name, help, labels, value)`
@@ -341,19 +482,9 @@ pub struct Merged {
     pub complete: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SyncError<E> {
-    #[error(transparent)]
-    Fetch(E),
-    #[error("Withings kept answering `more` after {0} pages; the sync was abandoned")]
-    EndlessPagination(usize),
-}
-
-/// Fetches every page of one sync, from `first` on, following `more`/`offset` as getmeas
-/// does: an offset that does not move forward, or too many pages, is a broken upstream.
-/// `fetch` makes the request (the caller's closure decides the token and counts it). The
-/// pages are returned in order, for the caller to merge under its own lock: no lock is held
-/// across a request.
+/// Fetches every page of one sync, from `first` on, following `more`/`offset` with the one
+/// pager ([`crate::withings::paging`]). `fetch` makes the request (the caller's closure
+/// decides the token and counts it).
 pub async fn fetch_pages<P, F, Fut, E>(
     first: SyncQuery,
     mut fetch: F,
@@ -361,24 +492,113 @@ pub async fn fetch_pages<P, F, Fut, E>(
 where
     P: Paged,
     F: FnMut(SyncQuery) -> Fut,
-    Fut: Future<Output = Result<P, E>>,
+    Fut: std::future::Future<Output = Result<P, E>>,
 {
-    let mut query = first;
-    let mut pages = Vec::new();
-    loop {
-        let page = fetch(query).await.map_err(SyncError::Fetch)?;
-        let (more, next) = (page.more(), page.offset());
-        pages.push(page);
-        if !more {
-            return Ok(pages);
+    all_pages(first.offset, |offset| fetch(SyncQuery { offset, ..first })).await
+}
+
+/// The request of one page of a collector that selects rows by `lastupdate` or by day
+/// (getactivity, getsummary): `action` at `path`, and `data_fields` when given.
+pub fn row_request(
+    path: &'static str,
+    action: &'static str,
+    query: RowQuery<'_>,
+    data_fields: Option<&str>,
+) -> Request {
+    let mut request = Request::new(path, action);
+    let offset = match query {
+        RowQuery::Since(q) => {
+            request = request.field("lastupdate", q.lastupdate);
+            q.offset
         }
-        match next {
-            Some(next) if query.offset.is_none_or(|o| next > o) && pages.len() < MAX_PAGES => {
-                query.offset = Some(next);
-            }
-            _ => return Err(SyncError::EndlessPagination(pages.len())),
+        RowQuery::Days { start, end, offset } => {
+            request = request
+                .field("startdateymd", start)
+                .field("enddateymd", end);
+            offset
+        }
+    };
+    request = request.offset(offset);
+    match data_fields {
+        Some(fields) => request.field("data_fields", fields),
+        None => request,
+    }
+}
+
+/// The live state of a collector that keeps the latest row of each source (activity,
+/// sleep): its rows, and how to ask for and read a page of them.
+pub struct LatestRows<P: RowPage> {
+    latest: Mutex<Latest<P::Row>>,
+    request: fn(RowQuery<'_>) -> Request,
+    parse: fn(&[u8]) -> Result<P, ApiError>,
+}
+
+impl<P: RowPage> LatestRows<P> {
+    pub fn new(
+        request: fn(RowQuery<'_>) -> Request,
+        parse: fn(&[u8]) -> Result<P, ApiError>,
+    ) -> Self {
+        Self {
+            latest: Mutex::new(Latest::default()),
+            request,
+            parse,
         }
     }
+}
+
+impl<P> State for LatestRows<P>
+where
+    P: RowPage + Send + 'static,
+    P::Row: Send + Sync,
+{
+    /// Every page of the sync, then merged under the lock at once: a sync that fails half
+    /// way leaves the state as it was, to be redone from the same cursor.
+    fn sync<'a>(&'a self, fetch: &'a Fetch<'a>) -> BoxFuture<'a, Result<Synced, RequestError>> {
+        Box::pin(async move {
+            let first = lock(&self.latest).query(fetch.now());
+            let pages = fetch_pages(first, |q| async move {
+                fetch.call(&(self.request)(q.into()), self.parse).await
+            })
+            .await?;
+            let merged: Vec<Merged> = {
+                let mut latest = lock(&self.latest);
+                pages.into_iter().map(|p| latest.merge(p)).collect()
+            };
+            fetch.skip("malformed", merged.iter().map(|m| m.malformed).sum());
+            Ok(Synced {
+                groups: merged.iter().map(|m| m.rows).sum(),
+                updated: 0,
+            })
+        })
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        lock(&self.latest).families()
+    }
+}
+
+/// The rows of a day-selecting history `window` from `offset` on.
+pub fn days(window: Window<'_>, offset: Option<i64>) -> RowQuery<'_> {
+    let (start, end) = window.days.unwrap_or_default();
+    RowQuery::Days { start, end, offset }
+}
+
+/// Writes the samples `series` gives for one row (a day, a night) to `out`, all at `at`.
+pub fn write_row(
+    out: &mut dyn Sink,
+    at: i64,
+    modified: Option<i64>,
+    series: impl FnOnce(&mut Put<'_>),
+) -> std::io::Result<()> {
+    let mut failed = None;
+    series(&mut |name, help, labels, value| {
+        if failed.is_none()
+            && let Err(e) = out.sample((name, help), labels, at, Version::Row { modified }, value)
+        {
+            failed = Some(e);
+        }
+    });
+    failed.map_or(Ok(()), Err)
 }
 
 /// Where an incremental sync stands, shared by activity and sleep: the `modified` of the
@@ -426,10 +646,14 @@ pub(crate) fn device_id(hash: Option<String>, plain: Option<String>) -> String {
 mod tests {
     use super::*;
 
+    fn names(c: &Collectors) -> Vec<&'static str> {
+        c.names().collect()
+    }
+
     #[test]
     fn default_is_measures_only() {
         let c = Collectors::default();
-        assert_eq!(c.iter().collect::<Vec<_>>(), [Collector::Measures]);
+        assert_eq!(names(&c), ["measures"]);
         assert_eq!(c.scopes(), "user.metrics");
         assert_eq!(c.applis(), [1, 2, 4]);
     }
@@ -437,11 +661,12 @@ mod tests {
     #[test]
     fn parse_dedups_sorts_and_ignores_case_and_spaces() {
         let c = Collectors::parse(" Sleep,devices,,measures , sleep,activity").unwrap();
-        assert_eq!(c.iter().collect::<Vec<_>>(), Collector::ALL);
+        assert_eq!(names(&c), ["measures", "activity", "sleep", "devices"]);
+        assert_eq!(c, Collectors::all());
         assert_eq!(c.scopes(), "user.metrics,user.activity,user.info");
         assert_eq!(c.applis(), [1, 2, 4, 16, 44]);
         let only = Collectors::parse("sleep").unwrap();
-        assert!(only.contains(Collector::Sleep) && !only.contains(Collector::Measures));
+        assert!(only.contains("sleep") && !only.contains("measures"));
         assert_eq!(only.scopes(), "user.activity");
     }
 
@@ -462,8 +687,55 @@ mod tests {
     }
 
     #[test]
+    fn every_collector_says_what_it_needs_and_only_measures_leads() {
+        let said: Vec<_> = ALL
+            .iter()
+            .map(|c| {
+                (
+                    c.name(),
+                    c.scope(),
+                    c.applis(),
+                    c.action(),
+                    c.leads(),
+                    c.history().is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (
+                    "measures",
+                    "user.metrics",
+                    &[1, 2, 4][..],
+                    "getmeas",
+                    true,
+                    true
+                ),
+                (
+                    "activity",
+                    "user.activity",
+                    &[16][..],
+                    "getactivity",
+                    false,
+                    true
+                ),
+                (
+                    "sleep",
+                    "user.activity",
+                    &[44][..],
+                    "getsummary",
+                    false,
+                    true
+                ),
+                ("devices", "user.info", &[][..], "getdevice", false, false),
+            ]
+        );
+    }
+
+    #[test]
     fn missing_scope_hint_names_the_account_scope_and_command() {
-        let hint = Collector::Devices.missing_scope_hint("alice");
+        let hint = missing_scope_hint(&devices::Devices, "alice");
         assert!(hint.contains("user.info") && hint.contains("auth --account alice"));
     }
 

@@ -1,9 +1,13 @@
 //! `sleep`: `getsummary` (`{api}/v2/sleep`), one row per night and per device. A value the
 //! device does not measure (no snoring sensor, no apnea detection) is absent, never 0.
 
-use super::{Latest, Paged, Put, RowPage, SourceRow, device_id};
+use super::{
+    Collector, History, HistoryPage, Latest, LatestRows, Paged, Put, RowPage, RowQuery, Settings,
+    Sink, SourceRow, State, Window, days, device_id, row_request, write_row,
+};
+use crate::secret::Secret;
 use crate::withings::lenient::{self, Decimal};
-use crate::withings::{ApiError, row_as, success_body_as};
+use crate::withings::{ApiError, Request, WithingsClient, row_as, success_body_as};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -377,4 +381,73 @@ pub fn night_series(
         &device,
         night.enddate as f64,
     );
+}
+
+/// The `sleep` collector.
+pub struct Sleep;
+
+const PATH: &str = "v2/sleep";
+
+/// The request of one `getsummary` page: for the sync, or a range of nights for the backfill.
+pub fn request(query: RowQuery<'_>) -> Request {
+    row_request(PATH, ACTION, query, Some(&data_fields()))
+}
+
+/// One `getsummary` page.
+pub async fn getsummary<'q>(
+    client: &WithingsClient,
+    token: &Secret,
+    query: impl Into<RowQuery<'q>>,
+) -> Result<SleepPage, ApiError> {
+    client
+        .call(token, &request(query.into()), parse_getsummary)
+        .await
+}
+
+impl Collector for Sleep {
+    fn name(&self) -> &'static str {
+        "sleep"
+    }
+    fn scope(&self) -> &'static str {
+        "user.activity"
+    }
+    fn applis(&self) -> &'static [i64] {
+        &[44]
+    }
+    fn action(&self) -> &'static str {
+        ACTION
+    }
+    fn state(&self, _: &Settings) -> Box<dyn State> {
+        Box::new(LatestRows::new(request, parse_getsummary))
+    }
+    fn history(&self) -> Option<&dyn History> {
+        Some(self)
+    }
+}
+
+impl History for Sleep {
+    fn by_days(&self) -> bool {
+        true
+    }
+    fn rows(&self) -> &'static str {
+        "nights"
+    }
+    fn request(&self, _: &Settings, window: Window<'_>, offset: Option<i64>) -> Request {
+        request(days(window, offset))
+    }
+    fn parse(&self, body: &[u8]) -> Result<Box<dyn HistoryPage>, ApiError> {
+        Ok(Box::new(parse_getsummary(body)?))
+    }
+}
+
+impl HistoryPage for SleepPage {
+    /// A night's values at its end: when the live exporter starts showing them.
+    fn write(&self, _: &Settings, _: i64, out: &mut dyn Sink) -> std::io::Result<usize> {
+        for night in &self.nights {
+            write_row(out, night.enddate, night.modified, |put| {
+                night_series(night, put);
+            })?;
+        }
+        Ok(self.nights.len())
+    }
 }

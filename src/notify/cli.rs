@@ -2,7 +2,6 @@
 //! subscription, the secret never printed.
 
 use super::Notifier;
-use crate::account::Account;
 use crate::app::App;
 use std::sync::Arc;
 
@@ -28,14 +27,6 @@ fn shown(n: &Notifier, url: &str) -> String {
     }
 }
 
-async fn token(account: &Account) -> Result<crate::secret::Secret, String> {
-    account
-        .tokens()
-        .access_token()
-        .await
-        .map_err(|e| e.to_string())
-}
-
 /// Runs `action` for `account` (or every account) and returns the lines to print; an
 /// account that fails gives one line saying why, and the others go on.
 pub async fn run(
@@ -58,15 +49,10 @@ pub async fn run(
     let mut lines = Vec::new();
     for account in accounts {
         let name = account.name().to_owned();
-        let listed = match token(&account).await {
-            Ok(t) => client
-                .notify_list(&t)
-                .await
-                .map_err(|e| e.to_string())
-                .map(|l| (t, l)),
-            Err(e) => Err(e),
-        };
-        let (token, listed) = match listed {
+        let listed = super::api::list(client, account.tokens())
+            .await
+            .map_err(|e| e.to_string());
+        let listed = match listed {
             Ok(v) => v,
             Err(e) => {
                 lines.push(format!(
@@ -102,7 +88,7 @@ pub async fn run(
             },
             Action::Revoke => {
                 for s in listed.iter().filter(|s| n.callback().is_ours(&s.callbackurl)) {
-                    match client.notify_revoke(&token, &ours, s.appli).await {
+                    match super::api::revoke(client, account.tokens(), &ours, s.appli).await {
                         Ok(()) => lines.push(format!("account={name} appli={} revoked", s.appli)),
                         Err(e) => lines.push(format!("account={name} appli={} error: {}", s.appli, crate::text::one_line(&e.to_string()))),
                     }

@@ -7,6 +7,7 @@
 //! only makes the account's normal, authenticated fetch start sooner, at most once per
 //! `WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS`, within the request budget.
 
+pub mod api;
 pub mod callback;
 pub mod cli;
 pub mod receiver;
@@ -18,12 +19,11 @@ use crate::account::{Account, Admission, ServedFrom};
 use crate::app::App;
 use crate::clock::Clock;
 use crate::render::families::{GaugeFamilies, single_gauge};
-use crate::withings::ApiError;
+pub use api::{Subscription, parse_ack, parse_list};
 use callback::Callback;
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, Opts};
 use schedule::Schedule;
-use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,50 +41,6 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 /// The `appli` codes Withings documents; any other value is counted as `other`, so that a
 /// forged field cannot grow the label set.
 const KNOWN_APPLIS: [i64; 9] = [1, 2, 4, 16, 44, 46, 50, 51, 54];
-
-/// One subscription as `notify list` gives it. `Debug` hides the callback URL: ours holds
-/// the secret.
-#[derive(Clone, Deserialize)]
-pub struct Subscription {
-    #[serde(deserialize_with = "crate::withings::lenient::int")]
-    pub appli: i64,
-    #[serde(default)]
-    pub callbackurl: String,
-    #[serde(default, deserialize_with = "crate::withings::lenient::opt_string")]
-    pub comment: Option<String>,
-    #[serde(default, deserialize_with = "crate::withings::lenient::opt_int")]
-    pub expires: Option<i64>,
-}
-
-impl std::fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
-            .field("appli", &self.appli)
-            .field("expires", &self.expires)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A `notify list` answer. A malformed profile is skipped, not fatal (as in getmeas).
-pub fn parse_list(body: &[u8]) -> Result<Vec<Subscription>, ApiError> {
-    const ACTION: &str = "notify_list";
-    #[derive(Deserialize)]
-    struct Body {
-        #[serde(default)]
-        profiles: Vec<serde_json::Value>,
-    }
-    let parsed: Body = crate::withings::success_body_as(ACTION, body)?;
-    Ok(parsed
-        .profiles
-        .into_iter()
-        .filter_map(|p| serde_json::from_value(p).ok())
-        .collect())
-}
-
-/// A `subscribe` or `revoke` answer: status 0 is all it says.
-pub fn parse_ack(body: &[u8]) -> Result<(), ApiError> {
-    crate::withings::success_status("notify", body)
-}
 
 /// The `appli` label value: a documented code, or `other`.
 pub fn appli_label(appli: Option<i64>) -> String {
@@ -409,21 +365,4 @@ pub fn start(config: &crate::config::Config, app: &Arc<App>) -> Result<bool, Not
     tokio::spawn(run_triggers(Arc::clone(app)));
     tokio::spawn(subscribe::run(Arc::clone(app)));
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_acknowledgement_is_its_status_with_or_without_a_body() {
-        assert_eq!(parse_ack(br#"{"status":0}"#), Ok(()));
-        assert_eq!(parse_ack(br#"{"status":0,"body":{}}"#), Ok(()));
-        let refused = parse_ack(br#"{"status":293,"error":"callback unreachable"}"#);
-        assert!(
-            matches!(&refused, Err(ApiError::Status { status: 293, .. })),
-            "{refused:?}"
-        );
-        assert!(parse_ack(b"<html>").is_err());
-    }
 }

@@ -6,8 +6,7 @@
 use super::{Notifier, SubState};
 use crate::account::Account;
 use crate::app::App;
-use crate::secret::Secret;
-use crate::withings::ApiError;
+use crate::withings::{ApiError, RequestError};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,24 +28,11 @@ pub enum Checked {
     Failed(String),
 }
 
-/// A token for the account's notify calls, refreshed once if Withings refuses it.
-async fn with_token<T, F, Fut>(account: &Account, call: F) -> Result<T, String>
-where
-    F: Fn(Secret) -> Fut,
-    Fut: std::future::Future<Output = Result<T, ApiError>>,
-{
-    let token = account
-        .tokens()
-        .access_token()
-        .await
-        .map_err(|e| e.to_string())?;
-    match call(token.clone()).await {
-        Err(e) if e.is_auth_failure() => match account.tokens().after_auth_failure(&token).await {
-            Ok(Some(fresh)) => call(fresh).await.map_err(|e| describe(&e)),
-            Ok(None) => Err(describe(&e)),
-            Err(t) => Err(t.to_string()),
-        },
-        other => other.map_err(|e| describe(&e)),
+/// One notify call's failure in words; a request held back is [`HELD_BACK`].
+fn failed(e: RequestError) -> String {
+    match e {
+        RequestError::Api(e) | RequestError::Rejected(e) => describe(&e),
+        e => e.to_string(),
     }
 }
 
@@ -66,7 +52,10 @@ fn describe(e: &ApiError) -> String {
 pub async fn check_account(n: &Notifier, app: &App, account: &Account) -> Checked {
     let client = app.client();
     let ours = n.callback().full_url();
-    let listed = match with_token(account, |t| async move { client.notify_list(&t).await }).await {
+    let listed = match super::api::list(client, account.tokens())
+        .await
+        .map_err(failed)
+    {
         Ok(listed) => listed,
         Err(e) if e == HELD_BACK => return Checked::HeldBack,
         Err(e) => return Checked::Failed(e),
@@ -91,10 +80,9 @@ pub async fn check_account(n: &Notifier, app: &App, account: &Account) -> Checke
             tokio::time::sleep(n.settings().subscribe_spacing).await;
         }
         let ours = &ours;
-        match with_token(account, |t| async move {
-            client.notify_subscribe(&t, ours, appli, COMMENT).await
-        })
-        .await
+        match super::api::subscribe(client, account.tokens(), ours, appli, COMMENT)
+            .await
+            .map_err(failed)
         {
             Ok(()) => {
                 in_place.insert(appli);

@@ -1,5 +1,4 @@
-//! Rendering: the measure table (Withings type code → metric, labels, exact scaling) and
-//! the metric families and text exposition built from an account's state.
+//! Rendering: metric families and the text exposition, for any collector. What a sample
+//! means lives with its collector.
 
 pub mod families;
-pub mod measures;

@@ -1,5 +1,5 @@
 use super::budget::Budget;
-use super::model::{Envelope, GetmeasBodyRaw, GetmeasPage, MeasureGroup, TokenBody};
+use super::model::{Envelope, TokenBody};
 use super::ratelimit::RateLimiter;
 use super::{ApiError, StatusClass};
 use crate::clock::Clock;
@@ -131,23 +131,61 @@ impl Default for ClientOptions {
     }
 }
 
-/// Parameters of one `getmeas` call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GetmeasQuery {
-    /// Comma-separated type codes.
-    pub meastypes: String,
-    /// Only groups created or modified after this unix time; 0 asks for everything.
-    pub lastupdate: i64,
-    /// The `offset` of the previous page when it said `more`.
-    pub offset: Option<i64>,
+/// One request to an endpoint of the API: its path under `WITHINGS_API_URL`, the
+/// `action` label it is counted under, and its form. The form carries the parameters (and
+/// the callback URL of `notify`, our secret) in the body, so nothing secret is in a URL;
+/// `Debug` names the fields without their values for the same reason.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Request {
+    pub path: &'static str,
+    /// The `action` label of `withings_api_requests_total`.
+    pub action: &'static str,
+    pub form: Vec<(&'static str, String)>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("path", &self.path)
+            .field("action", &self.action)
+            .field(
+                "form",
+                &self.form.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Request {
+    /// A request whose form says `action=action`.
+    pub fn new(path: &'static str, action: &'static str) -> Self {
+        Self {
+            path,
+            action,
+            form: vec![("action", action.to_owned())],
+        }
+    }
+
+    /// Adds one field to the form.
+    pub fn field(mut self, name: &'static str, value: impl ToString) -> Self {
+        self.form.push((name, value.to_string()));
+        self
+    }
+
+    /// Adds `offset` when there is one (every page but the first).
+    pub fn offset(self, offset: Option<i64>) -> Self {
+        match offset {
+            Some(offset) => self.field("offset", offset),
+            None => self,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct WithingsClient {
     http: reqwest::Client,
-    measure_url: Url,
     oauth_url: Url,
-    /// The base the collectors' `v2/...` endpoints are joined to.
+    /// The base every endpoint's path is joined to.
     api_url: Url,
     options: ClientOptions,
     limits: Arc<Limits>,
@@ -178,12 +216,26 @@ impl WithingsClient {
             .map_err(|e| ApiError::Transport(error_chain(&e)))?;
         Ok(Self {
             http,
-            measure_url: join(api_url, "measure"),
             oauth_url: join(api_url, "v2/oauth2"),
             api_url: api_url.clone(),
             options,
             limits,
         })
+    }
+
+    /// The client of an application, with a budget of its own following `clock`, from the
+    /// configuration: the exporter's and the backfill's.
+    pub fn from_config(config: &crate::config::Config, clock: Clock) -> Result<Self, ApiError> {
+        let limits = Arc::new(Limits::new(config.requests_per_minute, clock));
+        Self::with_limits(
+            &config.api_url,
+            ClientOptions {
+                request_timeout: config.upstream_timeout,
+                connect_timeout: config.connect_timeout,
+                max_body_bytes: config.max_response_bytes,
+            },
+            limits,
+        )
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -194,9 +246,26 @@ impl WithingsClient {
         &self.limits
     }
 
+    /// One request to an endpoint, with `token` in the `Authorization` header: admitted by
+    /// the 601 pause and the budget, sent, read by `parse`, counted. Every endpoint's form
+    /// and answer live with its reader (a collector, `notify`); every request passes here.
+    pub async fn call<T>(
+        &self,
+        token: &Secret,
+        request: &Request,
+        parse: impl FnOnce(&[u8]) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let http = self
+            .http
+            .post(join(&self.api_url, request.path))
+            .bearer_auth(token.expose())
+            .form(&request.form);
+        self.send_counted(request.action, http, parse).await
+    }
+
     /// One request through the application's limits: admitted by the 601 pause and the
     /// budget, sent, parsed, counted.
-    async fn call<T>(
+    async fn send_counted<T>(
         &self,
         action: &'static str,
         request: reqwest::RequestBuilder,
@@ -211,61 +280,6 @@ impl WithingsClient {
         answer
     }
 
-    /// One `getmeas` page. The token goes in the `Authorization` header, the parameters in a
-    /// form body, so nothing secret ends up in a URL.
-    pub async fn getmeas(
-        &self,
-        token: &Secret,
-        query: &GetmeasQuery,
-    ) -> Result<GetmeasPage, ApiError> {
-        let lastupdate = query.lastupdate.to_string();
-        let offset = query.offset.map(|o| o.to_string());
-        let mut form: Vec<(&str, &str)> = vec![
-            ("action", "getmeas"),
-            ("meastypes", &query.meastypes),
-            ("category", "1"),
-            ("lastupdate", &lastupdate),
-        ];
-        if let Some(offset) = &offset {
-            form.push(("offset", offset));
-        }
-        let request = self
-            .http
-            .post(self.measure_url.clone())
-            .bearer_auth(token.expose())
-            .form(&form);
-        self.call("getmeas", request, parse_getmeas).await
-    }
-
-    /// One `getmeas` page of the groups dated from `startdate` to `enddate` (unix seconds,
-    /// inclusive), for the history backfill: dated windows let it tell how far it has come.
-    pub async fn getmeas_window(
-        &self,
-        token: &Secret,
-        meastypes: &str,
-        (startdate, enddate): (i64, i64),
-        offset: Option<i64>,
-    ) -> Result<GetmeasPage, ApiError> {
-        let (startdate, enddate) = (startdate.to_string(), enddate.to_string());
-        let offset = offset.map(|o| o.to_string());
-        let mut form: Vec<(&str, &str)> = vec![
-            ("action", "getmeas"),
-            ("meastypes", meastypes),
-            ("category", "1"),
-            ("startdate", &startdate),
-            ("enddate", &enddate),
-        ];
-        if let Some(offset) = &offset {
-            form.push(("offset", offset));
-        }
-        let request = self
-            .http
-            .post(self.measure_url.clone())
-            .bearer_auth(token.expose())
-            .form(&form);
-        self.call("getmeas", request, parse_getmeas).await
-    }
-
     /// `action=requesttoken` with the given form fields (grant type, client credentials,
     /// code or refresh token). Secrets travel only in the form body.
     pub async fn request_token(&self, form: &[(&str, &str)]) -> Result<TokenBody, ApiError> {
@@ -273,158 +287,8 @@ impl WithingsClient {
         fields.push(("action", "requesttoken"));
         fields.extend_from_slice(form);
         let request = self.http.post(self.oauth_url.clone()).form(&fields);
-        self.call("requesttoken", request, parse_token).await
-    }
-
-    /// One `getactivity` page (`v2/measure`): for the activity collector's sync, or a range
-    /// of days for the backfill.
-    pub async fn getactivity<'q>(
-        &self,
-        token: &Secret,
-        query: impl Into<crate::collector::RowQuery<'q>>,
-    ) -> Result<crate::collector::activity::ActivityPage, ApiError> {
-        let request =
-            self.collector_request(token, "v2/measure", "getactivity", Some(query.into()), None);
-        self.call(
-            "getactivity",
-            request,
-            crate::collector::activity::parse_getactivity,
-        )
-        .await
-    }
-
-    /// One `getsummary` page (`v2/sleep`): for the sleep collector's sync, or a range of
-    /// nights for the backfill.
-    pub async fn getsleepsummary<'q>(
-        &self,
-        token: &Secret,
-        query: impl Into<crate::collector::RowQuery<'q>>,
-    ) -> Result<crate::collector::sleep::SleepPage, ApiError> {
-        let fields = crate::collector::sleep::data_fields();
-        let request = self.collector_request(
-            token,
-            "v2/sleep",
-            "getsummary",
-            Some(query.into()),
-            Some(&fields),
-        );
-        self.call(
-            "getsummary",
-            request,
-            crate::collector::sleep::parse_getsummary,
-        )
-        .await
-    }
-
-    /// The account's devices (`v2/user`, `getdevice`) for the devices collector.
-    pub async fn getdevice(
-        &self,
-        token: &Secret,
-    ) -> Result<crate::collector::devices::DevicePage, ApiError> {
-        let request = self.collector_request(token, "v2/user", "getdevice", None, None);
-        self.call(
-            "getdevice",
-            request,
-            crate::collector::devices::parse_getdevice,
-        )
-        .await
-    }
-
-    /// `notify list`: the user's subscriptions (issue 12).
-    pub async fn notify_list(
-        &self,
-        token: &Secret,
-    ) -> Result<Vec<crate::notify::Subscription>, ApiError> {
-        let request = self.notify_request(token, &[("action", "list")]);
-        self.call("notify_list", request, crate::notify::parse_list)
+        self.send_counted("requesttoken", request, parse_token)
             .await
-    }
-
-    /// `notify subscribe`: Withings checks `callback` with a HEAD before it answers.
-    pub async fn notify_subscribe(
-        &self,
-        token: &Secret,
-        callback: &Secret,
-        appli: i64,
-        comment: &str,
-    ) -> Result<(), ApiError> {
-        let appli = appli.to_string();
-        let request = self.notify_request(
-            token,
-            &[
-                ("action", "subscribe"),
-                ("callbackurl", callback.expose()),
-                ("appli", &appli),
-                ("comment", comment),
-            ],
-        );
-        self.call("notify_subscribe", request, crate::notify::parse_ack)
-            .await
-    }
-
-    /// `notify revoke` of one subscription.
-    pub async fn notify_revoke(
-        &self,
-        token: &Secret,
-        callback: &Secret,
-        appli: i64,
-    ) -> Result<(), ApiError> {
-        let appli = appli.to_string();
-        let request = self.notify_request(
-            token,
-            &[
-                ("action", "revoke"),
-                ("callbackurl", callback.expose()),
-                ("appli", &appli),
-            ],
-        );
-        self.call("notify_revoke", request, crate::notify::parse_ack)
-            .await
-    }
-
-    /// A `notify` request. Its form may hold the callback URL, and so our secret: it goes in
-    /// the body, never in the URL that errors and logs name.
-    fn notify_request(&self, token: &Secret, form: &[(&str, &str)]) -> reqwest::RequestBuilder {
-        self.http
-            .post(join(&self.api_url, "notify"))
-            .bearer_auth(token.expose())
-            .form(form)
-    }
-
-    /// The request of a collector's endpoint; sent only through [`WithingsClient::call`], so
-    /// that it counts against the request budget like every other.
-    fn collector_request(
-        &self,
-        token: &Secret,
-        path: &str,
-        action: &str,
-        query: Option<crate::collector::RowQuery<'_>>,
-        data_fields: Option<&str>,
-    ) -> reqwest::RequestBuilder {
-        use crate::collector::RowQuery;
-        let mut form: Vec<(&str, String)> = vec![("action", action.to_owned())];
-        let offset = match query {
-            Some(RowQuery::Since(q)) => {
-                form.push(("lastupdate", q.lastupdate.to_string()));
-                q.offset
-            }
-            Some(RowQuery::Days { start, end, offset }) => {
-                form.push(("startdateymd", start.to_owned()));
-                form.push(("enddateymd", end.to_owned()));
-                offset
-            }
-            None => None,
-        };
-        if let Some(offset) = offset {
-            form.push(("offset", offset.to_string()));
-        }
-        if let Some(fields) = data_fields {
-            form.push(("data_fields", fields.to_owned()));
-        }
-        self.http
-            .post(join(&self.api_url, path))
-            .bearer_auth(token.expose())
-            .form(&form)
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Bytes, ApiError> {
@@ -551,7 +415,7 @@ fn envelope<'a>(action: &'static str, body: &'a [u8]) -> Result<Envelope<'a>, Ap
     if envelope.status != 0 {
         let body_wait = envelope
             .body
-            .and_then(|b| serde_json::from_str::<GetmeasBodyRaw>(b.get()).ok())
+            .and_then(|b| serde_json::from_str::<super::model::WaitBody>(b.get()).ok())
             .and_then(|b| b.wait_seconds);
         return Err(ApiError::Status {
             status: envelope.status,
@@ -609,28 +473,6 @@ pub(crate) fn row_as<'a, T: serde::Deserialize<'a>>(
     serde_json::from_str(row.get()).ok()
 }
 
-/// Parses a `getmeas` answer. A malformed group is counted and skipped; a malformed
-/// envelope or body fails the whole answer.
-pub fn parse_getmeas(body: &[u8]) -> Result<GetmeasPage, ApiError> {
-    const ACTION: &str = "getmeas";
-    let parsed: GetmeasBodyRaw = success_body_as(ACTION, body)?;
-    let mut page = GetmeasPage {
-        updatetime: parsed.updatetime,
-        timezone: parsed.timezone,
-        groups: Vec::with_capacity(parsed.measuregrps.len()),
-        malformed_groups: 0,
-        more: parsed.more,
-        offset: parsed.offset,
-    };
-    for raw_group in parsed.measuregrps {
-        match row_as::<MeasureGroup>(ACTION, raw_group, "group") {
-            Some(group) => page.groups.push(group),
-            None => page.malformed_groups += 1,
-        }
-    }
-    Ok(page)
-}
-
 /// Parses a `requesttoken` answer.
 pub fn parse_token(body: &[u8]) -> Result<TokenBody, ApiError> {
     const ACTION: &str = "requesttoken";
@@ -676,77 +518,6 @@ pub fn parse_token(body: &[u8]) -> Result<TokenBody, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seed_expired_token_is_an_auth_failure() {
-        let body = br#"{"status":401,"body":{},"error":"XRequestID: Not provided invalid_token: The access token provided is invalid"}"#;
-        let err = parse_getmeas(body).unwrap_err();
-        assert!(err.is_auth_failure(), "{err:?}");
-        assert_eq!(err.status_label(), "401");
-        assert!(err.to_string().contains("invalid_token"), "{err}");
-    }
-
-    #[test]
-    fn rate_limit_carries_wait_seconds_from_either_place() {
-        let beside = br#"{"status":601,"body":{},"error":"Too many requests","wait_seconds":42}"#;
-        let inside = br#"{"status":601,"body":{"wait_seconds":"7"},"error":"Too many requests"}"#;
-        for (body, want) in [(&beside[..], 42), (&inside[..], 7)] {
-            match parse_getmeas(body).unwrap_err() {
-                ApiError::Status {
-                    class: StatusClass::RateLimited,
-                    wait_seconds,
-                    ..
-                } => assert_eq!(wait_seconds, Some(want)),
-                other => panic!("{other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn more_and_offset_as_booleans_or_integers() {
-        let a =
-            br#"{"status":0,"body":{"updatetime":"5","measuregrps":[],"more":true,"offset":3}}"#;
-        let b = br#"{"status":0,"body":{"updatetime":5,"measuregrps":[],"more":0,"offset":false}}"#;
-        let a = parse_getmeas(a).unwrap();
-        assert!(a.more);
-        assert_eq!((a.offset, a.updatetime), (Some(3), Some(5)));
-        let b = parse_getmeas(b).unwrap();
-        assert!(!b.more);
-        assert_eq!(b.offset, Some(0));
-    }
-
-    #[test]
-    fn a_malformed_group_is_skipped_not_fatal() {
-        let body = br#"{"status":0,"body":{"measuregrps":[
-            {"grpid":1,"date":"yesterday","measures":[]},
-            [3, 0, 5, 5, 5, 1, "d", "m", false, []],
-            {"grpid":2,"date":10,"deviceid":12,"hash_deviceid":12,"model":null,
-             "measures":[{"value":1,"type":9,"unit":0,"extra":{"x":[1]}}],"new_field":true}
-        ]}}"#;
-        let page = parse_getmeas(body).unwrap();
-        assert_eq!(page.malformed_groups, 2);
-        assert_eq!(page.groups.len(), 1);
-        assert_eq!(page.groups[0].hash_deviceid.as_deref(), Some("12"));
-        assert_eq!(page.groups[0].model, None);
-    }
-
-    #[test]
-    fn not_json_and_wrong_shapes_are_invalid_responses() {
-        for body in [
-            &b"<html>502 Bad Gateway</html>"[..],
-            b"",
-            b"{\"status\":0,\"body\":{\"measuregrps\":",
-            b"[1,2,3]",
-            b"{\"status\":\"ok\"}",
-            b"{\"status\":0}",
-            b"{\"status\":0,\"body\":{\"measuregrps\":{\"a\":1}}}",
-            b"{\"status\":0,\"body\":[1,\"x\",[]]}",
-            b"{\"status\":0,\"body\":null}",
-        ] {
-            let err = parse_getmeas(body).unwrap_err();
-            assert_eq!(err.status_label(), "invalid_response", "{err:?}");
-        }
-    }
 
     #[test]
     fn token_answer_with_string_userid_parses_and_debug_hides_tokens() {

@@ -1,19 +1,22 @@
-//! The Withings API: every request to Withings passes the client here, which admits it only
-//! within the application's request budget ([`budget`]) and outside a 601 pause
-//! ([`ratelimit`]), so no path can bypass either. Also the response model.
+//! The Withings API as a transport: every request to Withings passes the client here, which
+//! admits it only within the application's request budget ([`budget`]) and outside a 601
+//! pause ([`ratelimit`]), so no path can bypass either; reads the envelope of every answer;
+//! and pages and retries after an expired token ([`paging`]) for every reader. What each
+//! endpoint's form and answer look like lives with its reader (a collector, `notify`).
 
 pub mod budget;
 mod client;
 pub mod lenient;
 pub mod model;
+pub mod paging;
 pub mod ratelimit;
 
 pub use client::{
-    ClientOptions, GetmeasQuery, Limits, WithingsClient, install_crypto_provider, parse_getmeas,
-    parse_token,
+    ClientOptions, Limits, Request, WithingsClient, install_crypto_provider, parse_token,
 };
 pub(crate) use client::{row_as, success_body_as, success_status};
-pub use model::{GetmeasPage, Measure, MeasureGroup, TokenBody};
+pub use model::TokenBody;
+pub use paging::{RequestError, TokenError, TokenSupply, authorized};
 
 use std::fmt;
 use std::time::Duration;

@@ -45,84 +45,13 @@ impl Envelope<'_> {
 
 /// `body` of a successful `getmeas`. Groups are kept raw so that one malformed group is
 /// skipped instead of failing the whole answer.
+/// A `wait_seconds` that a 601 answer may carry inside its body rather than beside it.
 #[derive(Debug, Deserialize)]
-pub struct GetmeasBodyRaw<'a> {
-    #[serde(default, deserialize_with = "lenient::opt_int")]
-    pub updatetime: Option<i64>,
-    #[serde(default)]
-    pub timezone: Option<String>,
-    #[serde(borrow, default)]
-    pub measuregrps: Vec<&'a RawValue>,
-    #[serde(default, deserialize_with = "lenient::flag")]
-    pub more: bool,
-    #[serde(default, deserialize_with = "lenient::opt_int")]
-    pub offset: Option<i64>,
-    /// Some failures put `wait_seconds` in the body rather than beside it.
+pub struct WaitBody {
     #[serde(default, deserialize_with = "lenient::opt_int")]
     pub wait_seconds: Option<i64>,
 }
 
-/// A measure group: one sitting on one device.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct MeasureGroup {
-    #[serde(deserialize_with = "lenient::int")]
-    pub grpid: i64,
-    #[serde(default, deserialize_with = "lenient::opt_int")]
-    pub attrib: Option<i64>,
-    #[serde(deserialize_with = "lenient::int")]
-    pub date: i64,
-    #[serde(default, deserialize_with = "lenient::opt_int")]
-    pub created: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::opt_int")]
-    pub modified: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::opt_int")]
-    pub category: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
-    pub hash_deviceid: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
-    pub model: Option<String>,
-    #[serde(default, deserialize_with = "lenient::flag")]
-    pub is_inconclusive: bool,
-    #[serde(default)]
-    pub measures: Vec<Measure>,
-}
-
-/// One value in a group: the real value is `value × 10^unit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct Measure {
-    #[serde(deserialize_with = "lenient::int")]
-    pub value: i64,
-    #[serde(rename = "type", deserialize_with = "lenient::int")]
-    pub kind: i64,
-    #[serde(deserialize_with = "lenient::int")]
-    pub unit: i64,
-    /// The body part of a segmental measure (types 173–175); see `render::measures::POSITIONS`.
-    /// Whole-body types carry one too, which nothing uses: a malformed one is `None` rather
-    /// than a reason to lose the measure.
-    #[serde(default, deserialize_with = "tolerant_position")]
-    pub position: Option<i64>,
-}
-
-fn tolerant_position<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Ok(match Option::<serde_json::Value>::deserialize(d)? {
-        Some(serde_json::Value::Number(n)) => n.as_i64(),
-        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    })
-}
-
-/// A `getmeas` page after parsing: the groups that made sense, and how many did not.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GetmeasPage {
-    pub updatetime: Option<i64>,
-    pub timezone: Option<String>,
-    pub groups: Vec<MeasureGroup>,
-    pub malformed_groups: usize,
-    pub more: bool,
-    pub offset: Option<i64>,
-}
-
-/// `body` of a successful `requesttoken`.
 #[derive(Deserialize)]
 pub struct TokenBody {
     #[serde(default, deserialize_with = "lenient::opt_string")]

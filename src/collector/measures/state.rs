@@ -1,67 +1,11 @@
 //! The latest value of each exported measurement, merged from `getmeas` pages.
 
+use super::model::MeasureGroup;
+pub use super::readings::{
+    ATTRIB_AMBIGUOUS, CATEGORY_REAL, MAX_FUTURE_SECONDS, MergeOptions, MergeStats, Reading, Slot,
+};
 use super::readings::{group_readings, version_of};
-use crate::withings::MeasureGroup;
 use std::collections::{BTreeMap, HashMap, HashSet};
-
-/// Attribution Withings gives a group whose device may belong to another user.
-pub const ATTRIB_AMBIGUOUS: i64 = 1;
-/// Category of real measures (2 is user objectives, which are not readings).
-pub const CATEGORY_REAL: i64 = 1;
-/// How far ahead of the exporter's clock a group may be dated. Device clocks drift by
-/// minutes and time zones are sometimes applied twice; a reading dated further ahead would
-/// stay "the latest" until that date, hiding every real reading meanwhile.
-pub const MAX_FUTURE_SECONDS: i64 = 86_400;
-
-/// The latest reading of one measurement.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
-    pub value: f64,
-    /// When it was taken (the group's `date`), unix seconds.
-    pub date: i64,
-    pub grpid: i64,
-    /// The group's `modified` time, to tell a correction from the version it replaces.
-    pub modified: i64,
-    pub device_id: String,
-    pub device_model: String,
-}
-
-/// Where a latest reading is kept: its row of [`MEASURES`](crate::render::measures::MEASURES) and, for a segmental type
-/// (`by_position`), the Withings `position` code of the body part. Ordered by row, then
-/// position, which is the order the exposition lists them in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Slot {
-    pub index: usize,
-    /// `None` for every type that is not segmental; a documented position code otherwise.
-    pub position: Option<i64>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct MergeOptions {
-    pub include_ambiguous: bool,
-}
-
-/// What a merge did with the groups it was given, for the exporter's own metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MergeStats {
-    pub groups: usize,
-    pub updated: usize,
-    pub skipped_inconclusive: usize,
-    pub skipped_ambiguous: usize,
-    pub skipped_out_of_range: usize,
-    pub skipped_not_real: usize,
-    /// Measures whose value lies outside the plausible range of their table row.
-    pub skipped_implausible: usize,
-    /// Groups dated more than [`MAX_FUTURE_SECONDS`] after the merge's clock.
-    pub skipped_future: usize,
-    /// Segmental measures without a `position`, or with one the reference does not document.
-    pub skipped_unknown_position: usize,
-    /// A newer version of a group that held a latest reading no longer gives that reading
-    /// (its date moved back, the measure or the whole group is gone or no longer counts).
-    /// Which reading is now the latest may lie in history this merge did not see: the
-    /// caller should rebuild the state from the whole history.
-    pub needs_full_sync: bool,
-}
 
 /// The latest reading per [`Slot`]: one per table row, and one per body position for the
 /// segmental rows. Only slots with a reading exist.
@@ -71,7 +15,7 @@ pub struct LatestState {
 }
 
 impl LatestState {
-    /// The latest reading for row `index` of [`MEASURES`](crate::render::measures::MEASURES) (for a segmental row, the one
+    /// The latest reading for row `index` of [`MEASURES`](super::table::MEASURES) (for a segmental row, the one
     /// without a position, which a merge never fills: use [`Self::get_at`]).
     pub fn get(&self, index: usize) -> Option<&Reading> {
         self.readings.get(&Slot {
@@ -202,8 +146,8 @@ fn supersedes(new: &Reading, current: Option<&Reading>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::measures::{MEASURES, index_of};
-    use crate::withings::Measure;
+    use crate::collector::measures::model::Measure;
+    use crate::collector::measures::table::{MEASURES, index_of};
     use std::time::{SystemTime, UNIX_EPOCH};
 
     fn group(grpid: i64, date: i64, measures: &[(i64, i64, i64)]) -> MeasureGroup {
