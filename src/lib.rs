@@ -21,7 +21,6 @@ pub mod http;
 pub mod notify;
 pub mod render;
 pub mod secret;
-pub mod simulator;
 pub mod telemetry;
 pub mod text;
 pub mod withings;

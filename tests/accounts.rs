@@ -18,8 +18,8 @@ use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::account::tokens::ClientCredentials;
 use withings_exporter::auth::{AuthError, AuthSettings, Authorization};
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOptions};
 use withings_exporter::withings::ClientOptions;
+use withings_sim::{Fault, OAuthOptions, Simulator, SimulatorOptions};
 
 const MOM: (&str, &str, i64) = ("mom", "2001", 121);
 const BEN: (&str, &str, i64) = ("ben", "2002", 143);

@@ -15,8 +15,8 @@ use withings_exporter::account::token_store::TokenStore;
 use withings_exporter::account::tokens::ClientCredentials;
 use withings_exporter::auth::{AuthError, AuthSettings, Authorization, CallbackListener};
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{OAuthOptions, Simulator, SimulatorOptions};
 use withings_exporter::withings::ClientOptions;
+use withings_sim::{OAuthOptions, Simulator, SimulatorOptions};
 
 async fn simulator() -> Simulator {
     Simulator::start(SimulatorOptions::default())

@@ -30,9 +30,9 @@ use withings_exporter::backfill::{self, Options, Target};
 use withings_exporter::clock::Clock;
 use withings_exporter::render::measures::{MEASURES, index_of, scale};
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::history::{self, HistorySpec};
-use withings_exporter::simulator::{Fault, Simulator, SimulatorOptions};
 use withings_exporter::withings::{ClientOptions, Limits, WithingsClient};
+use withings_sim::history::{self, HistorySpec};
+use withings_sim::{Fault, Simulator, SimulatorOptions};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const YEAR: i64 = 365 * 86_400;
@@ -681,13 +681,13 @@ fn night_row(
 /// New York that began with the change to summer time (23 hours, ending at 04:00 UTC the
 /// next day), a day in Tokyo (ending at 15:00 UTC), today (not over: left out); two sleep
 /// devices on one night, and a night without the snoring the other had.
-fn days_and_nights(now: i64) -> withings_exporter::simulator::data::UserExtras {
+fn days_and_nights(now: i64) -> withings_sim::data::UserExtras {
     use serde_json::json;
     let today = jiff::Timestamp::from_second(now)
         .unwrap()
         .strftime("%Y-%m-%d")
         .to_string();
-    withings_exporter::simulator::data::UserExtras {
+    withings_sim::data::UserExtras {
         activities: vec![
             activity_row(
                 "2024-03-10",

@@ -102,7 +102,7 @@ fn spawn_logged(cmd: &mut Command) -> (ChildGuard, std::sync::Arc<std::sync::Mut
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_fails_quietly_about_secrets_and_stops_on_sigterm() {
     let secret = "tok-3f9a2c-never-print-me";
-    let simulator = withings_exporter::simulator::Simulator::start(Default::default())
+    let simulator = withings_sim::Simulator::start(Default::default())
         .await
         .unwrap();
     // The simulator does not know this token: every fetch is an auth failure, logged.

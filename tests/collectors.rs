@@ -16,9 +16,9 @@ use withings_exporter::collector::{
 };
 use withings_exporter::render::families::encode;
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::data::UserExtras;
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
 use withings_exporter::withings::{ApiError, ClientOptions, StatusClass, WithingsClient};
+use withings_sim::data::UserExtras;
+use withings_sim::{Simulator, SimulatorOptions};
 
 /// Lines of `text` that start with `metric{` or `metric ` (the samples of one family).
 fn samples<'a>(text: &'a str, metric: &str) -> Vec<&'a str> {
@@ -596,7 +596,7 @@ async fn the_live_demo_household_serves_days_nights_and_devices() {
 #[ignore = "needs promtool (Debian package prometheus)"]
 fn promtool_accepts_every_collector_family() {
     let now = 1_697_844_600;
-    let extras = withings_exporter::simulator::demo_extras::household_extras(now, "Europe/Berlin");
+    let extras = withings_sim::demo_extras::household_extras(now, "Europe/Berlin");
     let body = |key: &str, rows: &Vec<Value>| {
         json!({"status": 0, "body": {key: rows, "more": false}})
             .to_string()

@@ -4,7 +4,7 @@ mod common;
 
 use common::{AppOptions, TOKEN, fixture, sample, sample_with, spawn_app, spawn_app_with};
 use std::time::Duration;
-use withings_exporter::simulator::Fault;
+use withings_sim::Fault;
 
 const BPM: &str = "c405eb8e0e053f6601e151c7e43c04e29aad6956";
 

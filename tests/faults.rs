@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
-use withings_exporter::simulator::{Fault, OAuthOptions, Simulator};
+use withings_sim::{Fault, OAuthOptions, Simulator};
 
 /// Access tokens the simulator issues live this long; moving its clock past it makes
 /// Withings answer 401 to the token the exporter holds.

@@ -13,8 +13,8 @@ use withings_exporter::app::App;
 use withings_exporter::clock::Clock;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
-use withings_exporter::simulator::HOUSEHOLD;
-use withings_exporter::simulator::household::Household;
+use withings_sim::HOUSEHOLD;
+use withings_sim::household::Household;
 
 /// 2026-06-01T10:05:30Z: noon in Berlin, the household's time zone, so that last night has
 /// ended, the morning's weigh-in is done and today's activity row is partly filled.
@@ -39,7 +39,7 @@ async fn household_expositions(exporter_clock: Clock) -> Vec<(String, String)> {
         ("WITHINGS_TIMEOUT_SECONDS", "5"),
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
-    let config = household.config(Config::from_vars(vars).expect("valid configuration"));
+    let config = Config::from_vars(household.environment(vars)).expect("valid configuration");
     let app = Arc::new(App::from_config_with_clock(&config, exporter_clock).expect("app"));
     let server = Application::bind(config.listen_address, Arc::clone(&app))
         .await

@@ -21,7 +21,7 @@ use withings_exporter::http::server::{Application, ServerLimits};
 use withings_exporter::http::web_config::{
     CONCURRENT_CHECKS, MAX_FAILURES_PER_ADDRESS, MAX_PASSWORD_BYTES, WebConfig,
 };
-use withings_exporter::simulator::Simulator;
+use withings_sim::Simulator;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 

@@ -14,8 +14,8 @@ use withings_exporter::account::tokens::{
     ClientCredentials, RefreshPolicy, TokenManager, TokenSource,
 };
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{Fault, OAuthOptions, Simulator, SimulatorOptions};
 use withings_exporter::withings::{ApiError, ClientOptions, GetmeasQuery, WithingsClient};
+use withings_sim::{Fault, OAuthOptions, Simulator, SimulatorOptions};
 
 async fn simulator() -> Simulator {
     let sim = Simulator::start(SimulatorOptions::default())

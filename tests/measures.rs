@@ -13,7 +13,7 @@ use common::{AppOptions, fixture, sample_with, spawn_app_with};
 use std::collections::BTreeMap;
 use withings_exporter::render::families::TIMESTAMP_METRIC;
 use withings_exporter::render::measures::MEASURES;
-use withings_exporter::simulator::SimulatorOptions;
+use withings_sim::SimulatorOptions;
 
 /// Every `(series, value)` of the measure families and their timestamps in an exposition.
 fn measure_samples(text: &str) -> BTreeMap<String, f64> {

@@ -17,7 +17,7 @@ use withings_exporter::http::server::Application;
 use withings_exporter::http::web_config::WebConfig;
 use withings_exporter::notify::callback::{self, Callback};
 use withings_exporter::notify::{Notifier, NotifySettings};
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_sim::{Simulator, SimulatorOptions};
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -24,7 +24,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use withings_exporter::simulator::{Fault, SimulatorOptions};
+use withings_sim::{Fault, SimulatorOptions};
 
 const RULES: &str = "prometheus/rules/withings.rules.yml";
 const ALERTMANAGER_CONFIG: &str = "prometheus/alertmanager.yml";
@@ -608,7 +608,7 @@ fn feed_every_family(app: &TestApp) {
         "last_session_date": now - 3600, "deviceid": "scale", "hash_deviceid": "scale"
     });
     app.simulator
-        .set_extras(withings_exporter::simulator::data::UserExtras {
+        .set_extras(withings_sim::data::UserExtras {
             activities: activities.as_array().cloned().unwrap_or_default(),
             sleep: vec![night],
             devices: vec![device],
@@ -839,7 +839,7 @@ async fn prometheus_discovers_every_account_and_one_added_with_auth() {
     use withings_exporter::auth::{AuthSettings, Authorization};
     use withings_exporter::config::Config;
     use withings_exporter::http::server::Application;
-    use withings_exporter::simulator::Simulator;
+    use withings_sim::Simulator;
 
     let sim = Simulator::start(SimulatorOptions::default()).await.unwrap();
     let now = unix_now();

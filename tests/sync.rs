@@ -9,8 +9,8 @@ use common::{AppOptions, TestApp, eventually, fixture, sample, sample_with, spaw
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use withings_exporter::account::{FetchError, SYNC_OVERLAP_SECONDS};
-use withings_exporter::simulator::{Fault, SimulatorOptions};
 use withings_exporter::withings::ApiError;
+use withings_sim::{Fault, SimulatorOptions};
 
 /// The simulator's `updatetime` during a test; the history lies well before it.
 const T: i64 = 1_700_000_000;

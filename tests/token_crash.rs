@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{OAuthOptions, Simulator, SimulatorOptions};
+use withings_sim::{OAuthOptions, Simulator, SimulatorOptions};
 
 struct Running {
     child: ChildGuard,

@@ -18,8 +18,8 @@ use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{Fault, OAuthOptions, Simulator};
 use withings_exporter::withings::{ClientOptions, WithingsClient};
+use withings_sim::{Fault, OAuthOptions, Simulator};
 
 const LIFETIME: i64 = 3600;
 

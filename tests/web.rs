@@ -20,7 +20,7 @@ use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
-use withings_exporter::simulator::Simulator;
+use withings_sim::Simulator;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 

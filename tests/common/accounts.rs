@@ -13,7 +13,7 @@ use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_sim::{Simulator, SimulatorOptions};
 
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()

@@ -14,7 +14,7 @@ use withings_exporter::account::tokens::TokenSource;
 use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_sim::{Simulator, SimulatorOptions};
 
 pub const TOKEN: &str = "test-access-token";
 
@@ -245,7 +245,7 @@ pub async fn simulator_serving(fixture_name: &str) -> Simulator {
 /// tests expire tokens by moving the clock, not by waiting.
 pub async fn simulator_on_a_stopped_clock(lifetime: i64, clock: i64) -> Simulator {
     let sim = Simulator::start(SimulatorOptions {
-        oauth: withings_exporter::simulator::OAuthOptions {
+        oauth: withings_sim::OAuthOptions {
             access_token_lifetime: Duration::from_secs(lifetime as u64),
             ..Default::default()
         },

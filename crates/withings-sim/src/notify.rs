@@ -38,7 +38,9 @@ pub struct Subscriptions {
 fn client(inner: &Mutex<Inner>) -> Option<reqwest::Client> {
     let mut guard = lock(inner);
     if guard.notify.client.is_none() {
-        crate::withings::install_crypto_provider();
+        // reqwest is built without a default provider, as in the exporter: the first of
+        // the two to need one installs ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         guard.notify.client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(2))
