@@ -3,7 +3,7 @@
 //! shared fairly by every account, the 601 pause, and the refresh lock between processes,
 //! each against the simulator. Time is stepped with the exporter's clock, never slept.
 
-mod common;
+use crate::common;
 
 use common::accounts::{
     Household, directory_vars, five_vitals, issued_tokens, systolic, unix_now, write_account,

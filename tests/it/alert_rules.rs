@@ -4,7 +4,7 @@
 //!
 //! Tests that run external programs (`promtool` from the Debian package
 //! `prometheus`, `amtool` from `prometheus-alertmanager`) are `#[ignore]`d;
-//! run them with `cargo test --test alert_rules -- --include-ignored`.
+//! run them with `cargo test --test it alert_rules:: -- --include-ignored`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-#[path = "common/dashboard.rs"]
-mod dashboard;
+use crate::common::dashboard;
 use dashboard::{DASHBOARD, all_panels, dashboard_queries, raw_exprs_with_titles};
 
 const RULES: &str = "prometheus/rules/withings.rules.yml";

@@ -1,8 +1,7 @@
 //! Issue 3: `withings-exporter auth` against the simulator's authorization page and token
 //! endpoint, in both modes (redirect listener, pasted URL), and its one-line errors.
 
-#[path = "common/process.rs"]
-mod process;
+use crate::common::process;
 use process::ChildGuard;
 
 use std::collections::HashMap;

@@ -6,11 +6,10 @@
 //! the backfilled range.
 //!
 //! The tests with the real programs need `promtool` and `prometheus` (Debian package
-//! prometheus), hence `#[ignore]`: `cargo test --test backfill -- --include-ignored`.
+//! prometheus), hence `#[ignore]`: `cargo test --test it backfill:: -- --include-ignored`.
 
-mod common;
-#[path = "common/dashboard.rs"]
-mod dashboard;
+use crate::common;
+use crate::common::dashboard;
 
 use common::process::{BIN, ChildGuard};
 use common::prometheus::{Daemon, start_daemon};
@@ -1487,27 +1486,21 @@ async fn prometheus_answers_with_the_simulators_readings_from_the_blocks() {
 /// collector on; stopped when dropped.
 struct Live {
     address: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _server: common::Served,
 }
 
 async fn live_exporter(h: &Household) -> Live {
     use withings_exporter::app::App;
     use withings_exporter::config::Config;
-    use withings_exporter::http::server::Application;
     let mut vars = h.env();
     vars.push(("WITHINGS_LISTEN_ADDRESS".into(), "127.0.0.1:0".into()));
     vars.push((COLLECTORS.0.into(), COLLECTORS.1.into()));
     let config = Config::from_vars(vars).unwrap();
     let app = Arc::new(App::from_config(&config).unwrap());
-    let server = Application::bind(config.listen_address, app).await.unwrap();
-    let address = server.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run_until(async {
-        let _ = stopped.await;
-    }));
+    let server = common::serve(common::bind(app).await);
     Live {
-        address,
-        _stop: stop,
+        address: server.address.to_string(),
+        _server: server,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The binary as an operator runs it: exit codes, one-line errors, signals, logs.
 
-mod common;
+use crate::common;
 
 use common::process::{BIN, ChildGuard, capture_stderr, served_url, signal, wait_for_log};
 use std::io::Read;

@@ -3,7 +3,7 @@
 //! day, missing values, duplicate devices, the user's local day), the simulator's endpoints
 //! end to end through the client, and `promtool check metrics` on what they expose.
 
-mod common;
+use crate::common;
 
 use common::fixture;
 use common::prometheus::assert_promtool_accepts;

@@ -2,7 +2,7 @@
 //! systemd unit. No Docker engine runs here, so the files are checked by the tools that
 //! read them (hadolint, docker-compose, systemd-analyze) and by what they refer to.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,6 +1,6 @@
 //! The exporter end to end: a real server on an ephemeral port, the simulator as Withings.
 
-mod common;
+use crate::common;
 
 use common::{AppOptions, TOKEN, fixture, sample, sample_with, spawn_app, spawn_app_with};
 use std::time::Duration;
@@ -100,7 +100,7 @@ async fn each_scrape_makes_one_getmeas_request_with_the_documented_parameters() 
         assert_eq!(r.path, "/measure");
         assert_eq!(r.bearer.as_deref(), Some(TOKEN));
         assert_eq!(r.params["action"], "getmeas");
-        // Every type the exporter knows, in the one request (tests/measures.rs checks the list).
+        // Every type the exporter knows, in the one request (tests/it/measures.rs checks the list).
         assert!(
             r.params["meastypes"].starts_with("1,4,5,6,8,9,10,11,12,54,71,"),
             "{r:?}"
@@ -290,7 +290,7 @@ async fn connection_refused_gives_up_zero() {
     );
 }
 
-// The captured answers against their hand calculation, every type: tests/measures.rs.
+// The captured answers against their hand calculation, every type: tests/it/measures.rs.
 
 #[tokio::test]
 async fn ambiguous_groups_can_be_excluded() {
@@ -368,7 +368,7 @@ async fn routes_other_than_metrics_never_call_withings() {
     }
     assert_eq!(app.simulator.request_count("/measure"), 0);
     // HEAD is a GET without the body (RFC 9110), so that its Content-Length is true: it
-    // fetches like a scrape, within the request budget (tests/hardening_http.rs).
+    // fetches like a scrape, within the request budget (tests/it/hardening_http.rs).
     let head = app.http.head(app.url("/metrics")).send().await.unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(

@@ -9,7 +9,7 @@
 //! own standard error (a test-local `tracing` subscriber misses lines from spawned tasks),
 //! and so that the SIGTERM and disk-full cases act on a real process.
 
-mod common;
+use crate::common;
 
 use common::accounts::{issued_tokens, unix_now as now};
 use common::process::{ChildGuard, start_serving};

@@ -2,7 +2,7 @@
 //! every input the fuzzer ever crashed on (`tests/fuzz_regressions/<target>/`) goes through
 //! the same check the fuzz target runs (`fuzz/checks.rs`). See FUZZING.md.
 
-#[path = "../fuzz/checks.rs"]
+#[path = "../../fuzz/checks.rs"]
 mod checks;
 
 use std::path::{Path, PathBuf};

@@ -4,15 +4,13 @@
 //! `UPDATE_GOLDEN=1` to rewrite `tests/golden/household_*.prom` after a deliberate change,
 //! and review the diff.
 
-mod common;
+use crate::common;
 
 use common::prometheus::assert_promtool_accepts;
 use std::sync::Arc;
-use tokio::sync::oneshot;
 use withings_exporter::app::App;
 use withings_exporter::clock::Clock;
 use withings_exporter::config::Config;
-use withings_exporter::http::server::Application;
 use withings_sim::HOUSEHOLD;
 use withings_sim::household::Household;
 
@@ -41,14 +39,8 @@ async fn household_expositions(exporter_clock: Clock) -> Vec<(String, String)> {
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
     let config = Config::from_vars(household.environment(vars)).expect("valid configuration");
     let app = Arc::new(App::from_config_with_clock(&config, exporter_clock).expect("app"));
-    let server = Application::bind(config.listen_address, Arc::clone(&app))
-        .await
-        .expect("bind");
-    let address = server.local_addr().expect("address");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(server.run_until(async {
-        let _ = stopped.await;
-    }));
+    let server = common::serve(common::bind(Arc::clone(&app)).await);
+    let address = server.address;
     let http = common::http();
     let get = |path: String| {
         let http = http.clone();
@@ -76,8 +68,7 @@ async fn household_expositions(exporter_clock: Clock) -> Vec<(String, String)> {
         "household_metrics.prom".into(),
         get("/metrics".into()).await,
     ));
-    let _ = stop.send(());
-    served.await.expect("server task").expect("server result");
+    server.stop().await;
     out
 }
 

@@ -3,7 +3,7 @@
 //! file-descriptor limit, SIGHUP without a web configuration, a drain as long as the longest
 //! scrape, and HEAD's Content-Length. Assertions are on counts, never on timing.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::process::{BIN, ChildGuard, capture_stderr, served_url, signal, wait_for_log};
@@ -12,12 +12,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use withings_exporter::account::tokens::TokenSource;
 use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::connections::Connections;
-use withings_exporter::http::server::{Application, ServerLimits};
+use withings_exporter::http::server::ServerLimits;
 use withings_exporter::http::web_config::{
     CONCURRENT_CHECKS, MAX_FAILURES_PER_ADDRESS, MAX_PASSWORD_BYTES, WebConfig,
 };
@@ -30,15 +29,13 @@ struct Served {
     address: SocketAddr,
     connections: Arc<Connections>,
     simulator: Simulator,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    server: Option<common::Served>,
 }
 
 impl Drop for Served {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        // The server first, as before: dropping it stops it.
+        self.server.take();
         self.simulator.stop();
     }
 }
@@ -59,24 +56,18 @@ impl Served {
         let config = Config::from_vars(vars).unwrap();
         let exporter =
             App::with_tokens(&config, TokenSource::Static(common::TOKEN.into())).unwrap();
-        let mut app = Application::bind(config.listen_address, Arc::new(exporter))
+        let mut app = common::bind(Arc::new(exporter))
             .await
-            .unwrap()
             .with_limits(limits(&config));
         if let Some(web) = web {
             app = app.with_web_config(web);
         }
-        let address = app.local_addr().unwrap();
         let connections = app.connections();
-        let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until(async {
-            let _ = rx.await;
-        }));
+        let server = common::serve(app);
         Self {
-            address,
+            address: server.address,
             connections,
             simulator,
-            shutdown: Some(tx),
             server: Some(server),
         }
     }
@@ -357,12 +348,12 @@ async fn shutdown_lets_a_scrape_waiting_on_withings_finish_within_its_timeout() 
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = served.shutdown.take().unwrap().send(());
+    served.server.as_mut().unwrap().signal_stop();
     // Withings never answers: the scrape gives up after its 12 s and answers what it has.
     let (status, text) = scrape.await.unwrap().expect("the scrape was answered");
     assert_eq!(status, 200);
     assert!(text.contains("withings_up"), "{text}");
-    served.server.take().unwrap().await.unwrap().unwrap();
+    served.server.take().unwrap().stop().await;
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! token file (a FIFO, /dev/zero, a huge file, a file others can read) neither blocks nor
 //! fills the process.
 
-mod common;
+use crate::common;
 
 use common::accounts::unix_now as now;
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! ratios (-2); the latest group (greatest `date`) wins per type, and per body position for
 //! the segmental types 173–175.
 
-mod common;
+use crate::common;
 
 use common::accounts::unix_now;
 use common::{AppOptions, fixture, sample_with, spawn_app_with};

@@ -3,17 +3,15 @@
 //! background loops are not started: each test drives reconciliation itself, and the
 //! receiver triggers fetches as in production.
 
-mod common;
+use crate::common;
 
 use common::accounts::unix_now as now;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use withings_exporter::app::App;
 use withings_exporter::config::Config;
-use withings_exporter::http::server::Application;
 use withings_exporter::http::web_config::WebConfig;
 use withings_exporter::notify::callback::{self, Callback};
 use withings_exporter::notify::{Notifier, NotifySettings};
@@ -28,14 +26,13 @@ struct Harness {
     secret: String,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
+    server: Option<common::Served>,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        // The server first, as before: dropping it stops it.
+        self.server.take();
         self.sim.stop();
     }
 }
@@ -97,9 +94,7 @@ async fn harness(setup: Setup<'_>) -> Harness {
     )
     .unwrap();
     let app = Arc::new(App::from_config(&config).unwrap());
-    let mut server = Application::bind(config.listen_address, Arc::clone(&app))
-        .await
-        .unwrap();
+    let mut server = common::bind(Arc::clone(&app)).await;
     if let Some((user, password)) = setup.web {
         let hash = bcrypt::hash(password, 4).unwrap();
         let path = dir.path().join("web.yml");
@@ -129,10 +124,7 @@ async fn harness(setup: Setup<'_>) -> Harness {
         },
         app.clock().clone(),
     ));
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.run_until(async {
-        let _ = stopped.await;
-    }));
+    let server = common::serve(server);
     withings_exporter::withings::install_crypto_provider();
     Harness {
         sim,
@@ -141,7 +133,7 @@ async fn harness(setup: Setup<'_>) -> Harness {
         secret: secret_text,
         http: reqwest::Client::builder().no_proxy().build().unwrap(),
         _dir: dir,
-        stop: Some(stop),
+        server: Some(server),
     }
 }
 

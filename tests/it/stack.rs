@@ -5,11 +5,10 @@
 //!
 //! The tests need `promtool`, `prometheus` (Debian package prometheus) and
 //! `prometheus-alertmanager` (Debian package prometheus-alertmanager) on the PATH, hence
-//! `#[ignore]`: run them with `cargo test --test stack -- --include-ignored`.
+//! `#[ignore]`: run them with `cargo test --test it stack:: -- --include-ignored`.
 
-mod common;
-#[path = "common/dashboard.rs"]
-mod dashboard;
+use crate::common;
+use crate::common::dashboard;
 
 use common::accounts::unix_now;
 use common::prometheus::{
@@ -838,7 +837,6 @@ async fn prometheus_discovers_every_account_and_one_added_with_auth() {
     use withings_exporter::app::App;
     use withings_exporter::auth::{AuthSettings, Authorization};
     use withings_exporter::config::Config;
-    use withings_exporter::http::server::Application;
     use withings_sim::Simulator;
 
     let sim = Simulator::start(SimulatorOptions::default()).await.unwrap();
@@ -869,14 +867,8 @@ async fn prometheus_discovers_every_account_and_one_added_with_auth() {
     .unwrap();
     let app = Arc::new(App::from_config(&config).unwrap());
     tokio::spawn(Arc::clone(&app).watch(Duration::from_millis(200)));
-    let server = Application::bind(config.listen_address, Arc::clone(&app))
-        .await
-        .unwrap();
-    let exporter = server.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run_until(async {
-        let _ = stopped.await;
-    }));
+    let server = common::serve(common::bind(Arc::clone(&app)).await);
+    let exporter = server.address.to_string();
 
     let prometheus_config = dir.path().join("prometheus.yml");
     std::fs::write(&prometheus_config, shipped_discovery_config(&exporter)).unwrap();
@@ -919,7 +911,7 @@ async fn prometheus_discovers_every_account_and_one_added_with_auth() {
     authorization.exchange(&code).await.unwrap();
     let got = scraped_systolic(&prometheus, "grandpa").await;
     assert_eq!(got, "142");
-    let _ = stop.send(());
+    drop(server);
 }
 
 /// The systolic value Prometheus has scraped for `account`, once it has one.

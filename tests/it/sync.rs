@@ -3,7 +3,7 @@
 //! response size cap, each against the simulator. No test sleeps to let time pass: held
 //! requests are released by hand, and backoffs are stepped over with the exporter's clock.
 
-mod common;
+use crate::common;
 
 use common::{AppOptions, TestApp, eventually, fixture, sample, sample_with, spawn_app_with};
 use serde_json::{Value, json};

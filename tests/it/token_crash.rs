@@ -2,8 +2,7 @@
 //! every scrape; after each kill the token file must parse and hold a refresh token the
 //! simulated Withings still accepts.
 
-#[path = "common/process.rs"]
-mod process;
+use crate::common::process;
 use process::{ChildGuard, start_serving};
 
 use std::path::Path;

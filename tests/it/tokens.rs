@@ -2,21 +2,19 @@
 //! unwritable storage, transient and permanent refresh failures. Each test runs a real
 //! exporter server against the simulator's OAuth authority.
 
-mod common;
+use crate::common;
 
 use common::accounts::{issued_tokens, unix_now as now};
 use common::{sample, sample_with};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::account::tokens::{
     ClientCredentials, RefreshPolicy, TokenManager, TokenSource,
 };
 use withings_exporter::app::App;
 use withings_exporter::config::Config;
-use withings_exporter::http::server::Application;
 use withings_exporter::secret::Secret;
 use withings_exporter::withings::{ClientOptions, WithingsClient};
 use withings_sim::{Fault, OAuthOptions, Simulator};
@@ -60,7 +58,7 @@ struct ManagedApp {
     http: reqwest::Client,
     address: std::net::SocketAddr,
     source: TokenSource,
-    shutdown: Option<oneshot::Sender<()>>,
+    _server: common::Served,
 }
 
 impl ManagedApp {
@@ -73,14 +71,6 @@ impl ManagedApp {
             .unwrap();
         assert_eq!(response.status(), 200);
         response.text().await.unwrap()
-    }
-}
-
-impl Drop for ManagedApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -102,19 +92,12 @@ async fn serve(sim: &Simulator, source: TokenSource) -> ManagedApp {
     ])
     .unwrap();
     let exporter = Arc::new(App::with_tokens(&config, source.clone()).unwrap());
-    let app = Application::bind(config.listen_address, exporter)
-        .await
-        .unwrap();
-    let address = app.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = rx.await;
-    }));
+    let server = common::serve(common::bind(exporter).await);
     ManagedApp {
         http: reqwest::Client::new(),
-        address,
+        address: server.address,
         source,
-        shutdown: Some(tx),
+        _server: server,
     }
 }
 

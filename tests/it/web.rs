@@ -1,7 +1,7 @@
 //! `WITHINGS_WEB_CONFIG_FILE`: HTTPS, mutual TLS, basic auth and reloads, against a real
 //! server, with certificates and bcrypt hashes made at run time.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::process::{BIN, ChildGuard, capture_stderr, served_url, signal, wait_for_log};
@@ -14,11 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use withings_exporter::account::tokens::TokenSource;
 use withings_exporter::app::App;
 use withings_exporter::config::Config;
-use withings_exporter::http::server::Application;
 use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
 use withings_sim::Simulator;
 
@@ -135,16 +133,9 @@ fn basic(user: &str, password: &str) -> String {
 struct SecuredApp {
     address: std::net::SocketAddr,
     web: Arc<WebConfig>,
+    // Dropped before the simulator, as before.
+    _server: common::Served,
     _simulator: Simulator,
-    shutdown: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for SecuredApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
 }
 
 impl SecuredApp {
@@ -167,20 +158,15 @@ impl SecuredApp {
         let web = Arc::new(WebConfig::load(web_file).unwrap());
         let exporter =
             App::with_tokens(&config_vars, TokenSource::Static(common::TOKEN.into())).unwrap();
-        let app = Application::bind(config_vars.listen_address, Arc::new(exporter))
+        let app = common::bind(Arc::new(exporter))
             .await
-            .unwrap()
             .with_web_config(Arc::clone(&web));
-        let address = app.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until(async {
-            let _ = rx.await;
-        }));
+        let server = common::serve(app);
         Self {
-            address,
+            address: server.address,
             web,
+            _server: server,
             _simulator: simulator,
-            shutdown: Some(tx),
         }
     }
 

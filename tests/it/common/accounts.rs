@@ -7,11 +7,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::oneshot;
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::app::App;
 use withings_exporter::config::Config;
-use withings_exporter::http::server::Application;
 use withings_exporter::secret::Secret;
 use withings_sim::{Simulator, SimulatorOptions};
 
@@ -105,7 +103,7 @@ pub struct Household {
     /// Every access token written, to the user it opens: requests at the simulator are
     /// attributed to users through their bearer.
     pub users_by_token: HashMap<String, String>,
-    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<super::Served>,
 }
 
 impl Household {
@@ -127,22 +125,15 @@ impl Household {
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_vars(vars).expect("valid configuration");
         let app = Arc::new(App::from_config(&config).expect("the exporter starts"));
-        let server = Application::bind(config.listen_address, Arc::clone(&app))
-            .await
-            .expect("bind");
-        let address = server.local_addr().expect("address");
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(server.run_until(async {
-            let _ = rx.await;
-        }));
+        let server = super::serve(super::bind(Arc::clone(&app)).await);
         Self {
             simulator,
             dir,
             app,
-            address,
+            address: server.address,
             http: super::http(),
             users_by_token,
-            shutdown: Some(tx),
+            server: Some(server),
         }
     }
 
@@ -200,9 +191,8 @@ impl Household {
 
 impl Drop for Household {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        // The server first, as before: dropping it stops it.
+        self.server.take();
         self.simulator.stop();
     }
 }

@@ -1,9 +1,9 @@
 //! The PromQL queries of the shipped Grafana dashboard, ready to send to Prometheus.
 //!
-//! Included with `#[path = "common/dashboard.rs"] mod dashboard;` by the test binaries that
-//! need it (tests/alert_rules.rs, tests/stack.rs), so that there is one copy of the
-//! expansion rules and a query added to the dashboard is checked everywhere.
-#![allow(dead_code)] // each test binary uses a different part
+//! Shared by the modules that need it (tests/it/alert_rules.rs, tests/it/stack.rs), so that
+//! there is one copy of the expansion rules and a query added to the dashboard is checked
+//! everywhere.
+#![allow(dead_code)] // each test module uses a different part
 
 use std::path::Path;
 

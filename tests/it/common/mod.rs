@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod accounts;
+pub mod dashboard;
 pub mod process;
 pub mod prometheus;
 
@@ -28,13 +29,68 @@ pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(fixture_path(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
+/// The one way the tests start an exporter's HTTP server in this process: [`bind`] it on a
+/// free loopback port, add what the test needs (limits, web configuration), then [`serve`].
+pub async fn bind(app: Arc<App>) -> Application {
+    Application::bind(SocketAddr::from(([127, 0, 0, 1], 0)), app)
+        .await
+        .expect("bind a free loopback port")
+}
+
+/// A server [`serve`] started: it stops when this is dropped or [`Served::stop`]ped.
+pub struct Served {
+    pub address: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Runs `server` on the runtime until the [`Served`] it returns goes.
+pub fn serve(server: Application) -> Served {
+    let address = server.local_addr().expect("local address");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until(async {
+        let _ = rx.await;
+    }));
+    Served {
+        address,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl Served {
+    /// Asks the server to stop (it drains the requests in flight) without waiting.
+    pub fn signal_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Stops the server and waits until it has finished, asserting that it ended well.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server result");
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 pub struct TestApp {
     pub address: SocketAddr,
     pub simulator: Simulator,
     pub exporter: Arc<App>,
     pub http: reqwest::Client,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    server: Option<Served>,
 }
 
 /// Extra `WITHINGS_*` variables and simulator options for [`spawn_app_with`].
@@ -80,20 +136,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let token = config.require_access_token().expect("token").clone();
     let exporter =
         Arc::new(App::with_tokens(&config, TokenSource::Static(token)).expect("exporter"));
-    let app = Application::bind(config.listen_address, Arc::clone(&exporter))
-        .await
-        .expect("bind");
-    let address = app.local_addr().expect("local address");
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = rx.await;
-    }));
+    let server = serve(bind(Arc::clone(&exporter)).await);
     TestApp {
-        address,
+        address: server.address,
         simulator,
         exporter,
         http: http(),
-        shutdown: Some(tx),
         server: Some(server),
     }
 }
@@ -120,11 +168,8 @@ impl TestApp {
 
     /// Stops the server and waits for it to finish.
     pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
         if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server result");
+            server.stop().await;
         }
         self.simulator.stop();
     }
@@ -132,9 +177,8 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        // The server first, as before: dropping it stops it.
+        self.server.take();
         self.simulator.stop();
     }
 }
