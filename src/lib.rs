@@ -11,6 +11,7 @@
 //! Data flows one way: probe → account → budget → Withings → merge → render.
 
 pub mod account;
+pub mod answer;
 pub mod app;
 pub mod auth;
 pub mod backfill;
