@@ -5,6 +5,8 @@
 FROM rust:1.88-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The workspace's other member: cargo reads it before it can fetch anything.
+COPY crates ./crates
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo fetch --locked
 COPY src ./src

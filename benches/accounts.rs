@@ -25,7 +25,7 @@ use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_sim::{Simulator, SimulatorOptions};
 
 const ACCOUNTS: usize = 1_000;
 const PROBES: usize = 10_000;

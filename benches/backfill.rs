@@ -1,6 +1,6 @@
 //! What `withings-exporter backfill` costs: the real 2,062-group history
 //! (`tests/fixtures/measurement_list.json`) and a 100,000-group synthetic one
-//! (`simulator::history`), backfilled by the binary as a child process against the simulator
+//! (`withings_sim::history`), backfilled by the binary as a child process against the simulator
 //! in this process, and the real one with ten years of activity and sleep beside it. Wall
 //! time, peak RSS of the child (its VmHWM, sampled every 5 ms until it exits) and the
 //! requests spent. Run with `cargo bench --bench backfill`; the
@@ -15,9 +15,9 @@ mod common;
 use common::run_bench;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use withings_exporter::simulator::data::UserExtras;
-use withings_exporter::simulator::history::{self, HistorySpec};
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_sim::data::UserExtras;
+use withings_sim::history::{self, HistorySpec};
+use withings_sim::{Simulator, SimulatorOptions};
 
 const TOKEN: &str = "bench-token";
 const YEAR: i64 = 365 * 86_400;

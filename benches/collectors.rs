@@ -18,8 +18,8 @@ use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::data::UserExtras;
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_sim::data::UserExtras;
+use withings_sim::{Simulator, SimulatorOptions};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));

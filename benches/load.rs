@@ -13,7 +13,7 @@ use common::{ExporterProcess, cpu_seconds, memory_kib, ms, stats};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_sim::{Simulator, SimulatorOptions};
 
 const TOKEN: &str = "bench-token";
 const SCRAPES: usize = 100_000;

@@ -22,7 +22,7 @@ use withings_exporter::http::server::Application;
 use withings_exporter::notify::callback::{self, Callback};
 use withings_exporter::notify::{self, Notifier, NotifySettings};
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_sim::{Simulator, SimulatorOptions};
 
 const ACCOUNTS_VARIABLE: &str = "NOTIFY_BENCH_ACCOUNTS";
 /// Set: only the flood row.

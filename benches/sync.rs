@@ -14,7 +14,7 @@ use common::{ExporterProcess, memory_kib, ms, stats};
 use withings_exporter::account::tokens::TokenSource;
 use withings_exporter::app::App;
 use withings_exporter::config::Config;
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
+use withings_sim::{Simulator, SimulatorOptions};
 
 const TOKEN: &str = "bench-token";
 /// The simulator's `updatetime`: later than every group of the fixture, so steady-state

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::account::tokens::{ClientCredentials, RefreshPolicy, TokenManager};
 use withings_exporter::secret::Secret;
-use withings_exporter::simulator::{OAuthOptions, Simulator, SimulatorOptions};
 use withings_exporter::withings::{ClientOptions, WithingsClient};
+use withings_sim::{OAuthOptions, Simulator, SimulatorOptions};
 
 fn report(name: &str, mut samples: Vec<Duration>) {
     samples.sort();

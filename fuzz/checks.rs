@@ -1,5 +1,5 @@
 //! What each fuzz target asserts about one input. Shared, by `#[path]`, between the fuzz
-//! targets (nightly libFuzzer builds) and `tests/fuzz_regressions.rs` (stable `cargo test`),
+//! targets (nightly libFuzzer builds) and `tests/it/fuzz_regressions.rs` (stable `cargo test`),
 //! so the properties the fuzzer checked are the ones every seed and every past crash are
 //! checked against in CI. A violated property panics: that is how libFuzzer sees a finding.
 

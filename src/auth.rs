@@ -525,15 +525,13 @@ fn page(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;");
-    let mut response = Response::new(Full::new(Bytes::from(format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>withings-exporter</title></head><body><p>{escaped}</p></body></html>\n"
-    ))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
+    crate::answer::answer(
+        status,
+        "text/html; charset=utf-8",
+        format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>withings-exporter</title></head><body><p>{escaped}</p></body></html>\n"
+        ),
+    )
 }
 
 /// 128 random bits, hex: unguessable, so a forged redirect cannot match it.

@@ -15,6 +15,7 @@
 //! render.
 
 pub mod account;
+pub mod answer;
 pub mod app;
 pub mod auth;
 pub mod backfill;
@@ -25,7 +26,6 @@ pub mod http;
 pub mod notify;
 pub mod render;
 pub mod secret;
-pub mod simulator;
 pub mod telemetry;
 pub mod text;
 pub mod withings;

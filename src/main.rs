@@ -8,9 +8,9 @@ use withings_exporter::config::{self, Config, DEFAULT_LISTEN_ADDRESS, LogSetting
 use withings_exporter::http::server::{Application, ServerLimits, shutdown_signal};
 use withings_exporter::http::signals;
 use withings_exporter::http::web_config::{DEFAULT_POLL_INTERVAL, WebConfig};
-use withings_exporter::simulator::household::Household;
-use withings_exporter::simulator::{Simulator, SimulatorOptions};
 use withings_exporter::{http::healthcheck, telemetry};
+use withings_sim::household::Household;
+use withings_sim::{Simulator, SimulatorOptions};
 
 /// Prometheus exporter for Withings health measures.
 ///
@@ -281,12 +281,14 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
             backfill(from_env()?, request).await
         }
         Command::Demo => {
-            let config = from_env()?;
+            // Read first, so that a variable the exporter refuses stops the demo before the
+            // household starts, as before.
+            from_env()?;
             let household = Household::start()
                 .await
                 .context("cannot start the simulated Withings household")?;
             tracing::info!(url = %household.simulator.url(), dir = %household.dir().display(), "demo: a simulated household of three Withings accounts");
-            let mut config = household.config(config);
+            let mut config = Config::from_vars(household.environment(vars.clone()))?;
             // The demo subscribes its household to itself over loopback, and its readings
             // arrive by push.
             if config.callback_url.is_none() {
@@ -335,7 +337,7 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
             client_id,
             client_secret,
         } => {
-            let oauth = withings_exporter::simulator::OAuthOptions {
+            let oauth = withings_sim::OAuthOptions {
                 client_id,
                 client_secret,
                 ..Default::default()

