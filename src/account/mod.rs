@@ -474,11 +474,7 @@ impl Account {
     }
 }
 
-/// A poisoned lock only means another thread panicked while holding it; the data (readings,
-/// flags) is still consistent, so keep serving rather than cascade the panic.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use crate::lock::lock;
 
 pub fn unix_now() -> i64 {
     SystemTime::now()

@@ -623,30 +623,7 @@ fn expiry_gauge(tokens: &StoredTokens) -> i64 {
     }
 }
 
-/// Reads a secret from a file as container secrets are mounted: one value, perhaps followed
-/// by a newline.
-pub fn read_secret_file(path: &Path) -> std::io::Result<Secret> {
-    use crate::account::token_store::{MAX_TOKEN_FILE_BYTES, ReadRefusal, read_regular_file};
-    // Bounded and non-blocking like the token file: a FIFO or /dev/zero mounted as the
-    // secret must not hang or fill the process at start.
-    let bytes = match read_regular_file(path, MAX_TOKEN_FILE_BYTES) {
-        Ok((bytes, _)) => bytes,
-        Err(ReadRefusal::Io(e)) => return Err(e),
-        Err(ReadRefusal::NotAFile(kind)) => {
-            return Err(std::io::Error::other(format!(
-                "it is {kind}, not a regular file"
-            )));
-        }
-        Err(ReadRefusal::TooLarge) => {
-            return Err(std::io::Error::other(format!(
-                "it is larger than {MAX_TOKEN_FILE_BYTES} bytes"
-            )));
-        }
-    };
-    let text = String::from_utf8(bytes)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8"))?;
-    Ok(Secret::new(text.trim_end_matches(['\n', '\r']).trim()))
-}
+pub use crate::files::read_secret_file;
 
 #[cfg(test)]
 mod tests {

@@ -251,9 +251,7 @@ impl Notifier {
     }
 
     fn lock_subs(&self) -> std::sync::MutexGuard<'_, HashMap<String, SubState>> {
-        self.subs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock::lock(&self.subs)
     }
 
     /// This account's notification families, for its probe.

@@ -43,9 +43,7 @@ impl Budget {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
-        self.sent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock::lock(&self.sent)
     }
 
     fn expire(sent: &mut VecDeque<Instant>, now: Instant) {
