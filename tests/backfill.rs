@@ -1499,7 +1499,9 @@ async fn live_exporter(h: &Household) -> Live {
     vars.push((COLLECTORS.0.into(), COLLECTORS.1.into()));
     let config = Config::from_vars(vars).unwrap();
     let app = Arc::new(App::from_config(&config).unwrap());
-    let server = Application::bind(config.listen_address, app).await.unwrap();
+    let server = Application::bind(config.server.listen_address, app)
+        .await
+        .unwrap();
     let address = server.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run_until(async {

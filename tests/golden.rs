@@ -41,7 +41,7 @@ async fn household_expositions(exporter_clock: Clock) -> Vec<(String, String)> {
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
     let config = household.config(Config::from_vars(vars).expect("valid configuration"));
     let app = Arc::new(App::from_config_with_clock(&config, exporter_clock).expect("app"));
-    let server = Application::bind(config.listen_address, Arc::clone(&app))
+    let server = Application::bind(config.server.listen_address, Arc::clone(&app))
         .await
         .expect("bind");
     let address = server.local_addr().expect("address");

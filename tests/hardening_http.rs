@@ -59,7 +59,7 @@ impl Served {
         let config = Config::from_vars(vars).unwrap();
         let exporter =
             App::with_tokens(&config, TokenSource::Static(common::TOKEN.into())).unwrap();
-        let mut app = Application::bind(config.listen_address, Arc::new(exporter))
+        let mut app = Application::bind(config.server.listen_address, Arc::new(exporter))
             .await
             .unwrap()
             .with_limits(limits(&config));
@@ -253,7 +253,7 @@ async fn idle_connections_beyond_the_cap_do_not_starve_scrapes() {
     const CAP: usize = 8;
     let served = Served::start(&[], None, |config| ServerLimits {
         max_connections: CAP,
-        ..ServerLimits::from_config(config)
+        ..ServerLimits::from_config(&config.server, &config.withings)
     })
     .await;
     let mut idle = Vec::new();
@@ -292,7 +292,7 @@ async fn busy_connections_are_not_closed_to_make_room() {
     let served = Served::start(&[("WITHINGS_TIMEOUT_SECONDS", "10")], None, |config| {
         ServerLimits {
             max_connections: 1,
-            ..ServerLimits::from_config(config)
+            ..ServerLimits::from_config(&config.server, &config.withings)
         }
     })
     .await;
@@ -331,11 +331,9 @@ async fn busy_connections_are_not_closed_to_make_room() {
 /// Withings is answered, not cut.
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_lets_a_scrape_waiting_on_withings_finish_within_its_timeout() {
-    let mut served = Served::start(
-        &[("WITHINGS_TIMEOUT_SECONDS", "12")],
-        None,
-        ServerLimits::from_config,
-    )
+    let mut served = Served::start(&[("WITHINGS_TIMEOUT_SECONDS", "12")], None, |config| {
+        ServerLimits::from_config(&config.server, &config.withings)
+    })
     .await;
     served.simulator.hold();
     let scrape = tokio::spawn({
@@ -368,7 +366,7 @@ async fn shutdown_lets_a_scrape_waiting_on_withings_finish_within_its_timeout() 
 #[test]
 fn the_drain_follows_the_scrape_timeout() {
     let config = Config::from_vars([("WITHINGS_TIMEOUT_SECONDS".into(), "90".into())]).unwrap();
-    let limits = ServerLimits::from_config(&config);
+    let limits = ServerLimits::from_config(&config.server, &config.withings);
     assert!(
         limits.shutdown_grace > Duration::from_secs(90),
         "{limits:?}"
@@ -387,7 +385,7 @@ async fn head_sends_the_content_length_a_get_would() {
     let served = Served::start(
         &[("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", "3600")],
         None,
-        ServerLimits::from_config,
+        |config| ServerLimits::from_config(&config.server, &config.withings),
     )
     .await;
     let client = common::http();

@@ -97,7 +97,7 @@ async fn harness(setup: Setup<'_>) -> Harness {
     )
     .unwrap();
     let app = Arc::new(App::from_config(&config).unwrap());
-    let mut server = Application::bind(config.listen_address, Arc::clone(&app))
+    let mut server = Application::bind(config.server.listen_address, Arc::clone(&app))
         .await
         .unwrap();
     if let Some((user, password)) = setup.web {

@@ -869,7 +869,7 @@ async fn prometheus_discovers_every_account_and_one_added_with_auth() {
     .unwrap();
     let app = Arc::new(App::from_config(&config).unwrap());
     tokio::spawn(Arc::clone(&app).watch(Duration::from_millis(200)));
-    let server = Application::bind(config.listen_address, Arc::clone(&app))
+    let server = Application::bind(config.server.listen_address, Arc::clone(&app))
         .await
         .unwrap();
     let exporter = server.local_addr().unwrap().to_string();
@@ -903,7 +903,13 @@ async fn prometheus_discovers_every_account_and_one_added_with_auth() {
     sim.set_user_groups("2003", vec![reading(2003, 142, now)])
         .unwrap();
     sim.sign_in("2003");
-    let mut settings = AuthSettings::for_account(&config, "grandpa").unwrap();
+    let mut settings = AuthSettings::for_account(
+        &config.withings,
+        &config.accounts,
+        &config.collectors,
+        "grandpa",
+    )
+    .unwrap();
     settings.listen = None;
     let authorization = Authorization::new(settings).unwrap();
     let browser = reqwest::Client::builder()

@@ -102,7 +102,7 @@ async fn serve(sim: &Simulator, source: TokenSource) -> ManagedApp {
     ])
     .unwrap();
     let exporter = Arc::new(App::with_tokens(&config, source.clone()).unwrap());
-    let app = Application::bind(config.listen_address, exporter)
+    let app = Application::bind(config.server.listen_address, exporter)
         .await
         .unwrap();
     let address = app.local_addr().unwrap();
@@ -122,8 +122,8 @@ async fn serve(sim: &Simulator, source: TokenSource) -> ManagedApp {
 fn source_of(
     config: &Config,
 ) -> Result<TokenSource, withings_exporter::account::tokens::TokenSetupError> {
-    let client = WithingsClient::new(&config.api_url, ClientOptions::default()).unwrap();
-    TokenSource::from_config(config, &client)
+    let client = WithingsClient::new(&config.withings.api_url, ClientOptions::default()).unwrap();
+    TokenSource::from_config(&config.accounts, &config.withings, &client)
 }
 
 fn refreshes(text: &str, outcome: &str) -> f64 {

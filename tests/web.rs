@@ -163,11 +163,11 @@ impl SecuredApp {
             .map(|(k, v)| (k.to_string(), v)),
         )
         .unwrap();
-        let web_file = config_vars.web_config_file.clone().unwrap();
+        let web_file = config_vars.server.web_config_file.clone().unwrap();
         let web = Arc::new(WebConfig::load(web_file).unwrap());
         let exporter =
             App::with_tokens(&config_vars, TokenSource::Static(common::TOKEN.into())).unwrap();
-        let app = Application::bind(config_vars.listen_address, Arc::new(exporter))
+        let app = Application::bind(config_vars.server.listen_address, Arc::new(exporter))
             .await
             .unwrap()
             .with_web_config(Arc::clone(&web));

@@ -18,7 +18,7 @@ use self::flight::{Missed, SingleFlight, Ticket};
 use self::state::{LatestState, MergeOptions, MergeStats};
 use self::tokens::{TokenError, TokenSource};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{AccountsConfig, CollectorsConfig, ConfigError, WithingsConfig};
 use crate::render::families::{self, single_gauge};
 use crate::withings::{ApiError, WithingsClient};
 use prometheus::proto::MetricFamily;
@@ -45,16 +45,25 @@ pub struct AccountSettings {
 }
 
 impl AccountSettings {
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            meastypes: config.meastypes_param(),
+    pub fn from_config(
+        accounts: &AccountsConfig,
+        collectors: &CollectorsConfig,
+        withings: &WithingsConfig,
+    ) -> Result<Self, ConfigError> {
+        let (enabled, meastypes) = crate::collector::check(collectors)?;
+        Ok(Self {
+            meastypes: meastypes
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             merge_options: MergeOptions {
-                include_ambiguous: config.include_ambiguous,
+                include_ambiguous: collectors.include_ambiguous,
             },
-            min_fetch_interval: config.min_fetch_interval,
-            scrape_budget_cap: config.upstream_timeout,
-            collectors: config.collectors.clone(),
-        }
+            min_fetch_interval: accounts.min_fetch_interval,
+            scrape_budget_cap: withings.upstream_timeout,
+            collectors: enabled,
+        })
     }
 }
 

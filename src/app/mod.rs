@@ -9,7 +9,7 @@ pub mod share;
 use crate::account::tokens::{ClientCredentials, TokenSetupError, TokenSource};
 use crate::account::{Account, AccountSettings, Admission, ProbeOutcome, ServedFrom, Shared};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, WithingsConfig};
 use crate::render::families::{self, gauge_by_label, single_gauge};
 use crate::withings::{ApiError, ClientOptions, Limits, WithingsClient};
 use accounts::{AccountSet, ScanReport};
@@ -153,8 +153,10 @@ impl App {
     /// budget, the fetch intervals, the tokens' expiry and every wall-clock reading of the
     /// accounts' fetches follow it.
     pub fn from_config_with_clock(config: &Config, clock: Clock) -> Result<Self, AppError> {
-        let client = Self::client_for(config, clock)?;
-        match &config.token_dir {
+        let client = Self::client_for(&config.withings, clock)?;
+        let settings =
+            || AccountSettings::from_config(&config.accounts, &config.collectors, &config.withings);
+        match &config.accounts.token_dir {
             Some(dir) => {
                 let credentials = config.client_credentials()?.ok_or_else(|| ConfigError {
                     variable: "WITHINGS_CLIENT_ID",
@@ -166,35 +168,26 @@ impl App {
                         cause,
                     });
                 }
-                Ok(Self::directory(
-                    AccountSettings::from_config(config),
-                    client,
-                    dir,
-                    credentials,
-                ))
+                Ok(Self::directory(settings()?, client, dir, credentials))
             }
             None => {
-                let tokens = TokenSource::from_config(config, &client)?;
-                Ok(Self::single(
-                    AccountSettings::from_config(config),
-                    client,
-                    tokens,
-                ))
+                let tokens = TokenSource::from_config(&config.accounts, &config.withings, &client)?;
+                Ok(Self::single(settings()?, client, tokens))
             }
         }
     }
 
     /// One account with the given token source, the rest from `config`.
     pub fn with_tokens(config: &Config, tokens: TokenSource) -> Result<Self, AppError> {
-        let client = Self::client_for(config, Clock::default())?;
+        let client = Self::client_for(&config.withings, Clock::default())?;
         Ok(Self::single(
-            AccountSettings::from_config(config),
+            AccountSettings::from_config(&config.accounts, &config.collectors, &config.withings)?,
             client,
             tokens,
         ))
     }
 
-    fn client_for(config: &Config, clock: Clock) -> Result<WithingsClient, AppError> {
+    fn client_for(config: &WithingsConfig, clock: Clock) -> Result<WithingsClient, AppError> {
         let limits = Arc::new(Limits::new(config.requests_per_minute, clock));
         WithingsClient::with_limits(
             &config.api_url,
@@ -325,6 +318,16 @@ impl App {
         });
         app.scan();
         app
+    }
+
+    /// The measure types asked of Withings (`WITHINGS_MEASTYPES`), comma-separated.
+    pub fn meastypes(&self) -> &str {
+        &self.settings.meastypes
+    }
+
+    /// The enabled collectors (`WITHINGS_COLLECTORS`), checked.
+    pub fn collectors(&self) -> &crate::collector::Collectors {
+        &self.settings.collectors
     }
 
     pub fn client(&self) -> &WithingsClient {

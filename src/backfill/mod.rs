@@ -244,13 +244,16 @@ impl Plan {
         since: Option<i64>,
         now: i64,
     ) -> Result<Self, BackfillError> {
-        let limits = Arc::new(Limits::new(config.requests_per_minute, Clock::default()));
+        let limits = Arc::new(Limits::new(
+            config.withings.requests_per_minute,
+            Clock::default(),
+        ));
         let client = WithingsClient::with_limits(
-            &config.api_url,
+            &config.withings.api_url,
             ClientOptions {
-                request_timeout: config.upstream_timeout,
-                connect_timeout: config.connect_timeout,
-                max_body_bytes: config.max_response_bytes,
+                request_timeout: config.withings.upstream_timeout,
+                connect_timeout: config.withings.connect_timeout,
+                max_body_bytes: config.withings.max_response_bytes,
             },
             limits,
         )
@@ -258,7 +261,7 @@ impl Plan {
             account: account.unwrap_or(DEFAULT_ACCOUNT).to_owned(),
             source: e,
         })?;
-        let targets = match (&config.token_dir, account, all) {
+        let targets = match (&config.accounts.token_dir, account, all) {
             (_, Some(_), true) => {
                 return Err(BackfillError::Usage(
                     "give either --account NAME or --all, not both".into(),
@@ -319,12 +322,11 @@ impl Plan {
                 )));
             }
             (None, _, _) => {
-                let tokens = TokenSource::from_config(config, &client).map_err(|e| {
-                    BackfillError::Unusable {
+                let tokens = TokenSource::from_config(&config.accounts, &config.withings, &client)
+                    .map_err(|e| BackfillError::Unusable {
                         account: DEFAULT_ACCOUNT.to_owned(),
                         reason: e.to_string(),
-                    }
-                })?;
+                    })?;
                 vec![Target {
                     name: DEFAULT_ACCOUNT.to_owned(),
                     label: None,
@@ -332,18 +334,23 @@ impl Plan {
                 }]
             }
         };
+        let (collectors, meastypes) = crate::collector::check(&config.collectors)?;
         Ok(Self {
             client,
             targets,
             options: Options {
-                meastypes: config.meastypes_param(),
+                meastypes: meastypes
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 merge: MergeOptions {
-                    include_ambiguous: config.include_ambiguous,
+                    include_ambiguous: config.collectors.include_ambiguous,
                 },
                 since,
                 now,
                 progress: false,
-                collectors: config.collectors.clone(),
+                collectors,
                 target_labels: vec![("job", DEFAULT_JOB.to_owned())],
             },
         })

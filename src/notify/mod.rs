@@ -29,8 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_SAFETY_POLL: Duration = Duration::from_secs(3600);
+pub use crate::config::{DEFAULT_NOTIFY_MIN_INTERVAL as DEFAULT_MIN_INTERVAL, DEFAULT_SAFETY_POLL};
 /// How often each account's subscriptions are listed again: Withings cancels a subscription
 /// after repeated failed deliveries, and says so only in `list`.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(3 * 3600);
@@ -107,12 +106,12 @@ pub struct NotifySettings {
 }
 
 impl NotifySettings {
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    /// `applis`: the notification categories of the enabled collectors (WITHINGS_COLLECTORS).
+    pub fn from_config(config: &crate::config::NotifyConfig, applis: Vec<i64>) -> Self {
         Self {
-            min_interval: config.notify_min_interval,
+            min_interval: config.min_interval,
             safety_poll: config.safety_poll,
-            // The notification categories of the enabled collectors (WITHINGS_COLLECTORS).
-            applis: config.collectors.applis(),
+            applis,
             subscribe_spacing: SUBSCRIBE_SPACING,
             reconcile_interval: RECONCILE_INTERVAL,
         }
@@ -195,14 +194,19 @@ impl Notifier {
     /// tokens; `None` without `WITHINGS_CALLBACK_URL`. Logs the one warning when Withings
     /// would refuse the URL.
     pub fn from_config(
-        config: &crate::config::Config,
+        config: &crate::config::NotifyConfig,
+        accounts: &crate::config::AccountsConfig,
+        applis: Vec<i64>,
         clock: Clock,
     ) -> Result<Option<Self>, NotifyError> {
         let Some(base) = &config.callback_url else {
             return Ok(None);
         };
-        let path = callback::secret_path(config.token_dir.as_deref(), config.token_file.as_deref())
-            .ok_or(NotifyError::NoSecretPlace)?;
+        let path = callback::secret_path(
+            accounts.token_dir.as_deref(),
+            accounts.token_file.as_deref(),
+        )
+        .ok_or(NotifyError::NoSecretPlace)?;
         let secret = callback::load_or_create_secret(&path)?;
         let callback = Callback::new(base.clone(), secret);
         if let Some(warning) = callback.refusal_warning() {
@@ -215,7 +219,7 @@ impl Notifier {
         }
         Ok(Some(Self::new(
             callback,
-            NotifySettings::from_config(config),
+            NotifySettings::from_config(config, applis),
             clock,
         )))
     }
@@ -395,7 +399,13 @@ pub async fn run_triggers(app: Arc<App>) {
 /// fetch triggers and its subscription upkeep, until shutdown. Nothing without
 /// `WITHINGS_CALLBACK_URL`.
 pub fn start(config: &crate::config::Config, app: &Arc<App>) -> Result<bool, NotifyError> {
-    let Some(notifier) = Notifier::from_config(config, app.clock().clone())? else {
+    let Some(notifier) = Notifier::from_config(
+        &config.notify,
+        &config.accounts,
+        app.collectors().applis(),
+        app.clock().clone(),
+    )?
+    else {
         return Ok(false);
     };
     tracing::info!(

@@ -67,16 +67,21 @@ impl Household {
     /// simulator's application credentials.
     pub fn config(&self, mut config: Config) -> Config {
         let (client_id, client_secret) = self.simulator.client_credentials();
-        config.api_url = self.simulator.url();
-        config.account_url = self.simulator.url();
-        config.token_dir = Some(self.dir.clone());
-        config.token_file = None;
-        config.access_token = None;
-        config.refresh_token = None;
-        config.client_id = Some(client_id);
-        config.client_secret = Some(Secret::new(client_secret));
+        config.withings.api_url = self.simulator.url();
+        config.withings.account_url = self.simulator.url();
+        config.accounts.token_dir = Some(self.dir.clone());
+        config.accounts.token_file = None;
+        config.accounts.access_token = None;
+        config.accounts.refresh_token = None;
+        config.withings.client_id = Some(client_id);
+        config.withings.client_secret = Some(Secret::new(client_secret));
         // The household has a scale, a watch and a sleep analyzer: show all of it.
-        config.collectors = crate::collector::Collectors::all();
+        config.collectors.names = Some(
+            crate::collector::Collector::ALL
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect(),
+        );
         config
     }
 }

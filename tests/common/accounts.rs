@@ -127,7 +127,7 @@ impl Household {
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_vars(vars).expect("valid configuration");
         let app = Arc::new(App::from_config(&config).expect("the exporter starts"));
-        let server = Application::bind(config.listen_address, Arc::clone(&app))
+        let server = Application::bind(config.server.listen_address, Arc::clone(&app))
             .await
             .expect("bind");
         let address = server.local_addr().expect("address");

@@ -80,7 +80,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let token = config.require_access_token().expect("token").clone();
     let exporter =
         Arc::new(App::with_tokens(&config, TokenSource::Static(token)).expect("exporter"));
-    let app = Application::bind(config.listen_address, Arc::clone(&exporter))
+    let app = Application::bind(config.server.listen_address, Arc::clone(&exporter))
         .await
         .expect("bind");
     let address = app.local_addr().expect("local address");
