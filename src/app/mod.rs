@@ -1,10 +1,11 @@
 //! What belongs to the application rather than to one person: the set of accounts and its
-//! directory watcher ([`accounts`]), the fair share of the request budget ([`share`]), the
+//! directory watcher ([`accounts`]), which account may fetch when ([`admission`]: the fair
+//! share of the request budget and the notification schedule), the
 //! Withings client every account uses (whose limits are the application's), and the
 //! exporter's own metrics.
 
 pub mod accounts;
-pub mod share;
+pub mod admission;
 
 use crate::account::tokens::{ClientCredentials, TokenSetupError, TokenSource};
 use crate::account::{Account, AccountSettings, Admission, ProbeOutcome, ServedFrom, Shared};
@@ -13,10 +14,12 @@ use crate::config::{Config, ConfigError, WithingsConfig};
 use crate::render::families::{self, gauge_by_label, single_gauge};
 use crate::withings::{ApiError, ClientOptions, Limits, WithingsClient};
 use accounts::{AccountSet, ScanReport};
+use admission::schedule::Schedule;
+use admission::share::FairShare;
+use admission::{Gate, Notifications};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde::Serialize;
-use share::FairShare;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,12 +138,12 @@ pub struct App {
     shared: Shared,
     settings: AccountSettings,
     source: Source,
-    share: FairShare,
+    /// Which account may fetch now: the fair share and, with Withings notifications
+    /// (WITHINGS_CALLBACK_URL, issue 12), their schedule.
+    gate: Gate,
     registry: Registry,
     scrapes: IntCounterVec,
     shutdown: watch::Sender<bool>,
-    /// Withings notifications, when WITHINGS_CALLBACK_URL is set (issue 12).
-    notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
 }
 
 impl App {
@@ -255,31 +258,35 @@ impl App {
         };
         Self {
             source: source(&settings, &shared),
-            share: FairShare::new(
+            gate: Gate::new(FairShare::new(
                 Arc::clone(client.limits()),
                 clock,
                 settings.collectors.iter().count(),
-            ),
+            )),
             client,
             shared,
             settings,
             registry,
             scrapes,
             shutdown,
-            notifier: std::sync::OnceLock::new(),
         }
     }
 
-    /// Turns notifications on (once); their counter joins `/metrics`.
-    pub fn set_notifier(&self, notifier: crate::notify::Notifier) {
-        let _ = self
-            .registry
-            .register(Box::new(notifier.outcomes().clone()));
-        let _ = self.notifier.set(Arc::new(notifier));
+    /// Turns notifications on (once): subscribed accounts follow `schedule`, the
+    /// notifications' families join each probe and their `outcomes` counter `/metrics`.
+    pub fn notifications_on(
+        &self,
+        schedule: Arc<Schedule>,
+        notifications: Arc<dyn Notifications>,
+        outcomes: IntCounterVec,
+    ) {
+        let _ = self.registry.register(Box::new(outcomes));
+        self.gate.notifications_on(schedule, notifications);
     }
 
-    pub fn notifier(&self) -> Option<&Arc<crate::notify::Notifier>> {
-        self.notifier.get()
+    /// Which account may fetch now.
+    pub fn admission(&self) -> &Gate {
+        &self.gate
     }
 
     /// Turns true when the exporter shuts down.
@@ -288,7 +295,8 @@ impl App {
     }
 
     fn notify_families(&self, account: &Account) -> Vec<MetricFamily> {
-        self.notifier()
+        self.gate
+            .notifications()
             .map(|n| n.account_families(account.name()))
             .unwrap_or_default()
     }
@@ -562,8 +570,9 @@ impl App {
                     last_success: health.last_success,
                     last_error,
                     last_notification: self
-                        .notifier()
-                        .and_then(|n| n.schedule().last_notification(a.name())),
+                        .gate
+                        .schedule()
+                        .and_then(|s| s.last_notification(a.name())),
                 }
             })
             .collect()
@@ -572,13 +581,11 @@ impl App {
 
 impl Admission for App {
     fn admit(&self, account: &str) -> bool {
-        crate::notify::admit(self.notifier().map(|n| &**n), account, || {
-            self.share.admit(account)
-        })
+        self.gate.admit(account)
     }
 
     fn refused_as(&self, account: &str) -> ServedFrom {
-        crate::notify::refused_as(self.notifier().map(|n| &**n), account)
+        self.gate.refused_as(account)
     }
 
     fn served(&self, _account: &str, from: ServedFrom) {

@@ -3,26 +3,26 @@
 //! With `WITHINGS_CALLBACK_URL` set, every account is kept subscribed ([`subscribe`]) for
 //! the `appli` codes its collectors need; Withings then POSTs to the callback when an
 //! account has new data ([`receiver`]), and a subscribed account is fetched only then, or
-//! when its safety poll is due ([`schedule`]). A notification is a hint, never data: it
+//! when its safety poll is due (the application's schedule, `app::admission::schedule`). A notification is a hint, never data: it
 //! only makes the account's normal, authenticated fetch start sooner, at most once per
 //! `WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS`, within the request budget.
 
 pub mod callback;
 pub mod cli;
 pub mod receiver;
-pub mod schedule;
 pub mod subscribe;
 
 use crate::account::tokens::TokenSource;
-use crate::account::{Account, Admission, ServedFrom};
+use crate::account::{Account, Admission};
 use crate::app::App;
+use crate::app::admission::Notifications;
+use crate::app::admission::schedule::Schedule;
 use crate::clock::Clock;
 use crate::render::families::{GaugeFamilies, single_gauge};
 use crate::withings::ApiError;
 use callback::Callback;
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, Opts};
-use schedule::Schedule;
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -131,7 +131,9 @@ struct SubState {
 pub struct Notifier {
     callback: Callback,
     settings: NotifySettings,
-    schedule: Schedule,
+    /// The application's schedule of this notifier's accounts: the notifier tells it what
+    /// arrives, the application's admission reads it.
+    schedule: Arc<Schedule>,
     clock: Clock,
     outcomes: IntCounterVec,
     subs: Mutex<HashMap<String, SubState>>,
@@ -175,7 +177,11 @@ impl Notifier {
             outcomes.with_label_values(&["none", outcome]);
         }
         Self {
-            schedule: Schedule::new(clock.clone(), settings.min_interval, settings.safety_poll),
+            schedule: Arc::new(Schedule::new(
+                clock.clone(),
+                settings.min_interval,
+                settings.safety_poll,
+            )),
             callback,
             settings,
             clock,
@@ -282,6 +288,32 @@ impl Notifier {
     }
 }
 
+impl Notifications for Notifier {
+    fn account_families(&self, account: &str) -> Vec<MetricFamily> {
+        Notifier::account_families(self, account)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// The notifier in the application: handed down to it, found again here.
+impl App {
+    /// Turns notifications on (once); their counter joins `/metrics`.
+    pub fn set_notifier(&self, notifier: Notifier) {
+        let schedule = Arc::clone(&notifier.schedule);
+        let outcomes = notifier.outcomes.clone();
+        self.notifications_on(schedule, Arc::new(notifier), outcomes);
+    }
+
+    pub fn notifier(&self) -> Option<&Notifier> {
+        self.admission()
+            .notifications()
+            .and_then(|n| n.as_any().downcast_ref::<Notifier>())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     #[error(
@@ -290,32 +322,6 @@ pub enum NotifyError {
     NoSecretPlace,
     #[error(transparent)]
     Secret(#[from] callback::SecretError),
-}
-
-/// The application's admission with notifications: a subscribed account's fetch starts only
-/// when a notification or the safety poll asks for it, and then still only with the fair
-/// share's yes (`share`), so that the budget bounds it like any other.
-pub fn admit(notifier: Option<&Notifier>, account: &str, share: impl FnOnce() -> bool) -> bool {
-    let Some(n) = notifier else {
-        return share();
-    };
-    if n.schedule.wants(account) == Some(false) {
-        return false;
-    }
-    let admitted = share();
-    if admitted {
-        n.schedule.started(account);
-    }
-    admitted
-}
-
-/// Where a refused probe's data came from: a subscribed account waits for its
-/// notifications, any other was held back by the budget.
-pub fn refused_as(notifier: Option<&Notifier>, account: &str) -> ServedFrom {
-    match notifier.and_then(|n| n.schedule.wants(account)) {
-        Some(false) => ServedFrom::Subscribed,
-        _ => ServedFrom::Budget,
-    }
 }
 
 /// The account of a Withings user id, from each account's token file.
