@@ -470,7 +470,7 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     tracing::info!(config = %config.summary_with(app.meastypes()), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
     let web = web_config(config)?;
     let app = Arc::new(app);
-    withings_exporter::notify::start(config, &app)?;
+    withings_exporter::notify::start(&config.notify, &config.accounts, &app)?;
     let mut reload_hooks: Vec<signals::ReloadHook> = Vec::new();
     if app.is_directory() {
         tracing::info!(

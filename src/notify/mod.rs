@@ -404,10 +404,15 @@ pub async fn run_triggers(app: Arc<App>) {
 /// Turns notifications on when the configuration asks for them: the notifier, its
 /// fetch triggers and its subscription upkeep, until shutdown. Nothing without
 /// `WITHINGS_CALLBACK_URL`.
-pub fn start(config: &crate::config::Config, app: &Arc<App>) -> Result<bool, NotifyError> {
+/// `accounts`: where the tokens are, beside which the secret is kept.
+pub fn start(
+    config: &crate::config::NotifyConfig,
+    accounts: &crate::config::AccountsConfig,
+    app: &Arc<App>,
+) -> Result<bool, NotifyError> {
     let Some(notifier) = Notifier::from_config(
-        &config.notify,
-        &config.accounts,
+        config,
+        accounts,
         app.collectors().applis(),
         app.clock().clone(),
     )?
