@@ -18,6 +18,7 @@ pub mod clock;
 pub mod collector;
 pub mod config;
 pub mod files;
+pub mod floors;
 pub mod http;
 pub mod lock;
 pub mod notify;
