@@ -12,7 +12,7 @@ use crate::account::{Account, AccountSettings, Admission, ProbeOutcome, ServedFr
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, WithingsConfig};
 use crate::render::families::{self, gauge_by_label, single_gauge};
-use crate::withings::{ApiError, ClientOptions, Limits, WithingsClient};
+use crate::withings::{ApiError, Limits, WithingsClient};
 use accounts::{AccountSet, ScanReport};
 use admission::schedule::Schedule;
 use admission::share::FairShare;
@@ -191,17 +191,7 @@ impl App {
     }
 
     fn client_for(config: &WithingsConfig, clock: Clock) -> Result<WithingsClient, AppError> {
-        let limits = Arc::new(Limits::new(config.requests_per_minute, clock));
-        WithingsClient::with_limits(
-            &config.api_url,
-            ClientOptions {
-                request_timeout: config.upstream_timeout,
-                connect_timeout: config.connect_timeout,
-                max_body_bytes: config.max_response_bytes,
-            },
-            limits,
-        )
-        .map_err(AppError::Client)
+        crate::withings::client_from_config(config, clock).map_err(AppError::Client)
     }
 
     fn build(

@@ -22,11 +22,10 @@ use crate::app::accounts::{AccountSet, name_rule, valid_name};
 use crate::clock::Clock;
 use crate::collector::{Collector, Collectors, RowQuery, activity, sleep};
 use crate::config::{Config, ConfigError};
-use crate::withings::{ApiError, ClientOptions, GetmeasPage, Limits, WithingsClient};
+use crate::withings::{ApiError, GetmeasPage, WithingsClient};
 use openmetrics::{FamilyReport, OpenMetricsWriter, Window, WriteError};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Withings sold its first connected scale in 2009: one window before that catches any
@@ -244,23 +243,11 @@ impl Plan {
         since: Option<i64>,
         now: i64,
     ) -> Result<Self, BackfillError> {
-        let limits = Arc::new(Limits::new(
-            config.withings.requests_per_minute,
-            Clock::default(),
-        ));
-        let client = WithingsClient::with_limits(
-            &config.withings.api_url,
-            ClientOptions {
-                request_timeout: config.withings.upstream_timeout,
-                connect_timeout: config.withings.connect_timeout,
-                max_body_bytes: config.withings.max_response_bytes,
-            },
-            limits,
-        )
-        .map_err(|e| BackfillError::Api {
-            account: account.unwrap_or(DEFAULT_ACCOUNT).to_owned(),
-            source: e,
-        })?;
+        let client = crate::withings::client_from_config(&config.withings, Clock::default())
+            .map_err(|e| BackfillError::Api {
+                account: account.unwrap_or(DEFAULT_ACCOUNT).to_owned(),
+                source: e,
+            })?;
         let targets = match (&config.accounts.token_dir, account, all) {
             (_, Some(_), true) => {
                 return Err(BackfillError::Usage(

@@ -139,6 +139,24 @@ impl ApiError {
     }
 }
 
+/// The client the configuration's Withings part asks for, with the application's request
+/// budget on `clock`: one per application (its limits are the application's), shared by
+/// the live fetches, or one per `backfill` run.
+pub fn client_from_config(
+    config: &crate::config::WithingsConfig,
+    clock: crate::clock::Clock,
+) -> Result<WithingsClient, ApiError> {
+    WithingsClient::with_limits(
+        &config.api_url,
+        ClientOptions {
+            request_timeout: config.upstream_timeout,
+            connect_timeout: config.connect_timeout,
+            max_body_bytes: config.max_response_bytes,
+        },
+        std::sync::Arc::new(Limits::new(config.requests_per_minute, clock)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
