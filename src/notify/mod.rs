@@ -3,8 +3,9 @@
 //! With `WITHINGS_CALLBACK_URL` set, every account is kept subscribed ([`subscribe`]) for
 //! the `appli` codes its collectors need; Withings then POSTs to the callback when an
 //! account has new data ([`receiver`]), and a subscribed account is fetched only then, or
-//! when its safety poll is due (the application's schedule, `app::admission::schedule`). A notification is a hint, never data: it
-//! only makes the account's normal, authenticated fetch start sooner, at most once per
+//! when its safety poll is due (the application's schedule, `app::admission::schedule`,
+//! which this module tells what arrives). A notification is a hint, never data: it only
+//! makes the account's normal, authenticated fetch start sooner, at most once per
 //! `WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS`, within the request budget.
 
 pub mod callback;
