@@ -78,9 +78,4 @@ impl Gate {
             _ => ServedFrom::Budget,
         }
     }
-
-    /// The fair share alone: a notification's fetch was asked for by its schedule already.
-    pub fn share(&self) -> &FairShare {
-        &self.share
-    }
 }
