@@ -93,7 +93,7 @@ async fn bench(accounts: usize, notifications: bool) -> Bench {
     )
     .expect("config");
     let app = Arc::new(App::from_config(&config).expect("app"));
-    let server = Application::bind(config.listen_address, Arc::clone(&app))
+    let server = Application::bind(config.server.listen_address, Arc::clone(&app))
         .await
         .expect("bind");
     let addr = server.local_addr().expect("addr");

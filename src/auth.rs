@@ -5,7 +5,7 @@
 
 use crate::account::token_store::{StoreError, StoredTokens, TokenStore};
 use crate::account::tokens::ClientCredentials;
-use crate::config::{Config, ConfigError};
+use crate::config::{AccountsConfig, CollectorsConfig, ConfigError, WithingsConfig};
 use crate::secret::Secret;
 use crate::withings::{ApiError, ClientOptions, StatusClass, WithingsClient};
 use bytes::Bytes;
@@ -49,37 +49,46 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let credentials = config.client_credentials()?.ok_or_else(|| ConfigError {
+    pub fn from_config(
+        withings: &WithingsConfig,
+        accounts: &AccountsConfig,
+        collectors: &CollectorsConfig,
+    ) -> Result<Self, ConfigError> {
+        let credentials = withings.client_credentials()?.ok_or_else(|| ConfigError {
             variable: "WITHINGS_CLIENT_ID",
             message: "not set; register an application at https://developer.withings.com and set WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET (or WITHINGS_CLIENT_SECRET_FILE)".into(),
         })?;
-        let token_file = config.token_file.clone().ok_or_else(|| ConfigError {
+        let token_file = accounts.token_file.clone().ok_or_else(|| ConfigError {
             variable: "WITHINGS_TOKEN_FILE",
-            message: if config.token_dir.is_some() {
+            message: if accounts.token_dir.is_some() {
                 "not set, and WITHINGS_TOKEN_DIR is: name the account with `withings-exporter auth --account NAME`".into()
             } else {
                 "not set; set it to the file the tokens are saved in (on a persistent volume), the same one the exporter will use, or set WITHINGS_TOKEN_DIR and use `auth --account NAME`".into()
             },
         })?;
         Ok(Self {
-            api_url: config.api_url.clone(),
-            account_url: config.account_url.clone(),
+            api_url: withings.api_url.clone(),
+            account_url: withings.account_url.clone(),
             credentials,
-            redirect_uri: config.redirect_uri.clone(),
+            redirect_uri: withings.redirect_uri.clone(),
             token_file,
             client: ClientOptions {
-                request_timeout: config.upstream_timeout,
+                request_timeout: withings.upstream_timeout,
                 ..ClientOptions::default()
             },
             listen: None,
-            scopes: config.collectors.scopes(),
+            scopes: crate::collector::Collectors::from_config(collectors)?.scopes(),
             account: None,
         })
     }
 
     /// `auth --account NAME`: the account's file in `WITHINGS_TOKEN_DIR`.
-    pub fn for_account(config: &Config, name: &str) -> Result<Self, ConfigError> {
+    pub fn for_account(
+        withings: &WithingsConfig,
+        accounts: &AccountsConfig,
+        collectors: &CollectorsConfig,
+        name: &str,
+    ) -> Result<Self, ConfigError> {
         if !crate::app::accounts::valid_name(name) {
             return Err(ConfigError {
                 variable: "--account",
@@ -90,13 +99,15 @@ impl AuthSettings {
                 ),
             });
         }
-        let dir = config.token_dir.clone().ok_or_else(|| ConfigError {
+        let dir = accounts.token_dir.clone().ok_or_else(|| ConfigError {
             variable: "WITHINGS_TOKEN_DIR",
             message: "not set; `auth --account NAME` writes NAME.json into it: set it to the directory the exporter serves accounts from".into(),
         })?;
-        let mut with_file = config.clone();
-        with_file.token_file = Some(dir.join(format!("{name}.json")));
-        let mut settings = Self::from_config(&with_file)?;
+        let with_file = AccountsConfig {
+            token_file: Some(dir.join(format!("{name}.json"))),
+            ..accounts.clone()
+        };
+        let mut settings = Self::from_config(withings, &with_file, collectors)?;
         settings.account = Some(name.to_owned());
         Ok(settings)
     }

@@ -1,5 +1,5 @@
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use withings_exporter::app::{App, SCAN_INTERVAL, accounts};
@@ -21,33 +21,32 @@ use withings_sim::{Simulator, SimulatorOptions};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    #[arg(long = "web.listen-address", global = true, value_name = "ADDRESS", help = flag_help("WITHINGS_LISTEN_ADDRESS"))]
-    listen_address: Option<String>,
-    #[arg(long = "web.config.file", global = true, value_name = "FILE", help = flag_help("WITHINGS_WEB_CONFIG_FILE"))]
-    web_config_file: Option<String>,
-    #[arg(long = "web.telemetry-path", global = true, value_name = "PATH", help = flag_help("WITHINGS_TELEMETRY_PATH"))]
-    telemetry_path: Option<String>,
-    #[arg(long = "log.level", global = true, value_name = "FILTER", help = flag_help("WITHINGS_LOG_LEVEL"))]
-    log_level: Option<String>,
-    #[arg(long = "log.format", global = true, value_name = "FORMAT", help = flag_help("WITHINGS_LOG_FORMAT"))]
-    log_format: Option<String>,
 }
 
-impl Cli {
-    /// The flags given, as the variables they stand for, so that one validation checks
-    /// both ways of setting a value.
-    fn overrides(&self) -> Vec<(&'static str, String)> {
-        [
-            ("WITHINGS_LISTEN_ADDRESS", &self.listen_address),
-            ("WITHINGS_WEB_CONFIG_FILE", &self.web_config_file),
-            ("WITHINGS_TELEMETRY_PATH", &self.telemetry_path),
-            ("WITHINGS_LOG_LEVEL", &self.log_level),
-            ("WITHINGS_LOG_FORMAT", &self.log_format),
-        ]
-        .into_iter()
-        .filter_map(|(variable, value)| value.clone().map(|v| (variable, v)))
-        .collect()
+/// The command line, with exporter-toolkit's flags from the settings table (each named by
+/// the variable it stands for), and the flags given as those variables, so that one
+/// validation checks both ways of setting a value.
+fn parse_command_line() -> (Cli, Vec<(&'static str, String)>) {
+    let mut command = Cli::command();
+    for (setting, flag) in config::settings::flags() {
+        command = command.arg(
+            clap::Arg::new(setting.variable)
+                .long(flag.name)
+                .value_name(flag.value_name)
+                .global(true)
+                .help(flag_help(setting.variable)),
+        );
     }
+    let matches = command.get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let overrides = config::settings::flags()
+        .filter_map(|(setting, _)| {
+            matches
+                .get_one::<String>(setting.variable)
+                .map(|value| (setting.variable, value.clone()))
+        })
+        .collect();
+    (cli, overrides)
 }
 
 #[derive(Subcommand)]
@@ -155,13 +154,13 @@ enum NotifyAction {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let (cli, overrides) = parse_command_line();
     let failed = |e: &dyn std::fmt::Display| {
         eprintln!("error: {e}");
         std::process::ExitCode::FAILURE
     };
     let vars = match config::environment(std::env::vars_os()) {
-        Ok(vars) => config::with_overrides(vars, cli.overrides()),
+        Ok(vars) => config::with_overrides(vars, overrides),
         Err(e) => return failed(&e),
     };
     let logging = match LogSettings::from_vars(&vars) {
@@ -196,7 +195,13 @@ fn main() -> std::process::ExitCode {
 
 /// `vars`: the environment's `WITHINGS_*` and `RUST_LOG`, with the flags put in.
 async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()> {
-    let from_env = || Config::from_vars(vars.clone());
+    // The collectors and measure types are checked here, where their tables are in sight,
+    // before anything starts: a name that does not exist stops the start as it always has.
+    let from_env = || -> Result<Config, config::ConfigError> {
+        let config = Config::from_vars(vars.clone())?;
+        withings_exporter::collector::check(&config.collectors)?;
+        Ok(config)
+    };
     match command {
         Command::Serve => {
             let config = from_env()?;
@@ -221,8 +226,12 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
         Command::Notify { action, account } => {
             let config = from_env()?;
             let app = Arc::new(App::from_config(&config)?);
-            let Some(notifier) =
-                withings_exporter::notify::Notifier::from_config(&config, app.clock().clone())?
+            let Some(notifier) = withings_exporter::notify::Notifier::from_config(
+                &config.notify,
+                &config.accounts,
+                app.collectors().applis(),
+                app.clock().clone(),
+            )?
             else {
                 anyhow::bail!(
                     "WITHINGS_CALLBACK_URL: not set; `notify` manages the subscriptions to that URL"
@@ -244,7 +253,7 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
         }
         Command::Accounts => {
             let config = from_env()?;
-            let dir = config.token_dir.as_ref().ok_or_else(|| {
+            let dir = config.accounts.token_dir.as_ref().ok_or_else(|| {
                 anyhow::anyhow!(
                     "WITHINGS_TOKEN_DIR: not set; `accounts` lists the accounts of that directory"
                 )
@@ -291,12 +300,13 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
             let mut config = Config::from_vars(household.environment(vars.clone()))?;
             // The demo subscribes its household to itself over loopback, and its readings
             // arrive by push.
-            if config.callback_url.is_none() {
-                let mut at = config.listen_address;
+            if config.notify.callback_url.is_none() {
+                let mut at = config.server.listen_address;
                 if at.ip().is_unspecified() {
                     at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
-                config.callback_url = url::Url::parse(&format!("http://{at}/withings/notify")).ok();
+                config.notify.callback_url =
+                    url::Url::parse(&format!("http://{at}/withings/notify")).ok();
             }
             let pusher = household.simulator.clone();
             tokio::spawn(async move {
@@ -316,12 +326,12 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
                 None => {
                     let config = from_env()?;
                     // HTTPS when the web configuration turns TLS on; /-/healthy needs no user.
-                    let https = match &config.web_config_file {
+                    let https = match &config.server.web_config_file {
                         Some(path) => withings_exporter::http::web_config::tls_configured(path)
                             .map_err(|e| anyhow::anyhow!("WITHINGS_WEB_CONFIG_FILE: {e}"))?,
                         None => false,
                     };
-                    healthcheck::health_url(config.listen_address, https)
+                    healthcheck::health_url(config.server.listen_address, https)
                 }
             };
             let timeout = std::time::Duration::try_from_secs_f64(timeout)
@@ -380,8 +390,10 @@ async fn authorize(
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let mut settings = match account {
-        Some(name) => AuthSettings::for_account(&config, name)?,
-        None => AuthSettings::from_config(&config)?,
+        Some(name) => {
+            AuthSettings::for_account(&config.withings, &config.accounts, &config.collectors, name)?
+        }
+        None => AuthSettings::from_config(&config.withings, &config.accounts, &config.collectors)?,
     };
     settings.listen = listen;
     let mut authorization = Authorization::new(settings)?;
@@ -392,7 +404,7 @@ async fn authorize(
         );
         println!(
             "Your browser is then sent to {} (the page may fail to load: that is fine).",
-            config.redirect_uri
+            config.withings.redirect_uri
         );
         println!(
             "Paste the whole URL from the address bar here, within 30 seconds, and press Enter:"
@@ -439,7 +451,7 @@ async fn authorize(
 
 /// Reads `WITHINGS_WEB_CONFIG_FILE`, if set; a file that cannot be used stops the start.
 fn web_config(config: &Config) -> anyhow::Result<Option<Arc<WebConfig>>> {
-    let Some(path) = &config.web_config_file else {
+    let Some(path) = &config.server.web_config_file else {
         return Ok(None);
     };
     let web = WebConfig::load(path).map_err(|e| {
@@ -457,10 +469,10 @@ fn web_config(config: &Config) -> anyhow::Result<Option<Arc<WebConfig>>> {
 }
 
 async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
-    tracing::info!(config = %config.summary(), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
+    tracing::info!(config = %config.summary_with(app.meastypes()), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
     let web = web_config(config)?;
     let app = Arc::new(app);
-    withings_exporter::notify::start(config, &app)?;
+    withings_exporter::notify::start(&config.notify, &config.accounts, &app)?;
     let mut reload_hooks: Vec<signals::ReloadHook> = Vec::new();
     if app.is_directory() {
         tracing::info!(
@@ -479,16 +491,16 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
             );
         }));
     }
-    let app = Application::bind(config.listen_address, app)
+    let app = Application::bind(config.server.listen_address, app)
         .await
         .with_context(|| {
             format!(
                 "cannot listen on {} (set WITHINGS_LISTEN_ADDRESS to a free address; the default is {DEFAULT_LISTEN_ADDRESS})",
-                config.listen_address
+                config.server.listen_address
             )
         })?;
-    let app = app.with_telemetry_path(&config.telemetry_path);
-    let app = app.with_limits(ServerLimits::from_config(config));
+    let app = app.with_telemetry_path(&config.server.telemetry_path);
+    let app = app.with_limits(ServerLimits::from_config(&config.server, &config.withings));
     // Whatever is configured: a SIGHUP must never end the process.
     signals::spawn_reload_on_hangup(web.clone(), reload_hooks);
     let app = match web {
@@ -503,7 +515,7 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     tracing::info!(
         %address,
         "serving metrics at {scheme}://{address}{}",
-        config.telemetry_path
+        config.server.telemetry_path
     );
     app.run_until(shutdown_signal()).await?;
     Ok(())

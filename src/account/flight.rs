@@ -7,8 +7,9 @@
 //! state and the scrapes that come next.
 
 use crate::clock::Clock;
+use crate::lock::lock;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -44,10 +45,6 @@ pub struct SingleFlight<T> {
     state: Arc<Mutex<State<T>>>,
     clock: Clock,
     min_interval: Duration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Clears the running fetch if its task ends without finishing (a panic, or the runtime

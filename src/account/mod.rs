@@ -16,7 +16,7 @@ use self::flight::{Missed, SingleFlight, Ticket};
 use self::tokens::{TokenError, TokenSource};
 use crate::clock::Clock;
 use crate::collector::Synced;
-use crate::config::Config;
+use crate::config::{AccountsConfig, CollectorsConfig, ConfigError, WithingsConfig};
 use crate::render::families::{self, single_gauge};
 use crate::withings::{ApiError, WithingsClient};
 use prometheus::proto::MetricFamily;
@@ -43,16 +43,18 @@ pub struct AccountSettings {
 }
 
 impl AccountSettings {
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            collector: crate::collector::Settings {
-                meastypes: config.meastypes_param(),
-                include_ambiguous: config.include_ambiguous,
-            },
-            min_fetch_interval: config.min_fetch_interval,
-            scrape_budget_cap: config.upstream_timeout,
-            collectors: config.collectors.clone(),
-        }
+    pub fn from_config(
+        accounts: &AccountsConfig,
+        collectors: &CollectorsConfig,
+        withings: &WithingsConfig,
+    ) -> Result<Self, ConfigError> {
+        let (enabled, collector) = crate::collector::check(collectors)?;
+        Ok(Self {
+            collector,
+            min_fetch_interval: accounts.min_fetch_interval,
+            scrape_budget_cap: withings.upstream_timeout,
+            collectors: enabled,
+        })
     }
 }
 
@@ -445,7 +447,7 @@ impl Account {
     }
 }
 
-pub(crate) use crate::collector::lock;
+pub(crate) use crate::lock::lock;
 
 pub fn unix_now() -> i64 {
     SystemTime::now()

@@ -158,61 +158,7 @@ pub struct TokenStore {
     warned_mode: Arc<AtomicBool>,
 }
 
-/// Token files larger than this are refused unread: a real one is under 1 KiB, and reading
-/// an unbounded file (`/dev/zero`, a log pointed at by mistake) would grow memory for good.
-pub const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
-
-/// Reads at most `limit` bytes of the regular file at `path`, without ever blocking on it:
-/// it is opened non-blocking (a FIFO with no writer would block the open, and then the
-/// read, of an async worker holding the token lock) and checked with `fstat` on the opened
-/// descriptor, so that it cannot be swapped between the check and the read. Also returns
-/// its permission bits.
-pub fn read_regular_file(path: &Path, limit: u64) -> Result<(Vec<u8>, u32), ReadRefusal> {
-    use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(ReadRefusal::Io)?;
-    let meta = file.metadata().map_err(ReadRefusal::Io)?;
-    let kind = meta.file_type();
-    if !kind.is_file() {
-        return Err(ReadRefusal::NotAFile(if kind.is_fifo() {
-            "a FIFO (named pipe)"
-        } else if kind.is_char_device() {
-            "a character device"
-        } else if kind.is_block_device() {
-            "a block device"
-        } else if kind.is_dir() {
-            "a directory"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "not a regular file"
-        }));
-    }
-    if meta.len() > limit {
-        return Err(ReadRefusal::TooLarge);
-    }
-    // The size may change after the fstat: never read more than one byte past the limit.
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(ReadRefusal::Io)?;
-    if bytes.len() as u64 > limit {
-        return Err(ReadRefusal::TooLarge);
-    }
-    Ok((bytes, meta.permissions().mode()))
-}
-
-/// Why [`read_regular_file`] gave no content.
-#[derive(Debug)]
-pub enum ReadRefusal {
-    Io(io::Error),
-    NotAFile(&'static str),
-    TooLarge,
-}
+pub use crate::files::{MAX_TOKEN_FILE_BYTES, ReadRefusal, read_regular_file};
 
 /// Distinguishes temporary files of saves that overlap within one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);

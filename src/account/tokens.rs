@@ -2,7 +2,7 @@
 //! [`TokenManager`] that refreshes it and keeps the rotated refresh token safe on disk.
 
 use crate::account::token_store::{StoreError, StoredTokens, TokenStore};
-use crate::config::{Config, ConfigError};
+use crate::config::{AccountsConfig, ConfigError, WithingsConfig};
 use crate::secret::Secret;
 use crate::withings::{ApiError, StatusClass, WithingsClient};
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -25,11 +25,7 @@ pub enum TokenSetupError {
 }
 
 /// The registered application's credentials, needed to refresh.
-#[derive(Debug, Clone)]
-pub struct ClientCredentials {
-    pub client_id: String,
-    pub client_secret: Secret,
-}
+pub use crate::config::ClientCredentials;
 
 /// The source of access tokens.
 #[derive(Debug, Clone)]
@@ -47,24 +43,28 @@ pub enum TokenSource {
 impl TokenSource {
     /// Chooses the source the configuration asks for; see the README's table of token
     /// variables. Creates the token file from `WITHINGS_REFRESH_TOKEN` when there is none.
-    pub fn from_config(config: &Config, client: &WithingsClient) -> Result<Self, TokenSetupError> {
+    pub fn from_config(
+        accounts: &AccountsConfig,
+        withings: &WithingsConfig,
+        client: &WithingsClient,
+    ) -> Result<Self, TokenSetupError> {
         let missing = |variable: &'static str, message: &str| ConfigError {
             variable,
             message: message.to_owned(),
         };
         // The container image sets WITHINGS_TOKEN_FILE for everyone; only a file that exists
         // says the user meant to use it.
-        let file_exists = config.token_file.as_ref().is_some_and(|p| p.exists());
-        let Some(credentials) = config.client_credentials()? else {
-            if let Some(token) = &config.access_token {
-                if file_exists || config.refresh_token.is_some() {
+        let file_exists = accounts.token_file.as_ref().is_some_and(|p| p.exists());
+        let Some(credentials) = withings.client_credentials()? else {
+            if let Some(token) = &accounts.access_token {
+                if file_exists || accounts.refresh_token.is_some() {
                     tracing::warn!(
                         "WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET are not set, so tokens cannot be refreshed: using the fixed WITHINGS_ACCESS_TOKEN and ignoring WITHINGS_TOKEN_FILE/WITHINGS_REFRESH_TOKEN"
                     );
                 }
                 return Ok(Self::Static(token.clone()));
             }
-            if file_exists || config.refresh_token.is_some() {
+            if file_exists || accounts.refresh_token.is_some() {
                 return Err(missing(
                     "WITHINGS_CLIENT_ID",
                     "not set; refreshing tokens needs WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET (or WITHINGS_CLIENT_SECRET_FILE) of your Withings application",
@@ -77,7 +77,7 @@ impl TokenSource {
             )
             .into());
         };
-        let Some(path) = &config.token_file else {
+        let Some(path) = &accounts.token_file else {
             return Err(missing(
                 "WITHINGS_TOKEN_FILE",
                 "not set; with client credentials the exporter refreshes tokens and must save each new refresh token: set it to a file on a persistent volume",
@@ -88,7 +88,7 @@ impl TokenSource {
             client.clone(),
             credentials,
             TokenStore::new(path),
-            config.refresh_token.clone(),
+            accounts.refresh_token.clone(),
             RefreshPolicy::default(),
         )?;
         Ok(Self::Managed(Arc::new(manager)))
@@ -601,30 +601,7 @@ fn expiry_gauge(tokens: &StoredTokens) -> i64 {
     }
 }
 
-/// Reads a secret from a file as container secrets are mounted: one value, perhaps followed
-/// by a newline.
-pub fn read_secret_file(path: &Path) -> std::io::Result<Secret> {
-    use crate::account::token_store::{MAX_TOKEN_FILE_BYTES, ReadRefusal, read_regular_file};
-    // Bounded and non-blocking like the token file: a FIFO or /dev/zero mounted as the
-    // secret must not hang or fill the process at start.
-    let bytes = match read_regular_file(path, MAX_TOKEN_FILE_BYTES) {
-        Ok((bytes, _)) => bytes,
-        Err(ReadRefusal::Io(e)) => return Err(e),
-        Err(ReadRefusal::NotAFile(kind)) => {
-            return Err(std::io::Error::other(format!(
-                "it is {kind}, not a regular file"
-            )));
-        }
-        Err(ReadRefusal::TooLarge) => {
-            return Err(std::io::Error::other(format!(
-                "it is larger than {MAX_TOKEN_FILE_BYTES} bytes"
-            )));
-        }
-    };
-    let text = String::from_utf8(bytes)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8"))?;
-    Ok(Secret::new(text.trim_end_matches(['\n', '\r']).trim()))
-}
+pub use crate::files::read_secret_file;
 
 impl crate::withings::TokenSupply for TokenSource {
     fn token(&self) -> crate::withings::paging::BoxFuture<'_, Result<Secret, TokenError>> {

@@ -1,22 +1,25 @@
 //! What belongs to the application rather than to one person: the set of accounts and its
-//! directory watcher ([`accounts`]), the fair share of the request budget ([`share`]), the
+//! directory watcher ([`accounts`]), which account may fetch when ([`admission`]: the fair
+//! share of the request budget and the notification schedule), the
 //! Withings client every account uses (whose limits are the application's), and the
 //! exporter's own metrics.
 
 pub mod accounts;
-pub mod share;
+pub mod admission;
 
 use crate::account::tokens::{ClientCredentials, TokenSetupError, TokenSource};
 use crate::account::{Account, AccountSettings, Admission, ProbeOutcome, ServedFrom, Shared};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, WithingsConfig};
 use crate::render::families::{self, gauge_by_label, single_gauge};
 use crate::withings::{ApiError, Limits, WithingsClient};
 use accounts::{AccountSet, ScanReport};
+use admission::schedule::Schedule;
+use admission::share::FairShare;
+use admission::{Gate, Notifications};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde::Serialize;
-use share::FairShare;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,12 +138,12 @@ pub struct App {
     shared: Shared,
     settings: AccountSettings,
     source: Source,
-    share: FairShare,
+    /// Which account may fetch now: the fair share and, with Withings notifications
+    /// (WITHINGS_CALLBACK_URL, issue 12), their schedule.
+    gate: Gate,
     registry: Registry,
     scrapes: IntCounterVec,
     shutdown: watch::Sender<bool>,
-    /// Withings notifications, when WITHINGS_CALLBACK_URL is set (issue 12).
-    notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
 }
 
 impl App {
@@ -153,8 +156,10 @@ impl App {
     /// budget, the fetch intervals, the tokens' expiry and every wall-clock reading of the
     /// accounts' fetches follow it.
     pub fn from_config_with_clock(config: &Config, clock: Clock) -> Result<Self, AppError> {
-        let client = Self::client_for(config, clock)?;
-        match &config.token_dir {
+        let client = Self::client_for(&config.withings, clock)?;
+        let settings =
+            || AccountSettings::from_config(&config.accounts, &config.collectors, &config.withings);
+        match &config.accounts.token_dir {
             Some(dir) => {
                 let credentials = config.client_credentials()?.ok_or_else(|| ConfigError {
                     variable: "WITHINGS_CLIENT_ID",
@@ -166,35 +171,26 @@ impl App {
                         cause,
                     });
                 }
-                Ok(Self::directory(
-                    AccountSettings::from_config(config),
-                    client,
-                    dir,
-                    credentials,
-                ))
+                Ok(Self::directory(settings()?, client, dir, credentials))
             }
             None => {
-                let tokens = TokenSource::from_config(config, &client)?;
-                Ok(Self::single(
-                    AccountSettings::from_config(config),
-                    client,
-                    tokens,
-                ))
+                let tokens = TokenSource::from_config(&config.accounts, &config.withings, &client)?;
+                Ok(Self::single(settings()?, client, tokens))
             }
         }
     }
 
     /// One account with the given token source, the rest from `config`.
     pub fn with_tokens(config: &Config, tokens: TokenSource) -> Result<Self, AppError> {
-        let client = Self::client_for(config, Clock::default())?;
+        let client = Self::client_for(&config.withings, Clock::default())?;
         Ok(Self::single(
-            AccountSettings::from_config(config),
+            AccountSettings::from_config(&config.accounts, &config.collectors, &config.withings)?,
             client,
             tokens,
         ))
     }
 
-    fn client_for(config: &Config, clock: Clock) -> Result<WithingsClient, AppError> {
+    fn client_for(config: &WithingsConfig, clock: Clock) -> Result<WithingsClient, AppError> {
         WithingsClient::from_config(config, clock).map_err(AppError::Client)
     }
 
@@ -252,31 +248,35 @@ impl App {
         };
         Self {
             source: source(&settings, &shared),
-            share: FairShare::new(
+            gate: Gate::new(FairShare::new(
                 Arc::clone(client.limits()),
                 clock,
                 settings.collectors.iter().count(),
-            ),
+            )),
             client,
             shared,
             settings,
             registry,
             scrapes,
             shutdown,
-            notifier: std::sync::OnceLock::new(),
         }
     }
 
-    /// Turns notifications on (once); their counter joins `/metrics`.
-    pub fn set_notifier(&self, notifier: crate::notify::Notifier) {
-        let _ = self
-            .registry
-            .register(Box::new(notifier.outcomes().clone()));
-        let _ = self.notifier.set(Arc::new(notifier));
+    /// Turns notifications on (once): subscribed accounts follow `schedule`, the
+    /// notifications' families join each probe and their `outcomes` counter `/metrics`.
+    pub fn notifications_on(
+        &self,
+        schedule: Arc<Schedule>,
+        notifications: Arc<dyn Notifications>,
+        outcomes: IntCounterVec,
+    ) {
+        let _ = self.registry.register(Box::new(outcomes));
+        self.gate.notifications_on(schedule, notifications);
     }
 
-    pub fn notifier(&self) -> Option<&Arc<crate::notify::Notifier>> {
-        self.notifier.get()
+    /// Which account may fetch now.
+    pub fn admission(&self) -> &Gate {
+        &self.gate
     }
 
     /// Turns true when the exporter shuts down.
@@ -285,7 +285,8 @@ impl App {
     }
 
     fn notify_families(&self, account: &Account) -> Vec<MetricFamily> {
-        self.notifier()
+        self.gate
+            .notifications()
             .map(|n| n.account_families(account.name()))
             .unwrap_or_default()
     }
@@ -315,6 +316,16 @@ impl App {
         });
         app.scan();
         app
+    }
+
+    /// The measure types asked of Withings (`WITHINGS_MEASTYPES`), comma-separated.
+    pub fn meastypes(&self) -> &str {
+        &self.settings.collector.meastypes
+    }
+
+    /// The enabled collectors (`WITHINGS_COLLECTORS`), checked.
+    pub fn collectors(&self) -> &crate::collector::Collectors {
+        &self.settings.collectors
     }
 
     pub fn client(&self) -> &WithingsClient {
@@ -549,8 +560,9 @@ impl App {
                     last_success: health.last_success,
                     last_error,
                     last_notification: self
-                        .notifier()
-                        .and_then(|n| n.schedule().last_notification(a.name())),
+                        .gate
+                        .schedule()
+                        .and_then(|s| s.last_notification(a.name())),
                 }
             })
             .collect()
@@ -559,13 +571,11 @@ impl App {
 
 impl Admission for App {
     fn admit(&self, account: &str) -> bool {
-        crate::notify::admit(self.notifier().map(|n| &**n), account, || {
-            self.share.admit(account)
-        })
+        self.gate.admit(account)
     }
 
     fn refused_as(&self, account: &str) -> ServedFrom {
-        crate::notify::refused_as(self.notifier().map(|n| &**n), account)
+        self.gate.refused_as(account)
     }
 
     fn served(&self, _account: &str, from: ServedFrom) {

@@ -229,13 +229,14 @@ impl Plan {
         since: Option<i64>,
         now: i64,
     ) -> Result<Self, BackfillError> {
-        let client = WithingsClient::from_config(config, Clock::default()).map_err(|e| {
-            BackfillError::Api {
-                account: account.unwrap_or(DEFAULT_ACCOUNT).to_owned(),
-                source: e,
-            }
-        })?;
-        let targets = match (&config.token_dir, account, all) {
+        let client =
+            WithingsClient::from_config(&config.withings, Clock::default()).map_err(|e| {
+                BackfillError::Api {
+                    account: account.unwrap_or(DEFAULT_ACCOUNT).to_owned(),
+                    source: e,
+                }
+            })?;
+        let targets = match (&config.accounts.token_dir, account, all) {
             (_, Some(_), true) => {
                 return Err(BackfillError::Usage(
                     "give either --account NAME or --all, not both".into(),
@@ -296,12 +297,11 @@ impl Plan {
                 )));
             }
             (None, _, _) => {
-                let tokens = TokenSource::from_config(config, &client).map_err(|e| {
-                    BackfillError::Unusable {
+                let tokens = TokenSource::from_config(&config.accounts, &config.withings, &client)
+                    .map_err(|e| BackfillError::Unusable {
                         account: DEFAULT_ACCOUNT.to_owned(),
                         reason: e.to_string(),
-                    }
-                })?;
+                    })?;
                 vec![Target {
                     name: DEFAULT_ACCOUNT.to_owned(),
                     label: None,
@@ -309,18 +309,16 @@ impl Plan {
                 }]
             }
         };
+        let (collectors, settings) = collector::check(&config.collectors)?;
         Ok(Self {
             client,
             targets,
             options: Options {
-                settings: collector::Settings {
-                    meastypes: config.meastypes_param(),
-                    include_ambiguous: config.include_ambiguous,
-                },
+                settings,
                 since,
                 now,
                 progress: false,
-                collectors: config.collectors.clone(),
+                collectors,
                 target_labels: vec![("job", DEFAULT_JOB.to_owned())],
             },
         })

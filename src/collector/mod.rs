@@ -21,6 +21,7 @@ pub mod measures;
 pub mod sleep;
 
 use crate::clock::Clock;
+pub(crate) use crate::lock::lock;
 use crate::render::families::GaugeFamilies;
 use crate::secret::Secret;
 pub use crate::withings::paging::Paged;
@@ -299,6 +300,23 @@ impl Collectors {
         Ok(Self(enabled))
     }
 
+    /// `WITHINGS_COLLECTORS` (read by `config`) checked against [`Collector::ALL`]; the
+    /// default when unset.
+    pub fn from_config(
+        config: &crate::config::CollectorsConfig,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let Some(names) = &config.names else {
+            return Ok(Self::default());
+        };
+        Self::parse(&names.join(",")).map_err(|e| crate::config::ConfigError {
+            variable: "WITHINGS_COLLECTORS",
+            message: e
+                .to_string()
+                .trim_start_matches("WITHINGS_COLLECTORS: ")
+                .to_owned(),
+        })
+    }
+
     /// Every collector.
     pub fn all() -> Self {
         Self(ALL.to_vec())
@@ -336,10 +354,23 @@ impl Collectors {
     }
 }
 
-/// A poisoned lock only means another thread panicked while holding it; the data (readings,
-/// flags) is still consistent, so keep serving rather than cascade the panic.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// What `WITHINGS_COLLECTORS` and `WITHINGS_MEASTYPES` ask for, checked against the tables
+/// of this version (which `config`, below them, cannot see), with the collectors' settings.
+/// Called wherever a configuration is read, so that a name or code that does not exist stops
+/// the start.
+pub fn check(
+    config: &crate::config::CollectorsConfig,
+) -> Result<(Collectors, Settings), crate::config::ConfigError> {
+    let meastypes = measures::table::checked_meastypes(config.meastypes.as_deref())?;
+    let settings = Settings {
+        meastypes: meastypes
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        include_ambiguous: config.include_ambiguous,
+    };
+    Ok((Collectors::from_config(config)?, settings))
 }
 
 /// The parameters of one page of an incremental `getactivity` or `getsummary`.
@@ -648,6 +679,41 @@ mod tests {
 
     fn names(c: &Collectors) -> Vec<&'static str> {
         c.names().collect()
+    }
+
+    #[test]
+    fn the_configuration_is_checked_against_the_tables() {
+        let read = |pairs: &[(&str, &str)]| {
+            crate::config::Config::from_vars(
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .unwrap()
+            .collectors
+        };
+        let (collectors, settings) = check(&read(&[])).unwrap();
+        assert_eq!(collectors, Collectors::default());
+        assert!(settings.include_ambiguous);
+        assert_eq!(
+            settings.meastypes,
+            "1,4,5,6,8,9,10,11,12,54,71,73,76,77,88,91,123,130,135,136,137,138,139,155,167,168,169,170,173,174,175,196,226,227,229"
+        );
+        let (collectors, settings) = check(&read(&[
+            ("WITHINGS_COLLECTORS", "Sleep, measures,sleep"),
+            ("WITHINGS_MEASTYPES", "10,9"),
+        ]))
+        .unwrap();
+        assert_eq!(collectors, Collectors::parse("measures,sleep").unwrap());
+        assert_eq!(settings.meastypes, "10,9");
+        for (var, value) in [
+            ("WITHINGS_MEASTYPES", "9,2"),
+            ("WITHINGS_COLLECTORS", "measures,steps"),
+            ("WITHINGS_COLLECTORS", " , "),
+        ] {
+            let err = check(&read(&[(var, value)])).unwrap_err();
+            assert_eq!(err.variable, var, "{value}: {err}");
+            let line = err.to_string();
+            assert!(line.starts_with(var) && !line.contains('\n'), "{line}");
+        }
     }
 
     #[test]

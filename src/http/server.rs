@@ -42,8 +42,7 @@ pub fn scrape_budget(header: Option<&HeaderValue>) -> Option<Duration> {
 /// connections still open: time to build and send the answer.
 const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 
-/// The default of `WITHINGS_WEB_MAX_CONNECTIONS`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+pub use crate::config::DEFAULT_MAX_CONNECTIONS;
 
 /// How many connections the server holds and how long it drains them at shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +57,13 @@ pub struct ServerLimits {
 impl ServerLimits {
     /// A scrape may wait `WITHINGS_TIMEOUT_SECONDS` for Withings; shutdown waits that long
     /// and a margin, so that the README's promise holds: scrapes in flight finish.
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    pub fn from_config(
+        server: &crate::config::ServerConfig,
+        withings: &crate::config::WithingsConfig,
+    ) -> Self {
         Self {
-            max_connections: config.web_max_connections,
-            shutdown_grace: config.upstream_timeout.saturating_add(SHUTDOWN_MARGIN),
+            max_connections: server.max_connections,
+            shutdown_grace: withings.upstream_timeout.saturating_add(SHUTDOWN_MARGIN),
         }
     }
 }
@@ -70,8 +72,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            // The default WITHINGS_TIMEOUT_SECONDS.
-            shutdown_grace: Duration::from_secs(20).saturating_add(SHUTDOWN_MARGIN),
+            shutdown_grace: crate::config::DEFAULT_TIMEOUT.saturating_add(SHUTDOWN_MARGIN),
         }
     }
 }

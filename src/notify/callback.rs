@@ -3,7 +3,6 @@
 //! The secret is generated once and kept beside the tokens, so that subscriptions made
 //! before a restart still point at a path this exporter serves.
 
-use crate::config::ConfigError;
 use crate::secret::Secret;
 use base64::Engine;
 use std::io::Write;
@@ -13,10 +12,8 @@ use url::Url;
 
 /// The file beside the tokens. A dot file: the account directory scan ignores those.
 pub const SECRET_FILE: &str = ".notify-secret";
-/// 18 random bytes: 144 bits, 24 URL-safe base64 characters.
-const SECRET_BYTES: usize = 18;
-/// Withings refuses longer callback URLs.
-pub const MAX_URL_LEN: usize = 255;
+use crate::config::CALLBACK_SECRET_BYTES as SECRET_BYTES;
+pub use crate::config::MAX_CALLBACK_URL_LEN as MAX_URL_LEN;
 /// Shortest secret accepted from the file: 22 characters are 132 bits.
 const MIN_SECRET_CHARS: usize = 22;
 
@@ -40,54 +37,7 @@ pub enum SecretError {
     Random(String),
 }
 
-/// `WITHINGS_CALLBACK_URL`, checked: an http(s) URL with a host, without credentials, query
-/// or fragment, short enough for Withings once the secret is appended. Whether Withings
-/// will accept it (https, port 443, a domain name) is [`Callback::refusal_warning`]'s say.
-pub fn parse_callback_url(value: &str) -> Result<Url, ConfigError> {
-    const VAR: &str = "WITHINGS_CALLBACK_URL";
-    let invalid = |message: String| ConfigError {
-        variable: VAR,
-        message,
-    };
-    let mut url = Url::parse(value.trim()).map_err(|e| {
-        invalid(format!(
-            "not a URL ({e}); for example https://health.example.org/withings/notify"
-        ))
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(invalid(
-            "must be an https URL with a host name, e.g. https://health.example.org/withings/notify".into(),
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(
-            "must not hold credentials: Withings cannot send them; the secret path segment protects it".into(),
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("must not have a query or fragment".into()));
-    }
-    let path = url.path().trim_end_matches('/').to_owned();
-    // The whole path below it is exempt from basic auth: never the root.
-    if path.is_empty() {
-        return Err(invalid(
-            "needs a path, e.g. https://health.example.org/withings/notify: every path under it is the notification path".into(),
-        ));
-    }
-    url.set_path(&path);
-    let with_secret = url.as_str().trim_end_matches('/').len() + 1 + encoded_len();
-    if with_secret > MAX_URL_LEN {
-        return Err(invalid(format!(
-            "is {with_secret} characters long with the {}-character secret appended; Withings accepts at most {MAX_URL_LEN}",
-            encoded_len()
-        )));
-    }
-    Ok(url)
-}
-
-fn encoded_len() -> usize {
-    (SECRET_BYTES * 4).div_ceil(3)
-}
+pub use crate::config::parse::parse_callback_url;
 
 /// The full callback: the configured URL, the secret, and the path this exporter serves.
 pub struct Callback {

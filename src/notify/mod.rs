@@ -3,34 +3,34 @@
 //! With `WITHINGS_CALLBACK_URL` set, every account is kept subscribed ([`subscribe`]) for
 //! the `appli` codes its collectors need; Withings then POSTs to the callback when an
 //! account has new data ([`receiver`]), and a subscribed account is fetched only then, or
-//! when its safety poll is due ([`schedule`]). A notification is a hint, never data: it
-//! only makes the account's normal, authenticated fetch start sooner, at most once per
+//! when its safety poll is due (the application's schedule, `app::admission::schedule`,
+//! which this module tells what arrives). A notification is a hint, never data: it only
+//! makes the account's normal, authenticated fetch start sooner, at most once per
 //! `WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS`, within the request budget.
 
 pub mod api;
 pub mod callback;
 pub mod cli;
 pub mod receiver;
-pub mod schedule;
 pub mod subscribe;
 
 use crate::account::tokens::TokenSource;
-use crate::account::{Account, Admission, ServedFrom};
+use crate::account::{Account, Admission};
 use crate::app::App;
+use crate::app::admission::Notifications;
+use crate::app::admission::schedule::Schedule;
 use crate::clock::Clock;
 use crate::render::families::{GaugeFamilies, single_gauge};
 pub use api::{Subscription, parse_ack, parse_list};
 use callback::Callback;
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, Opts};
-use schedule::Schedule;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_SAFETY_POLL: Duration = Duration::from_secs(3600);
+pub use crate::config::{DEFAULT_NOTIFY_MIN_INTERVAL as DEFAULT_MIN_INTERVAL, DEFAULT_SAFETY_POLL};
 /// How often each account's subscriptions are listed again: Withings cancels a subscription
 /// after repeated failed deliveries, and says so only in `list`.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(3 * 3600);
@@ -63,12 +63,12 @@ pub struct NotifySettings {
 }
 
 impl NotifySettings {
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    /// `applis`: the notification categories of the enabled collectors (WITHINGS_COLLECTORS).
+    pub fn from_config(config: &crate::config::NotifyConfig, applis: Vec<i64>) -> Self {
         Self {
-            min_interval: config.notify_min_interval,
+            min_interval: config.min_interval,
             safety_poll: config.safety_poll,
-            // The notification categories of the enabled collectors (WITHINGS_COLLECTORS).
-            applis: config.collectors.applis(),
+            applis,
             subscribe_spacing: SUBSCRIBE_SPACING,
             reconcile_interval: RECONCILE_INTERVAL,
         }
@@ -88,7 +88,9 @@ struct SubState {
 pub struct Notifier {
     callback: Callback,
     settings: NotifySettings,
-    schedule: Schedule,
+    /// The application's schedule of this notifier's accounts: the notifier tells it what
+    /// arrives, the application's admission reads it.
+    schedule: Arc<Schedule>,
     clock: Clock,
     outcomes: IntCounterVec,
     subs: Mutex<HashMap<String, SubState>>,
@@ -132,7 +134,11 @@ impl Notifier {
             outcomes.with_label_values(&["none", outcome]);
         }
         Self {
-            schedule: Schedule::new(clock.clone(), settings.min_interval, settings.safety_poll),
+            schedule: Arc::new(Schedule::new(
+                clock.clone(),
+                settings.min_interval,
+                settings.safety_poll,
+            )),
             callback,
             settings,
             clock,
@@ -151,14 +157,19 @@ impl Notifier {
     /// tokens; `None` without `WITHINGS_CALLBACK_URL`. Logs the one warning when Withings
     /// would refuse the URL.
     pub fn from_config(
-        config: &crate::config::Config,
+        config: &crate::config::NotifyConfig,
+        accounts: &crate::config::AccountsConfig,
+        applis: Vec<i64>,
         clock: Clock,
     ) -> Result<Option<Self>, NotifyError> {
         let Some(base) = &config.callback_url else {
             return Ok(None);
         };
-        let path = callback::secret_path(config.token_dir.as_deref(), config.token_file.as_deref())
-            .ok_or(NotifyError::NoSecretPlace)?;
+        let path = callback::secret_path(
+            accounts.token_dir.as_deref(),
+            accounts.token_file.as_deref(),
+        )
+        .ok_or(NotifyError::NoSecretPlace)?;
         let secret = callback::load_or_create_secret(&path)?;
         let callback = Callback::new(base.clone(), secret);
         if let Some(warning) = callback.refusal_warning() {
@@ -171,7 +182,7 @@ impl Notifier {
         }
         Ok(Some(Self::new(
             callback,
-            NotifySettings::from_config(config),
+            NotifySettings::from_config(config, applis),
             clock,
         )))
     }
@@ -207,9 +218,7 @@ impl Notifier {
     }
 
     fn lock_subs(&self) -> std::sync::MutexGuard<'_, HashMap<String, SubState>> {
-        self.subs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock::lock(&self.subs)
     }
 
     /// This account's notification families, for its probe.
@@ -236,6 +245,32 @@ impl Notifier {
     }
 }
 
+impl Notifications for Notifier {
+    fn account_families(&self, account: &str) -> Vec<MetricFamily> {
+        Notifier::account_families(self, account)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// The notifier in the application: handed down to it, found again here.
+impl App {
+    /// Turns notifications on (once); their counter joins `/metrics`.
+    pub fn set_notifier(&self, notifier: Notifier) {
+        let schedule = Arc::clone(&notifier.schedule);
+        let outcomes = notifier.outcomes.clone();
+        self.notifications_on(schedule, Arc::new(notifier), outcomes);
+    }
+
+    pub fn notifier(&self) -> Option<&Notifier> {
+        self.admission()
+            .notifications()
+            .and_then(|n| n.as_any().downcast_ref::<Notifier>())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     #[error(
@@ -244,32 +279,6 @@ pub enum NotifyError {
     NoSecretPlace,
     #[error(transparent)]
     Secret(#[from] callback::SecretError),
-}
-
-/// The application's admission with notifications: a subscribed account's fetch starts only
-/// when a notification or the safety poll asks for it, and then still only with the fair
-/// share's yes (`share`), so that the budget bounds it like any other.
-pub fn admit(notifier: Option<&Notifier>, account: &str, share: impl FnOnce() -> bool) -> bool {
-    let Some(n) = notifier else {
-        return share();
-    };
-    if n.schedule.wants(account) == Some(false) {
-        return false;
-    }
-    let admitted = share();
-    if admitted {
-        n.schedule.started(account);
-    }
-    admitted
-}
-
-/// Where a refused probe's data came from: a subscribed account waits for its
-/// notifications, any other was held back by the budget.
-pub fn refused_as(notifier: Option<&Notifier>, account: &str) -> ServedFrom {
-    match notifier.and_then(|n| n.schedule.wants(account)) {
-        Some(false) => ServedFrom::Subscribed,
-        _ => ServedFrom::Budget,
-    }
 }
 
 /// The account of a Withings user id, from each account's token file.
@@ -352,8 +361,19 @@ pub async fn run_triggers(app: Arc<App>) {
 /// Turns notifications on when the configuration asks for them: the notifier, its
 /// fetch triggers and its subscription upkeep, until shutdown. Nothing without
 /// `WITHINGS_CALLBACK_URL`.
-pub fn start(config: &crate::config::Config, app: &Arc<App>) -> Result<bool, NotifyError> {
-    let Some(notifier) = Notifier::from_config(config, app.clock().clone())? else {
+/// `accounts`: where the tokens are, beside which the secret is kept.
+pub fn start(
+    config: &crate::config::NotifyConfig,
+    accounts: &crate::config::AccountsConfig,
+    app: &Arc<App>,
+) -> Result<bool, NotifyError> {
+    let Some(notifier) = Notifier::from_config(
+        config,
+        accounts,
+        app.collectors().applis(),
+        app.clock().clone(),
+    )?
+    else {
         return Ok(false);
     };
     tracing::info!(

@@ -15,11 +15,7 @@ use std::time::{Duration, Instant};
 
 /// The window Withings' limit is stated over.
 pub const WINDOW: Duration = Duration::from_secs(60);
-/// Withings' limit for one application.
-pub const WITHINGS_LIMIT_PER_MINUTE: u32 = 120;
-/// The default leaves headroom under Withings' limit for `auth` runs and other tools using the
-/// same application.
-pub const DEFAULT_PER_MINUTE: u32 = 100;
+pub use crate::config::{DEFAULT_PER_MINUTE, WITHINGS_LIMIT_PER_MINUTE};
 
 #[derive(Debug)]
 pub struct Budget {
@@ -43,9 +39,7 @@ impl Budget {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
-        self.sent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock::lock(&self.sent)
     }
 
     fn expire(sent: &mut VecDeque<Instant>, now: Instant) {

@@ -225,7 +225,10 @@ impl WithingsClient {
 
     /// The client of an application, with a budget of its own following `clock`, from the
     /// configuration: the exporter's and the backfill's.
-    pub fn from_config(config: &crate::config::Config, clock: Clock) -> Result<Self, ApiError> {
+    pub fn from_config(
+        config: &crate::config::WithingsConfig,
+        clock: Clock,
+    ) -> Result<Self, ApiError> {
         let limits = Arc::new(Limits::new(config.requests_per_minute, clock));
         Self::with_limits(
             &config.api_url,

@@ -244,7 +244,7 @@ async fn idle_connections_beyond_the_cap_do_not_starve_scrapes() {
     const CAP: usize = 8;
     let served = Served::start(&[], None, |config| ServerLimits {
         max_connections: CAP,
-        ..ServerLimits::from_config(config)
+        ..ServerLimits::from_config(&config.server, &config.withings)
     })
     .await;
     let mut idle = Vec::new();
@@ -283,7 +283,7 @@ async fn busy_connections_are_not_closed_to_make_room() {
     let served = Served::start(&[("WITHINGS_TIMEOUT_SECONDS", "10")], None, |config| {
         ServerLimits {
             max_connections: 1,
-            ..ServerLimits::from_config(config)
+            ..ServerLimits::from_config(&config.server, &config.withings)
         }
     })
     .await;
@@ -322,11 +322,9 @@ async fn busy_connections_are_not_closed_to_make_room() {
 /// Withings is answered, not cut.
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_lets_a_scrape_waiting_on_withings_finish_within_its_timeout() {
-    let mut served = Served::start(
-        &[("WITHINGS_TIMEOUT_SECONDS", "12")],
-        None,
-        ServerLimits::from_config,
-    )
+    let mut served = Served::start(&[("WITHINGS_TIMEOUT_SECONDS", "12")], None, |config| {
+        ServerLimits::from_config(&config.server, &config.withings)
+    })
     .await;
     served.simulator.hold();
     let scrape = tokio::spawn({
@@ -359,7 +357,7 @@ async fn shutdown_lets_a_scrape_waiting_on_withings_finish_within_its_timeout() 
 #[test]
 fn the_drain_follows_the_scrape_timeout() {
     let config = Config::from_vars([("WITHINGS_TIMEOUT_SECONDS".into(), "90".into())]).unwrap();
-    let limits = ServerLimits::from_config(&config);
+    let limits = ServerLimits::from_config(&config.server, &config.withings);
     assert!(
         limits.shutdown_grace > Duration::from_secs(90),
         "{limits:?}"
@@ -378,7 +376,7 @@ async fn head_sends_the_content_length_a_get_would() {
     let served = Served::start(
         &[("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", "3600")],
         None,
-        ServerLimits::from_config,
+        |config| ServerLimits::from_config(&config.server, &config.withings),
     )
     .await;
     let client = common::http();

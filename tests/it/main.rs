@@ -17,6 +17,7 @@ mod collectors;
 mod deploy;
 mod exporter;
 mod faults;
+mod floors;
 mod fuzz_regressions;
 mod golden;
 mod hardening_http;

@@ -895,7 +895,13 @@ async fn prometheus_discovers_every_account_and_one_added_with_auth() {
     sim.set_user_groups("2003", vec![reading(2003, 142, now)])
         .unwrap();
     sim.sign_in("2003");
-    let mut settings = AuthSettings::for_account(&config, "grandpa").unwrap();
+    let mut settings = AuthSettings::for_account(
+        &config.withings,
+        &config.accounts,
+        &config.collectors,
+        "grandpa",
+    )
+    .unwrap();
     settings.listen = None;
     let authorization = Authorization::new(settings).unwrap();
     let browser = reqwest::Client::builder()

@@ -105,8 +105,8 @@ async fn serve(sim: &Simulator, source: TokenSource) -> ManagedApp {
 fn source_of(
     config: &Config,
 ) -> Result<TokenSource, withings_exporter::account::tokens::TokenSetupError> {
-    let client = WithingsClient::new(&config.api_url, ClientOptions::default()).unwrap();
-    TokenSource::from_config(config, &client)
+    let client = WithingsClient::new(&config.withings.api_url, ClientOptions::default()).unwrap();
+    TokenSource::from_config(&config.accounts, &config.withings, &client)
 }
 
 fn refreshes(text: &str, outcome: &str) -> f64 {

@@ -154,7 +154,7 @@ impl SecuredApp {
             .map(|(k, v)| (k.to_string(), v)),
         )
         .unwrap();
-        let web_file = config_vars.web_config_file.clone().unwrap();
+        let web_file = config_vars.server.web_config_file.clone().unwrap();
         let web = Arc::new(WebConfig::load(web_file).unwrap());
         let exporter =
             App::with_tokens(&config_vars, TokenSource::Static(common::TOKEN.into())).unwrap();

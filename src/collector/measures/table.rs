@@ -450,6 +450,27 @@ pub const DEFAULT_MEASTYPES: &[i64] = &{
     codes
 };
 
+/// `WITHINGS_MEASTYPES` (read by `config`) checked against the table: every type when unset.
+pub fn checked_meastypes(asked: Option<&[i64]>) -> Result<Vec<i64>, crate::config::ConfigError> {
+    let Some(asked) = asked else {
+        return Ok(DEFAULT_MEASTYPES.to_vec());
+    };
+    if let Some(code) = asked.iter().find(|code| index_of(**code).is_none()) {
+        let supported = MEASURES
+            .iter()
+            .map(|m| format!("{} ({})", m.code, m.measurement))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(crate::config::ConfigError {
+            variable: "WITHINGS_MEASTYPES",
+            message: format!(
+                "measure type {code} is not exported by this version; supported: {supported}"
+            ),
+        });
+    }
+    Ok(asked.to_vec())
+}
+
 /// Index of a type code in [`MEASURES`].
 pub fn index_of(code: i64) -> Option<usize> {
     MEASURES.iter().position(|m| m.code == code)

@@ -40,18 +40,12 @@ impl Schedule {
     }
 
     fn with<T>(&self, account: &str, f: impl FnOnce(&mut Entry) -> T) -> T {
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = crate::lock::lock(&self.entries);
         f(entries.entry(account.to_owned()).or_default())
     }
 
     fn read<T>(&self, account: &str, f: impl FnOnce(&Entry) -> T) -> Option<T> {
-        let entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entries = crate::lock::lock(&self.entries);
         entries.get(account).map(f)
     }
 
@@ -82,10 +76,7 @@ impl Schedule {
     /// interval, however many notifications came. Marks them triggered.
     pub fn take_due(&self) -> Vec<String> {
         let now = self.clock.now();
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = crate::lock::lock(&self.entries);
         let mut due = Vec::new();
         for (name, e) in entries.iter_mut() {
             let interval_passed = e
@@ -137,10 +128,7 @@ impl Schedule {
 
     /// Forgets removed accounts.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|name, _| keep(name));
+        crate::lock::lock(&self.entries).retain(|name, _| keep(name));
     }
 }
 

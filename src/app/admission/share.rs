@@ -52,10 +52,7 @@ impl FairShare {
 impl Admission for FairShare {
     fn admit(&self, account: &str) -> bool {
         let now = self.clock.now();
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = crate::lock::lock(&self.entries);
         let mine = {
             let entry = entries.entry(account.to_owned()).or_insert(Entry {
                 last_fetch: None,
