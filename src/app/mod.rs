@@ -306,7 +306,7 @@ impl App {
         self.shutdown.subscribe()
     }
 
-    pub(crate) fn notify_families(&self, account: &Account) -> Vec<MetricFamily> {
+    fn notify_families(&self, account: &Account) -> Vec<MetricFamily> {
         self.notifier()
             .map(|n| n.account_families(account.name()))
             .unwrap_or_default()
