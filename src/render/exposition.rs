@@ -141,8 +141,12 @@ pub fn merge(parts: &[&Pieces]) -> String {
 /// The text encoder's escaping: backslash and newline everywhere, the double quote in label
 /// values too.
 fn escape(value: &str, quote: bool) -> Cow<'_, str> {
-    let special = |c: char| c == '\\' || c == '\n' || (quote && c == '"');
-    if !value.contains(special) {
+    // A scan without an early exit, which the compiler turns into wide compares: the help
+    // texts are long and written on every scrape, and almost never need escaping.
+    let special = value.bytes().fold(false, |found, b| {
+        found | (b == b'\\') | (b == b'\n') | (quote & (b == b'"'))
+    });
+    if !special {
         return Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 8);
