@@ -68,11 +68,32 @@ impl Pieces {
         help: &str,
         samples: impl IntoIterator<Item = (&'a [(&'a str, &'a str)], f64)>,
     ) {
+        self.push_samples(name, help, "gauge", samples);
+    }
+
+    /// [`Self::push_gauge`] for a counter: the samples in the order the registry gathers
+    /// them, sorted by label values.
+    pub fn push_counter<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (&'a [(&'a str, &'a str)], f64)>,
+    ) {
+        self.push_samples(name, help, "counter", samples);
+    }
+
+    fn push_samples<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: &str,
+        samples: impl IntoIterator<Item = (&'a [(&'a str, &'a str)], f64)>,
+    ) {
         let mut text = String::with_capacity(help.len() + 3 * name.len() + 48);
         if !help.is_empty() {
             let _ = writeln!(text, "# HELP {name} {}", escape(help, false));
         }
-        let _ = writeln!(text, "# TYPE {name} gauge");
+        let _ = writeln!(text, "# TYPE {name} {kind}");
         let mut any = false;
         for (labels, value) in samples {
             any = true;
@@ -348,6 +369,27 @@ mod tests {
             }
         }
         assert_eq!(gauge_direct("withings_x", "h", &[]), "");
+    }
+
+    #[test]
+    fn a_counter_written_straight_is_what_the_registry_gathers() {
+        let registry = Registry::new();
+        let c = IntCounterVec::new(Opts::new("withings_c_total", "a \\ counter"), &["l"]).unwrap();
+        for (l, n) in [("b", 3), ("a", 0), ("c\"", 12_345_678_901)] {
+            c.with_label_values(&[l]).inc_by(n);
+        }
+        registry.register(Box::new(c)).unwrap();
+        let mut pieces = Pieces::new();
+        let labels = [[("l", "a")], [("l", "b")], [("l", "c\"")]];
+        pieces.push_counter(
+            "withings_c_total",
+            "a \\ counter",
+            labels
+                .iter()
+                .zip([0.0, 3.0, 12_345_678_901.0])
+                .map(|(l, v)| (&l[..], v)),
+        );
+        assert_eq!(merge(&[&pieces.finish()]), encode(registry.gather()));
     }
 
     fn counter(name: &str, labels: &[&str]) -> Vec<MetricFamily> {
