@@ -10,6 +10,9 @@
 //! SCRAPE_BASELINE=/tmp/base/target/release/withings-exporter cargo bench --bench scrape
 //! ```
 //!
+//! `SCRAPE_SECONDS` (3) is the length of each `wrk` run, `SCRAPE_ROUNDS` (4) how many times
+//! each build is measured on all four URLs.
+//!
 //! The simulator (the seed's readings) runs in this process and is asked once per exporter;
 //! `wrk` and the exporter share the machine's cores, so the ratio to `/-/healthy` of the same
 //! process in the same run is the figure to read, not the absolute rates.
@@ -29,9 +32,11 @@ const FROM_STATE: (&str, &str) = ("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", "86400"
 const CONNECTIONS: &str = "64";
 const THREADS: &str = "2";
 const SECONDS_VARIABLE: &str = "SCRAPE_SECONDS";
-const DEFAULT_SECONDS: u64 = 5;
-/// Rounds alternate the builds, so that a busy spell on the machine falls on both alike.
-const ROUNDS: usize = 2;
+const DEFAULT_SECONDS: u64 = 3;
+/// Rounds alternate the builds, so that a busy spell on the machine falls on both alike;
+/// the median ratio of the rounds is the figure to read.
+const ROUNDS_VARIABLE: &str = "SCRAPE_ROUNDS";
+const DEFAULT_ROUNDS: u64 = 4;
 
 /// One build of the exporter, running twice: one account on `/metrics`, and a token
 /// directory of that account on `/probe`.
@@ -123,16 +128,8 @@ async fn run() {
         eprintln!("this bench drives the exporter with wrk: install it (apt-get install -y wrk)");
         std::process::exit(2);
     }
-    let seconds = match std::env::var(SECONDS_VARIABLE) {
-        Ok(v) => match v.parse::<u64>() {
-            Ok(n) if n > 0 => n,
-            _ => {
-                eprintln!("{SECONDS_VARIABLE} must be a whole number of seconds, not {v:?}");
-                std::process::exit(2);
-            }
-        },
-        Err(_) => DEFAULT_SECONDS,
-    };
+    let seconds = positive(SECONDS_VARIABLE, DEFAULT_SECONDS);
+    let rounds = positive(ROUNDS_VARIABLE, DEFAULT_ROUNDS);
     let seed = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/seed_getmeas.json"
@@ -188,7 +185,7 @@ async fn run() {
             println!("{}: {url} answers {} bytes", build.label, again.len());
         }
     }
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         for build in &mut builds {
             let mut rates = [0.0; 4];
             for (rate, url) in rates.iter_mut().zip(urls(build)) {
@@ -204,7 +201,7 @@ async fn run() {
         }
     }
     println!(
-        "\nwrk -c{CONNECTIONS} -t{THREADS} -d{seconds}s, {ROUNDS} rounds; requests/s (ratio to /-/healthy of the same process in the same round)\n"
+        "\nwrk -c{CONNECTIONS} -t{THREADS} -d{seconds}s, {rounds} rounds; requests/s (ratio to /-/healthy of the same process in the same round)\n"
     );
     println!(
         "| build | round | single: /-/healthy | /metrics | directory: /-/healthy | /probe?account={ACCOUNT} |"
@@ -225,8 +222,37 @@ async fn run() {
             );
         }
     }
+    println!();
+    for build in &builds {
+        let median = |scrape: usize, healthy: usize| {
+            let mut ratios: Vec<f64> = build.rates.iter().map(|r| r[scrape] / r[healthy]).collect();
+            ratios.sort_by(f64::total_cmp);
+            let n = ratios.len();
+            (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0
+        };
+        println!(
+            "{}: median ratio to /-/healthy: /metrics {:.2}x, /probe {:.2}x",
+            build.label,
+            median(1, 0),
+            median(3, 2)
+        );
+    }
     drop(builds);
     sim.stop();
+}
+
+/// A whole number above 0 from `variable`, or `default` when it is unset.
+fn positive(variable: &str, default: u64) -> u64 {
+    match std::env::var(variable) {
+        Ok(v) => match v.parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!("{variable} must be a whole number above 0, not {v:?}");
+                std::process::exit(2);
+            }
+        },
+        Err(_) => default,
+    }
 }
 
 fn main() {
