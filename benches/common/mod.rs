@@ -31,7 +31,12 @@ impl ExporterProcess {
     /// Starts `withings-exporter serve` with only `env` on top of the address and API URL
     /// (a token directory, say).
     pub fn start_with(api_url: &str, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
+        Self::start_program(env!("CARGO_BIN_EXE_withings-exporter"), api_url, env)
+    }
+
+    /// [`Self::start_with`] on another build of the exporter (an older one, to compare).
+    pub fn start_program(program: &str, api_url: &str, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(program)
             .arg("serve")
             .env_clear()
             .env("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")

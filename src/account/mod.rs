@@ -17,6 +17,7 @@ use self::tokens::{TokenError, TokenSource};
 use crate::clock::Clock;
 use crate::collector::Synced;
 use crate::config::{AccountsConfig, CollectorsConfig, ConfigError, WithingsConfig};
+use crate::render::exposition::{Pieces, StateCache};
 use crate::render::families::{self, single_gauge};
 use crate::withings::{ApiError, WithingsClient};
 use prometheus::proto::MetricFamily;
@@ -191,7 +192,13 @@ pub struct Account {
     fetch_slots: Arc<Semaphore>,
     /// Turns true when the exporter shuts down: waiting probes answer at once.
     shutdown: watch::Receiver<bool>,
+    /// [`Self::state_families`], encoded once per fetch or change of the token source.
+    exposed: StateCache<TokenMark>,
 }
+
+/// What the token source shows, which changes outside a fetch too (a refresh for a
+/// notification subscription): its expiry and how many refreshes it attempted.
+type TokenMark = (Option<i64>, u64);
 
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,6 +250,7 @@ impl Account {
             health: Mutex::new(Health::default()),
             registry,
             groups_skipped,
+            exposed: StateCache::new(),
         }
     }
 
@@ -361,6 +369,9 @@ impl Account {
     /// Brings the state up to date with Withings. Never panics and never loses state: a
     /// failure leaves the last known readings in place.
     pub async fn fetch(&self) -> Result<Synced, FetchError> {
+        // Everything a fetch changes is exposed: scrapes meanwhile render afresh, and the
+        // first one after it encodes the new state.
+        let _changing = self.exposed.changing();
         // The semaphore is never closed; without a permit the fetch would still be bounded
         // by the budget, so going on is safe.
         let _slot = self.fetch_slots.acquire().await.ok();
@@ -400,6 +411,38 @@ impl Account {
     /// an outcome that probe's `withings_up`, duration and source.
     pub fn families(&self, outcome: Option<&ProbeOutcome>) -> Vec<MetricFamily> {
         let build_started = Instant::now();
+        let mut out = self.state_families();
+        if let Some(outcome) = outcome {
+            for (name, help, label, value) in scrape_samples(outcome, build_started) {
+                out.push(match label {
+                    Some((label, label_value)) => {
+                        families::labelled_gauge(name, help, label, label_value, value)
+                    }
+                    None => single_gauge(name, help, value),
+                });
+            }
+        }
+        out
+    }
+
+    /// [`Self::families`] as encoded pieces: those from state as encoded at the last change
+    /// of it, and the scrape's own (to which the caller may add more).
+    pub fn exposition(&self, outcome: Option<&ProbeOutcome>) -> (Arc<Pieces>, Pieces) {
+        let build_started = Instant::now();
+        let mark = (self.tokens.expiry(), self.tokens.refresh_attempts());
+        let state = self.exposed.get(mark, || self.state_families());
+        let mut scrape = Pieces::new();
+        if let Some(outcome) = outcome {
+            for (name, help, label, value) in scrape_samples(outcome, build_started) {
+                let label = label.as_ref().map(std::slice::from_ref);
+                scrape.push_gauge(name, help, [(label.unwrap_or_default(), value)]);
+            }
+        }
+        (state, scrape)
+    }
+
+    /// Everything this account shows that only a fetch or the token source changes.
+    fn state_families(&self) -> Vec<MetricFamily> {
         let mut out = self.registry.gather();
         out.extend(self.collector_families());
         let health = lock(&self.health).clone();
@@ -424,30 +467,43 @@ impl Account {
                 expiry as f64,
             ));
         }
-        if let Some(outcome) = outcome {
-            out.push(single_gauge(
-                "withings_up",
-                "1 when the fetch from Withings behind this scrape succeeded, 0 when it failed, ran out of the scrape's time or was held back by a rate limit (the values are then the last known ones). Concurrent scrapes share one fetch; a scrape served from the last fetch (WITHINGS_MIN_FETCH_INTERVAL_SECONDS, or the request budget) reports that fetch's result.",
-                if outcome.result.is_ok() { 1.0 } else { 0.0 },
-            ));
-            out.push(families::labelled_gauge(
-                "withings_scrape_served_from",
-                "Where this scrape's data came from (always 1): new_fetch, shared_fetch (joined a running fetch), recent_fetch (under WITHINGS_MIN_FETCH_INTERVAL_SECONDS), rate_limited (waiting out a 601), budget (the request budget is spent for now or accounts with older data go first), subscribed (notifications are in place: fetched on notification and by the safety poll only).",
-                "served_from",
-                outcome.served_from.as_str(),
-                1.0,
-            ));
-            out.push(single_gauge(
-                "withings_scrape_duration_seconds",
-                "Time this scrape spent waiting for Withings (or for the fetch it shared) and building the answer; near 0 when it was served the last fetch.",
-                (outcome.duration + build_started.elapsed()).as_secs_f64(),
-            ));
-        }
         out
     }
 }
 
 pub(crate) use crate::lock::lock;
+
+/// One scrape's own gauges, `(name, help, label, value)`: `withings_up`, its source and
+/// its duration (to now from `build_started`).
+type ScrapeSample = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    f64,
+);
+
+fn scrape_samples(outcome: &ProbeOutcome, build_started: Instant) -> [ScrapeSample; 3] {
+    [
+        (
+            "withings_up",
+            "1 when the fetch from Withings behind this scrape succeeded, 0 when it failed, ran out of the scrape's time or was held back by a rate limit (the values are then the last known ones). Concurrent scrapes share one fetch; a scrape served from the last fetch (WITHINGS_MIN_FETCH_INTERVAL_SECONDS, or the request budget) reports that fetch's result.",
+            None,
+            if outcome.result.is_ok() { 1.0 } else { 0.0 },
+        ),
+        (
+            "withings_scrape_served_from",
+            "Where this scrape's data came from (always 1): new_fetch, shared_fetch (joined a running fetch), recent_fetch (under WITHINGS_MIN_FETCH_INTERVAL_SECONDS), rate_limited (waiting out a 601), budget (the request budget is spent for now or accounts with older data go first), subscribed (notifications are in place: fetched on notification and by the safety poll only).",
+            Some(("served_from", outcome.served_from.as_str())),
+            1.0,
+        ),
+        (
+            "withings_scrape_duration_seconds",
+            "Time this scrape spent waiting for Withings (or for the fetch it shared) and building the answer; near 0 when it was served the last fetch.",
+            None,
+            (outcome.duration + build_started.elapsed()).as_secs_f64(),
+        ),
+    ]
+}
 
 pub fn unix_now() -> i64 {
     SystemTime::now()

@@ -143,6 +143,18 @@ impl TokenSource {
         }
     }
 
+    /// How many refreshes this source attempted, whatever their outcome: with
+    /// [`Self::expiry`], what a cached exposition must notice.
+    pub fn refresh_attempts(&self) -> u64 {
+        match self {
+            Self::Static(_) | Self::Unusable(_) => 0,
+            Self::Managed(manager) => OUTCOMES
+                .iter()
+                .map(|o| manager.refreshes.with_label_values(&[o]).get())
+                .sum(),
+        }
+    }
+
     /// Adds this source's metrics to the exporter's registry.
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         match self {

@@ -11,7 +11,7 @@ use crate::account::tokens::{ClientCredentials, TokenSetupError, TokenSource};
 use crate::account::{Account, AccountSettings, Admission, ProbeOutcome, ServedFrom, Shared};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, WithingsConfig};
-use crate::render::families::{self, gauge_by_label, single_gauge};
+use crate::render::exposition::{self, Pieces, Sampled};
 use crate::withings::{ApiError, Limits, WithingsClient};
 use accounts::{AccountSet, ScanReport};
 use admission::schedule::Schedule;
@@ -144,6 +144,25 @@ pub struct App {
     registry: Registry,
     scrapes: IntCounterVec,
     shutdown: watch::Sender<bool>,
+    /// The process' own metrics, read from `/proc` at most once a second.
+    process: Sampled,
+    process_collector: Option<Box<dyn prometheus::core::Collector>>,
+}
+
+const SCRAPES_METRIC: &str = "withings_scrapes_total";
+const SCRAPES_HELP: &str = "Scrapes and probes by where their data came from: new_fetch (started a fetch from Withings), shared_fetch (joined a fetch already running), recent_fetch (sooner than WITHINGS_MIN_FETCH_INTERVAL_SECONDS after the last), rate_limited (no fetch: waiting out a 601), budget (no fetch: the request budget is spent, or accounts with older data go first), subscribed (no fetch: the account's notification subscriptions are in place, and neither a notification nor the safety poll asks for one).";
+
+/// How long the process' own metrics are served before `/proc` is read again.
+pub const PROCESS_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The process' own metrics (CPU, memory, file descriptors...), where the platform has them.
+fn process_collector() -> Option<Box<dyn prometheus::core::Collector>> {
+    #[cfg(target_os = "linux")]
+    return Some(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ));
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 impl App {
@@ -201,20 +220,11 @@ impl App {
     ) -> Self {
         let clock = client.limits().clock.clone();
         let registry = Registry::new();
-        let scrapes = IntCounterVec::new(
-            Opts::new(
-                "withings_scrapes_total",
-                "Scrapes and probes by where their data came from: new_fetch (started a fetch from Withings), shared_fetch (joined a fetch already running), recent_fetch (sooner than WITHINGS_MIN_FETCH_INTERVAL_SECONDS after the last), rate_limited (no fetch: waiting out a 601), budget (no fetch: the request budget is spent, or accounts with older data go first), subscribed (no fetch: the account's notification subscriptions are in place, and neither a notification nor the safety poll asks for one).",
-            ),
-            &["served_from"],
-        )
-        .expect("static metric definition");
+        let scrapes = IntCounterVec::new(Opts::new(SCRAPES_METRIC, SCRAPES_HELP), &["served_from"])
+            .expect("static metric definition");
         for source in ServedFrom::ALL {
             scrapes.with_label_values(&[source.as_str()]);
         }
-        registry
-            .register(Box::new(scrapes.clone()))
-            .expect("first registration");
         let build_info = prometheus::IntGaugeVec::new(
             Opts::new(
                 "withings_exporter_build_info",
@@ -232,12 +242,6 @@ impl App {
         client
             .limits()
             .register(&registry)
-            .expect("first registration");
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
             .expect("first registration");
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Shared {
@@ -259,6 +263,8 @@ impl App {
             registry,
             scrapes,
             shutdown,
+            process: Sampled::new(PROCESS_SAMPLE_INTERVAL),
+            process_collector: process_collector(),
         }
     }
 
@@ -424,9 +430,9 @@ impl App {
             .account(name)
             .ok_or_else(|| ProbeError::Unknown(name.to_owned()))?;
         let outcome = account.probe(self, budget).await;
-        let mut out = account.families(Some(&outcome));
-        out.extend(self.notify_families(&account));
-        Ok(families::encode(out))
+        let (state, mut scrape) = account.exposition(Some(&outcome));
+        scrape.extend(self.notify_families(&account));
+        Ok(exposition::merge(&[&state, &scrape.finish()]))
     }
 
     /// A probe of `account` through the application's fair share; for tests and benchmarks
@@ -442,51 +448,81 @@ impl App {
     /// `GET /metrics`: the exporter's own metrics and, with one account, that account's
     /// series exactly as before accounts existed (its fetch included).
     pub async fn metrics(&self, budget: Option<Duration>) -> String {
-        let mut out = Vec::new();
-        if let Source::Single(account) = &self.source {
-            let outcome = account.probe(self, budget).await;
-            out.extend(account.families(Some(&outcome)));
-            out.extend(self.notify_families(account));
-        }
-        out.extend(self.own_families());
-        families::encode(out)
+        let outcome = match &self.source {
+            Source::Single(account) => Some(account.probe(self, budget).await),
+            Source::Directory { .. } => None,
+        };
+        self.metrics_text(outcome.as_ref())
     }
 
     /// What `/metrics` shows without fetching (a HEAD request).
     pub fn metrics_now(&self) -> String {
-        let mut out = Vec::new();
-        if let Source::Single(account) = &self.source {
-            out.extend(account.families(None));
-        }
-        out.extend(self.own_families());
-        families::encode(out)
+        self.metrics_text(None)
     }
 
-    fn own_families(&self) -> Vec<MetricFamily> {
-        let mut out = self.registry.gather();
+    /// `/metrics` with the single account's probe `outcome`, if any.
+    fn metrics_text(&self, outcome: Option<&ProbeOutcome>) -> String {
+        let mut account = None;
+        if let Source::Single(single) = &self.source {
+            let (state, mut scrape) = single.exposition(outcome);
+            if outcome.is_some() {
+                scrape.extend(self.notify_families(single));
+            }
+            account = Some((state, scrape.finish()));
+        }
+        let own = self.own_pieces();
+        let process = self.process.get(|| {
+            self.process_collector
+                .as_ref()
+                .map(|c| c.collect())
+                .unwrap_or_default()
+        });
+        match &account {
+            Some((state, scrape)) => exposition::merge(&[state, scrape, &own, &process]),
+            None => exposition::merge(&[&own, &process]),
+        }
+    }
+
+    fn own_pieces(&self) -> Pieces {
+        let mut out = Pieces::encode(self.registry.gather());
+        // Outside the registry: it moves on every scrape, and gathering it through the
+        // registry cost more than the rest of a scrape from state.
+        let mut sources = ServedFrom::ALL.map(|s| s.as_str());
+        sources.sort_unstable();
+        let labels = sources.map(|s| [("served_from", s)]);
+        out.push_counter(
+            SCRAPES_METRIC,
+            SCRAPES_HELP,
+            labels.iter().map(|l| {
+                (
+                    &l[..],
+                    self.scrapes.with_label_values(&[l[0].1]).get() as f64,
+                )
+            }),
+        );
         let limits = self.limits();
-        out.push(single_gauge(
+        out.push_gauge(
             "withings_request_budget_per_minute",
             "Requests to Withings the exporter may make in any 60 seconds, all accounts and endpoints together (WITHINGS_REQUESTS_PER_MINUTE; Withings allows 120 per application).",
-            f64::from(limits.budget.per_minute()),
-        ));
-        out.push(single_gauge(
+            [(&[][..], f64::from(limits.budget.per_minute()))],
+        );
+        out.push_gauge(
             "withings_requests_in_window",
             "Requests made to Withings in the last 60 seconds.",
-            limits.budget.used() as f64,
-        ));
+            [(&[][..], limits.budget.used() as f64)],
+        );
         let resume_at = limits.pause.resume_at_unix();
-        out.push(single_gauge(
+        out.push_gauge(
             "withings_rate_limited",
             "1 while the exporter makes no request to Withings, for any account, because it answered 601 (too many requests), 0 otherwise.",
-            if resume_at.is_some() { 1.0 } else { 0.0 },
-        ));
+            [(&[][..], if resume_at.is_some() { 1.0 } else { 0.0 })],
+        );
         if let Some(at) = resume_at {
-            out.push(single_gauge(
+            out.push_gauge(
                 "withings_rate_limit_resume_timestamp_seconds",
                 "Unix time requests to Withings resume after a 601 (present only while backing off).",
-                at,
-            ));
+                [(&[][..], at)],
+            );
         }
         let accounts = self.accounts();
         let mut counts = [0usize; AccountState::ALL.len()];
@@ -496,16 +532,13 @@ impl App {
                 counts[i] += 1;
             }
         }
-        out.push(gauge_by_label(
+        let labels = AccountState::ALL.map(|s| [("state", s.as_str())]);
+        out.push_gauge(
             "withings_accounts",
             "Accounts served, by state: pending (not fetched yet), ok (last fetch succeeded), failing (last fetch failed), token_invalid (re-authorization needed), error (token file unusable).",
-            "state",
-            AccountState::ALL
-                .iter()
-                .zip(counts)
-                .map(|(s, n)| (s.as_str(), n as f64)),
-        ));
-        out
+            labels.iter().zip(counts).map(|(l, n)| (&l[..], n as f64)),
+        );
+        out.finish()
     }
 
     /// `GET /sd`: one Prometheus HTTP service-discovery target per account, at `target` (the

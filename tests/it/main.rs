@@ -16,6 +16,7 @@ mod cli;
 mod collectors;
 mod deploy;
 mod exporter;
+mod exposition;
 mod faults;
 mod floors;
 mod fuzz_regressions;
