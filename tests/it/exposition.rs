@@ -19,8 +19,8 @@ use withings_exporter::config::Config;
 use withings_exporter::render::exposition::merge;
 use withings_exporter::render::families::encode;
 use withings_exporter::secret::Secret;
-use withings_sim::{Fault, OAuthOptions};
 use withings_exporter::withings::{ClientOptions, WithingsClient};
+use withings_sim::{Fault, OAuthOptions};
 
 const T: i64 = 1_700_000_000;
 const INTERVAL: Duration = Duration::from_secs(600);
