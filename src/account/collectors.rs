@@ -52,7 +52,12 @@ impl Account {
         let (leading, others): (Vec<_>, Vec<_>) =
             self.collectors.enabled.iter().partition(|(c, _)| c.leads());
         for (collector, state) in leading.into_iter().chain(others) {
-            let outcome = state.sync(&fetch).await.map_err(|e| self.fetch_error(e));
+            let outcome = match state.sync(&fetch).await.map_err(|e| self.fetch_error(e)) {
+                // Held back by the budget before any request went out: nothing is known of
+                // this collector, and the others would be held back the same way.
+                Err(e) if e.held_back() => return Err(e),
+                outcome => outcome,
+            };
             if !collector.leads()
                 && let Err(e @ FetchError::Token(_)) = outcome
             {

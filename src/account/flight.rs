@@ -45,6 +45,9 @@ pub struct SingleFlight<T> {
     state: Arc<Mutex<State<T>>>,
     clock: Clock,
     min_interval: Duration,
+    /// Whether a result says something new; one that does not (a fetch the request budget
+    /// held back before anything was sent) leaves the last one standing.
+    news: fn(&T) -> bool,
 }
 
 /// Clears the running fetch if its task ends without finishing (a panic, or the runtime
@@ -74,7 +77,16 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
             })),
             clock,
             min_interval,
+            news: |_| true,
         }
+    }
+
+    /// Only results for which `news` is true replace the last one: a result that says
+    /// nothing of the upstream (held back before any request went out) is handed to the
+    /// scrapes that waited for it, but later ones are served the last real result.
+    pub fn keeping_only_news(mut self, news: fn(&T) -> bool) -> Self {
+        self.news = news;
+        self
     }
 
     /// Joins the running fetch, serves a recent result, or starts `fetch()` in a new task.
@@ -122,12 +134,15 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
             armed: true,
         };
         let fetching = fetch();
+        let news = self.news;
         tokio::spawn(async move {
             let result = fetching.await;
             {
                 let mut state = lock(&guard.state);
                 state.running = None;
-                state.last = Some((now, result.clone()));
+                if news(&result) {
+                    state.last = Some((now, result.clone()));
+                }
             }
             guard.armed = false;
             // Nobody waiting is fine: the result is kept in `last` for the next scrape.
@@ -178,6 +193,24 @@ mod tests {
                 wait(&mut result, Some(Duration::from_secs(30))).await
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_result_that_is_no_news_leaves_the_last_one_standing() {
+        // Odd numbers stand for fetches held back before any request: no news.
+        let flight =
+            SingleFlight::new(Clock::default(), Duration::ZERO).keeping_only_news(|r| r % 2 == 0);
+        assert_eq!(result_of(flight.ticket(|| async { 2 })).await, Ok(2));
+        // The scrape that waited for the held-back fetch is told what happened to it...
+        assert_eq!(result_of(flight.ticket(|| async { 3 })).await, Ok(3));
+        // ...but a scrape served the last result gets the last real one.
+        assert_eq!(flight.last(), Some(2));
+        assert_eq!(
+            result_of(flight.ticket_if(|| false, || async { 5 })).await,
+            Ok(2)
+        );
+        assert_eq!(result_of(flight.ticket(|| async { 4 })).await, Ok(4));
+        assert_eq!(flight.last(), Some(4));
     }
 
     #[tokio::test]

@@ -239,7 +239,10 @@ impl Account {
         tokens.register(&registry).expect("first registration");
         Self {
             name: name.into(),
-            flights: SingleFlight::new(shared.clock.clone(), settings.min_fetch_interval),
+            // A fetch the request budget held back before anything went out says nothing
+            // of the account: the probes served its last fetch keep the last real result.
+            flights: SingleFlight::new(shared.clock.clone(), settings.min_fetch_interval)
+                .keeping_only_news(|r| !matches!(r, Err(e) if e.held_back())),
             client: shared.client,
             clock: shared.clock,
             fetch_slots: shared.fetch_slots,
