@@ -200,9 +200,17 @@ impl Application {
                 let telemetry_path = Arc::clone(&telemetry_path);
                 let busy = tracker.busy();
                 async move {
-                    let response = match authorize(&app, web.as_deref(), &req, peer).await {
-                        Some(denied) => denied,
-                        None => route(&app, &telemetry_path, local, req).await,
+                    // Every path under the notification path goes to the notification
+                    // receiver and nowhere else, before basic auth (Withings cannot send
+                    // credentials): it acts only on the exact secret path and answers 404 to
+                    // the rest, so no other route can be reached there without credentials.
+                    let response = if crate::notify::receiver::owns(&app, req.uri().path()) {
+                        crate::notify::receiver::handle(&app, req).await
+                    } else {
+                        match authorize(web.as_deref(), &req, peer).await {
+                            Some(denied) => denied,
+                            None => route(&app, &telemetry_path, local, req).await,
+                        }
                     };
                     // The connection counts as busy until the body has gone out.
                     Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, busy)))
@@ -282,14 +290,12 @@ async fn tls_handshake(
 /// The 401 answer when basic auth is configured and the request lacks a valid user; None to
 /// go on. `/-/healthy` stays open so that a container health check needs no password.
 async fn authorize(
-    app: &App,
     web: Option<&WebConfig>,
     req: &Request<Incoming>,
     peer: SocketAddr,
 ) -> Option<Response<Full<Bytes>>> {
     let web = web?;
-    // Withings cannot send credentials; the secret in the notification path protects it.
-    if req.uri().path() == "/-/healthy" || crate::notify::receiver::owns(app, req.uri().path()) {
+    if req.uri().path() == "/-/healthy" {
         return None;
     }
     let security = web.current();
@@ -348,9 +354,6 @@ async fn route(
         p => p,
     };
     match path {
-        p if crate::notify::receiver::owns(app, p) => {
-            crate::notify::receiver::handle(app, req).await
-        }
         // HEAD as GET (RFC 9110): the same families, so the same Content-Length. It may
         // start a fetch, within the request budget like any scrape.
         "/metrics" if readable => {

@@ -53,6 +53,8 @@ struct Setup<'a> {
     safety_poll: Duration,
     /// Subscribe with a callback nothing answers on: the simulator's HEAD fails (293).
     dead_callback: bool,
+    /// `WITHINGS_TELEMETRY_PATH`, as the library is told it (config checks aside).
+    telemetry_path: &'a str,
 }
 
 impl Default for Setup<'_> {
@@ -64,6 +66,7 @@ impl Default for Setup<'_> {
             min_interval: Duration::from_secs(30),
             safety_poll: Duration::from_secs(3600),
             dead_callback: false,
+            telemetry_path: "/metrics",
         }
     }
 }
@@ -94,7 +97,9 @@ async fn harness(setup: Setup<'_>) -> Harness {
     )
     .unwrap();
     let app = Arc::new(App::from_config(&config).unwrap());
-    let mut server = common::bind(Arc::clone(&app)).await;
+    let mut server = common::bind(Arc::clone(&app))
+        .await
+        .with_telemetry_path(setup.telemetry_path);
     if let Some((user, password)) = setup.web {
         let hash = bcrypt::hash(password, 4).unwrap();
         let path = dir.path().join("web.yml");
@@ -328,6 +333,35 @@ async fn with_basic_auth_only_the_notification_path_is_open() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_under_the_notification_path_is_served_without_credentials() {
+    // Bug 6: the metrics path under the callback path answered the vitals without
+    // credentials. The configuration refuses it at start; the server, told so anyway, sends
+    // every path under the notification path to the receiver alone.
+    let h = harness(Setup {
+        web: Some(("prom", "s3cret-pass")),
+        telemetry_path: "/withings/notify/metrics",
+        ..Setup::default()
+    })
+    .await;
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let response = h
+            .http
+            .request(method.clone(), h.url("/withings/notify/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{method}");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("withings_"), "{method}: {body}");
+    }
+    // The notification path itself still works without credentials.
+    assert_eq!(
+        h.http.head(h.notify_url()).send().await.unwrap().status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
