@@ -1,7 +1,7 @@
 //! The configuration in force, and its reload on SIGHUP or when the file or a file it names
 //! changes.
 
-use super::file::referenced_files;
+use super::file::{read_bounded, referenced_files};
 use super::{WebConfigError, WebSecurity};
 
 use std::fmt;
@@ -12,14 +12,15 @@ use std::time::Duration;
 /// How often the watcher looks for a changed file when no SIGHUP comes.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A digest of the file and of every file it names, to notice any of them changing.
+/// A digest of the file and of every file it names, to notice any of them changing. Read
+/// with the same guards as a load: a FIFO or a huge file never blocks the watcher.
 fn fingerprint(path: &Path) -> Option<ring::digest::Digest> {
-    let text = std::fs::read(path).ok()?;
+    let text = read_bounded(path).ok()?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(&(text.len() as u64).to_be_bytes());
     ctx.update(&text);
     for file in referenced_files(path, &text) {
-        match std::fs::read(&file) {
+        match read_bounded(&file) {
             Ok(bytes) => {
                 ctx.update(&(bytes.len() as u64).to_be_bytes());
                 ctx.update(&bytes);

@@ -564,3 +564,70 @@ fn a_renewed_certificate_counts_as_a_change() {
     assert_eq!(web.reload_if_changed(), Ok(true));
     assert!(!Arc::ptr_eq(&before, &web.current()));
 }
+
+/// Replaces `path` with a FIFO that nobody writes to.
+fn make_fifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let _ = std::fs::remove_file(path);
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+}
+
+/// Runs `f` on its own thread and fails the test if it has not returned within 10 s.
+fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{what} blocked"))
+}
+
+#[test]
+fn a_fifo_or_a_huge_file_in_place_of_the_certificate_is_refused_and_later_reloads_work() {
+    // Bug 7: a FIFO as cert.pem blocked the reload for ever, and every reload after it.
+    let dir = tempfile::tempdir().unwrap();
+    cert_files(dir.path());
+    let path = write(
+        dir.path(),
+        "web.yml",
+        "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n",
+    );
+    let web = Arc::new(WebConfig::load(&path).unwrap());
+    let before = web.current();
+    let cert = dir.path().join("cert.pem");
+    make_fifo(&cert);
+    for _ in 0..2 {
+        let w = Arc::clone(&web);
+        let e = within_deadline("a reload on a FIFO", move || w.reload()).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+        let w = Arc::clone(&web);
+        // Seen at the reload just before: no change, and no hang.
+        assert_ne!(
+            within_deadline("a poll on a FIFO", move || w.reload_if_changed()),
+            Ok(true)
+        );
+        assert!(Arc::ptr_eq(&before, &web.current()));
+    }
+    // Bounded: a file larger than any certificate is refused unread.
+    std::fs::remove_file(&cert).unwrap();
+    let big = std::fs::File::create(&cert).unwrap();
+    big.set_len(super::file::MAX_FILE_BYTES + 1).unwrap();
+    let e = web.reload().unwrap_err();
+    assert!(e.to_string().contains("larger than"), "{e}");
+    // The file restored: the next reload works.
+    cert_files(dir.path());
+    let w = Arc::clone(&web);
+    within_deadline("a reload", move || w.reload()).unwrap();
+    assert!(!Arc::ptr_eq(&before, &web.current()));
+    // The web configuration itself is guarded the same way, at start too.
+    make_fifo(&path);
+    let e = within_deadline("a load of a FIFO", {
+        let path = path.clone();
+        move || WebConfig::load(path).map(|_| ())
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("FIFO"), "{e}");
+}
