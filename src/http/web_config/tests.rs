@@ -631,3 +631,59 @@ fn a_fifo_or_a_huge_file_in_place_of_the_certificate_is_refused_and_later_reload
     .unwrap_err();
     assert!(e.to_string().contains("FIFO"), "{e}");
 }
+
+#[test]
+fn a_reload_that_turns_something_off_must_say_so_and_is_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let path = write(
+        dir.path(),
+        "web.yml",
+        &format!("basic_auth_users:\n  alice: {hash}\n"),
+    );
+    let web = WebConfig::load(&path).unwrap();
+    for text in ["", "# x\n", "~\n", "basic_auth_users:\n"] {
+        write(dir.path(), "web.yml", text);
+        let e = web.apply().unwrap_err();
+        assert!(!e.to_string().contains('\n'), "{e}");
+        assert_eq!(web.current().users.len(), 1, "{text:?}");
+    }
+    write(dir.path(), "web.yml", "basic_auth_users: {}\n");
+    let note = web.apply().unwrap().turned_off.unwrap();
+    assert!(note.contains("basic auth"), "{note}");
+    assert!(web.current().users.is_empty());
+    // Nothing in force to turn off: a plain reload.
+    assert_eq!(web.apply().unwrap().turned_off, None);
+    // At start, an empty file still configures nothing, as before.
+    write(dir.path(), "web.yml", "");
+    assert!(WebConfig::load(&path).unwrap().current().users.is_empty());
+}
+
+#[test]
+fn a_reload_keeps_client_certificates_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    cert_files(dir.path());
+    std::fs::copy(dir.path().join("cert.pem"), dir.path().join("ca.pem")).unwrap();
+    const TLS: &str = "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n";
+    let path = write(
+        dir.path(),
+        "web.yml",
+        &format!("{TLS}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n"),
+    );
+    let web = WebConfig::load(&path).unwrap();
+    write(dir.path(), "web.yml", TLS);
+    let e = web.apply().unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("tls_server_config.client_auth_type"));
+    assert_eq!(
+        web.current().client_auth,
+        ClientAuth::RequireAndVerifyClientCert
+    );
+    write(
+        dir.path(),
+        "web.yml",
+        &format!("{TLS}  client_auth_type: NoClientCert\n"),
+    );
+    let note = web.apply().unwrap().turned_off.unwrap();
+    assert!(note.contains("client certificates"), "{note}");
+    assert_eq!(web.current().client_auth, ClientAuth::NoClientCert);
+}
