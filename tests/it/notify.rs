@@ -55,6 +55,10 @@ struct Setup<'a> {
     dead_callback: bool,
     /// `WITHINGS_TELEMETRY_PATH`, as the library is told it (config checks aside).
     telemetry_path: &'a str,
+    /// `WITHINGS_WEB_MAX_CONNECTIONS`, when not the default.
+    max_connections: Option<usize>,
+    /// How long a body may take, when not the default.
+    body_deadline: Option<Duration>,
 }
 
 impl Default for Setup<'_> {
@@ -67,6 +71,8 @@ impl Default for Setup<'_> {
             safety_poll: Duration::from_secs(3600),
             dead_callback: false,
             telemetry_path: "/metrics",
+            max_connections: None,
+            body_deadline: None,
         }
     }
 }
@@ -100,6 +106,15 @@ async fn harness(setup: Setup<'_>) -> Harness {
     let mut server = common::bind(Arc::clone(&app))
         .await
         .with_telemetry_path(setup.telemetry_path);
+    if let Some(max_connections) = setup.max_connections {
+        server = server.with_limits(withings_exporter::http::server::ServerLimits {
+            max_connections,
+            ..Default::default()
+        });
+    }
+    if let Some(deadline) = setup.body_deadline {
+        server = server.with_body_deadline(deadline);
+    }
     if let Some((user, password)) = setup.web {
         let hash = bcrypt::hash(password, 4).unwrap();
         let path = dir.path().join("web.yml");
@@ -362,6 +377,71 @@ async fn nothing_under_the_notification_path_is_served_without_credentials() {
         h.http.head(h.notify_url()).send().await.unwrap().status(),
         200
     );
+}
+
+/// Starts a notification with the right secret whose body never comes: the headers, and
+/// then nothing of the 100 bytes announced.
+async fn slow_notification(addr: SocketAddr, secret: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /withings/notify/{secret} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nuserid=1"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_notification_bodies_do_not_lock_out_the_other_clients() {
+    // Bug 5: bodies sent a byte at a time with the right secret kept every connection busy,
+    // and /probe and /-/healthy timed out.
+    const CAP: usize = 8;
+    let h = harness(Setup {
+        max_connections: Some(CAP),
+        body_deadline: Some(Duration::from_millis(300)),
+        ..Setup::default()
+    })
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..CAP * 3 {
+        slow.push(slow_notification(h.addr, &h.secret).await);
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for path in ["/-/healthy", "/probe?account=mom"] {
+        let response = client
+            .get(h.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} behind slow notifications: {e}"));
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    // Each slow body gets an answer within its deadline (408) or at once (503, beyond the
+    // notification path's share of the connections), and none is held open for ever.
+    let mut answers = Vec::new();
+    for mut stream in slow {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("a slow notification was never answered");
+        // Closed (reset: the server closes with the body unread) counts as an answer too.
+        let read = read.unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..read]).to_string();
+        answers.push(head.lines().next().unwrap_or("").to_owned());
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.contains(" 408 ") || a.contains(" 503 ") || a.is_empty()),
+        "{answers:?}"
+    );
+    assert!(answers.iter().any(|a| a.contains(" 408 ")), "{answers:?}");
+    // A real notification still gets through afterwards.
+    assert_eq!(h.post(&h.notify_url(), "userid=1001&appli=1").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
