@@ -209,6 +209,35 @@ async fn a_flood_of_wrong_passwords_from_clients_that_hang_up_does_not_keep_prom
     assert!((1..=60).contains(&retry), "{retry}");
 }
 
+/// Issue 22: behind a proxy, Prometheus and a guesser share one address. Ten failed logins
+/// locked the address out, Prometheus' already verified login included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_out_address_still_lets_in_credentials_the_cache_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = web_config_with(dir.path(), "prometheus", "right", 4);
+    let served = Served::start(&[], Some(web), |_| ServerLimits::default()).await;
+    let proxy = client_from(Ipv4Addr::new(127, 0, 0, 3), Duration::from_secs(10));
+    let status = |password: &'static str| {
+        let (client, url) = (proxy.clone(), served.url("/metrics"));
+        async move {
+            client
+                .get(url)
+                .header("authorization", basic("prometheus", password))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status("right").await, 200);
+    for _ in 0..MAX_FAILURES_PER_ADDRESS {
+        assert_eq!(status("guess").await, 401);
+    }
+    assert_eq!(status("guess").await, 429);
+    assert_eq!(status("right").await, 200);
+    assert_eq!(status("guess").await, 429);
+}
+
 /// Weakness 9: bcrypt reads 72 bytes; a longer password with the right first 72 bytes got in.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_password_longer_than_72_bytes_is_refused_even_with_the_right_first_72() {
