@@ -398,7 +398,8 @@ async fn route(
             let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
             text(StatusCode::OK, CONTENT_TYPE, app.metrics(budget).await)
         }
-        "/probe" if method == Method::GET => {
+        // HEAD as GET, like /metrics: a HEAD /probe may start a fetch within the budget.
+        "/probe" if readable => {
             let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
             let account = query_param(req.uri().query(), "account");
             match app.probe(account.as_deref(), budget).await {
@@ -406,7 +407,7 @@ async fn route(
                 Err(e) => text(StatusCode::BAD_REQUEST, plain, format!("{e}\n")),
             }
         }
-        "/sd" if method == Method::GET => {
+        "/sd" if readable => {
             let target = sd_target(req.headers().get(HOST), local);
             text(
                 StatusCode::OK,
@@ -420,8 +421,7 @@ async fn route(
             super::landing::page(&app.summaries(), app.is_directory(), telemetry_path),
         ),
         "/-/healthy" | "/-/ready" if readable => text(StatusCode::OK, plain, "OK\n".into()),
-        "/probe" | "/sd" => not_allowed("GET"),
-        "/metrics" | "/" | "/-/healthy" | "/-/ready" => not_allowed("GET, HEAD"),
+        "/metrics" | "/probe" | "/sd" | "/" | "/-/healthy" | "/-/ready" => not_allowed("GET, HEAD"),
         _ => text(
             StatusCode::NOT_FOUND,
             plain,
