@@ -22,6 +22,18 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
     )
 }
 
+/// `text` on one line (see [`one_line`]) and at most `max_chars` characters of it, with
+/// `…[cut]` after when there was more: for text from outside echoed back (a bad account
+/// name in a 400 may be 64 KB long).
+pub fn cut(text: &str, max_chars: usize) -> String {
+    let shown: String = text.chars().take(max_chars).collect();
+    let mut out = one_line(&shown).into_owned();
+    if shown.len() < text.len() {
+        out.push_str("…[cut]");
+    }
+    out
+}
+
 /// The field a serde_json error says is missing, when it is one of `known`. serde_json's
 /// messages may quote a value from the input, so errors about secrets are reported by kind
 /// and position only; a missing field is named from our own list, never from the message.
@@ -39,6 +51,15 @@ mod tests {
     fn control_characters_are_escaped_and_plain_text_is_borrowed() {
         assert!(matches!(one_line("plain text, é"), Cow::Borrowed(_)));
         assert_eq!(one_line("a\r\nb\tc\u{7}"), "a\\r\\nb\\tc\\u{7}");
+    }
+
+    #[test]
+    fn long_text_is_cut_and_marked() {
+        assert_eq!(cut("short", 64), "short");
+        let long = "é".repeat(70_000);
+        let shown = cut(&long, 64);
+        assert_eq!(shown, format!("{}…[cut]", "é".repeat(64)));
+        assert_eq!(cut("a\nb", 64), "a\\nb");
     }
 
     #[test]

@@ -53,6 +53,25 @@ pub enum AppError {
     },
 }
 
+/// How much of a refused account name a 400 repeats.
+const MAX_ECHOED_NAME_CHARS: usize = 64;
+
+/// One warning at start when the token directory can be written by its group or by others:
+/// they could put a token file of their own there (an account the exporter would serve) or
+/// swap one.
+fn warn_if_others_can_write(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            tracing::warn!(
+                path = %dir.display(),
+                "the token directory can be written by other users (mode {mode:03o}): they could add or replace a token file; chmod 700 it"
+            );
+        }
+    }
+}
+
 /// Why a probe was refused; the answer is HTTP 400 with this line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProbeError {
@@ -190,6 +209,7 @@ impl App {
                         cause,
                     });
                 }
+                warn_if_others_can_write(dir);
                 Ok(Self::directory(settings()?, client, dir, credentials))
             }
             None => {
@@ -422,9 +442,11 @@ impl App {
     ) -> Result<String, ProbeError> {
         let name = name.ok_or(ProbeError::Missing)?;
         if !accounts::valid_name(name) {
-            return Err(ProbeError::Malformed(
-                crate::text::one_line(name).into_owned(),
-            ));
+            // Echoed in the 400: 64 characters at most, marked when cut.
+            return Err(ProbeError::Malformed(crate::text::cut(
+                name,
+                MAX_ECHOED_NAME_CHARS,
+            )));
         }
         let account = self
             .account(name)

@@ -329,6 +329,10 @@ impl Config {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         let mut config = Self::default();
         settings::apply(&mut config, &vars, settings::Part::All)?;
+        parse::check_route_overlap(
+            &config.server.telemetry_path,
+            config.notify.callback_url.as_ref(),
+        )?;
         Ok(config)
     }
 

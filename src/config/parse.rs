@@ -122,7 +122,53 @@ pub(super) fn parse_telemetry_path(value: &str) -> Result<String, ConfigError> {
             format!("{path} is already the health endpoint"),
         ));
     }
+    if path == "/probe" || path == "/sd" {
+        return Err(invalid(
+            VAR,
+            format!(
+                "{path} is already a route of its own; choose another path, e.g. {DEFAULT_TELEMETRY_PATH}"
+            ),
+        ));
+    }
     Ok(path.to_owned())
+}
+
+/// The routes that always exist, besides the metrics path.
+pub const FIXED_ROUTES: [&str; 5] = ["/", "/probe", "/sd", "/-/healthy", "/-/ready"];
+
+/// Every path under the notification path is answered without credentials (Withings cannot
+/// send any): no other route may be that path or lie below it, or it would be open too.
+pub(super) fn check_route_overlap(
+    telemetry_path: &str,
+    callback: Option<&Url>,
+) -> Result<(), ConfigError> {
+    let Some(callback) = callback else {
+        return Ok(());
+    };
+    let prefix = callback.path().trim_end_matches('/');
+    let overlaps = |route: &str| {
+        route == prefix
+            || route
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if overlaps(telemetry_path) {
+        return Err(invalid(
+            "WITHINGS_TELEMETRY_PATH",
+            format!(
+                "{telemetry_path} lies on the notification path {prefix} of WITHINGS_CALLBACK_URL, which is served without credentials; choose a metrics path outside {prefix}/"
+            ),
+        ));
+    }
+    if let Some(route) = FIXED_ROUTES.iter().find(|r| overlaps(r)) {
+        return Err(invalid(
+            "WITHINGS_CALLBACK_URL",
+            format!(
+                "its path {prefix} holds the route {route}, and every path under it is served without credentials; choose a path of its own, e.g. /withings/notify"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];

@@ -429,3 +429,39 @@ fn variables_are_read_as_they_always_were() {
     .unwrap_err();
     assert!(err.to_string().contains("pasted"), "{err}");
 }
+
+#[test]
+fn routes_on_the_open_notification_path_are_refused() {
+    let with = |telemetry: &str, callback: &str| {
+        Config::from_vars(vars(&[
+            ("WITHINGS_TELEMETRY_PATH", telemetry),
+            ("WITHINGS_CALLBACK_URL", callback),
+        ]))
+    };
+    // Bug 6: the metrics under the callback path were served without credentials.
+    for telemetry in ["/withings/notify/metrics", "/withings/notify"] {
+        let err = with(telemetry, "https://x.org/withings/notify/").unwrap_err();
+        assert_eq!(err.variable, "WITHINGS_TELEMETRY_PATH", "{telemetry}");
+        assert!(!err.to_string().contains('\n'));
+    }
+    for callback in [
+        "https://x.org/probe",
+        "https://x.org/-",
+        "https://x.org/sd/",
+    ] {
+        let err = with("/metrics", callback).unwrap_err();
+        assert_eq!(err.variable, "WITHINGS_CALLBACK_URL", "{callback}");
+    }
+    for telemetry in ["/probe", "/sd"] {
+        let err = Config::from_vars(vars(&[("WITHINGS_TELEMETRY_PATH", telemetry)])).unwrap_err();
+        assert_eq!(err.variable, "WITHINGS_TELEMETRY_PATH", "{telemetry}");
+    }
+    // Beside each other, or the notifications below the metrics: fine.
+    for (telemetry, callback) in [
+        ("/withings/notifyx", "https://x.org/withings/notify"),
+        ("/withings", "https://x.org/withings/notify"),
+        ("/metrics", "https://x.org/probex"),
+    ] {
+        assert!(with(telemetry, callback).is_ok(), "{telemetry} {callback}");
+    }
+}

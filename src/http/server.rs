@@ -7,7 +7,9 @@ use crate::render::families::CONTENT_TYPE;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, AUTHORIZATION, HOST, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{
+    ALLOW, AUTHORIZATION, CONNECTION, HOST, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -81,6 +83,22 @@ impl Default for ServerLimits {
 /// handshakes cannot pile up.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a notification's body may take to arrive once its headers are in: Withings sends
+/// a few hundred bytes at once. A client sending it a byte at a time is cut off then.
+pub const DEFAULT_BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The notification path's share of the connections: at most this fraction of
+/// `WITHINGS_WEB_MAX_CONNECTIONS` (and at least one) may have a notification in flight;
+/// beyond, a notification is answered 503 at once, unread, so that slow bodies sent with the
+/// right secret cannot keep every connection busy and lock out Prometheus and health checks.
+const NOTIFY_SHARE_DIVISOR: usize = 4;
+
+fn notify_slots(max_connections: usize) -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(
+        (max_connections / NOTIFY_SHARE_DIVISOR).max(1),
+    ))
+}
+
 /// A bound, not yet running server. Binding first lets tests ask for port 0 and learn the
 /// real port before anything runs.
 pub struct Application {
@@ -90,6 +108,9 @@ pub struct Application {
     telemetry_path: Arc<str>,
     limits: ServerLimits,
     connections: Arc<Connections>,
+    /// Notifications in flight, bounded to a share of the connections.
+    notify_slots: Arc<tokio::sync::Semaphore>,
+    body_deadline: Duration,
 }
 
 impl Application {
@@ -102,8 +123,16 @@ impl Application {
             web: None,
             telemetry_path: crate::config::DEFAULT_TELEMETRY_PATH.into(),
             connections: Arc::new(Connections::new(limits.max_connections)),
+            notify_slots: notify_slots(limits.max_connections),
+            body_deadline: DEFAULT_BODY_DEADLINE,
             limits,
         })
+    }
+
+    /// How long a request body may take to arrive (default [`DEFAULT_BODY_DEADLINE`]).
+    pub fn with_body_deadline(mut self, deadline: Duration) -> Self {
+        self.body_deadline = deadline;
+        self
     }
 
     /// Serves the metrics at `path` (`WITHINGS_TELEMETRY_PATH`) instead of `/metrics`.
@@ -115,6 +144,7 @@ impl Application {
     /// `WITHINGS_WEB_MAX_CONNECTIONS` and the drain time at shutdown.
     pub fn with_limits(mut self, limits: ServerLimits) -> Self {
         self.connections = Arc::new(Connections::new(limits.max_connections));
+        self.notify_slots = notify_slots(limits.max_connections);
         self.limits = limits;
         self
     }
@@ -194,15 +224,31 @@ impl Application {
             let local = stream.local_addr().ok();
             let telemetry_path = Arc::clone(&self.telemetry_path);
             let tracker = slot.tracker();
+            let notify_slots = Arc::clone(&self.notify_slots);
+            let body_deadline = self.body_deadline;
             let service = service_fn(move |req: Request<Incoming>| {
                 let app = Arc::clone(&app);
                 let web = web.clone();
                 let telemetry_path = Arc::clone(&telemetry_path);
+                let notify_slots = Arc::clone(&notify_slots);
                 let busy = tracker.busy();
                 async move {
-                    let response = match authorize(&app, web.as_deref(), &req, peer).await {
-                        Some(denied) => denied,
-                        None => route(&app, &telemetry_path, local, req).await,
+                    // Every path under the notification path goes to the notification
+                    // receiver and nowhere else, before basic auth (Withings cannot send
+                    // credentials): it acts only on the exact secret path and answers 404 to
+                    // the rest, so no other route can be reached there without credentials.
+                    let response = if crate::notify::receiver::owns(&app, req.uri().path()) {
+                        match notify_slots.try_acquire_owned() {
+                            Ok(_permit) => {
+                                crate::notify::receiver::handle(&app, req, body_deadline).await
+                            }
+                            Err(_) => notify_busy(),
+                        }
+                    } else {
+                        match authorize(web.as_deref(), &req, peer).await {
+                            Some(denied) => denied,
+                            None => route(&app, &telemetry_path, local, req).await,
+                        }
                     };
                     // The connection counts as busy until the body has gone out.
                     Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, busy)))
@@ -282,14 +328,12 @@ async fn tls_handshake(
 /// The 401 answer when basic auth is configured and the request lacks a valid user; None to
 /// go on. `/-/healthy` stays open so that a container health check needs no password.
 async fn authorize(
-    app: &App,
     web: Option<&WebConfig>,
     req: &Request<Incoming>,
     peer: SocketAddr,
 ) -> Option<Response<Full<Bytes>>> {
     let web = web?;
-    // Withings cannot send credentials; the secret in the notification path protects it.
-    if req.uri().path() == "/-/healthy" || crate::notify::receiver::owns(app, req.uri().path()) {
+    if req.uri().path() == "/-/healthy" {
         return None;
     }
     let security = web.current();
@@ -348,16 +392,14 @@ async fn route(
         p => p,
     };
     match path {
-        p if crate::notify::receiver::owns(app, p) => {
-            crate::notify::receiver::handle(app, req).await
-        }
         // HEAD as GET (RFC 9110): the same families, so the same Content-Length. It may
         // start a fetch, within the request budget like any scrape.
         "/metrics" if readable => {
             let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
             text(StatusCode::OK, CONTENT_TYPE, app.metrics(budget).await)
         }
-        "/probe" if method == Method::GET => {
+        // HEAD as GET, like /metrics: a HEAD /probe may start a fetch within the budget.
+        "/probe" if readable => {
             let budget = scrape_budget(req.headers().get(SCRAPE_TIMEOUT_HEADER));
             let account = query_param(req.uri().query(), "account");
             match app.probe(account.as_deref(), budget).await {
@@ -365,7 +407,7 @@ async fn route(
                 Err(e) => text(StatusCode::BAD_REQUEST, plain, format!("{e}\n")),
             }
         }
-        "/sd" if method == Method::GET => {
+        "/sd" if readable => {
             let target = sd_target(req.headers().get(HOST), local);
             text(
                 StatusCode::OK,
@@ -379,14 +421,28 @@ async fn route(
             super::landing::page(&app.summaries(), app.is_directory(), telemetry_path),
         ),
         "/-/healthy" | "/-/ready" if readable => text(StatusCode::OK, plain, "OK\n".into()),
-        "/probe" | "/sd" => not_allowed("GET"),
-        "/metrics" | "/" | "/-/healthy" | "/-/ready" => not_allowed("GET, HEAD"),
+        "/metrics" | "/probe" | "/sd" | "/" | "/-/healthy" | "/-/ready" => not_allowed("GET, HEAD"),
         _ => text(
             StatusCode::NOT_FOUND,
             plain,
             "Not found: try /metrics, /probe?account=NAME or /sd\n".into(),
         ),
     }
+}
+
+/// The notification path's share of the connections is in use: 503 at once, the body
+/// unread, and the connection closed, so that it does not stay busy.
+fn notify_busy() -> Response<Full<Bytes>> {
+    tracing::debug!("notification refused: too many notifications in flight");
+    let mut response = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain; charset=utf-8",
+        "Too many notifications in flight; retry later\n".into(),
+    );
+    let headers = response.headers_mut();
+    headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {

@@ -25,6 +25,10 @@ pub enum SecretError {
         cause: std::io::Error,
     },
     #[error(
+        "the notification secret {path} {why} and was not read; delete it to have a new one made, then restart (subscriptions are renewed)"
+    )]
+    Refused { path: PathBuf, why: String },
+    #[error(
         "the notification secret {path} is not usable (it must hold at least 22 URL-safe base64 characters); delete it to have a new one made, then restart (subscriptions are renewed)"
     )]
     Malformed { path: PathBuf },
@@ -160,17 +164,37 @@ pub fn secret_path(token_dir: Option<&Path>, token_file: Option<&Path>) -> Optio
     Some(parent.unwrap_or(Path::new(".")).join(SECRET_FILE))
 }
 
+/// The longest secret file read: a secret is at most 128 characters.
+const MAX_SECRET_FILE_BYTES: u64 = 1024;
+
+/// The secret file's text, read as the token files are: a regular file only, bounded, never
+/// blocking (a FIFO would hang the start, a link to `/dev/zero` fill the memory). `None`
+/// when there is no file.
+fn read_secret(path: &Path) -> Result<Option<String>, SecretError> {
+    use crate::files::{ReadRefusal, read_regular_file};
+    let refused = |why: String| SecretError::Refused {
+        path: path.to_owned(),
+        why,
+    };
+    match read_regular_file(path, MAX_SECRET_FILE_BYTES) {
+        // Not UTF-8 is as unusable as too short: validate() says so without quoting it.
+        Ok((bytes, _)) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(ReadRefusal::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(ReadRefusal::Io(cause)) => Err(SecretError::Read {
+            path: path.to_owned(),
+            cause,
+        }),
+        Err(ReadRefusal::NotAFile(kind)) => Err(refused(format!("is {kind}, not a regular file,"))),
+        Err(ReadRefusal::TooLarge) => Err(refused(format!(
+            "is larger than {MAX_SECRET_FILE_BYTES} bytes"
+        ))),
+    }
+}
+
 /// The secret in `path`, made (mode 0600, written whole or not at all) when there is none.
 pub fn load_or_create_secret(path: &Path) -> Result<Secret, SecretError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => return validate(path, &text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(cause) => {
-            return Err(SecretError::Read {
-                path: path.to_owned(),
-                cause,
-            });
-        }
+    if let Some(text) = read_secret(path)? {
+        return validate(path, &text);
     }
     let mut bytes = [0u8; SECRET_BYTES];
     getrandom::getrandom(&mut bytes).map_err(|e| SecretError::Random(e.to_string()))?;
@@ -196,13 +220,13 @@ pub fn load_or_create_secret(path: &Path) -> Result<Secret, SecretError> {
     let _ = std::fs::remove_file(&tmp);
     match written {
         Ok(()) => Ok(Secret::new(secret)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(path).map_err(|cause| SecretError::Read {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match read_secret(path)? {
+            Some(text) => validate(path, &text),
+            None => Err(SecretError::Read {
                 path: path.to_owned(),
-                cause,
-            })?;
-            validate(path, &text)
-        }
+                cause: std::io::ErrorKind::NotFound.into(),
+            }),
+        },
         Err(cause) => Err(write_err(cause)),
     }
 }
@@ -253,6 +277,48 @@ mod tests {
         std::fs::write(&path, "short-guessable").unwrap();
         let e = load_or_create_secret(&path).unwrap_err().to_string();
         assert!(!e.contains("short-guessable"), "{e}");
+    }
+
+    /// Runs `f` on its own thread; fails the test if it has not returned within 10 s.
+    fn within_deadline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading the secret blocked")
+    }
+
+    #[test]
+    fn a_fifo_a_device_or_a_huge_file_as_the_secret_is_refused_unread() {
+        // Bug 8: a FIFO hung the start, /dev/zero ran out of memory, a huge file was read whole.
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let huge = dir.path().join("huge");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(200 * 1024 * 1024)
+            .unwrap();
+        for (path, why) in [
+            (fifo, "FIFO"),
+            (zero, "character device"),
+            (huge, "larger than"),
+        ] {
+            let p = path.clone();
+            let e = within_deadline(move || load_or_create_secret(&p))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{e}");
+            assert!(e.contains("delete it") && !e.contains('\n'), "{e}");
+            // Refused, not replaced: the operator decides.
+            assert!(std::fs::symlink_metadata(&path).is_ok());
+        }
     }
 
     #[test]

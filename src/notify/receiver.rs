@@ -24,8 +24,13 @@ pub fn owns(app: &App, path: &str) -> bool {
     app.notifier().is_some_and(|n| n.callback().owns(path))
 }
 
-/// Answers one request on the notification path.
-pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers one request on the notification path; a body that has not all arrived within
+/// `body_deadline` is answered 408 and counted as malformed.
+pub async fn handle(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    body_deadline: std::time::Duration,
+) -> Response<Full<Bytes>> {
     let Some(n) = app.notifier() else {
         return answer(StatusCode::NOT_FOUND, "Not found\n");
     };
@@ -62,14 +67,27 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Response<Full<Byt
         n.count(None, "too_large");
         return answer(StatusCode::PAYLOAD_TOO_LARGE, "Too large\n");
     }
-    let body = match Limited::new(req.into_body(), super::MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+    let collect = Limited::new(req.into_body(), super::MAX_BODY_BYTES).collect();
+    let body = match tokio::time::timeout(body_deadline, collect).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
             n.count(None, "too_large");
             return answer(StatusCode::PAYLOAD_TOO_LARGE, "Too large\n");
+        }
+        Err(_) => {
+            // A body sent a byte at a time holds a connection: cut off, and the connection
+            // closed, so that it does not stay busy.
+            n.count(None, "malformed");
+            tracing::debug!(
+                path = %n.callback().redacted_path(),
+                "notification body not received within {body_deadline:?}; refused"
+            );
+            let mut response = answer(StatusCode::REQUEST_TIMEOUT, "Body too slow\n");
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return response;
         }
     };
     notification(app, n, &body)

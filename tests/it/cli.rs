@@ -66,6 +66,15 @@ fn bad_configuration_stops_at_once_with_one_line_naming_the_variable() {
             "WITHINGS_API_URL",
         ),
         (&[], "WITHINGS_ACCESS_TOKEN"),
+        // Bug 6: the metrics under the notification path, which is open without credentials.
+        (
+            &[
+                ("WITHINGS_ACCESS_TOKEN", "t"),
+                ("WITHINGS_CALLBACK_URL", "https://x.org/withings/notify"),
+                ("WITHINGS_TELEMETRY_PATH", "/withings/notify/metrics"),
+            ],
+            "WITHINGS_TELEMETRY_PATH",
+        ),
     ];
     for (vars, variable) in cases {
         let (code, stderr) = run_to_exit(exporter(vars));

@@ -209,6 +209,35 @@ async fn a_flood_of_wrong_passwords_from_clients_that_hang_up_does_not_keep_prom
     assert!((1..=60).contains(&retry), "{retry}");
 }
 
+/// Issue 22: behind a proxy, Prometheus and a guesser share one address. Ten failed logins
+/// locked the address out, Prometheus' already verified login included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_out_address_still_lets_in_credentials_the_cache_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = web_config_with(dir.path(), "prometheus", "right", 4);
+    let served = Served::start(&[], Some(web), |_| ServerLimits::default()).await;
+    let proxy = client_from(Ipv4Addr::new(127, 0, 0, 3), Duration::from_secs(10));
+    let status = |password: &'static str| {
+        let (client, url) = (proxy.clone(), served.url("/metrics"));
+        async move {
+            client
+                .get(url)
+                .header("authorization", basic("prometheus", password))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status("right").await, 200);
+    for _ in 0..MAX_FAILURES_PER_ADDRESS {
+        assert_eq!(status("guess").await, 401);
+    }
+    assert_eq!(status("guess").await, 429);
+    assert_eq!(status("right").await, 200);
+    assert_eq!(status("guess").await, 429);
+}
+
 /// Weakness 9: bcrypt reads 72 bytes; a longer password with the right first 72 bytes got in.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_password_longer_than_72_bytes_is_refused_even_with_the_right_first_72() {
@@ -540,4 +569,93 @@ async fn at_the_descriptor_limit_scrapes_are_served_and_accept_errors_logged_onc
     );
     assert!(logged.contains("Too many open files"), "{logged}");
     drop(idle);
+}
+
+/// Issue 22: HEAD on /probe and /sd answered 405; they answer as GET without a body, like
+/// /metrics, and POST names both methods.
+#[tokio::test(flavor = "multi_thread")]
+async fn head_on_probe_and_sd_answers_as_get_without_a_body() {
+    let served = Served::start(
+        &[("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", "3600")],
+        None,
+        |config| ServerLimits::from_config(&config.server, &config.withings),
+    )
+    .await;
+    let client = common::http();
+    for path in ["/probe?account=default", "/sd"] {
+        let got = client.get(served.url(path)).send().await.unwrap();
+        assert_eq!(got.status(), 200, "{path}");
+        let get_type = got.headers()["content-type"].clone();
+        let get_length = got.headers()["content-length"].clone();
+        let head = client.head(served.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "{path}");
+        assert_eq!(head.headers()["content-type"], get_type, "{path}");
+        let head_length = head.headers().get("content-length").cloned();
+        assert!(head.bytes().await.unwrap().is_empty(), "{path}");
+        if path == "/sd" {
+            assert_eq!(head_length, Some(get_length), "{path}");
+        } else {
+            assert!(head_length.is_some(), "HEAD {path} without Content-Length");
+        }
+        let post = client.post(served.url(path)).send().await.unwrap();
+        assert_eq!(post.status(), 405, "{path}");
+        assert_eq!(post.headers()["allow"], "GET, HEAD", "{path}");
+    }
+}
+
+/// Issue 22: a 400 repeated a bad account name in full, up to 64 KB.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_400_repeats_at_most_64_characters_of_a_bad_account_name() {
+    let served = Served::start(&[], None, |config| {
+        ServerLimits::from_config(&config.server, &config.withings)
+    })
+    .await;
+    let long = "X".repeat(60_000);
+    let response = common::http()
+        .get(served.url(&format!("/probe?account={long}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert!(body.contains(&"X".repeat(64)), "{body}");
+    assert!(!body.contains(&"X".repeat(65)), "{} bytes", body.len());
+    assert!(body.contains("[cut]"), "{body}");
+    assert!(body.len() < 512, "{} bytes", body.len());
+    assert_eq!(body.trim_end().lines().count(), 1);
+}
+
+/// Issue 22: a token directory others can write to gets one warning at start.
+#[tokio::test]
+async fn a_token_directory_others_can_write_to_is_warned_about_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let config = Config::from_vars(
+        [
+            ("WITHINGS_TOKEN_DIR", tokens.display().to_string()),
+            ("WITHINGS_CLIENT_ID", "id".to_string()),
+            ("WITHINGS_CLIENT_SECRET", "secret".to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .unwrap();
+    for (mode, warned) in [(0o777, 1), (0o770, 1), (0o700, 0), (0o755, 0)] {
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(mode)).unwrap();
+        let logs = common::CapturedLogs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let app = tracing::subscriber::with_default(subscriber, || App::from_config(&config));
+        drop(app.unwrap());
+        let text = logs.text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("token directory can be written by other users"))
+            .collect();
+        assert_eq!(lines.len(), warned, "mode {mode:o}: {text}");
+        assert!(lines.iter().all(|l| l.contains("WARN")), "{text}");
+    }
 }

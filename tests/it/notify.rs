@@ -53,6 +53,12 @@ struct Setup<'a> {
     safety_poll: Duration,
     /// Subscribe with a callback nothing answers on: the simulator's HEAD fails (293).
     dead_callback: bool,
+    /// `WITHINGS_TELEMETRY_PATH`, as the library is told it (config checks aside).
+    telemetry_path: &'a str,
+    /// `WITHINGS_WEB_MAX_CONNECTIONS`, when not the default.
+    max_connections: Option<usize>,
+    /// How long a body may take, when not the default.
+    body_deadline: Option<Duration>,
 }
 
 impl Default for Setup<'_> {
@@ -64,6 +70,9 @@ impl Default for Setup<'_> {
             min_interval: Duration::from_secs(30),
             safety_poll: Duration::from_secs(3600),
             dead_callback: false,
+            telemetry_path: "/metrics",
+            max_connections: None,
+            body_deadline: None,
         }
     }
 }
@@ -94,7 +103,18 @@ async fn harness(setup: Setup<'_>) -> Harness {
     )
     .unwrap();
     let app = Arc::new(App::from_config(&config).unwrap());
-    let mut server = common::bind(Arc::clone(&app)).await;
+    let mut server = common::bind(Arc::clone(&app))
+        .await
+        .with_telemetry_path(setup.telemetry_path);
+    if let Some(max_connections) = setup.max_connections {
+        server = server.with_limits(withings_exporter::http::server::ServerLimits {
+            max_connections,
+            ..Default::default()
+        });
+    }
+    if let Some(deadline) = setup.body_deadline {
+        server = server.with_body_deadline(deadline);
+    }
     if let Some((user, password)) = setup.web {
         let hash = bcrypt::hash(password, 4).unwrap();
         let path = dir.path().join("web.yml");
@@ -328,6 +348,100 @@ async fn with_basic_auth_only_the_notification_path_is_open() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_under_the_notification_path_is_served_without_credentials() {
+    // Bug 6: the metrics path under the callback path answered the vitals without
+    // credentials. The configuration refuses it at start; the server, told so anyway, sends
+    // every path under the notification path to the receiver alone.
+    let h = harness(Setup {
+        web: Some(("prom", "s3cret-pass")),
+        telemetry_path: "/withings/notify/metrics",
+        ..Setup::default()
+    })
+    .await;
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let response = h
+            .http
+            .request(method.clone(), h.url("/withings/notify/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{method}");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("withings_"), "{method}: {body}");
+    }
+    // The notification path itself still works without credentials.
+    assert_eq!(
+        h.http.head(h.notify_url()).send().await.unwrap().status(),
+        200
+    );
+}
+
+/// Starts a notification with the right secret whose body never comes: the headers, and
+/// then nothing of the 100 bytes announced.
+async fn slow_notification(addr: SocketAddr, secret: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /withings/notify/{secret} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nuserid=1"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_notification_bodies_do_not_lock_out_the_other_clients() {
+    // Bug 5: bodies sent a byte at a time with the right secret kept every connection busy,
+    // and /probe and /-/healthy timed out.
+    const CAP: usize = 8;
+    let h = harness(Setup {
+        max_connections: Some(CAP),
+        body_deadline: Some(Duration::from_millis(300)),
+        ..Setup::default()
+    })
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..CAP * 3 {
+        slow.push(slow_notification(h.addr, &h.secret).await);
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for path in ["/-/healthy", "/probe?account=mom"] {
+        let response = client
+            .get(h.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} behind slow notifications: {e}"));
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    // Each slow body gets an answer within its deadline (408) or at once (503, beyond the
+    // notification path's share of the connections), and none is held open for ever.
+    let mut answers = Vec::new();
+    for mut stream in slow {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("a slow notification was never answered");
+        // Closed (reset: the server closes with the body unread) counts as an answer too.
+        let read = read.unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..read]).to_string();
+        answers.push(head.lines().next().unwrap_or("").to_owned());
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.contains(" 408 ") || a.contains(" 503 ") || a.is_empty()),
+        "{answers:?}"
+    );
+    assert!(answers.iter().any(|a| a.contains(" 408 ")), "{answers:?}");
+    // A real notification still gets through afterwards.
+    assert_eq!(h.post(&h.notify_url(), "userid=1001&appli=1").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]

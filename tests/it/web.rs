@@ -464,6 +464,53 @@ async fn a_reload_applies_new_users_and_a_broken_file_keeps_the_old_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_reload_fails_closed_unless_the_file_turns_basic_auth_off_on_purpose() {
+    let files = Files::new();
+    files.write("web.yml", &users(&[("alice", "pw")]));
+    let app = SecuredApp::start(&files.config()).await;
+    let client = common::http();
+    let status = |authorization: Option<String>| {
+        let client = client.clone();
+        let url = app.http("/probe?account=default");
+        async move {
+            get(&client, &url, authorization.as_deref())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(None).await, 401);
+    // Empty, comment-only, `~`, a file cut after its first key: each used to turn basic
+    // auth off at the reload.
+    for said_nothing in [
+        "",
+        "\n",
+        "# being edited\n",
+        "~\n",
+        "---\n",
+        "basic_auth_users:\n",
+        "basic_auth_users: ~\n",
+        "tls_server_config: {}\n",
+    ] {
+        files.write("web.yml", said_nothing);
+        let error = app.reload().await.unwrap_err();
+        assert!(error.contains("web.yml"), "{said_nothing:?}: {error}");
+        assert!(error.contains("basic_auth_users: {}"), "{error}");
+        assert_eq!(status(None).await, 401, "after {said_nothing:?}");
+        assert_eq!(status(Some(basic("alice", "pw"))).await, 200);
+    }
+    // The next good file is taken.
+    files.write("web.yml", &users(&[("bob", "pw2")]));
+    app.reload().await.unwrap();
+    assert_eq!(status(Some(basic("bob", "pw2"))).await, 200);
+    assert_eq!(status(Some(basic("alice", "pw"))).await, 401);
+    // Written on purpose: basic auth off.
+    files.write("web.yml", "basic_auth_users: {}\n");
+    app.reload().await.unwrap();
+    assert_eq!(status(None).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_watcher_applies_a_changed_file_and_a_renewed_certificate() {
     let files = Files::new();
     let old_ca = Ca::new("old CA");
@@ -651,4 +698,16 @@ async fn the_binary_serves_https_with_auth_and_reloads_on_sighup() {
     );
     assert!(child.0.try_wait().unwrap().is_none(), "{logged}");
     assert_eq!(status("bob", "pw-b").await, 200);
+
+    // Basic auth turned off on purpose: taken, with a warning naming it, not an info line.
+    files.write("web.yml", &format!("{TLS}basic_auth_users: {{}}\n"));
+    signal(&child.0, libc::SIGHUP);
+    let logged = wait_for_log(&log, "turns off basic auth", 1).await;
+    let line = logged
+        .lines()
+        .find(|l| l.contains("turns off basic auth"))
+        .unwrap();
+    assert!(line.contains("level=warn"), "{line}");
+    let open = client.get(&url).send().await.unwrap();
+    assert_eq!(open.status(), 200);
 }

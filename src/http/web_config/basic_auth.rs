@@ -57,9 +57,12 @@ pub const CHALLENGE: &str = "Basic realm=\"withings-exporter\"";
 /// blocking task, so a client that hangs up does not free it while its check still runs. At
 /// most [`MAX_PENDING_CHECKS`] checks wait or run, [`MAX_PENDING_PER_ADDRESS`] of them for one
 /// address; beyond, the answer is 429 at once. An address with [`MAX_FAILURES_PER_ADDRESS`]
-/// failures within [`FAILURE_WINDOW`] gets 429 without a check (not even against the cache,
-/// which would otherwise test its guesses for free) until the window ends. There is no
-/// per-user limit on purpose: it would let anyone lock Prometheus' own user out.
+/// failures within [`FAILURE_WINDOW`] gets 429 without a bcrypt check until the window
+/// ends, except for credentials the cache already holds: those cost nothing to check and are
+/// let in, so that a guesser behind the same proxy cannot lock Prometheus out. The price: a
+/// locked-out address can still try guesses against the cache, at network speed, and one
+/// gets in only if it is a password already proved right. There is no per-user limit on
+/// purpose: it would let anyone lock Prometheus' own user out.
 pub struct BasicAuth {
     pub(super) users: HashMap<String, Secret>,
     /// Checked when the user is unknown (the costliest user's hash); None when there are no
@@ -340,6 +343,17 @@ impl BasicAuth {
             return AuthOutcome::Denied;
         };
         let address = client_key(peer);
+        let known = std::str::from_utf8(&user)
+            .ok()
+            .and_then(|u| self.users.get(u));
+        let hash = known.unwrap_or(dummy).clone();
+        let key = self.cache_entry(&user, &hash, &password);
+        // Credentials already verified cost nothing to check: let them in even from a
+        // locked-out address, so that Prometheus behind a proxy shared with a guesser keeps
+        // scraping. (Only a password already proved right is ever in the cache.)
+        if known.is_some() && self.is_cached(&key) {
+            return AuthOutcome::Allowed;
+        }
         if let Some(left) = self.limiter.locked_out(address) {
             return self.limiter.throttle(left);
         }
@@ -348,14 +362,6 @@ impl BasicAuth {
         if password.len() > MAX_PASSWORD_BYTES {
             self.limiter.record_failure(address);
             return AuthOutcome::Denied;
-        }
-        let known = std::str::from_utf8(&user)
-            .ok()
-            .and_then(|u| self.users.get(u));
-        let hash = known.unwrap_or(dummy).clone();
-        let key = self.cache_entry(&user, &hash, &password);
-        if known.is_some() && self.is_cached(&key) {
-            return AuthOutcome::Allowed;
         }
         let Some(slot) = self.limiter.admit(address) else {
             return self.limiter.throttle(Duration::from_secs(1));

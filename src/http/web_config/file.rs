@@ -136,12 +136,33 @@ pub(super) fn parse(path: &Path, text: &[u8]) -> Result<RawFile, WebConfigError>
         })
 }
 
+/// The web configuration and the certificates, keys and CAs it names are read no larger than
+/// this: a whole CA bundle is a few hundred KiB.
+pub(super) const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a file of the web configuration as the token files are read: a regular file only,
+/// at most [`MAX_FILE_BYTES`], never blocking (a FIFO put in place of a certificate must not
+/// wedge the reload, and every later one, behind a read that never ends).
+pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    use crate::files::{ReadRefusal, read_regular_file};
+    match read_regular_file(path, MAX_FILE_BYTES) {
+        Ok((bytes, _)) => Ok(bytes),
+        Err(ReadRefusal::Io(e)) => Err(e.to_string()),
+        Err(ReadRefusal::NotAFile(kind)) => Err(format!(
+            "it is {kind}, not a regular file, and was not read; put a regular file there"
+        )),
+        Err(ReadRefusal::TooLarge) => Err(format!(
+            "it is larger than {MAX_FILE_BYTES} bytes and was not read"
+        )),
+    }
+}
+
 pub(super) fn read(
     config: &Path,
     path: &Path,
     key: Option<&str>,
 ) -> Result<Vec<u8>, WebConfigError> {
-    std::fs::read(path).map_err(|e| WebConfigError {
+    read_bounded(path).map_err(|e| WebConfigError {
         file: config.to_owned(),
         key: key.map(str::to_owned),
         message: format!("cannot read {} ({e})", path.display()),

@@ -57,6 +57,20 @@ pub struct WebSecurity {
     pub users: BasicAuth,
     /// What the file's TLS section asked for; kept for the start-up log.
     pub client_auth: ClientAuth,
+    /// What the file said, for a reload to tell a file that turns something off on purpose
+    /// from one that is empty or half-written.
+    said: Said,
+}
+
+/// What a file says about turning things off, beyond the configuration it builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Said {
+    /// No key at all: an empty or comment-only file, `~`, `---`.
+    nothing: bool,
+    /// `basic_auth_users: {}`: basic auth off, written on purpose.
+    no_users_on_purpose: bool,
+    /// `client_auth_type` written in the TLS section (any value).
+    client_auth_type: bool,
 }
 
 impl WebSecurity {
@@ -84,6 +98,7 @@ impl WebSecurity {
             tls: None,
             users: BasicAuth::none(),
             client_auth: ClientAuth::NoClientCert,
+            said: Said::default(),
         }
     }
 
@@ -118,6 +133,14 @@ impl WebSecurity {
                 "not supported by withings-exporter; remove it (Prometheus scrapes at a fixed interval anyway)".into(),
             ));
         }
+        let said = Said {
+            nothing: raw.basic_auth_users.is_none() && raw.tls_server_config.is_none(),
+            no_users_on_purpose: raw.basic_auth_users.as_ref().is_some_and(Vec::is_empty),
+            client_auth_type: raw
+                .tls_server_config
+                .as_ref()
+                .is_some_and(|tls| tls.client_auth_type.is_some()),
+        };
         let users = BasicAuth::new(path, raw.basic_auth_users.unwrap_or_default())?;
         let (tls, client_auth) = match raw.tls_server_config {
             Some(tls) if !tls.is_empty() => build_tls(path, &tls)?,
@@ -127,6 +150,7 @@ impl WebSecurity {
             tls,
             users,
             client_auth,
+            said,
         })
     }
 }

@@ -343,9 +343,7 @@ async fn an_address_that_keeps_failing_is_refused_without_a_check() {
     }
     let checked = auth.check_stats().completed;
     let right = header("alice", "right");
-    // Even the right password, even cached, until the window ends: a locked-out address
-    // must not test guesses against the cache for free.
-    assert!(allows(&auth, Some(&right)).await);
+    // The right password not yet cached needs a bcrypt check: refused until the window ends.
     match auth.check(Some(&right), attacker).await {
         AuthOutcome::Throttled { retry_after } => {
             assert!(retry_after >= Duration::from_secs(1));
@@ -353,6 +351,19 @@ async fn an_address_that_keeps_failing_is_refused_without_a_check() {
         }
         other => panic!("{other:?}"),
     }
+    // Once cached (from another address), it costs nothing and gets in even from this one:
+    // behind a proxy, a guesser must not lock Prometheus out.
+    assert!(allows(&auth, Some(&right)).await);
+    assert_eq!(
+        auth.check(Some(&right), attacker).await,
+        AuthOutcome::Allowed
+    );
+    // Guesses from the locked-out address are still refused without a check.
+    assert!(matches!(
+        auth.check(Some(&header("alice", "guess-x")), attacker)
+            .await,
+        AuthOutcome::Throttled { .. }
+    ));
     assert_eq!(
         auth.check_stats().completed,
         checked + 1,
@@ -485,11 +496,15 @@ async fn another_users_password_under_an_unknown_name_is_denied() {
             .check(Some(&header("mallory", "right")), attacker)
             .await;
     }
-    // Counted as failures: the address is now refused without a check.
+    // Counted as failures: the address is now refused without a check (only credentials
+    // the cache already holds, alice's, still get in: they cost nothing to check).
+    let checked = auth.check_stats().completed;
     assert!(matches!(
-        auth.check(Some(&header("alice", "right")), attacker).await,
+        auth.check(Some(&header("mallory", "right")), attacker)
+            .await,
         AuthOutcome::Throttled { .. }
     ));
+    assert_eq!(auth.check_stats().completed, checked);
 }
 
 #[test]
@@ -563,4 +578,127 @@ fn a_renewed_certificate_counts_as_a_change() {
     cert_files(dir.path());
     assert_eq!(web.reload_if_changed(), Ok(true));
     assert!(!Arc::ptr_eq(&before, &web.current()));
+}
+
+/// Replaces `path` with a FIFO that nobody writes to.
+fn make_fifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let _ = std::fs::remove_file(path);
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+}
+
+/// Runs `f` on its own thread and fails the test if it has not returned within 10 s.
+fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{what} blocked"))
+}
+
+#[test]
+fn a_fifo_or_a_huge_file_in_place_of_the_certificate_is_refused_and_later_reloads_work() {
+    // Bug 7: a FIFO as cert.pem blocked the reload for ever, and every reload after it.
+    let dir = tempfile::tempdir().unwrap();
+    cert_files(dir.path());
+    let path = write(
+        dir.path(),
+        "web.yml",
+        "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n",
+    );
+    let web = Arc::new(WebConfig::load(&path).unwrap());
+    let before = web.current();
+    let cert = dir.path().join("cert.pem");
+    make_fifo(&cert);
+    for _ in 0..2 {
+        let w = Arc::clone(&web);
+        let e = within_deadline("a reload on a FIFO", move || w.reload()).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+        let w = Arc::clone(&web);
+        // Seen at the reload just before: no change, and no hang.
+        assert_ne!(
+            within_deadline("a poll on a FIFO", move || w.reload_if_changed()),
+            Ok(true)
+        );
+        assert!(Arc::ptr_eq(&before, &web.current()));
+    }
+    // Bounded: a file larger than any certificate is refused unread.
+    std::fs::remove_file(&cert).unwrap();
+    let big = std::fs::File::create(&cert).unwrap();
+    big.set_len(super::file::MAX_FILE_BYTES + 1).unwrap();
+    let e = web.reload().unwrap_err();
+    assert!(e.to_string().contains("larger than"), "{e}");
+    // The file restored: the next reload works.
+    cert_files(dir.path());
+    let w = Arc::clone(&web);
+    within_deadline("a reload", move || w.reload()).unwrap();
+    assert!(!Arc::ptr_eq(&before, &web.current()));
+    // The web configuration itself is guarded the same way, at start too.
+    make_fifo(&path);
+    let e = within_deadline("a load of a FIFO", {
+        let path = path.clone();
+        move || WebConfig::load(path).map(|_| ())
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("FIFO"), "{e}");
+}
+
+#[test]
+fn a_reload_that_turns_something_off_must_say_so_and_is_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let path = write(
+        dir.path(),
+        "web.yml",
+        &format!("basic_auth_users:\n  alice: {hash}\n"),
+    );
+    let web = WebConfig::load(&path).unwrap();
+    for text in ["", "# x\n", "~\n", "basic_auth_users:\n"] {
+        write(dir.path(), "web.yml", text);
+        let e = web.apply().unwrap_err();
+        assert!(!e.to_string().contains('\n'), "{e}");
+        assert_eq!(web.current().users.len(), 1, "{text:?}");
+    }
+    write(dir.path(), "web.yml", "basic_auth_users: {}\n");
+    let note = web.apply().unwrap().turned_off.unwrap();
+    assert!(note.contains("basic auth"), "{note}");
+    assert!(web.current().users.is_empty());
+    // Nothing in force to turn off: a plain reload.
+    assert_eq!(web.apply().unwrap().turned_off, None);
+    // At start, an empty file still configures nothing, as before.
+    write(dir.path(), "web.yml", "");
+    assert!(WebConfig::load(&path).unwrap().current().users.is_empty());
+}
+
+#[test]
+fn a_reload_keeps_client_certificates_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    cert_files(dir.path());
+    std::fs::copy(dir.path().join("cert.pem"), dir.path().join("ca.pem")).unwrap();
+    const TLS: &str = "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n";
+    let path = write(
+        dir.path(),
+        "web.yml",
+        &format!("{TLS}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n"),
+    );
+    let web = WebConfig::load(&path).unwrap();
+    write(dir.path(), "web.yml", TLS);
+    let e = web.apply().unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("tls_server_config.client_auth_type"));
+    assert_eq!(
+        web.current().client_auth,
+        ClientAuth::RequireAndVerifyClientCert
+    );
+    write(
+        dir.path(),
+        "web.yml",
+        &format!("{TLS}  client_auth_type: NoClientCert\n"),
+    );
+    let note = web.apply().unwrap().turned_off.unwrap();
+    assert!(note.contains("client certificates"), "{note}");
+    assert_eq!(web.current().client_auth, ClientAuth::NoClientCert);
 }
