@@ -54,6 +54,19 @@ pub enum LedgerError {
     Io(io::Error),
 }
 
+impl LedgerError {
+    /// The directory is missing (or not one), or no byte can be written to it.
+    fn place_gone_or_full(&self) -> bool {
+        let (Self::Open(e) | Self::Io(e)) = self else {
+            return false;
+        };
+        matches!(
+            e.raw_os_error(),
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
+        )
+    }
+}
+
 /// What one look at the ledger found, after dropping the requests older than a minute.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Entries {
@@ -323,7 +336,13 @@ impl Ledger {
     }
 
     /// Says once, for this process, that the ledger cannot be used and what that means.
+    /// A token directory that is gone or full is not said again here: the token files'
+    /// own errors say it, with what to do.
     pub fn unusable(&self, error: &LedgerError) {
+        if error.place_gone_or_full() {
+            tracing::debug!(path = %self.path.display(), error = %error, "request ledger unusable");
+            return;
+        }
         if !self.warned_unusable.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 path = %self.path.display(),
