@@ -247,12 +247,17 @@ impl Ledger {
         Ok(Entries::parse(&bytes, now))
     }
 
-    fn write(file: &File, entries: &Entries) -> Result<(), LedgerError> {
+    /// Rewrites the ledger in place (`old_len`: its length as read), cutting it only when it
+    /// shrinks: a minute's ledger keeps about the same length, and every truncation costs.
+    fn write(file: &File, entries: &Entries, old_len: u64) -> Result<(), LedgerError> {
         use std::os::unix::fs::FileExt;
         let text = entries.text();
         file.write_all_at(text.as_bytes(), 0)
             .map_err(LedgerError::Io)?;
-        file.set_len(text.len() as u64).map_err(LedgerError::Io)
+        if (text.len() as u64) < old_len {
+            file.set_len(text.len() as u64).map_err(LedgerError::Io)?;
+        }
+        Ok(())
     }
 
     fn corrupt(&self, why: &str) {
@@ -278,12 +283,23 @@ impl Ledger {
         let Some(mut file) = self.open_locked(true)? else {
             return Ok(None);
         };
-        let mut entries = self.read(&mut file, now)?.unwrap_or_else(|why| {
-            self.corrupt(why);
-            Entries::full(now, per_minute)
-        });
+        let read = self.read(&mut file, now)?;
+        // Where the read stopped: the ledger's length (or past the limit, when too large).
+        let old_len = std::io::Seek::stream_position(&mut file).map_err(LedgerError::Io)?;
+        let (mut entries, corrupt) = match read {
+            Ok(entries) => (entries, false),
+            Err(why) => {
+                self.corrupt(why);
+                (Entries::full(now, per_minute), true)
+            }
+        };
+        let before = entries.clone();
         let out = change(&mut entries);
-        Self::write(&file, &entries)?;
+        // Nothing taken (a refusal): the file stays as it is; what expired in it is
+        // dropped by every reader anyway.
+        if corrupt || entries != before {
+            Self::write(&file, &entries, old_len)?;
+        }
         Ok(Some(out))
     }
 
