@@ -5,9 +5,12 @@
 
 use crate::account::token_store::{StoreError, StoredTokens, TokenStore};
 use crate::account::tokens::ClientCredentials;
-use crate::config::{AccountsConfig, CollectorsConfig, ConfigError, WithingsConfig};
+use crate::clock::Clock;
+use crate::config::{
+    AccountsConfig, CollectorsConfig, ConfigError, DEFAULT_PER_MINUTE, WithingsConfig,
+};
 use crate::secret::Secret;
-use crate::withings::{ApiError, ClientOptions, StatusClass, WithingsClient};
+use crate::withings::{ApiError, ClientOptions, Limits, StatusClass, WithingsClient};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
@@ -16,6 +19,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
@@ -192,8 +196,20 @@ pub struct Authorization {
 
 impl Authorization {
     pub fn new(settings: AuthSettings) -> Result<Self, AuthError> {
-        let client = WithingsClient::new(&settings.api_url, settings.client.clone())
-            .map_err(AuthError::Exchange)?;
+        // `auth` spends the application's budget too: it counts its requests in the ledger
+        // of the token directory it writes to, with the exporters and backfills there.
+        let ledger = AccountsConfig {
+            token_file: Some(settings.token_file.clone()),
+            ..AccountsConfig::default()
+        }
+        .budget_ledger();
+        let limits = Limits::shared(DEFAULT_PER_MINUTE, Clock::default(), ledger);
+        let client = WithingsClient::with_limits(
+            &settings.api_url,
+            settings.client.clone(),
+            Arc::new(limits),
+        )
+        .map_err(AuthError::Exchange)?;
         Ok(Self {
             settings,
             state: random_state(),

@@ -10,7 +10,7 @@ pub mod admission;
 use crate::account::tokens::{ClientCredentials, TokenSetupError, TokenSource};
 use crate::account::{Account, AccountSettings, Admission, ProbeOutcome, ServedFrom, Shared};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, WithingsConfig};
+use crate::config::{Config, ConfigError};
 use crate::render::exposition::{self, Pieces, Sampled};
 use crate::withings::{ApiError, Limits, WithingsClient};
 use accounts::{AccountSet, ScanReport};
@@ -194,7 +194,7 @@ impl App {
     /// budget, the fetch intervals, the tokens' expiry and every wall-clock reading of the
     /// accounts' fetches follow it.
     pub fn from_config_with_clock(config: &Config, clock: Clock) -> Result<Self, AppError> {
-        let client = Self::client_for(&config.withings, clock)?;
+        let client = Self::client_for(config, clock)?;
         let settings =
             || AccountSettings::from_config(&config.accounts, &config.collectors, &config.withings);
         match &config.accounts.token_dir {
@@ -221,7 +221,7 @@ impl App {
 
     /// One account with the given token source, the rest from `config`.
     pub fn with_tokens(config: &Config, tokens: TokenSource) -> Result<Self, AppError> {
-        let client = Self::client_for(&config.withings, Clock::default())?;
+        let client = Self::client_for(config, Clock::default())?;
         Ok(Self::single(
             AccountSettings::from_config(&config.accounts, &config.collectors, &config.withings)?,
             client,
@@ -229,8 +229,10 @@ impl App {
         ))
     }
 
-    fn client_for(config: &WithingsConfig, clock: Clock) -> Result<WithingsClient, AppError> {
-        WithingsClient::from_config(config, clock).map_err(AppError::Client)
+    /// The application's client, sharing its budget through the token directory's ledger.
+    fn client_for(config: &Config, clock: Clock) -> Result<WithingsClient, AppError> {
+        WithingsClient::from_config(&config.withings, config.accounts.budget_ledger(), clock)
+            .map_err(AppError::Client)
     }
 
     fn build(

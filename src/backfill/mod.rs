@@ -229,13 +229,15 @@ impl Plan {
         since: Option<i64>,
         now: i64,
     ) -> Result<Self, BackfillError> {
-        let client =
-            WithingsClient::from_config(&config.withings, Clock::default()).map_err(|e| {
-                BackfillError::Api {
-                    account: account.unwrap_or(DEFAULT_ACCOUNT).to_owned(),
-                    source: e,
-                }
-            })?;
+        let client = WithingsClient::from_config(
+            &config.withings,
+            config.accounts.budget_ledger(),
+            Clock::default(),
+        )
+        .map_err(|e| BackfillError::Api {
+            account: account.unwrap_or(DEFAULT_ACCOUNT).to_owned(),
+            source: e,
+        })?;
         let targets = match (&config.accounts.token_dir, account, all) {
             (_, Some(_), true) => {
                 return Err(BackfillError::Usage(

@@ -219,7 +219,27 @@ pub struct AccountsConfig {
     pub min_fetch_interval: Duration,
 }
 
+/// The request ledger's file name: every process working on one token directory (or beside
+/// one token file) counts its requests to Withings and Withings' 601 pause there, so that
+/// together they keep to one budget (issue 22).
+pub const BUDGET_LEDGER_FILE: &str = ".budget";
+
 impl AccountsConfig {
+    /// Where the processes sharing these tokens keep their common request ledger: in
+    /// `WITHINGS_TOKEN_DIR`, or beside `WITHINGS_TOKEN_FILE`; none for tokens given in
+    /// variables, which no other process can be sharing by their file.
+    pub fn budget_ledger(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.token_dir {
+            return Some(dir.join(BUDGET_LEDGER_FILE));
+        }
+        let file = self.token_file.as_ref()?;
+        let dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        Some(dir.join(BUDGET_LEDGER_FILE))
+    }
+
     /// The access token, or the error an operator needs when there is none.
     pub fn require_access_token(&self) -> Result<&Secret, ConfigError> {
         self.access_token.as_ref().ok_or_else(|| {

@@ -1,4 +1,4 @@
-use super::budget::Budget;
+use super::budget::{Budget, Ledger};
 use super::model::{Envelope, TokenBody};
 use super::ratelimit::RateLimiter;
 use super::{ApiError, StatusClass};
@@ -24,7 +24,14 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The limits of a process with nobody to share them with.
     pub fn new(per_minute: u32, clock: Clock) -> Self {
+        Self::shared(per_minute, clock, None)
+    }
+
+    /// The limits of a process sharing its budget and 601 pause with every other process
+    /// that keeps its ledger at `ledger` (the token directory's `.budget`).
+    pub fn shared(per_minute: u32, clock: Clock, ledger: Option<std::path::PathBuf>) -> Self {
         let requests = IntCounterVec::new(
             Opts::new(
                 "withings_api_requests_total",
@@ -44,9 +51,16 @@ impl Limits {
         for reason in ["budget", "rate_limited"] {
             held_back.with_label_values(&[reason]);
         }
+        let mut budget = Budget::new(per_minute, clock.clone());
+        let mut pause = RateLimiter::new(clock.clone());
+        if let Some(path) = ledger {
+            let ledger = Arc::new(Ledger::new(path));
+            budget = budget.with_ledger(Arc::clone(&ledger));
+            pause = pause.with_ledger(ledger);
+        }
         Self {
-            budget: Budget::new(per_minute, clock.clone()),
-            pause: RateLimiter::new(clock.clone()),
+            budget,
+            pause,
             clock,
             requests,
             held_back,
@@ -223,13 +237,16 @@ impl WithingsClient {
         })
     }
 
-    /// The client of an application, with a budget of its own following `clock`, from the
-    /// configuration: the exporter's and the backfill's.
+    /// The client of an application, with its budget following `clock`, from the
+    /// configuration: the exporter's and the backfill's. With a `ledger` (the accounts'
+    /// [`crate::config::AccountsConfig::budget_ledger`]) the budget and the 601 pause are
+    /// shared with every other process keeping the same one.
     pub fn from_config(
         config: &crate::config::WithingsConfig,
+        ledger: Option<std::path::PathBuf>,
         clock: Clock,
     ) -> Result<Self, ApiError> {
-        let limits = Arc::new(Limits::new(config.requests_per_minute, clock));
+        let limits = Arc::new(Limits::shared(config.requests_per_minute, clock, ledger));
         Self::with_limits(
             &config.api_url,
             ClientOptions {

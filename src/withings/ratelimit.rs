@@ -4,10 +4,15 @@
 //! exporter that keeps asking while refused eats the budget of all the others. After a 601
 //! no request goes out until `wait_seconds` has passed or, when Withings gives none, until
 //! an exponential backoff with jitter has.
+//!
+//! The pause is the application's: every process on one token directory keeps it in the
+//! request ledger ([`super::budget::Ledger`]) as well as here, and none sends until the
+//! longest pause any of them heard has passed.
 
+use super::budget::Ledger;
 use crate::clock::Clock;
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// First backoff when a 601 carries no `wait_seconds`. Withings has been seen answering 601
@@ -83,6 +88,9 @@ pub fn jitter() -> f64 {
 pub struct RateLimiter {
     clock: Clock,
     backoff: Mutex<Backoff>,
+    /// Where the other processes on the token directory hear of this process's 601s, and
+    /// this one of theirs.
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl RateLimiter {
@@ -90,7 +98,36 @@ impl RateLimiter {
         Self {
             clock,
             backoff: Mutex::new(Backoff::default()),
+            ledger: None,
         }
+    }
+
+    /// This pause, shared with every other process on `ledger`.
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The end of the pause another process recorded, as an instant of this clock.
+    fn shared_until(&self, now: Instant) -> Option<Instant> {
+        let ledger = self.ledger.as_ref()?;
+        let unix_now = self.clock.unix_time();
+        match ledger.pause_until(unix_now) {
+            Ok(until) => until
+                .and_then(|until| until.checked_sub(unix_now))
+                .filter(|left| !left.is_zero())
+                .and_then(|left| now.checked_add(left)),
+            Err(e) => {
+                ledger.unusable(&e);
+                None
+            }
+        }
+    }
+
+    /// The end of the pause, this process's or another's, while one lasts.
+    fn until(&self, now: Instant) -> Option<Instant> {
+        let own = self.lock().until(now);
+        own.max(self.shared_until(now))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Backoff> {
@@ -99,19 +136,30 @@ impl RateLimiter {
 
     /// `Some(time left)` while requests to Withings must wait.
     pub fn remaining(&self) -> Option<Duration> {
-        self.lock().remaining(self.clock.now())
+        let now = self.clock.now();
+        self.until(now)
+            .map(|until| until.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
     }
 
     /// Unix time requests may resume, while backing off.
     pub fn resume_at_unix(&self) -> Option<f64> {
         let now = self.clock.now();
-        let until = self.lock().until(now)?;
+        let until = self.until(now)?;
         Some(self.clock.unix_seconds_at(until))
     }
 
     pub fn rate_limited(&self, wait_seconds: Option<i64>) -> Duration {
-        self.lock()
-            .rate_limited(self.clock.now(), wait_seconds, jitter())
+        let wait = self
+            .lock()
+            .rate_limited(self.clock.now(), wait_seconds, jitter());
+        if let Some(ledger) = &self.ledger {
+            let now = self.clock.unix_time();
+            if let Err(e) = ledger.pause(now, now.saturating_add(wait)) {
+                ledger.unusable(&e);
+            }
+        }
+        wait
     }
 
     pub fn answered(&self) {
