@@ -109,7 +109,12 @@ impl TokenSource {
             RefreshPolicy::default(),
         );
         match opened {
-            Ok(manager) => Self::Managed(Arc::new(manager)),
+            Ok(mut manager) => {
+                manager.account = path
+                    .file_stem()
+                    .map(|stem| stem.to_string_lossy().into_owned());
+                Self::Managed(Arc::new(manager))
+            }
             Err(e) => Self::Unusable(crate::text::one_line(&e.to_string()).into_owned()),
         }
     }
@@ -211,6 +216,8 @@ pub struct TokenManager {
     refreshes: IntCounterVec,
     /// The Withings user of the token file when it was opened: notifications name it.
     userid: Option<String>,
+    /// The account's name in WITHINGS_TOKEN_DIR; `None` for WITHINGS_TOKEN_FILE.
+    account: Option<String>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -312,6 +319,7 @@ impl TokenManager {
         let userid = current.userid.clone();
         Self {
             userid,
+            account: None,
             client,
             credentials,
             expiry: AtomicI64::new(expiry_gauge(&current)),
@@ -511,13 +519,26 @@ impl TokenManager {
             Err(e) if e.not_sent() => return Err(TokenError::RefreshFailed(e.to_string())),
             Err(e) if is_permanent(&e) => {
                 self.count("permanent_error");
-                let reason = e.to_string();
+                let mut reason = e.to_string();
                 // Logged once: from now on callers get the error without another request.
-                tracing::error!(
-                    error = %reason,
-                    token_file = %self.store.path().display(),
-                    "Withings refused the refresh token, so no new access token can be had: run `withings-exporter auth` with this WITHINGS_TOKEN_FILE to authorize again (the running exporter picks up the new file); if the error names the client, check WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET"
-                );
+                match &self.account {
+                    Some(account) => {
+                        tracing::error!(
+                            account = %account,
+                            error = %reason,
+                            token_file = %self.store.path().display(),
+                            "Withings refused the refresh token, so no new access token can be had: run `withings-exporter auth --account {account}` to authorize again (the running exporter picks up the new file); if the error names the client, check WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET"
+                        );
+                        // Shown on the landing page and in every probe's error: what to run.
+                        reason =
+                            format!("{reason}; run `withings-exporter auth --account {account}`");
+                    }
+                    None => tracing::error!(
+                        error = %reason,
+                        token_file = %self.store.path().display(),
+                        "Withings refused the refresh token, so no new access token can be had: run `withings-exporter auth` with this WITHINGS_TOKEN_FILE to authorize again (the running exporter picks up the new file); if the error names the client, check WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET"
+                    ),
+                }
                 st.rejected = Some(reason.clone());
                 st.file_mtime = self.store.modified();
                 return Err(TokenError::ReauthorizationNeeded(reason));

@@ -380,8 +380,11 @@ impl App {
         let Source::Directory { set, credentials } = &self.source else {
             return ScanReport::default();
         };
-        set.scan(|name, path| {
-            let tokens = TokenSource::for_account_file(path, credentials, &self.client);
+        set.scan(|name, path, refused| {
+            let tokens = match refused {
+                Some(reason) => TokenSource::Unusable(reason.to_owned()),
+                None => TokenSource::for_account_file(path, credentials, &self.client),
+            };
             Arc::new(Account::new(
                 name,
                 tokens,
