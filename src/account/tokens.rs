@@ -140,6 +140,15 @@ impl TokenSource {
         }
     }
 
+    /// Why this source's token file cannot be used now, when it cannot.
+    pub fn file_problem(&self) -> Option<String> {
+        match self {
+            Self::Static(_) => None,
+            Self::Unusable(reason) => Some(reason.clone()),
+            Self::Managed(manager) => manager.file_problem(),
+        }
+    }
+
     /// Unix time the current access token expires, when known.
     pub fn expiry(&self) -> Option<i64> {
         match self {
@@ -218,6 +227,16 @@ pub struct TokenManager {
     userid: Option<String>,
     /// The account's name in WITHINGS_TOKEN_DIR; `None` for WITHINGS_TOKEN_FILE.
     account: Option<String>,
+    /// Whether the token file as it is now can be read: see [`TokenManager::file_problem`].
+    file_check: std::sync::Mutex<FileCheck>,
+}
+
+/// The token file as last checked: which version of it (so that an unchanged file is not
+/// read again) and why it cannot be used, if it cannot.
+#[derive(Default)]
+struct FileCheck {
+    seen: Option<(Option<SystemTime>, u64, u64)>,
+    problem: Option<String>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -320,6 +339,7 @@ impl TokenManager {
         Self {
             userid,
             account: None,
+            file_check: std::sync::Mutex::new(FileCheck::default()),
             client,
             credentials,
             expiry: AtomicI64::new(expiry_gauge(&current)),
@@ -348,6 +368,48 @@ impl TokenManager {
 
     pub fn expiry(&self) -> Option<i64> {
         Some(self.expiry.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+
+    /// Why the token file, as it is on disk now, cannot be used (malformed, unreadable, not
+    /// a regular file), or `None` when it can (or is gone). The file is read again only when
+    /// it changed; a file found broken is reported at ERROR once, and is never written over:
+    /// no refresh is made until it is fixed, and the last known values stay served.
+    pub fn file_problem(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let version = std::fs::metadata(self.store.path())
+            .ok()
+            .map(|m| (m.modified().ok(), m.len(), m.ino()));
+        let mut check = self.file_check.lock().unwrap_or_else(|e| e.into_inner());
+        if check.seen.is_some() && check.seen == version {
+            return check.problem.clone();
+        }
+        check.seen = version;
+        let problem = match self.store.load() {
+            Ok(_) => None,
+            // The volume is gone (its path is now a file): nothing to write over; a save
+            // fails and holds its pair, see `State::unsaved`.
+            Err(StoreError::Read { cause, .. })
+                if cause.kind() == std::io::ErrorKind::NotADirectory =>
+            {
+                None
+            }
+            Err(e) => Some(crate::text::one_line(&e.to_string()).into_owned()),
+        };
+        match (&check.problem, &problem) {
+            (None, Some(reason)) => tracing::error!(
+                account = self.account.as_deref().unwrap_or(""),
+                error = %reason,
+                "the token file of a running account cannot be used; it is not written over and no refresh is made until it is fixed, and the last known values stay served"
+            ),
+            (Some(_), None) => tracing::info!(
+                account = self.account.as_deref().unwrap_or(""),
+                token_file = %self.store.path().display(),
+                "the token file can be used again"
+            ),
+            _ => {}
+        }
+        check.problem.clone_from(&problem);
+        problem
     }
 
     /// The access token to use now, refreshing first when it is about to expire.
@@ -430,6 +492,9 @@ impl TokenManager {
     /// Saves a pending pair, and picks up a token file replaced from outside.
     fn settle(&self, st: &mut State) {
         if let Some(pending) = &st.unsaved {
+            if self.file_problem().is_some() {
+                return;
+            }
             match self.store.save(pending) {
                 Ok(()) => {
                     tracing::info!(token_file = %self.store.path().display(), "saved the refreshed token pair after an earlier failure; using it now");
@@ -459,9 +524,13 @@ impl TokenManager {
             }
             Ok(_) => {}
             // Keep the pair in memory: it is the best there is, and it is never written
-            // over a file this process could not read.
+            // over a file this process could not read (see `file_problem`, which reports it).
             Err(e) => {
-                tracing::warn!(error = %e, "the token file changed and cannot be used; keeping the tokens in memory")
+                // A broken file is reported there, at ERROR; what is left (its volume gone)
+                // is only warned about: the next save says whether it is back.
+                if self.file_problem().is_none() {
+                    tracing::warn!(error = %e, "the token file changed and cannot be used; keeping the tokens in memory");
+                }
             }
         }
     }
@@ -491,6 +560,11 @@ impl TokenManager {
                 None
             }
         };
+        // A refresh saves its new pair over the file: never over one that cannot be read,
+        // which may hold the only live refresh token (restored from a backup, half-written).
+        if let Some(problem) = self.file_problem() {
+            return Err(TokenError::Unavailable(problem));
+        }
         if let Ok(Some(on_disk)) = self.store.load()
             && on_disk.refresh_token != st.current.refresh_token
             && !on_disk.access_token.is_empty()

@@ -263,6 +263,9 @@ impl AccountSet {
                             || entry.refused.is_some()
                             || entry.identity == now) =>
                 {
+                    // A running account whose file broke is reported now, not at its next
+                    // fetch (the file is read only when it changed).
+                    entry.account.tokens().file_problem();
                     continue;
                 }
                 Some(_) => report.reopened.push(name.clone()),

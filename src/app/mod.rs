@@ -109,7 +109,7 @@ impl AccountState {
     }
 
     pub fn of(account: &Account) -> Self {
-        if let TokenSource::Unusable(_) = account.tokens() {
+        if account.tokens().file_problem().is_some() {
             return Self::Error;
         }
         let health = account.health();
@@ -586,10 +586,7 @@ impl App {
             .iter()
             .map(|a| {
                 let health = a.health();
-                let last_error = match a.tokens() {
-                    TokenSource::Unusable(reason) => Some(reason.clone()),
-                    _ => health.last_error,
-                };
+                let last_error = a.tokens().file_problem().or(health.last_error);
                 AccountSummary {
                     name: a.name().to_owned(),
                     state: AccountState::of(a),

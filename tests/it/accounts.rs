@@ -820,3 +820,36 @@ async fn a_refused_refresh_token_in_directory_mode_says_auth_account_name() {
     assert!(row.contains("auth --account dad"), "{row}");
     assert!(!row.contains("WITHINGS_TOKEN_FILE"), "{row}");
 }
+
+// Issue 22: a running account's token file broken under it.
+
+#[tokio::test]
+async fn a_broken_file_of_a_running_account_shows_as_error_and_is_never_written_over() {
+    let h = Household::start(&[MOM], &[]).await;
+    assert_eq!(systolic(&h.probe("mom").await), Some(121.0));
+    let broken = "{\"access_token\": \"half";
+    std::fs::write(h.path("mom"), broken).unwrap();
+    h.app.scan();
+    let (_, metrics) = h.get("/metrics").await;
+    assert_eq!(accounts_in(&metrics, "error"), Some(1.0), "{metrics}");
+    assert_eq!(accounts_in(&metrics, "ok"), Some(0.0), "{metrics}");
+    let (_, page) = h.get("/").await;
+    let row = landing_row(&page, "mom");
+    assert!(row.contains("<td>error</td>"), "{row}");
+    assert!(row.contains("mom.json"), "{row}");
+    // A day later the access token has expired: a refresh would write over the broken file.
+    h.simulator.set_clock(Some(unix_now() + 86_400));
+    h.app.clock().advance(Duration::from_secs(86_400));
+    let text = h.probe("mom").await;
+    assert_eq!(sample(&text, "withings_up"), Some(0.0), "{text}");
+    // The last known values are still served, and the file is as it was.
+    assert_eq!(systolic(&text), Some(121.0), "{text}");
+    assert_eq!(h.simulator.token_request_count(), 0);
+    assert_eq!(std::fs::read_to_string(h.path("mom")).unwrap(), broken);
+    // Fixed: served again, no longer an error.
+    write_account(&h.simulator, h.dir.path(), "mom", "2001");
+    let (_, metrics) = h.get("/metrics").await;
+    assert_eq!(accounts_in(&metrics, "error"), Some(0.0), "{metrics}");
+    let text = h.probe("mom").await;
+    assert_eq!(sample(&text, "withings_up"), Some(1.0), "{text}");
+}
