@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::collector::{self, Collectors, History, HistoryPage};
 use crate::config::{Config, ConfigError};
 use crate::withings::paging::{EndlessPagination, Pager};
-use crate::withings::{ApiError, Request, RequestError, WithingsClient, authorized};
+use crate::withings::{ApiError, Request, RequestError, StatusClass, WithingsClient, authorized};
 use openmetrics::{FamilyReport, OpenMetricsWriter, Window, WriteError};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,11 @@ use std::time::Duration;
 const FIRST_YEAR: i16 = 2009;
 /// A window that keeps saying `more` past this many pages is a broken upstream.
 const MAX_PAGES_PER_WINDOW: usize = 10_000;
+
+/// 601s answered in a row to one request before the backfill gives up: each is waited out
+/// (Withings' `wait_seconds`, at most an hour, or the client's own backoff from 10 s when
+/// it gives none, capped at 10 minutes), so this bounds the wait at a few hours at most.
+const MAX_RATE_LIMITED_IN_A_ROW: u32 = 10;
 
 /// Longest single sleep while waiting for the budget or a 601 pause.
 const MAX_WAIT_STEP: Duration = Duration::from_millis(250);
@@ -542,6 +547,7 @@ impl Read<'_> {
     ) -> Result<Box<dyn HistoryPage>, BackfillError> {
         let client = self.client;
         let account = || self.target.name.clone();
+        let mut rate_limited = 0u32;
         loop {
             let answer = authorized(&self.target.tokens, |token| async move {
                 client
@@ -558,6 +564,14 @@ impl Read<'_> {
                     ApiError::BudgetExhausted(wait) | ApiError::Paused(wait),
                 )) => {
                     tokio::time::sleep(wait.clamp(Duration::from_millis(10), MAX_WAIT_STEP)).await;
+                }
+                // A 601 paused the client for Withings' `wait_seconds` (or its own backoff):
+                // the next turn waits it out like a spent budget, then asks again.
+                Err(RequestError::Api(ApiError::Status {
+                    class: StatusClass::RateLimited,
+                    ..
+                })) if rate_limited < MAX_RATE_LIMITED_IN_A_ROW => {
+                    rate_limited += 1;
                 }
                 Err(RequestError::Api(source) | RequestError::Rejected(source)) => {
                     return Err(BackfillError::Api {

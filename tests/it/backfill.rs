@@ -1851,3 +1851,38 @@ async fn the_dashboards_history_panels_have_data_all_over_the_backfilled_range()
         );
     }
 }
+
+// Issue 22, bug 2: a 601 is waited out, as the README promises, not fatal.
+
+#[tokio::test]
+async fn a_601_is_waited_out_and_the_backfill_goes_on() {
+    let h = household(300, 50).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    // The second page is refused with a 601 asking for a second's pause.
+    h.simulator.push_fault(Fault::Delay(Duration::ZERO));
+    h.simulator.push_fault(Fault::Status {
+        status: 601,
+        error: "Too many requests".into(),
+        wait_seconds: Some(1),
+    });
+    let started = Instant::now();
+    let (ok, stderr) = h
+        .backfill(&["--account", "mom", "--output", file.to_str().unwrap()])
+        .await;
+    assert!(ok, "{stderr}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the pause was waited out"
+    );
+    assert!(stderr.contains("rate-limiting"), "{stderr}");
+    // The same file as a run that met no 601.
+    let again = out.path().join("again.om");
+    let (ok, clean) = h
+        .backfill(&["--account", "mom", "--output", again.to_str().unwrap()])
+        .await;
+    assert!(ok, "{clean}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("withings_weight_grams{"), "{stderr}");
+    assert_eq!(text, std::fs::read_to_string(&again).unwrap());
+}
