@@ -7,7 +7,55 @@ use crate::collector::{Sink, Version};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// How a spool directory's name starts: then the pid of the backfill that made it, `-`, and
+/// a random part. A directory of a process that is gone is stale.
+pub const SPOOL_PREFIX: &str = "withings-backfill-spool-";
+
+/// Removes the spool directories in `parent` of backfills that are no longer running (a
+/// SIGKILL, a power loss): they hold health data. Those of other users, or of a process
+/// still running, are left alone.
+fn remove_stale(parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SPOOL_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != me {
+            continue;
+        }
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => tracing::info!(
+                    dir = %entry.path().display(),
+                    "removed the spool of a backfill that did not finish"
+                ),
+                Err(e) => tracing::warn!(
+                    dir = %entry.path().display(),
+                    error = %e,
+                    "cannot remove the spool of a backfill that did not finish; remove it by hand (it holds health data)"
+                ),
+            }
+        }
+    }
+}
 
 /// series u32, timestamp i64, grpid i64, version i64, value f64.
 const RECORD: usize = 4 + 8 + 8 + 8 + 8;
@@ -62,11 +110,21 @@ pub struct Spool {
 }
 
 impl Spool {
+    /// A spool in a new directory of the system's temporary directory, owner-only (0700,
+    /// its files 0600: they hold health data) from creation, and removed when the spool is
+    /// dropped. Spools that a killed backfill left behind are removed first.
     pub fn new() -> std::io::Result<Self> {
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// [`Self::new`] in `parent`.
+    pub fn new_in(parent: &Path) -> std::io::Result<Self> {
+        remove_stale(parent);
         Ok(Self {
             dir: tempfile::Builder::new()
-                .prefix("withings-backfill-")
-                .tempdir()?,
+                .prefix(&format!("{SPOOL_PREFIX}{}-", std::process::id()))
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir_in(parent)?,
             families: Vec::new(),
             index: HashMap::new(),
             newest: HashMap::new(),
@@ -87,7 +145,13 @@ impl Spool {
             return Ok(i);
         }
         let path = self.dir.path().join(format!("{name}.spool"));
-        let file = BufWriter::new(File::create(&path)?);
+        let file = BufWriter::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?,
+        );
         self.families.push(FamilySpool {
             name,
             help,

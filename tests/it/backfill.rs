@@ -1886,3 +1886,104 @@ async fn a_601_is_waited_out_and_the_backfill_goes_on() {
     assert!(text.contains("withings_weight_grams{"), "{stderr}");
     assert_eq!(text, std::fs::read_to_string(&again).unwrap());
 }
+
+// Issue 22, bug 4: the spool is owner-only and never left behind.
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// The spool directories in `tmp` (those of this backfill, by their name).
+fn spools_in(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(backfill_spool_prefix()))
+        })
+        .collect()
+}
+
+fn backfill_spool_prefix() -> &'static str {
+    "withings-backfill-spool-"
+}
+
+#[tokio::test]
+async fn the_spool_is_owner_only_removed_at_sigterm_and_a_killed_runs_spool_is_cleaned_next_time() {
+    let h = household(300, 20).await;
+    let tmp = tempfile::tempdir().unwrap();
+    // What a SIGKILLed backfill left (its process is gone), and a running one's spool.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let stale = tmp
+        .path()
+        .join(format!("{}{gone_pid}-x1y2z3", backfill_spool_prefix()));
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("withings_weight_grams.spool"), b"health data").unwrap();
+    let running = tmp.path().join(format!(
+        "{}{}-a1b2c3",
+        backfill_spool_prefix(),
+        std::process::id()
+    ));
+    std::fs::create_dir(&running).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    // 17 pages are answered (the yearly windows before the history, then some of it); the
+    // next hangs, so the backfill is caught mid-paging.
+    for _ in 0..17 {
+        h.simulator.push_fault(Fault::Delay(Duration::ZERO));
+    }
+    h.simulator
+        .push_fault(Fault::Delay(Duration::from_secs(30)));
+    let mut command = Command::new(BIN);
+    command
+        .args(["backfill", "--account", "mom", "--output"])
+        .arg(&file)
+        .env_clear()
+        .envs(h.env())
+        .env("WITHINGS_TIMEOUT_SECONDS", "60")
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard(command.spawn().unwrap());
+    let log = common::process::capture_stderr(&mut child.0);
+    assert!(common::eventually(DEADLINE, || h.simulator.request_count("/measure") >= 18).await);
+    assert!(!stale.exists(), "the stale spool is removed");
+    assert!(running.exists(), "a running backfill's spool is left alone");
+    let spools: Vec<PathBuf> = spools_in(tmp.path())
+        .into_iter()
+        .filter(|p| *p != running)
+        .collect();
+    assert_eq!(spools.len(), 1, "{spools:?}");
+    let spool = &spools[0];
+    assert_eq!(mode_of(spool), 0o700);
+    let files: Vec<PathBuf> = std::fs::read_dir(spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(!files.is_empty(), "two pages were spooled");
+    for f in &files {
+        assert_eq!(mode_of(f), 0o600, "{}", f.display());
+    }
+    // SAFETY: signalling our own child, which has not been reaped.
+    unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
+        .await
+        .unwrap();
+    let stderr = common::process::wait_for_log(&log, "rerun the same command", 1).await;
+    assert!(!status.success(), "{stderr}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an exit, not a death by signal: {stderr}"
+    );
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!spool.exists(), "{stderr}");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
