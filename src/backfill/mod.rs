@@ -146,8 +146,12 @@ impl Summary {
             Some((lo, hi)) => format!("from {} to {}", utc(lo), utc(hi)),
             None => "no reading in range".to_owned(),
         };
+        let malformed = match self.counts.malformed {
+            0 => String::new(),
+            n => format!("; {n} malformed activity or sleep rows skipped"),
+        };
         format!(
-            "backfill: wrote {} samples to {} ({} read), {range}: {}",
+            "backfill: wrote {} samples to {} ({} read{malformed}), {range}: {}",
             self.samples(),
             output.display(),
             self.counts,
@@ -364,6 +368,8 @@ pub struct Counts {
     /// Requests answered.
     pub pages: u64,
     rows: Vec<(&'static str, u64)>,
+    /// Activity days and sleep nights that were malformed and skipped.
+    pub malformed: u64,
 }
 
 impl Default for Counts {
@@ -374,7 +380,11 @@ impl Default for Counts {
                 rows.push((history.rows(), 0));
             }
         }
-        Self { pages: 0, rows }
+        Self {
+            pages: 0,
+            rows,
+            malformed: 0,
+        }
     }
 }
 
@@ -522,6 +532,7 @@ impl Read<'_> {
                 .write(&self.options.settings, self.options.now, &mut self.sink)
                 .map_err(BackfillError::Spool)? as u64;
             self.counts.add(history.rows(), rows);
+            self.counts.malformed += page.malformed_rows() as u64;
             self.progress.page(name, &*self.counts);
             match pager.turn(page.more(), page.offset()) {
                 Ok(true) => {}

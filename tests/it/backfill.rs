@@ -1987,3 +1987,41 @@ async fn the_spool_is_owner_only_removed_at_sigterm_and_a_killed_runs_spool_is_c
     assert!(!spool.exists(), "{stderr}");
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }
+
+// Issue 22: malformed activity and sleep rows are counted in the summary line.
+
+#[tokio::test]
+async fn malformed_activity_and_sleep_rows_are_counted_in_the_summary() {
+    let h = household(40, 50).await;
+    let mut extras = days_and_nights(h.now);
+    // A day that cannot be placed (no such time zone), a night that ends before it starts.
+    extras.activities.push(activity_row(
+        "2024-05-01",
+        "Nowhere/Atlantis",
+        Some("w1"),
+        "ScanWatch 2",
+        serde_json::json!({"steps": 1}),
+    ));
+    extras.sleep.push(night_row(
+        "2024-05-02",
+        "s9",
+        63,
+        (1_714_640_000, 1_714_610_000),
+        serde_json::json!({"total_sleep_time": 100}),
+    ));
+    h.simulator.set_user_extras("1001", extras).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let (ok, stderr) = h
+        .backfill_with(
+            &[COLLECTORS],
+            &["--account", "mom", "--output", file.to_str().unwrap()],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    let summary = stderr.lines().last().unwrap();
+    assert!(
+        summary.contains(", 4 days, 3 nights read; 2 malformed activity or sleep rows skipped)"),
+        "{summary}"
+    );
+}
