@@ -21,7 +21,7 @@ use crate::app::accounts::{AccountSet, name_rule, valid_name};
 use crate::clock::Clock;
 use crate::collector::{self, Collectors, History, HistoryPage};
 use crate::config::{Config, ConfigError};
-use crate::withings::paging::{EndlessPagination, Pager};
+use crate::withings::paging::{EndlessPagination, MAX_PAGES, Pager};
 use crate::withings::{ApiError, Request, RequestError, StatusClass, WithingsClient, authorized};
 use openmetrics::{FamilyReport, OpenMetricsWriter, Window, WriteError};
 use std::io::BufWriter;
@@ -31,8 +31,6 @@ use std::time::Duration;
 /// Withings sold its first connected scale in 2009: one window before that catches any
 /// reading entered by hand with an older date, then one window a year.
 const FIRST_YEAR: i16 = 2009;
-/// A window that keeps saying `more` past this many pages is a broken upstream.
-const MAX_PAGES_PER_WINDOW: usize = 10_000;
 
 /// 601s answered in a row to one request before the backfill gives up: each is waited out
 /// (Withings' `wait_seconds`, at most an hour, or the client's own backoff from 10 s when
@@ -70,7 +68,7 @@ pub enum BackfillError {
     #[error("account {account}: {reason}")]
     Unusable { account: String, reason: String },
     #[error(
-        "account {account}: Withings kept answering `more` for {pages} pages of one window; giving up"
+        "account {account}: Withings kept answering `more` for {pages} pages of one window, more than any real history holds; giving up (a fault at Withings' end: try again later)"
     )]
     EndlessPagination { account: String, pages: usize },
     #[error("cannot spool readings to a temporary directory: {0}")]
@@ -523,7 +521,7 @@ impl Read<'_> {
         window: collector::Window<'_>,
     ) -> Result<(), BackfillError> {
         let name = &self.target.name;
-        let mut pager = Pager::new(MAX_PAGES_PER_WINDOW);
+        let mut pager = Pager::new(MAX_PAGES);
         loop {
             let request = history.request(&self.options.settings, window, pager.offset());
             let page = self.call(&request, history).await?;

@@ -2025,3 +2025,28 @@ async fn malformed_activity_and_sleep_rows_are_counted_in_the_summary() {
         "{summary}"
     );
 }
+
+// Issue 22: paging that advances forever is bounded.
+
+#[tokio::test]
+async fn paging_that_never_ends_is_given_up_after_50_pages() {
+    let h = household(40, 50).await;
+    // Every answer says there is more, one further on each time.
+    for offset in 1..=120 {
+        h.simulator.push_fault(Fault::Body(format!(
+            r#"{{"status":0,"body":{{"updatetime":1,"timezone":"UTC","measuregrps":[],"more":1,"offset":{offset}}}}}"#
+        )));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let (ok, stderr) = h
+        .backfill(&["--account", "mom", "--output", file.to_str().unwrap()])
+        .await;
+    assert!(!ok, "{stderr}");
+    assert_eq!(h.simulator.request_count("/measure"), 50, "{stderr}");
+    assert!(
+        stderr.contains("kept answering `more` for 50 pages"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
