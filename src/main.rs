@@ -521,6 +521,24 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGINT (Ctrl-C) or SIGTERM (`docker stop`, `systemctl stop`, `timeout`): a command asked
+/// to stop. Without a handler either would end the process before its temporary files
+/// are removed.
+async fn interrupted() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
 /// `backfill`: the library does the work; here only the terminal, Ctrl-C and the messages.
 struct BackfillRequest<'a> {
     account: Option<&'a str>,
@@ -559,7 +577,7 @@ async fn backfill(config: Config, request: BackfillRequest<'_>) -> anyhow::Resul
             }
             Err(e) => Err(anyhow::anyhow!("backfill failed: {e}; {}", rerun())),
         },
-        // Dropping the run removes its temporary files.
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("backfill interrupted; {}", rerun())),
+        // Dropping the run removes its temporary files (the output's and the spool).
+        () = interrupted() => Err(anyhow::anyhow!("backfill interrupted; {}", rerun())),
     }
 }

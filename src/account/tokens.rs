@@ -109,7 +109,12 @@ impl TokenSource {
             RefreshPolicy::default(),
         );
         match opened {
-            Ok(manager) => Self::Managed(Arc::new(manager)),
+            Ok(mut manager) => {
+                manager.account = path
+                    .file_stem()
+                    .map(|stem| stem.to_string_lossy().into_owned());
+                Self::Managed(Arc::new(manager))
+            }
             Err(e) => Self::Unusable(crate::text::one_line(&e.to_string()).into_owned()),
         }
     }
@@ -132,6 +137,15 @@ impl TokenSource {
         match self {
             Self::Static(_) | Self::Unusable(_) => Ok(None),
             Self::Managed(manager) => manager.after_auth_failure(rejected).await.map(Some),
+        }
+    }
+
+    /// Why this source's token file cannot be used now, when it cannot.
+    pub fn file_problem(&self) -> Option<String> {
+        match self {
+            Self::Static(_) => None,
+            Self::Unusable(reason) => Some(reason.clone()),
+            Self::Managed(manager) => manager.file_problem(),
         }
     }
 
@@ -211,6 +225,18 @@ pub struct TokenManager {
     refreshes: IntCounterVec,
     /// The Withings user of the token file when it was opened: notifications name it.
     userid: Option<String>,
+    /// The account's name in WITHINGS_TOKEN_DIR; `None` for WITHINGS_TOKEN_FILE.
+    account: Option<String>,
+    /// Whether the token file as it is now can be read: see [`TokenManager::file_problem`].
+    file_check: std::sync::Mutex<FileCheck>,
+}
+
+/// The token file as last checked: which version of it (so that an unchanged file is not
+/// read again) and why it cannot be used, if it cannot.
+#[derive(Default)]
+struct FileCheck {
+    seen: Option<(Option<SystemTime>, u64, u64)>,
+    problem: Option<String>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -312,6 +338,8 @@ impl TokenManager {
         let userid = current.userid.clone();
         Self {
             userid,
+            account: None,
+            file_check: std::sync::Mutex::new(FileCheck::default()),
             client,
             credentials,
             expiry: AtomicI64::new(expiry_gauge(&current)),
@@ -340,6 +368,48 @@ impl TokenManager {
 
     pub fn expiry(&self) -> Option<i64> {
         Some(self.expiry.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+
+    /// Why the token file, as it is on disk now, cannot be used (malformed, unreadable, not
+    /// a regular file), or `None` when it can (or is gone). The file is read again only when
+    /// it changed; a file found broken is reported at ERROR once, and is never written over:
+    /// no refresh is made until it is fixed, and the last known values stay served.
+    pub fn file_problem(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let version = std::fs::metadata(self.store.path())
+            .ok()
+            .map(|m| (m.modified().ok(), m.len(), m.ino()));
+        let mut check = self.file_check.lock().unwrap_or_else(|e| e.into_inner());
+        if check.seen.is_some() && check.seen == version {
+            return check.problem.clone();
+        }
+        check.seen = version;
+        let problem = match self.store.load() {
+            Ok(_) => None,
+            // The volume is gone (its path is now a file): nothing to write over; a save
+            // fails and holds its pair, see `State::unsaved`.
+            Err(StoreError::Read { cause, .. })
+                if cause.kind() == std::io::ErrorKind::NotADirectory =>
+            {
+                None
+            }
+            Err(e) => Some(crate::text::one_line(&e.to_string()).into_owned()),
+        };
+        match (&check.problem, &problem) {
+            (None, Some(reason)) => tracing::error!(
+                account = self.account.as_deref().unwrap_or(""),
+                error = %reason,
+                "the token file of a running account cannot be used; it is not written over and no refresh is made until it is fixed, and the last known values stay served"
+            ),
+            (Some(_), None) => tracing::info!(
+                account = self.account.as_deref().unwrap_or(""),
+                token_file = %self.store.path().display(),
+                "the token file can be used again"
+            ),
+            _ => {}
+        }
+        check.problem.clone_from(&problem);
+        problem
     }
 
     /// The access token to use now, refreshing first when it is about to expire.
@@ -422,6 +492,9 @@ impl TokenManager {
     /// Saves a pending pair, and picks up a token file replaced from outside.
     fn settle(&self, st: &mut State) {
         if let Some(pending) = &st.unsaved {
+            if self.file_problem().is_some() {
+                return;
+            }
             match self.store.save(pending) {
                 Ok(()) => {
                     tracing::info!(token_file = %self.store.path().display(), "saved the refreshed token pair after an earlier failure; using it now");
@@ -451,9 +524,13 @@ impl TokenManager {
             }
             Ok(_) => {}
             // Keep the pair in memory: it is the best there is, and it is never written
-            // over a file this process could not read.
+            // over a file this process could not read (see `file_problem`, which reports it).
             Err(e) => {
-                tracing::warn!(error = %e, "the token file changed and cannot be used; keeping the tokens in memory")
+                // A broken file is reported there, at ERROR; what is left (its volume gone)
+                // is only warned about: the next save says whether it is back.
+                if self.file_problem().is_none() {
+                    tracing::warn!(error = %e, "the token file changed and cannot be used; keeping the tokens in memory");
+                }
             }
         }
     }
@@ -483,6 +560,11 @@ impl TokenManager {
                 None
             }
         };
+        // A refresh saves its new pair over the file: never over one that cannot be read,
+        // which may hold the only live refresh token (restored from a backup, half-written).
+        if let Some(problem) = self.file_problem() {
+            return Err(TokenError::Unavailable(problem));
+        }
         if let Ok(Some(on_disk)) = self.store.load()
             && on_disk.refresh_token != st.current.refresh_token
             && !on_disk.access_token.is_empty()
@@ -511,13 +593,26 @@ impl TokenManager {
             Err(e) if e.not_sent() => return Err(TokenError::RefreshFailed(e.to_string())),
             Err(e) if is_permanent(&e) => {
                 self.count("permanent_error");
-                let reason = e.to_string();
+                let mut reason = e.to_string();
                 // Logged once: from now on callers get the error without another request.
-                tracing::error!(
-                    error = %reason,
-                    token_file = %self.store.path().display(),
-                    "Withings refused the refresh token, so no new access token can be had: run `withings-exporter auth` with this WITHINGS_TOKEN_FILE to authorize again (the running exporter picks up the new file); if the error names the client, check WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET"
-                );
+                match &self.account {
+                    Some(account) => {
+                        tracing::error!(
+                            account = %account,
+                            error = %reason,
+                            token_file = %self.store.path().display(),
+                            "Withings refused the refresh token, so no new access token can be had: run `withings-exporter auth --account {account}` to authorize again (the running exporter picks up the new file); if the error names the client, check WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET"
+                        );
+                        // Shown on the landing page and in every probe's error: what to run.
+                        reason =
+                            format!("{reason}; run `withings-exporter auth --account {account}`");
+                    }
+                    None => tracing::error!(
+                        error = %reason,
+                        token_file = %self.store.path().display(),
+                        "Withings refused the refresh token, so no new access token can be had: run `withings-exporter auth` with this WITHINGS_TOKEN_FILE to authorize again (the running exporter picks up the new file); if the error names the client, check WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET"
+                    ),
+                }
                 st.rejected = Some(reason.clone());
                 st.file_mtime = self.store.modified();
                 return Err(TokenError::ReauthorizationNeeded(reason));

@@ -47,6 +47,81 @@ struct Entry {
     identity: Option<Identity>,
     /// Opened from a file it could not use: opened again when the file changes.
     unusable: bool,
+    /// Not opened at all, and why (a symbolic link, a second file of one Withings user):
+    /// opened again when the reason goes away.
+    refused: Option<String>,
+}
+
+/// Who a token file belongs to, as far as its content tells: two files that share the
+/// user id or the refresh token are one Withings refresh chain.
+struct Holder {
+    userid: Option<String>,
+    refresh_token: crate::secret::Secret,
+}
+
+impl Holder {
+    fn read(path: &Path) -> Option<Self> {
+        let (bytes, _) =
+            crate::files::read_regular_file(path, crate::files::MAX_TOKEN_FILE_BYTES).ok()?;
+        let tokens = crate::account::token_store::StoredTokens::parse(&bytes).ok()?;
+        Some(Self {
+            userid: tokens.userid,
+            refresh_token: tokens.refresh_token,
+        })
+    }
+
+    fn same_chain(&self, other: &Self) -> bool {
+        self.refresh_token == other.refresh_token
+            || self.userid.as_deref().is_some_and(|u| !u.is_empty()) && self.userid == other.userid
+    }
+}
+
+/// Why a file named like an account is not opened as one.
+fn refusals(
+    files: &BTreeMap<String, PathBuf>,
+    served: impl Fn(&str) -> bool,
+) -> BTreeMap<String, String> {
+    let mut refused = BTreeMap::new();
+    let mut candidates = Vec::new();
+    for (name, path) in files {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            refused.insert(
+                name.clone(),
+                format!(
+                    "{} is a symbolic link, which is not read in WITHINGS_TOKEN_DIR (a link makes two accounts of one refresh chain, which locks the person out): put the account's own file there, written by `withings-exporter auth --account {name}`",
+                    path.display()
+                ),
+            );
+            continue;
+        }
+        if let Some(holder) = Holder::read(path) {
+            // Accounts already served keep their file; among the others the older file
+            // (then the name) goes first: a copy is refused, not its original.
+            let rank = (!served(name), meta.modified().ok());
+            candidates.push((rank, name, path, holder));
+        }
+    }
+    candidates.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    let mut kept: Vec<(&String, &PathBuf, Holder)> = Vec::new();
+    for (_, name, path, holder) in candidates {
+        match kept.iter().find(|(_, _, k)| k.same_chain(&holder)) {
+            Some((other, other_path, _)) => {
+                refused.insert(
+                    name.clone(),
+                    format!(
+                        "{} holds the same Withings user as {} (account {other:?}), and two accounts refreshing one user's tokens lock that person out: this newer file is not served; delete it, or if it should be someone else, run `withings-exporter auth --account {name}` signed in as that person",
+                        path.display(),
+                        other_path.display()
+                    ),
+                );
+            }
+            None => kept.push((name, path, holder)),
+        }
+    }
+    refused
 }
 
 /// What one scan changed, for the log and the tests.
@@ -143,7 +218,9 @@ impl AccountSet {
     /// Brings the set in line with the directory. `open` makes the account for a file;
     /// it is called for new files and for changed files of accounts that were unusable
     /// (a working account follows changes to its own file by itself).
-    pub fn scan(&self, open: impl Fn(&str, &Path) -> Arc<Account>) -> ScanReport {
+    /// `open` gets the reason when the file must not be opened (it then makes an account that
+    /// reports this reason and never fetches).
+    pub fn scan(&self, open: impl Fn(&str, &Path, Option<&str>) -> Arc<Account>) -> ScanReport {
         let mut report = ScanReport::default();
         let files = match self.files() {
             Ok(files) => {
@@ -171,14 +248,30 @@ impl AccountSet {
             }
             keep
         });
+        let mut refused = refusals(&files, |name| {
+            accounts
+                .get(name)
+                .is_some_and(|e| e.refused.is_none() && !e.unusable)
+        });
         for (name, path) in files {
             let now = identity(&path);
+            let refusal = refused.remove(&name);
             match accounts.get(&name) {
-                Some(entry) if !entry.unusable || entry.identity == now => continue,
+                Some(entry)
+                    if entry.refused == refusal
+                        && (!entry.unusable
+                            || entry.refused.is_some()
+                            || entry.identity == now) =>
+                {
+                    // A running account whose file broke is reported now, not at its next
+                    // fetch (the file is read only when it changed).
+                    entry.account.tokens().file_problem();
+                    continue;
+                }
                 Some(_) => report.reopened.push(name.clone()),
                 None => report.added.push(name.clone()),
             }
-            let account = open(&name, &path);
+            let account = open(&name, &path, refusal.as_deref());
             let unusable = matches!(
                 account.tokens(),
                 crate::account::tokens::TokenSource::Unusable(_)
@@ -192,6 +285,7 @@ impl AccountSet {
                     account,
                     identity: now,
                     unusable,
+                    refused: refusal,
                 },
             );
         }
@@ -278,6 +372,37 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn of_two_files_of_one_user_the_newer_is_refused_and_a_tie_goes_by_name() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, userid: &str, refresh: &str, age: u64| {
+            let path = dir.path().join(format!("{name}.json"));
+            let body = format!(
+                r#"{{"access_token":"a{refresh}","refresh_token":"{refresh}","expires_at":1,"userid":"{userid}"}}"#
+            );
+            std::fs::write(&path, body).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 - age))
+                .unwrap();
+            path
+        };
+        let mut files = BTreeMap::new();
+        // The same user id with another refresh token (a copy from before a refresh).
+        files.insert("zed".to_owned(), write("zed", "7", "refresh0001", 50));
+        files.insert("amy".to_owned(), write("amy", "7", "refresh0002", 10));
+        // The same refresh token without a user id, the same age: by name.
+        files.insert("bob".to_owned(), write("bob", "", "refresh0003", 5));
+        files.insert("bea".to_owned(), write("bea", "", "refresh0003", 5));
+        files.insert("solo".to_owned(), write("solo", "8", "refresh0004", 5));
+        let refused = refusals(&files, |_| false);
+        assert_eq!(refused.keys().collect::<Vec<_>>(), ["amy", "bob"]);
+        assert!(refused["amy"].contains("zed.json"), "{}", refused["amy"]);
+        // An account already served keeps its file, however old the copy.
+        let refused = refusals(&files, |name| name == "amy");
+        assert_eq!(refused.keys().collect::<Vec<_>>(), ["bob", "zed"]);
+    }
 
     #[test]
     fn expiry_dates_are_utc() {

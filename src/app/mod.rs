@@ -128,7 +128,7 @@ impl AccountState {
     }
 
     pub fn of(account: &Account) -> Self {
-        if let TokenSource::Unusable(_) = account.tokens() {
+        if account.tokens().file_problem().is_some() {
             return Self::Error;
         }
         let health = account.health();
@@ -402,8 +402,11 @@ impl App {
         let Source::Directory { set, credentials } = &self.source else {
             return ScanReport::default();
         };
-        set.scan(|name, path| {
-            let tokens = TokenSource::for_account_file(path, credentials, &self.client);
+        set.scan(|name, path, refused| {
+            let tokens = match refused {
+                Some(reason) => TokenSource::Unusable(reason.to_owned()),
+                None => TokenSource::for_account_file(path, credentials, &self.client),
+            };
             Arc::new(Account::new(
                 name,
                 tokens,
@@ -607,10 +610,7 @@ impl App {
             .iter()
             .map(|a| {
                 let health = a.health();
-                let last_error = match a.tokens() {
-                    TokenSource::Unusable(reason) => Some(reason.clone()),
-                    _ => health.last_error,
-                };
+                let last_error = a.tokens().file_problem().or(health.last_error);
                 AccountSummary {
                     name: a.name().to_owned(),
                     state: AccountState::of(a),

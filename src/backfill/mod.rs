@@ -21,8 +21,8 @@ use crate::app::accounts::{AccountSet, name_rule, valid_name};
 use crate::clock::Clock;
 use crate::collector::{self, Collectors, History, HistoryPage};
 use crate::config::{Config, ConfigError};
-use crate::withings::paging::{EndlessPagination, Pager};
-use crate::withings::{ApiError, Request, RequestError, WithingsClient, authorized};
+use crate::withings::paging::{EndlessPagination, MAX_PAGES, Pager};
+use crate::withings::{ApiError, Request, RequestError, StatusClass, WithingsClient, authorized};
 use openmetrics::{FamilyReport, OpenMetricsWriter, Window, WriteError};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -31,8 +31,11 @@ use std::time::Duration;
 /// Withings sold its first connected scale in 2009: one window before that catches any
 /// reading entered by hand with an older date, then one window a year.
 const FIRST_YEAR: i16 = 2009;
-/// A window that keeps saying `more` past this many pages is a broken upstream.
-const MAX_PAGES_PER_WINDOW: usize = 10_000;
+
+/// 601s answered in a row to one request before the backfill gives up: each is waited out
+/// (Withings' `wait_seconds`, at most an hour, or the client's own backoff from 10 s when
+/// it gives none, capped at 10 minutes), so this bounds the wait at a few hours at most.
+const MAX_RATE_LIMITED_IN_A_ROW: u32 = 10;
 
 /// Longest single sleep while waiting for the budget or a 601 pause.
 const MAX_WAIT_STEP: Duration = Duration::from_millis(250);
@@ -65,7 +68,7 @@ pub enum BackfillError {
     #[error("account {account}: {reason}")]
     Unusable { account: String, reason: String },
     #[error(
-        "account {account}: Withings kept answering `more` for {pages} pages of one window; giving up"
+        "account {account}: Withings kept answering `more` for {pages} pages of one window, more than any real history holds; giving up (a fault at Withings' end: try again later)"
     )]
     EndlessPagination { account: String, pages: usize },
     #[error("cannot spool readings to a temporary directory: {0}")]
@@ -141,8 +144,12 @@ impl Summary {
             Some((lo, hi)) => format!("from {} to {}", utc(lo), utc(hi)),
             None => "no reading in range".to_owned(),
         };
+        let malformed = match self.counts.malformed {
+            0 => String::new(),
+            n => format!("; {n} malformed activity or sleep rows skipped"),
+        };
         format!(
-            "backfill: wrote {} samples to {} ({} read), {range}: {}",
+            "backfill: wrote {} samples to {} ({} read{malformed}), {range}: {}",
             self.samples(),
             output.display(),
             self.counts,
@@ -361,6 +368,8 @@ pub struct Counts {
     /// Requests answered.
     pub pages: u64,
     rows: Vec<(&'static str, u64)>,
+    /// Activity days and sleep nights that were malformed and skipped.
+    pub malformed: u64,
 }
 
 impl Default for Counts {
@@ -371,7 +380,11 @@ impl Default for Counts {
                 rows.push((history.rows(), 0));
             }
         }
-        Self { pages: 0, rows }
+        Self {
+            pages: 0,
+            rows,
+            malformed: 0,
+        }
     }
 }
 
@@ -510,7 +523,7 @@ impl Read<'_> {
         window: collector::Window<'_>,
     ) -> Result<(), BackfillError> {
         let name = &self.target.name;
-        let mut pager = Pager::new(MAX_PAGES_PER_WINDOW);
+        let mut pager = Pager::new(MAX_PAGES);
         loop {
             let request = history.request(&self.options.settings, window, pager.offset());
             let page = self.call(&request, history).await?;
@@ -519,6 +532,7 @@ impl Read<'_> {
                 .write(&self.options.settings, self.options.now, &mut self.sink)
                 .map_err(BackfillError::Spool)? as u64;
             self.counts.add(history.rows(), rows);
+            self.counts.malformed += page.malformed_rows() as u64;
             self.progress.page(name, &*self.counts);
             match pager.turn(page.more(), page.offset()) {
                 Ok(true) => {}
@@ -544,6 +558,7 @@ impl Read<'_> {
     ) -> Result<Box<dyn HistoryPage>, BackfillError> {
         let client = self.client;
         let account = || self.target.name.clone();
+        let mut rate_limited = 0u32;
         loop {
             let answer = authorized(&self.target.tokens, |token| async move {
                 client
@@ -560,6 +575,14 @@ impl Read<'_> {
                     ApiError::BudgetExhausted(wait) | ApiError::Paused(wait),
                 )) => {
                     tokio::time::sleep(wait.clamp(Duration::from_millis(10), MAX_WAIT_STEP)).await;
+                }
+                // A 601 paused the client for Withings' `wait_seconds` (or its own backoff):
+                // the next turn waits it out like a spent budget, then asks again.
+                Err(RequestError::Api(ApiError::Status {
+                    class: StatusClass::RateLimited,
+                    ..
+                })) if rate_limited < MAX_RATE_LIMITED_IN_A_ROW => {
+                    rate_limited += 1;
                 }
                 Err(RequestError::Api(source) | RequestError::Rejected(source)) => {
                     return Err(BackfillError::Api {

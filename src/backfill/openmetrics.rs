@@ -137,9 +137,6 @@ impl<W: Write> OpenMetricsWriter<W> {
         series: &[Vec<(&str, String)>],
         samples: &mut [Sample],
     ) -> Result<FamilyReport, WriteError> {
-        if !self.written.insert(name.to_owned()) {
-            return Err(WriteError::FamilyRepeated(name.to_owned()));
-        }
         if let Some(bad) = samples.iter().find(|s| s.series as usize >= series.len()) {
             return Err(WriteError::UnknownSeries {
                 family: name.to_owned(),
@@ -147,25 +144,23 @@ impl<W: Write> OpenMetricsWriter<W> {
                 count: series.len(),
             });
         }
-        // Rank of each series in label order, so the file does not depend on arrival order.
-        let mut order: Vec<usize> = (0..series.len()).collect();
-        order.sort_by(|&a, &b| series[a].cmp(&series[b]));
-        let mut rank = vec![0_usize; series.len()];
-        for (r, &i) in order.iter().enumerate() {
-            rank[i] = r;
+        let rank = ranks(series);
+        samples.sort_unstable_by_key(|s| sort_key(&rank, s));
+        self.sorted_gauge_family(name, help, series, samples.iter().map(|s| Ok(*s)))
+    }
+
+    /// [`Self::gauge_family`] for samples that come already in [`sort_key`] order (of
+    /// [`ranks`]), one at a time: memory does not grow with the family.
+    pub fn sorted_gauge_family(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: &[Vec<(&str, String)>],
+        samples: impl Iterator<Item = Result<Sample, WriteError>>,
+    ) -> Result<FamilyReport, WriteError> {
+        if !self.written.insert(name.to_owned()) {
+            return Err(WriteError::FamilyRepeated(name.to_owned()));
         }
-        samples.sort_unstable_by(|a, b| {
-            (
-                rank[a.series as usize],
-                a.timestamp,
-                std::cmp::Reverse(a.grpid),
-            )
-                .cmp(&(
-                    rank[b.series as usize],
-                    b.timestamp,
-                    std::cmp::Reverse(b.grpid),
-                ))
-        });
         let mut report = FamilyReport {
             name: name.to_owned(),
             samples: 0,
@@ -173,7 +168,15 @@ impl<W: Write> OpenMetricsWriter<W> {
         };
         let mut previous: Option<(u32, i64)> = None;
         let mut prefixes: Vec<Option<String>> = vec![None; series.len()];
-        for sample in samples.iter() {
+        for sample in samples {
+            let sample = sample?;
+            let Some(labels) = series.get(sample.series as usize) else {
+                return Err(WriteError::UnknownSeries {
+                    family: name.to_owned(),
+                    series: sample.series,
+                    count: series.len(),
+                });
+            };
             if !self.window.contains(sample.timestamp) {
                 continue;
             }
@@ -189,8 +192,8 @@ impl<W: Write> OpenMetricsWriter<W> {
                     writeln!(self.out, "# UNIT {name} {unit}")?;
                 }
             }
-            let prefix = prefixes[sample.series as usize]
-                .get_or_insert_with(|| series_prefix(name, &series[sample.series as usize]));
+            let prefix =
+                prefixes[sample.series as usize].get_or_insert_with(|| series_prefix(name, labels));
             writeln!(self.out, "{prefix} {} {}", sample.value, sample.timestamp)?;
             report.samples += 1;
             report.range = Some(match report.range {
@@ -207,6 +210,28 @@ impl<W: Write> OpenMetricsWriter<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// The rank of each series in label order, so that the file does not depend on the order
+/// the series arrived in.
+pub fn ranks(series: &[Vec<(&str, String)>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..series.len()).collect();
+    order.sort_by(|&a, &b| series[a].cmp(&series[b]));
+    let mut rank = vec![0_usize; series.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r;
+    }
+    rank
+}
+
+/// The order samples are written in: series (by [`ranks`]), time, then the greatest grpid
+/// first (the one of a second that stands).
+pub fn sort_key(rank: &[usize], s: &Sample) -> (usize, i64, std::cmp::Reverse<i64>) {
+    (
+        rank.get(s.series as usize).copied().unwrap_or(usize::MAX),
+        s.timestamp,
+        std::cmp::Reverse(s.grpid),
+    )
 }
 
 fn series_prefix(name: &str, labels: &[(&str, String)]) -> String {

@@ -363,6 +363,10 @@ impl History for Activity {
 }
 
 impl HistoryPage for ActivityPage {
+    fn malformed_rows(&self) -> usize {
+        self.malformed_rows
+    }
+
     /// A day's totals at its last second: the last moment the live exporter shows them.
     fn write(&self, _: &Settings, _: i64, out: &mut dyn Sink) -> std::io::Result<usize> {
         for day in &self.days {

@@ -187,6 +187,11 @@ pub trait HistoryPage: Paged + Send {
     /// Writes its samples to `out`, judged as the live exporter judges them at `now`;
     /// returns how many rows it held.
     fn write(&self, settings: &Settings, now: i64, out: &mut dyn Sink) -> std::io::Result<usize>;
+
+    /// Rows of the page that were malformed and skipped (not among those `write` counts).
+    fn malformed_rows(&self) -> usize {
+        0
+    }
 }
 
 /// Which version of a sample this is, for the backfill to keep the one the live exporter

@@ -441,6 +441,10 @@ impl History for Sleep {
 }
 
 impl HistoryPage for SleepPage {
+    fn malformed_rows(&self) -> usize {
+        self.malformed_rows
+    }
+
     /// A night's values at its end: when the live exporter starts showing them.
     fn write(&self, _: &Settings, _: i64, out: &mut dyn Sink) -> std::io::Result<usize> {
         for night in &self.nights {

@@ -13,8 +13,13 @@ use crate::secret::Secret;
 use std::future::Future;
 use std::pin::Pin;
 
-/// A sync that keeps saying `more` past this many pages is a broken upstream.
-pub const MAX_PAGES: usize = 1000;
+/// A sync (or one window of a backfill) that keeps saying `more` past this many pages is a
+/// broken upstream, and is given up with an error. The largest real history seen is about
+/// 2,000 measure groups, which Withings sends in one page; a yearly window of activity
+/// (365 days, a few sources) or sleep is a page or two. 50 pages is well above anything a
+/// real account holds, while a `more: true` that never ends (offset + 1 each time) costs at
+/// most 50 requests a window instead of 10,000.
+pub const MAX_PAGES: usize = 50;
 
 /// A future a trait object can return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -748,3 +748,108 @@ async fn the_accounts_command_prints_one_line_per_account_and_no_secret() {
     }
     assert!(!everything.contains("tok-in-bad-file"), "{everything}");
 }
+
+// Issue 22, bug 1: one Withings user in two files is one refresh chain.
+
+fn landing_row(page: &str, name: &str) -> String {
+    page.lines()
+        .find(|l| l.contains(&format!("<td>{name}</td>")))
+        .unwrap_or_else(|| panic!("no row for {name}: {page}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_copied_or_linked_account_file_is_refused_and_the_original_carries_on() {
+    let h = Household::start(&[MOM], &[]).await;
+    assert_eq!(systolic(&h.probe("mom").await), Some(121.0));
+    std::fs::copy(h.path("mom"), h.path("copy-of-mom")).unwrap();
+    std::os::unix::fs::symlink(h.path("mom"), h.path("link-to-mom")).unwrap();
+    let report = h.app.scan();
+    assert_eq!(report.added, ["copy-of-mom", "link-to-mom"]);
+    let measures = h.simulator.request_count("/measure");
+    for refused in ["copy-of-mom", "link-to-mom"] {
+        let text = h.probe(refused).await;
+        assert_eq!(sample(&text, "withings_up"), Some(0.0), "{text}");
+        assert_eq!(systolic(&text), None, "{text}");
+    }
+    // Nothing went to Withings through the refused files, and no refresh either.
+    assert_eq!(h.simulator.request_count("/measure"), measures);
+    assert_eq!(h.simulator.token_request_count(), 0);
+    let (_, metrics) = h.get("/metrics").await;
+    assert_eq!(accounts_in(&metrics, "error"), Some(2.0), "{metrics}");
+    assert_eq!(accounts_in(&metrics, "ok"), Some(1.0), "{metrics}");
+    let (_, page) = h.get("/").await;
+    let copy = landing_row(&page, "copy-of-mom");
+    assert!(copy.contains("<td>error</td>"), "{copy}");
+    assert!(
+        copy.contains("copy-of-mom.json") && copy.contains("mom.json (account"),
+        "names both files: {copy}"
+    );
+    let link = landing_row(&page, "link-to-mom");
+    assert!(link.contains("symbolic link"), "{link}");
+    // Scanned again, nothing changes; the original is served throughout.
+    let report = h.app.scan();
+    assert!(report.reopened.is_empty(), "{report:?}");
+    h.simulator.clear_requests();
+    assert_eq!(systolic(&h.probe("mom").await), Some(121.0));
+    // The copy removed, the original is still the one served.
+    std::fs::remove_file(h.path("copy-of-mom")).unwrap();
+    std::fs::remove_file(h.path("link-to-mom")).unwrap();
+    assert_eq!(h.app.scan().removed, ["copy-of-mom", "link-to-mom"]);
+    let (_, metrics) = h.get("/metrics").await;
+    assert_eq!(accounts_in(&metrics, "error"), Some(0.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_refused_refresh_token_in_directory_mode_says_auth_account_name() {
+    let h = Household::start(&[MOM], &[]).await;
+    let dead = StoredTokens {
+        access_token: Secret::new(""),
+        refresh_token: Secret::new("never-issued-refresh-token-0123456789"),
+        expires_at: 0,
+        obtained_at: None,
+        userid: Some("2009".into()),
+        scope: None,
+    };
+    TokenStore::new(h.path("dad")).save(&dead).unwrap();
+    h.app.scan();
+    let text = h.probe("dad").await;
+    assert_eq!(sample(&text, "withings_up"), Some(0.0), "{text}");
+    let (_, page) = h.get("/").await;
+    let row = landing_row(&page, "dad");
+    assert!(row.contains("auth --account dad"), "{row}");
+    assert!(!row.contains("WITHINGS_TOKEN_FILE"), "{row}");
+}
+
+// Issue 22: a running account's token file broken under it.
+
+#[tokio::test]
+async fn a_broken_file_of_a_running_account_shows_as_error_and_is_never_written_over() {
+    let h = Household::start(&[MOM], &[]).await;
+    assert_eq!(systolic(&h.probe("mom").await), Some(121.0));
+    let broken = "{\"access_token\": \"half";
+    std::fs::write(h.path("mom"), broken).unwrap();
+    h.app.scan();
+    let (_, metrics) = h.get("/metrics").await;
+    assert_eq!(accounts_in(&metrics, "error"), Some(1.0), "{metrics}");
+    assert_eq!(accounts_in(&metrics, "ok"), Some(0.0), "{metrics}");
+    let (_, page) = h.get("/").await;
+    let row = landing_row(&page, "mom");
+    assert!(row.contains("<td>error</td>"), "{row}");
+    assert!(row.contains("mom.json"), "{row}");
+    // A day later the access token has expired: a refresh would write over the broken file.
+    h.simulator.set_clock(Some(unix_now() + 86_400));
+    h.app.clock().advance(Duration::from_secs(86_400));
+    let text = h.probe("mom").await;
+    assert_eq!(sample(&text, "withings_up"), Some(0.0), "{text}");
+    // The last known values are still served, and the file is as it was.
+    assert_eq!(systolic(&text), Some(121.0), "{text}");
+    assert_eq!(h.simulator.token_request_count(), 0);
+    assert_eq!(std::fs::read_to_string(h.path("mom")).unwrap(), broken);
+    // Fixed: served again, no longer an error.
+    write_account(&h.simulator, h.dir.path(), "mom", "2001");
+    let (_, metrics) = h.get("/metrics").await;
+    assert_eq!(accounts_in(&metrics, "error"), Some(0.0), "{metrics}");
+    let text = h.probe("mom").await;
+    assert_eq!(sample(&text, "withings_up"), Some(1.0), "{text}");
+}

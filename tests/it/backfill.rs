@@ -1851,3 +1851,202 @@ async fn the_dashboards_history_panels_have_data_all_over_the_backfilled_range()
         );
     }
 }
+
+// Issue 22, bug 2: a 601 is waited out, as the README promises, not fatal.
+
+#[tokio::test]
+async fn a_601_is_waited_out_and_the_backfill_goes_on() {
+    let h = household(300, 50).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    // The second page is refused with a 601 asking for a second's pause.
+    h.simulator.push_fault(Fault::Delay(Duration::ZERO));
+    h.simulator.push_fault(Fault::Status {
+        status: 601,
+        error: "Too many requests".into(),
+        wait_seconds: Some(1),
+    });
+    let started = Instant::now();
+    let (ok, stderr) = h
+        .backfill(&["--account", "mom", "--output", file.to_str().unwrap()])
+        .await;
+    assert!(ok, "{stderr}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the pause was waited out"
+    );
+    assert!(stderr.contains("rate-limiting"), "{stderr}");
+    // The same file as a run that met no 601.
+    let again = out.path().join("again.om");
+    let (ok, clean) = h
+        .backfill(&["--account", "mom", "--output", again.to_str().unwrap()])
+        .await;
+    assert!(ok, "{clean}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("withings_weight_grams{"), "{stderr}");
+    assert_eq!(text, std::fs::read_to_string(&again).unwrap());
+}
+
+// Issue 22, bug 4: the spool is owner-only and never left behind.
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// The spool directories in `tmp` (those of this backfill, by their name).
+fn spools_in(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(backfill_spool_prefix()))
+        })
+        .collect()
+}
+
+fn backfill_spool_prefix() -> &'static str {
+    "withings-backfill-spool-"
+}
+
+#[tokio::test]
+async fn the_spool_is_owner_only_removed_at_sigterm_and_a_killed_runs_spool_is_cleaned_next_time() {
+    let h = household(300, 20).await;
+    let tmp = tempfile::tempdir().unwrap();
+    // What a SIGKILLed backfill left (its process is gone), and a running one's spool.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let stale = tmp
+        .path()
+        .join(format!("{}{gone_pid}-x1y2z3", backfill_spool_prefix()));
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("withings_weight_grams.spool"), b"health data").unwrap();
+    let running = tmp.path().join(format!(
+        "{}{}-a1b2c3",
+        backfill_spool_prefix(),
+        std::process::id()
+    ));
+    std::fs::create_dir(&running).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    // 17 pages are answered (the yearly windows before the history, then some of it); the
+    // next hangs, so the backfill is caught mid-paging.
+    for _ in 0..17 {
+        h.simulator.push_fault(Fault::Delay(Duration::ZERO));
+    }
+    h.simulator
+        .push_fault(Fault::Delay(Duration::from_secs(30)));
+    let mut command = Command::new(BIN);
+    command
+        .args(["backfill", "--account", "mom", "--output"])
+        .arg(&file)
+        .env_clear()
+        .envs(h.env())
+        .env("WITHINGS_TIMEOUT_SECONDS", "60")
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard(command.spawn().unwrap());
+    let log = common::process::capture_stderr(&mut child.0);
+    assert!(common::eventually(DEADLINE, || h.simulator.request_count("/measure") >= 18).await);
+    assert!(!stale.exists(), "the stale spool is removed");
+    assert!(running.exists(), "a running backfill's spool is left alone");
+    let spools: Vec<PathBuf> = spools_in(tmp.path())
+        .into_iter()
+        .filter(|p| *p != running)
+        .collect();
+    assert_eq!(spools.len(), 1, "{spools:?}");
+    let spool = &spools[0];
+    assert_eq!(mode_of(spool), 0o700);
+    let files: Vec<PathBuf> = std::fs::read_dir(spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(!files.is_empty(), "two pages were spooled");
+    for f in &files {
+        assert_eq!(mode_of(f), 0o600, "{}", f.display());
+    }
+    // SAFETY: signalling our own child, which has not been reaped.
+    unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
+        .await
+        .unwrap();
+    let stderr = common::process::wait_for_log(&log, "rerun the same command", 1).await;
+    assert!(!status.success(), "{stderr}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an exit, not a death by signal: {stderr}"
+    );
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!spool.exists(), "{stderr}");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
+// Issue 22: malformed activity and sleep rows are counted in the summary line.
+
+#[tokio::test]
+async fn malformed_activity_and_sleep_rows_are_counted_in_the_summary() {
+    let h = household(40, 50).await;
+    let mut extras = days_and_nights(h.now);
+    // A day that cannot be placed (no such time zone), a night that ends before it starts.
+    extras.activities.push(activity_row(
+        "2024-05-01",
+        "Nowhere/Atlantis",
+        Some("w1"),
+        "ScanWatch 2",
+        serde_json::json!({"steps": 1}),
+    ));
+    extras.sleep.push(night_row(
+        "2024-05-02",
+        "s9",
+        63,
+        (1_714_640_000, 1_714_610_000),
+        serde_json::json!({"total_sleep_time": 100}),
+    ));
+    h.simulator.set_user_extras("1001", extras).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let (ok, stderr) = h
+        .backfill_with(
+            &[COLLECTORS],
+            &["--account", "mom", "--output", file.to_str().unwrap()],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    let summary = stderr.lines().last().unwrap();
+    assert!(
+        summary.contains(", 4 days, 3 nights read; 2 malformed activity or sleep rows skipped)"),
+        "{summary}"
+    );
+}
+
+// Issue 22: paging that advances forever is bounded.
+
+#[tokio::test]
+async fn paging_that_never_ends_is_given_up_after_50_pages() {
+    let h = household(40, 50).await;
+    // Every answer says there is more, one further on each time.
+    for offset in 1..=120 {
+        h.simulator.push_fault(Fault::Body(format!(
+            r#"{{"status":0,"body":{{"updatetime":1,"timezone":"UTC","measuregrps":[],"more":1,"offset":{offset}}}}}"#
+        )));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let (ok, stderr) = h
+        .backfill(&["--account", "mom", "--output", file.to_str().unwrap()])
+        .await;
+    assert!(!ok, "{stderr}");
+    assert_eq!(h.simulator.request_count("/measure"), 50, "{stderr}");
+    assert!(
+        stderr.contains("kept answering `more` for 50 pages"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
