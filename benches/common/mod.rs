@@ -60,6 +60,8 @@ impl ExporterProcess {
                     .split("serving metrics at ")
                     .nth(1)
                     .and_then(|rest| rest.split_whitespace().next())
+                    // logfmt quotes the message: `msg="serving metrics at http://…/metrics"`.
+                    .map(|url| url.trim_end_matches('"'))
                 {
                     let _ = tx.send(url.to_owned());
                 }
