@@ -2,7 +2,7 @@
 
 # Build stage: the Rust toolchain, with the crates.io index and compiled dependencies kept in
 # BuildKit caches so that a change to src/ rebuilds only this crate.
-FROM rust:1.88-slim-bookworm AS build
+FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 # The workspace's other member: cargo reads it before it can fetch anything.

@@ -129,6 +129,41 @@ fn dockerfile_follows_the_rules_hadolint_cannot_see() {
     }
 }
 
+/// `major.minor` of a Rust version such as `1.95` or `1.95.0`.
+fn rust_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[test]
+fn the_image_builds_with_a_rust_at_least_the_crates_rust_version() {
+    // cargo refuses a toolchain older than `rust-version`, and nothing here can build the
+    // image to find out: the builder image's tag must say a version at least as new.
+    let manifest = read("Cargo.toml");
+    let wanted = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .map(|v| v.trim_matches('"'))
+        .and_then(rust_version)
+        .expect("Cargo.toml names a rust-version");
+    let dockerfile = read("Dockerfile");
+    let builder = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .expect("the build stage starts FROM rust:VERSION");
+    let tag = builder.split(['-', ' ']).next().unwrap_or_default();
+    let image = rust_version(tag)
+        .unwrap_or_else(|| panic!("the builder image's tag {tag:?} names no Rust version"));
+    assert!(
+        image >= wanted,
+        "the Dockerfile builds with rust:{tag}, older than rust-version {}.{}",
+        wanted.0,
+        wanted.1
+    );
+}
+
 #[test]
 #[ignore = "needs systemd-analyze (Debian package systemd)"]
 fn systemd_unit_verifies_and_is_hardened() {
