@@ -68,6 +68,21 @@ pub fn scope_for(path: &str) -> Option<&'static str> {
     }
 }
 
+/// An integer form parameter as Withings reads it: absent is `None`, anything but an
+/// integer is its "Invalid Params" error.
+pub(crate) fn int_param(
+    params: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Option<i64>, String> {
+    params
+        .get(key)
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| format!("Invalid Params: {key}"))
+        })
+        .transpose()
+}
+
 fn invalid(error: &str) -> Value {
     json!({"status": 293, "body": {}, "error": error})
 }
@@ -88,15 +103,7 @@ pub fn answer(
         }
         _ => return json!({"status": 2554, "body": {}, "error": "Not implemented"}),
     };
-    let int = |key: &str| -> Result<Option<i64>, String> {
-        params
-            .get(key)
-            .map(|v| {
-                v.parse::<i64>()
-                    .map_err(|_| format!("Invalid Params: {key}"))
-            })
-            .transpose()
-    };
+    let int = |key: &str| int_param(params, key);
     let (lastupdate, offset) = match (int("lastupdate"), int("offset")) {
         (Ok(l), Ok(o)) => (l, o.unwrap_or(0)),
         (Err(e), _) | (_, Err(e)) => return invalid(&e),

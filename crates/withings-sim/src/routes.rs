@@ -143,15 +143,7 @@ async fn measure(
             json!({"status": 2554, "body": {}, "error": "Not implemented"}).to_string(),
         );
     }
-    let int = |key: &str| -> Result<Option<i64>, String> {
-        params
-            .get(key)
-            .map(|v| {
-                v.parse::<i64>()
-                    .map_err(|_| format!("Invalid Params: {key}"))
-            })
-            .transpose()
-    };
+    let int = |key: &str| data::int_param(params, key);
     let parsed = (|| -> Result<_, String> {
         let types: Option<Vec<i64>> = params
             .get("meastypes")
