@@ -9,7 +9,7 @@
 use super::{Account, FetchError};
 use crate::collector::{Collector, Fetch, Settings, State, Synced, lock, missing_scope_hint};
 use crate::render::families::gauge_by_label;
-use crate::withings::{RequestError, StatusClass};
+use crate::withings::{KeptToken, RequestError, StatusClass};
 use prometheus::proto::MetricFamily;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -40,10 +40,11 @@ impl Account {
     /// returned, after the rest have had their turn: one collector's trouble does not hold
     /// back another's data.
     pub(super) async fn sync_collectors(&self) -> Result<Synced, FetchError> {
+        let tokens = KeptToken::new(&self.tokens);
         let fetch = Fetch {
             account: &self.name,
             client: &self.client,
-            tokens: &self.tokens,
+            tokens: &tokens,
             clock: &self.clock,
             skipped: &self.groups_skipped,
         };

@@ -16,7 +16,7 @@ pub use client::{
 };
 pub(crate) use client::{row_as, success_body_as, success_status};
 pub use model::TokenBody;
-pub use paging::{RequestError, TokenError, TokenSupply, authorized};
+pub use paging::{KeptToken, RequestError, TokenError, TokenSupply, authorized};
 
 use std::fmt;
 use std::time::Duration;

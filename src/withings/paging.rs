@@ -152,6 +152,60 @@ pub trait TokenSupply: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<Secret>, TokenError>>;
 }
 
+/// One token for every request of one fetch: the account's source is asked once (a lock and
+/// a look at the token file each time), not once a request. A fetch lasts seconds and the
+/// source hands out a token only while it has minutes left, so a kept copy does not expire
+/// in between; should Withings still refuse it, the refresh goes to the source as before and
+/// the fresh token is kept instead.
+pub struct KeptToken<'a> {
+    source: &'a dyn TokenSupply,
+    kept: std::sync::Mutex<Option<Secret>>,
+}
+
+impl<'a> KeptToken<'a> {
+    pub fn new(source: &'a dyn TokenSupply) -> Self {
+        Self {
+            source,
+            kept: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn keep(&self, token: Option<Secret>) {
+        // A poisoned lock only means another request panicked mid-assignment of an Option:
+        // the value is whole either way.
+        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    fn kept(&self) -> Option<Secret> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl TokenSupply for KeptToken<'_> {
+    fn token(&self) -> BoxFuture<'_, Result<Secret, TokenError>> {
+        Box::pin(async move {
+            if let Some(token) = self.kept() {
+                return Ok(token);
+            }
+            let token = self.source.token().await?;
+            self.keep(Some(token.clone()));
+            Ok(token)
+        })
+    }
+
+    fn refreshed<'b>(
+        &'b self,
+        rejected: &'b Secret,
+    ) -> BoxFuture<'b, Result<Option<Secret>, TokenError>> {
+        Box::pin(async move {
+            let fresh = self.source.refreshed(rejected).await;
+            // Whatever the refresh said, the rejected token is not handed out again.
+            self.keep(fresh.as_ref().ok().cloned().flatten());
+            fresh
+        })
+    }
+}
+
 /// Why an authorized request (or a sync of several) gave no answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RequestError {
@@ -193,8 +247,9 @@ where
     F: FnMut(Secret) -> Fut,
     Fut: Future<Output = Result<T, ApiError>>,
 {
-    // Asked for every request, not kept: the source refreshes the pair before it expires,
-    // where a kept copy would spend a request on a 401 once it had.
+    // Asked of the supply for every request: whether a token is kept between requests is the
+    // supply's choice (a fetch keeps one with `KeptToken`; the source itself refreshes the
+    // pair before it expires, where a copy kept for longer would spend a request on a 401).
     let token = tokens.token().await.map_err(RequestError::Token)?;
     match call(token.clone()).await {
         Err(e) if e.is_auth_failure() => match tokens.refreshed(&token).await {
@@ -246,10 +301,27 @@ mod tests {
     struct Tokens {
         issued: std::sync::Mutex<u32>,
         refresh: Result<bool, TokenError>,
+        /// Times `token` was asked.
+        asked: std::sync::atomic::AtomicU32,
+    }
+
+    impl Tokens {
+        fn new(refresh: Result<bool, TokenError>) -> Self {
+            Self {
+                issued: std::sync::Mutex::new(0),
+                refresh,
+                asked: Default::default(),
+            }
+        }
+
+        fn asked(&self) -> u32 {
+            self.asked.load(std::sync::atomic::Ordering::SeqCst)
+        }
     }
 
     impl TokenSupply for Tokens {
         fn token(&self) -> BoxFuture<'_, Result<Secret, TokenError>> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let n = *self.issued.lock().unwrap();
             Box::pin(async move { Ok(Secret::new(format!("t{n}"))) })
         }
@@ -283,7 +355,7 @@ mod tests {
     /// Calls `authorized` with a request that Withings answers `answer(token)`; returns the
     /// outcome and the tokens tried.
     async fn run(
-        tokens: &Tokens,
+        tokens: &dyn TokenSupply,
         answer: impl Fn(&str) -> Result<u8, ApiError>,
     ) -> (Result<u8, RequestError>, Vec<String>) {
         let tried = std::sync::Mutex::new(Vec::new());
@@ -298,10 +370,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_token_is_refreshed_and_the_request_asked_again_once() {
-        let tokens = Tokens {
-            issued: std::sync::Mutex::new(0),
-            refresh: Ok(true),
-        };
+        let tokens = Tokens::new(Ok(true));
         let (outcome, tried) =
             run(&tokens, |t| if t == "t0" { Err(expired()) } else { Ok(7) }).await;
         assert_eq!(outcome, Ok(7));
@@ -321,17 +390,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_source_without_fresh_tokens_or_a_failed_refresh_says_which() {
-        let fixed = Tokens {
-            issued: std::sync::Mutex::new(0),
-            refresh: Ok(false),
-        };
+        let fixed = Tokens::new(Ok(false));
         let (outcome, tried) = run(&fixed, |_| Err(expired())).await;
         assert_eq!(outcome, Err(RequestError::Rejected(expired())));
         assert_eq!(tried.len(), 1);
-        let failing = Tokens {
-            issued: std::sync::Mutex::new(0),
-            refresh: Err(TokenError::RefreshFailed("503".into())),
-        };
+        let failing = Tokens::new(Err(TokenError::RefreshFailed("503".into())));
         let (outcome, _) = run(&failing, |_| Err(expired())).await;
         assert_eq!(
             outcome,
@@ -339,6 +402,33 @@ mod tests {
                 "503".into()
             )))
         );
+    }
+
+    #[tokio::test]
+    async fn a_kept_token_asks_its_source_once_a_fetch_and_keeps_the_refreshed_one() {
+        let source = Tokens::new(Ok(true));
+        let kept = KeptToken::new(&source);
+        for _ in 0..3 {
+            let (outcome, tried) = run(&kept, |_| Ok(1)).await;
+            assert_eq!((outcome, tried), (Ok(1), vec!["t0".to_owned()]));
+        }
+        assert_eq!(source.asked(), 1);
+        // Refused: the source refreshes, and the fresh token serves the rest of the fetch.
+        let (outcome, tried) = run(&kept, |t| if t == "t0" { Err(expired()) } else { Ok(2) }).await;
+        assert_eq!(
+            (outcome, tried),
+            (Ok(2), vec!["t0".to_owned(), "t1".to_owned()])
+        );
+        let (_, tried) = run(&kept, |_| Ok(3)).await;
+        assert_eq!(tried, ["t1"]);
+        assert_eq!(source.asked(), 1);
+        // A refresh that failed leaves nothing kept: the next request asks the source again.
+        let failing = Tokens::new(Err(TokenError::RefreshFailed("503".into())));
+        let kept = KeptToken::new(&failing);
+        let (outcome, _) = run(&kept, |_| Err(expired())).await;
+        assert!(matches!(outcome, Err(RequestError::Refresh(_))));
+        run(&kept, |_| Ok(4)).await.0.unwrap();
+        assert_eq!(failing.asked(), 2);
     }
 
     #[test]
