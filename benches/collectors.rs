@@ -55,6 +55,7 @@ fn extras() -> UserExtras {
             .as_array()
             .cloned()
             .unwrap_or_default(),
+        ..UserExtras::default()
     }
 }
 

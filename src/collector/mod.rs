@@ -17,6 +17,8 @@
 
 pub mod activity;
 pub mod devices;
+pub mod goals;
+pub mod heart;
 pub mod measures;
 pub mod sleep;
 
@@ -51,6 +53,8 @@ pub static ALL: &[&dyn Collector] = &[
     &activity::Activity,
     &sleep::Sleep,
     &devices::Devices,
+    &heart::Heart,
+    &goals::Goals,
 ];
 
 /// One kind of data from Withings.
@@ -749,11 +753,15 @@ mod tests {
 
     #[test]
     fn parse_dedups_sorts_and_ignores_case_and_spaces() {
-        let c = Collectors::parse(" Sleep,devices,,measures , sleep,activity").unwrap();
-        assert_eq!(names(&c), ["measures", "activity", "sleep", "devices"]);
+        let c =
+            Collectors::parse(" Sleep,devices,,goals, HEART,measures , sleep,activity").unwrap();
+        assert_eq!(
+            names(&c),
+            ["measures", "activity", "sleep", "devices", "heart", "goals"]
+        );
         assert_eq!(c, Collectors::all());
         assert_eq!(c.scopes(), "user.metrics,user.activity,user.info");
-        assert_eq!(c.applis(), [1, 2, 4, 16, 44]);
+        assert_eq!(c.applis(), [1, 2, 4, 16, 44, 54]);
         let only = Collectors::parse("sleep").unwrap();
         assert!(only.contains("sleep") && !only.contains("measures"));
         assert_eq!(only.scopes(), "user.activity");
@@ -766,7 +774,7 @@ mod tests {
         assert!(!text.contains('\n'), "{text}");
         assert!(text.contains("heartrate"), "{text}");
         assert!(
-            text.contains("measures, activity, sleep, devices"),
+            text.contains("measures, activity, sleep, devices, heart, goals"),
             "{text}"
         );
         for empty in ["", " , ,"] {
@@ -818,6 +826,15 @@ mod tests {
                     true
                 ),
                 ("devices", "user.info", &[][..], "getdevice", false, false),
+                (
+                    "heart",
+                    "user.metrics",
+                    &[54][..],
+                    "heart_list",
+                    false,
+                    true
+                ),
+                ("goals", "user.info", &[][..], "getgoals", false, false),
             ]
         );
     }

@@ -180,6 +180,13 @@ impl Request {
         }
     }
 
+    /// Names the request `label` in `withings_api_requests_total` rather than by its form's
+    /// action, where two endpoints share an action (`list` of notify and of heart).
+    pub fn labelled(mut self, label: &'static str) -> Self {
+        self.action = label;
+        self
+    }
+
     /// Adds one field to the form.
     pub fn field(mut self, name: &'static str, value: impl ToString) -> Self {
         self.form.push((name, value.to_string()));

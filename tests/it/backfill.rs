@@ -766,6 +766,7 @@ fn days_and_nights(now: i64) -> withings_sim::data::UserExtras {
         devices: vec![json!({"type": "Scale", "battery": "high", "model": "Body+",
             "model_id": 5, "deviceid": "d1", "hash_deviceid": "d1", "timezone": "UTC",
             "last_session_date": 1_717_000_000})],
+        ..Default::default()
     }
 }
 
@@ -1022,7 +1023,10 @@ async fn activity_and_sleep_are_backfilled_at_the_end_of_each_day_and_night() {
     assert_eq!(h.simulator.request_count("/v2/user"), 0);
     // The 2024 window of each took two pages of two rows, the second asked with offset 2.
     let summary = stderr.lines().last().unwrap();
-    assert!(summary.contains(", 4 days, 3 nights read)"), "{summary}");
+    assert!(
+        summary.contains(", 4 days, 3 nights, 0 ECGs read)"),
+        "{summary}"
+    );
     assert!(summary.contains("withings_activity_steps 3"), "{summary}");
     let asked: Vec<_> = h
         .simulator
@@ -2021,7 +2025,9 @@ async fn malformed_activity_and_sleep_rows_are_counted_in_the_summary() {
     assert!(ok, "{stderr}");
     let summary = stderr.lines().last().unwrap();
     assert!(
-        summary.contains(", 4 days, 3 nights read; 2 malformed activity or sleep rows skipped)"),
+        summary.contains(
+            ", 4 days, 3 nights, 0 ECGs read; 2 malformed activity, sleep or ECG rows skipped)"
+        ),
         "{summary}"
     );
 }
@@ -2049,4 +2055,86 @@ async fn paging_that_never_ends_is_given_up_after_50_pages() {
         "{stderr}"
     );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
+/// The `heart` collector's history: each ECG at the time it was recorded, in windows of unix
+/// seconds across years and pages, with the live series; a malformed row counted.
+#[tokio::test]
+async fn ecgs_are_backfilled_each_at_its_own_time() {
+    use serde_json::json;
+    let h = household(0, 1).await;
+    let ecg = |timestamp: i64, afib: i64, hr: i64| {
+        json!({"deviceid": "e1", "model": 44, "ecg": {"signalid": timestamp, "afib": afib},
+               "heart_rate": hr, "timestamp": timestamp, "modified": timestamp + 60})
+    };
+    h.simulator
+        .set_user_extras(
+            "1001",
+            withings_sim::data::UserExtras {
+                // 2019-06-08, and two in 2024 (so a window of two pages of one row).
+                ecgs: vec![
+                    ecg(1_560_000_000, 0, 64),
+                    ecg(1_717_000_000, 1, 97),
+                    ecg(1_717_100_000, 2, 0),
+                    json!({"timestamp": 1_717_200_000, "modified": 1_717_200_060, "ecg": "no"}),
+                ],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let (ok, stderr) = h
+        .backfill_with(
+            &[("WITHINGS_COLLECTORS", "heart")],
+            &["--account", "mom", "--output", file.to_str().unwrap()],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let series = |name: &str| {
+        format!(
+            "{name}{{device_id=\"e1\",device_model=\"BPM Core\",account=\"mom\",job=\"withings\",instance=\"{INSTANCE}\"}}"
+        )
+    };
+    for (name, at, value) in [
+        ("withings_ecg_afib_classification", 1_560_000_000, 0.0),
+        ("withings_ecg_heart_rate_bpm", 1_560_000_000, 64.0),
+        ("withings_ecg_afib_classification", 1_717_000_000, 1.0),
+        ("withings_ecg_heart_rate_bpm", 1_717_000_000, 97.0),
+        ("withings_ecg_afib_classification", 1_717_100_000, 2.0),
+        (
+            "withings_ecg_timestamp_seconds",
+            1_717_100_000,
+            1_717_100_000.0,
+        ),
+    ] {
+        assert_eq!(
+            series_samples(&text, &series(name), at),
+            [value],
+            "{name} @{at}\n{text}"
+        );
+    }
+    // 0 bpm is "not measured": no sample rather than a 0.
+    assert!(
+        series_samples(&text, &series("withings_ecg_heart_rate_bpm"), 1_717_100_000).is_empty()
+    );
+    let summary = stderr.lines().last().unwrap();
+    assert!(
+        summary.contains(", 0 groups, 0 days, 0 nights, 3 ECGs read; 1 malformed activity, sleep or ECG rows skipped)"),
+        "{summary}"
+    );
+    // Only the heart list was asked, by unix time, never by day.
+    let asked: Vec<_> = h.simulator.requests();
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.path == "/v2/heart" || r.path == "/v2/oauth2"),
+        "{asked:?}"
+    );
+    assert!(asked.iter().filter(|r| r.path == "/v2/heart").all(|r| {
+        r.params.contains_key("startdate")
+            && r.params.contains_key("enddate")
+            && !r.params.contains_key("startdateymd")
+    }));
 }

@@ -429,6 +429,7 @@ fn fixture_extras() -> UserExtras {
         activities: activity["body"]["activities"].as_array().unwrap().clone(),
         sleep: vec![reference_night()],
         devices: devices["body"]["devices"].as_array().unwrap().clone(),
+        ..Default::default()
     }
 }
 
@@ -705,4 +706,130 @@ async fn every_collector_costs_one_request_and_a_missing_scope_fails_only_its_ow
     let again = app.scrape().await;
     assert_eq!(common::sample(&again, "withings_up"), Some(1.0));
     assert_eq!(app.simulator.request_count("/v2/user"), 2);
+}
+
+/// The `heart` and `goals` collectors against the demo household on pinned clocks: Sam's
+/// watch took an ECG classified atrial fibrillation yesterday evening, Alex's an
+/// inconclusive one, Grandma has no ECG device; goals are asked once an hour at most.
+#[tokio::test]
+async fn ecgs_by_their_own_time_and_goals_once_an_hour() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use withings_exporter::app::App;
+    use withings_exporter::clock::Clock;
+    use withings_exporter::config::Config;
+    use withings_sim::household::Household;
+
+    const AT: i64 = 1_780_308_330;
+    let household = Household::start_at(AT).await.expect("household starts");
+    let vars = [
+        ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
+        ("WITHINGS_COLLECTORS", "measures,heart,goals"),
+        ("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", "60"),
+        ("WITHINGS_TIMEOUT_SECONDS", "5"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let config = Config::from_vars(household.environment(vars)).expect("valid configuration");
+    let clock = Clock::starting_at_unix(AT);
+    let app = Arc::new(App::from_config_with_clock(&config, clock.clone()).expect("app"));
+    let server = common::serve(common::bind(Arc::clone(&app)).await);
+    let http = common::http();
+    let probe = |name: &'static str| {
+        let http = http.clone();
+        let address = server.address;
+        async move {
+            let response = http
+                .get(format!("http://{address}/probe?account={name}"))
+                .send()
+                .await
+                .expect("probe");
+            assert_eq!(response.status(), 200, "{name}");
+            response.text().await.expect("body")
+        }
+    };
+    // Yesterday 20:15 in the household's time zone (Europe/Berlin, UTC+2 in June).
+    let taken = 1_780_251_300.0;
+    let sam = probe("sam").await;
+    let ecg = |text: &str, metric: &str| {
+        common::sample_with(text, metric, &[("device_model", "ScanWatch 2")])
+    };
+    assert_eq!(
+        ecg(&sam, "withings_ecg_afib_classification"),
+        Some(1.0),
+        "{sam}"
+    );
+    assert_eq!(
+        ecg(&sam, "withings_ecg_heart_rate_bpm"),
+        Some(96.0),
+        "{sam}"
+    );
+    assert_eq!(
+        ecg(&sam, "withings_ecg_timestamp_seconds"),
+        Some(taken),
+        "{sam}"
+    );
+    let alex = probe("alex").await;
+    assert_eq!(
+        ecg(&alex, "withings_ecg_afib_classification"),
+        Some(2.0),
+        "{alex}"
+    );
+    let grandma = probe("grandma").await;
+    assert!(!grandma.contains("withings_ecg_"), "{grandma}");
+    for text in [&sam, &alex, &grandma] {
+        assert_eq!(
+            common::sample(text, "withings_goal_steps"),
+            Some(10_000.0),
+            "{text}"
+        );
+        assert_eq!(
+            common::sample(text, "withings_goal_sleep_seconds"),
+            Some(28_800.0)
+        );
+        assert_eq!(
+            common::sample(text, "withings_goal_weight_grams"),
+            Some(72_000.0)
+        );
+        for collector in ["measures", "heart", "goals"] {
+            assert_eq!(
+                common::sample_with(text, "withings_collector_up", &[("collector", collector)]),
+                Some(1.0),
+                "{collector}\n{text}"
+            );
+        }
+    }
+    let asked = |action: &str| {
+        household
+            .simulator
+            .requests()
+            .into_iter()
+            .filter(|r| r.params.get("action").map(String::as_str) == Some(action))
+            .collect::<Vec<_>>()
+    };
+    // The heart list is asked by the recordings' own time, from a week before the first
+    // sync's 30 days, so that an ECG synced late is still found.
+    let lists = asked("list");
+    assert_eq!(lists.len(), 3);
+    for request in &lists {
+        assert_eq!(request.path, "/v2/heart");
+        assert_eq!(
+            request.params.get("startdate").map(String::as_str),
+            Some((AT - 37 * 86_400).to_string().as_str())
+        );
+    }
+    assert_eq!(asked("getgoals").len(), 3);
+    // Ten minutes on: measures and ECGs are fetched again, goals are not.
+    clock.advance(Duration::from_secs(600));
+    probe("sam").await;
+    assert_eq!(asked("list").len(), 4);
+    assert_eq!(asked("getgoals").len(), 3);
+    // An hour after the last answer they are.
+    clock.advance(Duration::from_secs(3000));
+    let later = probe("sam").await;
+    assert_eq!(asked("getgoals").len(), 4);
+    assert_eq!(
+        common::sample(&later, "withings_goal_steps"),
+        Some(10_000.0)
+    );
+    server.stop().await;
 }

@@ -611,6 +611,7 @@ fn feed_every_family(app: &TestApp) {
             activities: activities.as_array().cloned().unwrap_or_default(),
             sleep: vec![night],
             devices: vec![device],
+            ..Default::default()
         })
         .expect("extras");
 }

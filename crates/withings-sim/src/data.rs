@@ -15,6 +15,10 @@ pub struct UserExtras {
     pub sleep: Vec<Value>,
     /// `getdevice` entries, served as they are (duplicates included).
     pub devices: Vec<Value>,
+    /// `v2/heart list` rows (ECG recordings), each with `timestamp` and `modified`.
+    pub ecgs: Vec<Value>,
+    /// `getgoals`' `goals` object, served as it is; `None` answers an empty `body`.
+    pub goals: Option<Value>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,6 +29,8 @@ pub enum ExtrasError {
     Sleep(&'static str),
     #[error("a device entry is not a JSON object")]
     Device,
+    #[error("an ECG row lacks a valid `{0}`")]
+    Ecg(&'static str),
 }
 
 fn is_ymd(text: &str) -> bool {
@@ -55,6 +61,13 @@ impl UserExtras {
         if !self.devices.iter().all(Value::is_object) {
             return Err(ExtrasError::Device);
         }
+        for row in &self.ecgs {
+            for key in ["timestamp", "modified"] {
+                if row.get(key).and_then(Value::as_i64).is_none() {
+                    return Err(ExtrasError::Ecg(key));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -63,6 +76,7 @@ impl UserExtras {
 pub fn scope_for(path: &str) -> Option<&'static str> {
     match path {
         "/v2/measure" | "/v2/sleep" => Some("user.activity"),
+        "/v2/heart" => Some("user.metrics"),
         "/v2/user" => Some("user.info"),
         _ => None,
     }
@@ -101,6 +115,13 @@ pub fn answer(
         ("/v2/user", Some("getdevice")) => {
             return json!({"status": 0, "body": {"devices": extras.devices}});
         }
+        ("/v2/user", Some("getgoals")) => {
+            return match &extras.goals {
+                Some(goals) => json!({"status": 0, "body": {"goals": goals}}),
+                None => json!({"status": 0, "body": {}}),
+            };
+        }
+        ("/v2/heart", Some("list")) => return heart_list(extras, params, page_size),
         _ => return json!({"status": 2554, "body": {}, "error": "Not implemented"}),
     };
     let int = |key: &str| int_param(params, key);
@@ -146,6 +167,38 @@ pub fn answer(
     })
 }
 
+/// `v2/heart list`: the recordings whose `timestamp` is within `startdate`..=`enddate`
+/// (either may be absent), newest first as Withings lists them, paged by `offset`.
+fn heart_list(extras: &UserExtras, params: &BTreeMap<String, String>, page_size: usize) -> Value {
+    let int = |key: &str| int_param(params, key);
+    let (start, end, offset) = match (int("startdate"), int("enddate"), int("offset")) {
+        (Ok(s), Ok(e), Ok(o)) => (s, e, o.unwrap_or(0)),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return invalid(&e),
+    };
+    let mut selected: Vec<&Value> = extras
+        .ecgs
+        .iter()
+        .filter(|r| {
+            let t = r.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
+            start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e)
+        })
+        .collect();
+    selected.sort_by_key(|r| {
+        std::cmp::Reverse(r.get("timestamp").and_then(Value::as_i64).unwrap_or(0))
+    });
+    let offset = usize::try_from(offset).unwrap_or(0).min(selected.len());
+    let end = (offset + page_size.max(1)).min(selected.len());
+    let more = end < selected.len();
+    json!({
+        "status": 0,
+        "body": {
+            "series": selected[offset..end],
+            "more": more,
+            "offset": if more { end } else { 0 },
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +219,10 @@ mod tests {
                 json!({"startdate": 1, "enddate": 2, "date": "2023-10-01", "modified": 300}),
             ],
             devices: vec![json!({"type": "Scale"}), json!({"type": "Scale"})],
+            ecgs: (1..=3)
+                .map(|i| json!({"timestamp": 1000 * i, "modified": 1000 * i + 5, "ecg": {"afib": i - 1}}))
+                .collect(),
+            goals: Some(json!({"steps": 9000})),
         }
     }
 
@@ -245,11 +302,55 @@ mod tests {
     }
 
     #[test]
+    fn heart_list_selects_by_recording_time_newest_first_and_goals_as_set() {
+        let e = extras();
+        let list = |pairs: &[(&str, &str)]| {
+            let mut p = params(&[("action", "list")]);
+            p.extend(params(pairs));
+            answer(&e, "/v2/heart", &p, 2)
+        };
+        let times = |v: &Value| -> Vec<i64> {
+            v["body"]["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["timestamp"].as_i64().unwrap())
+                .collect()
+        };
+        let first = list(&[]);
+        assert_eq!(times(&first), [3000, 2000]);
+        assert_eq!(
+            (
+                first["body"]["more"].clone(),
+                first["body"]["offset"].clone()
+            ),
+            (json!(true), json!(2))
+        );
+        assert_eq!(times(&list(&[("offset", "2")])), [1000]);
+        assert_eq!(
+            times(&list(&[("startdate", "2000"), ("enddate", "2999")])),
+            [2000]
+        );
+        assert_eq!(list(&[("startdate", "x")])["status"], 293);
+        let goals = answer(&e, "/v2/user", &params(&[("action", "getgoals")]), 10);
+        assert_eq!(goals["body"]["goals"]["steps"], 9000);
+        let none = UserExtras::default();
+        assert_eq!(
+            answer(&none, "/v2/user", &params(&[("action", "getgoals")]), 10),
+            json!({"status": 0, "body": {}})
+        );
+        assert_eq!(scope_for("/v2/heart"), Some("user.metrics"));
+    }
+
+    #[test]
     fn validation_names_the_missing_field() {
         let mut e = extras();
         assert_eq!(e.validate(), Ok(()));
         e.activities
             .push(json!({"date": "20/10/2023", "modified": 1}));
         assert_eq!(e.validate(), Err(ExtrasError::Activity("date")));
+        let mut e = extras();
+        e.ecgs.push(json!({"timestamp": 5}));
+        assert_eq!(e.validate(), Err(ExtrasError::Ecg("modified")));
     }
 }

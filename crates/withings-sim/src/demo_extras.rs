@@ -172,7 +172,34 @@ pub fn household_extras(now: i64, timezone: &str) -> UserExtras {
         activities,
         sleep,
         devices,
+        ecgs: Vec::new(),
+        goals: Some(json!({
+            "steps": 10_000,
+            "sleep": 8 * 3600,
+            "weight": {"value": 72_000, "unit": -3},
+        })),
     }
+}
+
+/// The ECG a member's watch recorded at 20:15 yesterday, classified `afib` (none for a
+/// member without an ECG device), listed a few minutes after it was taken.
+pub fn ecgs(now: i64, timezone: &str, afib: Option<i64>) -> Vec<Value> {
+    let Some(afib) = afib else {
+        return Vec::new();
+    };
+    let tz = TimeZone::get(timezone).unwrap_or(TimeZone::UTC);
+    let today = local_date(now, &tz);
+    let yesterday = today.yesterday().unwrap_or(today);
+    let taken = local_midnight(yesterday, &tz) + 20 * 3600 + 15 * 60;
+    let heart_rate = if afib == 1 { 96 } else { 71 };
+    vec![json!({
+        "deviceid": WATCH.0,
+        "model": 94,
+        "ecg": {"signalid": taken, "afib": afib},
+        "heart_rate": heart_rate,
+        "timestamp": taken,
+        "modified": taken + 300,
+    })]
 }
 
 fn activity_row(

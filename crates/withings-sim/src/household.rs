@@ -80,20 +80,23 @@ impl Household {
             ("WITHINGS_TOKEN_DIR", self.dir.display().to_string()),
             ("WITHINGS_CLIENT_ID", client_id),
             ("WITHINGS_CLIENT_SECRET", client_secret),
-            // The household has a scale, a watch and a sleep analyzer: show all of it.
-            ("WITHINGS_COLLECTORS", COLLECTORS.to_owned()),
         ];
         let replaced =
             |name: &str| REMOVED.contains(&name) || ours.iter().any(|(ours, _)| *ours == name);
         let mut out: Vec<(String, String)> =
             vars.into_iter().filter(|(k, _)| !replaced(k)).collect();
+        // The household has a scale, a watch, a sleep analyzer and a BPM: show all of it,
+        // unless the caller chose.
+        if !out.iter().any(|(k, _)| k == "WITHINGS_COLLECTORS") {
+            out.push(("WITHINGS_COLLECTORS".to_owned(), COLLECTORS.to_owned()));
+        }
         out.extend(ours.map(|(k, v)| (k.to_owned(), v)));
         out
     }
 }
 
 /// Every collector the exporter has: the household's devices feed them all.
-const COLLECTORS: &str = "measures,activity,sleep,devices";
+const COLLECTORS: &str = "measures,activity,sleep,devices,heart,goals";
 
 /// The token sources other than a token directory, and the secret file that a client secret
 /// in a variable would conflict with.

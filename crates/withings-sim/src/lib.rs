@@ -153,6 +153,9 @@ pub struct Profile {
     pub devices: &'static [&'static str],
     pub systolic_shift: i64,
     pub pulse_shift: i64,
+    /// The classification of the ECG their watch took yesterday (0 negative, 1 atrial
+    /// fibrillation, 2 inconclusive), `None` for a member without an ECG device.
+    pub ecg_afib: Option<i64>,
 }
 
 impl Profile {
@@ -193,6 +196,7 @@ pub const HOUSEHOLD: [(&str, &str, Profile); 3] = [
             devices: &["ScanWatch 2", "Thermo", "Body+"],
             systolic_shift: 0,
             pulse_shift: -4,
+            ecg_afib: Some(2),
         },
     ),
     (
@@ -203,6 +207,7 @@ pub const HOUSEHOLD: [(&str, &str, Profile); 3] = [
             devices: &["ScanWatch 2", "BPM Connect"],
             systolic_shift: -6,
             pulse_shift: 3,
+            ecg_afib: Some(1),
         },
     ),
     (
@@ -213,6 +218,7 @@ pub const HOUSEHOLD: [(&str, &str, Profile); 3] = [
             devices: &["BPM Connect", "Thermo"],
             systolic_shift: 14,
             pulse_shift: -2,
+            ecg_afib: None,
         },
     ),
 ];
@@ -300,6 +306,7 @@ impl Simulator {
                             devices: &["BPM Connect", "ScanWatch 2", "Thermo"],
                             systolic_shift: 0,
                             pulse_shift: 0,
+                            ecg_afib: Some(0),
                         },
                     )
                 }),

@@ -74,7 +74,7 @@ async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<B
         "/measure" => measure(inner, &params, bearer.as_deref()).await,
         "/v2/oauth2" => token_endpoint(inner, &params).await,
         "/notify" => notify::endpoint(inner, &params, bearer.as_deref()).await,
-        "/v2/measure" | "/v2/sleep" | "/v2/user" => {
+        "/v2/measure" | "/v2/sleep" | "/v2/user" | "/v2/heart" => {
             collector_endpoint(inner, &path, &params, bearer.as_deref())
         }
         "/oauth2_user/authorize2" => {
@@ -246,7 +246,9 @@ fn collector_endpoint(
     let page_size = guard.page_size;
     let user = guard.user(&userid);
     if user.live_extras {
+        let ecg_afib = user.live.as_ref().and_then(|(_, profile)| profile.ecg_afib);
         user.extras = demo_extras::household_extras(now, &timezone);
+        user.extras.ecgs = demo_extras::ecgs(now, &timezone, ecg_afib);
     }
     let body = data::answer(&user.extras, path, params, page_size);
     drop(guard);
