@@ -1,7 +1,7 @@
 //! Collectors: one per kind of Withings data, each one file (or folder) registered in
 //! [`ALL`], the way node_exporter registers its collectors. The operator turns them on with
-//! `WITHINGS_COLLECTORS`: `measures` (getmeas, on by default), `activity`, `sleep` and
-//! `devices`.
+//! `WITHINGS_COLLECTORS`: `measures` (getmeas, on by default), `activity`, `sleep`,
+//! `devices`, `heart` (ECGs) and `goals`.
 //!
 //! A collector says through [`Collector`] its name, the OAuth scope it needs, the
 //! notification `appli` codes that concern it and its API action, and makes a per-account
@@ -13,7 +13,7 @@
 //! one pager and retry there.
 //!
 //! Each enabled collector costs one request per account per fetch (more only while a
-//! first sync pages through history).
+//! first sync pages through history), but `goals`, asked at most once an hour.
 
 pub mod activity;
 pub mod devices;
