@@ -146,7 +146,7 @@ impl Summary {
         };
         let malformed = match self.counts.malformed {
             0 => String::new(),
-            n => format!("; {n} malformed activity, sleep or ECG rows skipped"),
+            n => format!("; {n} malformed activity, sleep, workout or ECG rows skipped"),
         };
         format!(
             "backfill: wrote {} samples to {} ({} read{malformed}), {range}: {}",

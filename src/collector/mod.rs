@@ -1,7 +1,7 @@
 //! Collectors: one per kind of Withings data, each one file (or folder) registered in
 //! [`ALL`], the way node_exporter registers its collectors. The operator turns them on with
 //! `WITHINGS_COLLECTORS`: `measures` (getmeas, on by default), `activity`, `sleep`,
-//! `devices`, `heart` (ECGs) and `goals`.
+//! `devices`, `workouts`, `heart` (ECGs) and `goals`.
 //!
 //! A collector says through [`Collector`] its name, the OAuth scope it needs, the
 //! notification `appli` codes that concern it and its API action, and makes a per-account
@@ -21,6 +21,7 @@ pub mod goals;
 pub mod heart;
 pub mod measures;
 pub mod sleep;
+pub mod workouts;
 
 use crate::clock::Clock;
 pub(crate) use crate::lock::lock;
@@ -53,6 +54,7 @@ pub static ALL: &[&dyn Collector] = &[
     &activity::Activity,
     &sleep::Sleep,
     &devices::Devices,
+    &workouts::Workouts,
     &heart::Heart,
     &goals::Goals,
 ];
@@ -355,11 +357,16 @@ impl Collectors {
         scopes.join(",")
     }
 
-    /// The notification `appli` codes of the enabled collectors.
+    /// The notification `appli` codes of the enabled collectors, each once.
     pub fn applis(&self) -> Vec<i64> {
-        self.iter()
-            .flat_map(|c| c.applis().iter().copied())
-            .collect()
+        let mut out: Vec<i64> = Vec::new();
+        // Workouts and activity share 16: one subscription serves both.
+        for appli in self.iter().flat_map(|c| c.applis().iter().copied()) {
+            if !out.contains(&appli) {
+                out.push(appli);
+            }
+        }
+        out
     }
 }
 
@@ -754,10 +761,13 @@ mod tests {
     #[test]
     fn parse_dedups_sorts_and_ignores_case_and_spaces() {
         let c =
-            Collectors::parse(" Sleep,devices,,goals, HEART,measures , sleep,activity").unwrap();
+            Collectors::parse(" Sleep,devices,,goals, HEART,measures , workouts,sleep,activity")
+                .unwrap();
         assert_eq!(
             names(&c),
-            ["measures", "activity", "sleep", "devices", "heart", "goals"]
+            [
+                "measures", "activity", "sleep", "devices", "workouts", "heart", "goals"
+            ]
         );
         assert_eq!(c, Collectors::all());
         assert_eq!(c.scopes(), "user.metrics,user.activity,user.info");
@@ -774,7 +784,7 @@ mod tests {
         assert!(!text.contains('\n'), "{text}");
         assert!(text.contains("heartrate"), "{text}");
         assert!(
-            text.contains("measures, activity, sleep, devices, heart, goals"),
+            text.contains("measures, activity, sleep, devices, workouts, heart, goals"),
             "{text}"
         );
         for empty in ["", " , ,"] {
@@ -826,6 +836,14 @@ mod tests {
                     true
                 ),
                 ("devices", "user.info", &[][..], "getdevice", false, false),
+                (
+                    "workouts",
+                    "user.activity",
+                    &[16][..],
+                    "getworkouts",
+                    false,
+                    true
+                ),
                 (
                     "heart",
                     "user.metrics",

@@ -167,7 +167,7 @@ pub fn data_fields() -> String {
 
 /// Sleep devices by `model_id`, from the reference: the sleep answer's `model` is only
 /// 16 (tracker) or 32 (sleep monitor), and the label should match the other collectors'.
-fn model_name(model_id: i64) -> Option<&'static str> {
+pub(crate) fn model_name(model_id: i64) -> Option<&'static str> {
     Some(match model_id {
         51 => "Pulse",
         52 => "Activite",

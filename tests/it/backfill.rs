@@ -1024,7 +1024,7 @@ async fn activity_and_sleep_are_backfilled_at_the_end_of_each_day_and_night() {
     // The 2024 window of each took two pages of two rows, the second asked with offset 2.
     let summary = stderr.lines().last().unwrap();
     assert!(
-        summary.contains(", 4 days, 3 nights, 0 ECGs read)"),
+        summary.contains(", 4 days, 3 nights, 0 workouts, 0 ECGs read)"),
         "{summary}"
     );
     assert!(summary.contains("withings_activity_steps 3"), "{summary}");
@@ -2026,7 +2026,7 @@ async fn malformed_activity_and_sleep_rows_are_counted_in_the_summary() {
     let summary = stderr.lines().last().unwrap();
     assert!(
         summary.contains(
-            ", 4 days, 3 nights, 0 ECGs read; 2 malformed activity, sleep or ECG rows skipped)"
+            ", 4 days, 3 nights, 0 workouts, 0 ECGs read; 2 malformed activity, sleep, workout or ECG rows skipped)"
         ),
         "{summary}"
     );
@@ -2057,10 +2057,11 @@ async fn paging_that_never_ends_is_given_up_after_50_pages() {
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }
 
-/// The `heart` collector's history: each ECG at the time it was recorded, in windows of unix
-/// seconds across years and pages, with the live series; a malformed row counted.
+/// The `heart` and `workouts` histories: each ECG at the time it was recorded (windows of
+/// unix seconds across years and pages), each workout at its start (windows of days), with
+/// the live series; a malformed row counted.
 #[tokio::test]
-async fn ecgs_are_backfilled_each_at_its_own_time() {
+async fn ecgs_and_workouts_are_backfilled_each_at_its_own_time() {
     use serde_json::json;
     let h = household(0, 1).await;
     let ecg = |timestamp: i64, afib: i64, hr: i64| {
@@ -2078,6 +2079,14 @@ async fn ecgs_are_backfilled_each_at_its_own_time() {
                     ecg(1_717_100_000, 2, 0),
                     json!({"timestamp": 1_717_200_000, "modified": 1_717_200_060, "ecg": "no"}),
                 ],
+                workouts: vec![
+                    json!({"category": 2, "model": 94, "deviceid": "w1", "startdate": 1_600_000_000,
+                           "enddate": 1_600_001_800, "date": "2020-09-13", "modified": 1_600_002_000,
+                           "data": {"calories": 300, "distance": 5000.5}}),
+                    json!({"category": 7, "model": 94, "deviceid": "w1", "startdate": 1_700_000_000,
+                           "enddate": 1_700_002_400, "date": "2023-11-14", "modified": 1_700_002_500,
+                           "data": {"pool_laps": 40}}),
+                ],
                 ..Default::default()
             },
         )
@@ -2086,7 +2095,7 @@ async fn ecgs_are_backfilled_each_at_its_own_time() {
     let file = out.path().join("mom.om");
     let (ok, stderr) = h
         .backfill_with(
-            &[("WITHINGS_COLLECTORS", "heart")],
+            &[("WITHINGS_COLLECTORS", "heart,workouts")],
             &["--account", "mom", "--output", file.to_str().unwrap()],
         )
         .await;
@@ -2119,19 +2128,56 @@ async fn ecgs_are_backfilled_each_at_its_own_time() {
     assert!(
         series_samples(&text, &series("withings_ecg_heart_rate_bpm"), 1_717_100_000).is_empty()
     );
+    let workout = |name: &str, category: &str| {
+        format!(
+            "{name}{{device_id=\"w1\",device_model=\"ScanWatch 2\",category=\"{category}\",account=\"mom\",job=\"withings\",instance=\"{INSTANCE}\"}}"
+        )
+    };
+    for (series, at, value) in [
+        (
+            workout("withings_workout_duration_seconds", "run"),
+            1_600_000_000,
+            1800.0,
+        ),
+        (
+            workout("withings_workout_energy_joules", "run"),
+            1_600_000_000,
+            1_255_200.0,
+        ),
+        (
+            workout("withings_workout_distance_meters", "run"),
+            1_600_000_000,
+            5000.5,
+        ),
+        (
+            workout("withings_workout_pool_laps", "swimming"),
+            1_700_000_000,
+            40.0,
+        ),
+    ] {
+        assert_eq!(
+            series_samples(&text, &series, at),
+            [value],
+            "{series} @{at}\n{text}"
+        );
+    }
     let summary = stderr.lines().last().unwrap();
     assert!(
-        summary.contains(", 0 groups, 0 days, 0 nights, 3 ECGs read; 1 malformed activity, sleep or ECG rows skipped)"),
+        summary.contains(", 0 groups, 0 days, 0 nights, 2 workouts, 3 ECGs read; 1 malformed activity, sleep, workout or ECG rows skipped)"),
         "{summary}"
     );
-    // Only the heart list was asked, by unix time, never by day.
+    // The heart list asked by unix time, never by day; workouts by day.
     let asked: Vec<_> = h.simulator.requests();
     assert!(
         asked
             .iter()
-            .all(|r| r.path == "/v2/heart" || r.path == "/v2/oauth2"),
+            .all(|r| ["/v2/heart", "/v2/measure", "/v2/oauth2"].contains(&r.path.as_str())),
         "{asked:?}"
     );
+    assert!(asked.iter().filter(|r| r.path == "/v2/measure").all(|r| {
+        r.params.get("action").map(String::as_str) == Some("getworkouts")
+            && r.params.contains_key("startdateymd")
+    }));
     assert!(asked.iter().filter(|r| r.path == "/v2/heart").all(|r| {
         r.params.contains_key("startdate")
             && r.params.contains_key("enddate")

@@ -708,11 +708,12 @@ async fn every_collector_costs_one_request_and_a_missing_scope_fails_only_its_ow
     assert_eq!(app.simulator.request_count("/v2/user"), 2);
 }
 
-/// The `heart` and `goals` collectors against the demo household on pinned clocks: Sam's
-/// watch took an ECG classified atrial fibrillation yesterday evening, Alex's an
-/// inconclusive one, Grandma has no ECG device; goals are asked once an hour at most.
+/// The `heart`, `workouts` and `goals` collectors against the demo household on pinned
+/// clocks: Sam's watch took an ECG classified atrial fibrillation yesterday evening, Alex's
+/// an inconclusive one, Grandma has no ECG device; the latest workout is yesterday's run;
+/// goals are asked once an hour at most.
 #[tokio::test]
-async fn ecgs_by_their_own_time_and_goals_once_an_hour() {
+async fn ecgs_by_their_own_time_the_latest_workout_and_goals_once_an_hour() {
     use std::sync::Arc;
     use std::time::Duration;
     use withings_exporter::app::App;
@@ -724,7 +725,7 @@ async fn ecgs_by_their_own_time_and_goals_once_an_hour() {
     let household = Household::start_at(AT).await.expect("household starts");
     let vars = [
         ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
-        ("WITHINGS_COLLECTORS", "measures,heart,goals"),
+        ("WITHINGS_COLLECTORS", "measures,workouts,heart,goals"),
         ("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", "60"),
         ("WITHINGS_TIMEOUT_SECONDS", "5"),
     ]
@@ -790,7 +791,25 @@ async fn ecgs_by_their_own_time_and_goals_once_an_hour() {
             common::sample(text, "withings_goal_weight_grams"),
             Some(72_000.0)
         );
-        for collector in ["measures", "heart", "goals"] {
+        // Yesterday's run (07:00 Berlin, 42 minutes), not the walk the day before.
+        let run = |metric: &str| {
+            common::sample_with(
+                text,
+                metric,
+                &[("category", "run"), ("device_model", "ScanWatch 2")],
+            )
+        };
+        assert_eq!(
+            run("withings_workout_start_timestamp_seconds"),
+            Some(1_780_203_600.0),
+            "{text}"
+        );
+        assert_eq!(run("withings_workout_duration_seconds"), Some(2_520.0));
+        assert_eq!(run("withings_workout_energy_joules"), Some(1_667_742.4));
+        assert_eq!(run("withings_workout_heart_rate_average_bpm"), Some(152.0));
+        assert_eq!(run("withings_workout_spo2_average_ratio"), Some(0.97));
+        assert!(!text.contains("category=\"walk\""), "{text}");
+        for collector in ["measures", "workouts", "heart", "goals"] {
             assert_eq!(
                 common::sample_with(text, "withings_collector_up", &[("collector", collector)]),
                 Some(1.0),

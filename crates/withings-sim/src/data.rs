@@ -15,6 +15,8 @@ pub struct UserExtras {
     pub sleep: Vec<Value>,
     /// `getdevice` entries, served as they are (duplicates included).
     pub devices: Vec<Value>,
+    /// `getworkouts` rows, each with `date` (YYYY-MM-DD) and `modified`.
+    pub workouts: Vec<Value>,
     /// `v2/heart list` rows (ECG recordings), each with `timestamp` and `modified`.
     pub ecgs: Vec<Value>,
     /// `getgoals`' `goals` object, served as it is; `None` answers an empty `body`.
@@ -29,6 +31,8 @@ pub enum ExtrasError {
     Sleep(&'static str),
     #[error("a device entry is not a JSON object")]
     Device,
+    #[error("a workout lacks a valid `{0}`")]
+    Workout(&'static str),
     #[error("an ECG row lacks a valid `{0}`")]
     Ecg(&'static str),
 }
@@ -60,6 +64,14 @@ impl UserExtras {
         }
         if !self.devices.iter().all(Value::is_object) {
             return Err(ExtrasError::Device);
+        }
+        for row in &self.workouts {
+            if !row.get("date").and_then(Value::as_str).is_some_and(is_ymd) {
+                return Err(ExtrasError::Workout("date"));
+            }
+            if row.get("modified").and_then(Value::as_i64).is_none() {
+                return Err(ExtrasError::Workout("modified"));
+            }
         }
         for row in &self.ecgs {
             for key in ["timestamp", "modified"] {
@@ -112,6 +124,7 @@ pub fn answer(
     let (rows, key) = match (path, action) {
         ("/v2/measure", Some("getactivity")) => (&extras.activities, "activities"),
         ("/v2/sleep", Some("getsummary")) => (&extras.sleep, "series"),
+        ("/v2/measure", Some("getworkouts")) => (&extras.workouts, "series"),
         ("/v2/user", Some("getdevice")) => {
             return json!({"status": 0, "body": {"devices": extras.devices}});
         }
@@ -219,6 +232,7 @@ mod tests {
                 json!({"startdate": 1, "enddate": 2, "date": "2023-10-01", "modified": 300}),
             ],
             devices: vec![json!({"type": "Scale"}), json!({"type": "Scale"})],
+            workouts: Vec::new(),
             ecgs: (1..=3)
                 .map(|i| json!({"timestamp": 1000 * i, "modified": 1000 * i + 5, "ecg": {"afib": i - 1}}))
                 .collect(),
@@ -340,6 +354,18 @@ mod tests {
             json!({"status": 0, "body": {}})
         );
         assert_eq!(scope_for("/v2/heart"), Some("user.metrics"));
+        let mut e = extras();
+        e.workouts = vec![
+            json!({"date": "2023-10-01", "modified": 10, "category": 2}),
+            json!({"date": "2023-10-03", "modified": 30, "category": 1}),
+        ];
+        let w = answer(
+            &e,
+            "/v2/measure",
+            &params(&[("action", "getworkouts"), ("lastupdate", "20")]),
+            10,
+        );
+        assert_eq!(w["body"]["series"], json!([e.workouts[1]]));
     }
 
     #[test]

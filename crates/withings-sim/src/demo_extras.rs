@@ -172,6 +172,7 @@ pub fn household_extras(now: i64, timezone: &str) -> UserExtras {
         activities,
         sleep,
         devices,
+        workouts: workouts(today, &tz),
         ecgs: Vec::new(),
         goals: Some(json!({
             "steps": 10_000,
@@ -179,6 +180,52 @@ pub fn household_extras(now: i64, timezone: &str) -> UserExtras {
             "weight": {"value": 72_000, "unit": -3},
         })),
     }
+}
+
+/// A run yesterday morning and a walk the evening before, on the watch.
+fn workouts(today: Date, tz: &TimeZone) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (back, category, start_hour, minutes, data) in [
+        (
+            1,
+            2,
+            7,
+            42,
+            json!({"calories": 398.6, "hr_average": 152, "hr_min": 101, "hr_max": 178,
+                   "hr_zone_0": 180, "hr_zone_1": 720, "hr_zone_2": 1380, "hr_zone_3": 240,
+                   "pause_duration": 0, "steps": 6950, "distance": 7412.5, "elevation": 3,
+                   "spo2_average": 97}),
+        ),
+        (
+            2,
+            1,
+            18,
+            35,
+            json!({"calories": 121.2, "hr_average": 96, "hr_min": 74, "hr_max": 118,
+                   "hr_zone_0": 1900, "hr_zone_1": 200, "hr_zone_2": 0, "hr_zone_3": 0,
+                   "pause_duration": 60, "steps": 3820, "distance": 2890.0, "elevation": 1}),
+        ),
+    ] {
+        let Ok(date) = today.checked_sub(SignedDuration::from_hours(24 * back)) else {
+            continue;
+        };
+        let start = local_midnight(date, tz) + start_hour * 3600;
+        let end = start + minutes * 60;
+        out.push(json!({
+            "id": start,
+            "category": category,
+            "timezone": tz.iana_name().unwrap_or("UTC"),
+            "model": 94,
+            "attrib": 7,
+            "startdate": start,
+            "enddate": end,
+            "date": date.to_string(),
+            "modified": end + 600,
+            "deviceid": WATCH.0,
+            "data": data,
+        }));
+    }
+    out
 }
 
 /// The ECG a member's watch recorded at 20:15 yesterday, classified `afib` (none for a
