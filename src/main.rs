@@ -397,6 +397,7 @@ async fn authorize(
     };
     settings.listen = listen;
     let mut authorization = Authorization::new(settings)?;
+    authorization.create_token_dir()?;
     let code = if paste {
         println!(
             "Open this URL in a browser, on any machine, and authorize the access:\n\n  {}\n",

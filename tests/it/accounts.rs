@@ -213,6 +213,7 @@ async fn auth_account(sim: &Simulator, dir: &Path, name: &str) -> Result<StoredT
         client: ClientOptions::default(),
         listen: None,
         scopes: withings_exporter::auth::default_scopes(),
+        requests_per_minute: withings_exporter::config::DEFAULT_PER_MINUTE,
         account: Some(name.to_owned()),
     })
     .unwrap();

@@ -129,6 +129,37 @@ fn dockerfile_follows_the_rules_hadolint_cannot_see() {
     }
 }
 
+#[test]
+fn the_image_ships_the_token_directory_owned_by_the_runtime_user() {
+    // compose.yaml tells users to set WITHINGS_TOKEN_DIR to this directory, and the image
+    // has no shell to make it: the build stage makes it, the runtime stage copies it with
+    // the runtime user's ownership (`auth` would make a missing one, but only where the
+    // runtime user may write).
+    let compose = read("compose.yaml");
+    assert!(
+        compose.contains("WITHINGS_TOKEN_DIR=/var/lib/withings-exporter/accounts"),
+        "compose.yaml no longer names the token directory the image ships"
+    );
+    let dockerfile = read("Dockerfile");
+    let made = dockerfile
+        .lines()
+        .map(|l| l.trim().trim_start_matches("&& "))
+        .find(|l| l.starts_with("install -d -m 0700 ") && l.contains("/out/state/accounts"))
+        .expect("the build stage makes /out/state/accounts with mode 0700");
+    assert!(made.contains("/out/state "), "{made}");
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(
+        dockerfile.contains(&format!(
+            "COPY --from=build --chown={user} /out/state /var/lib/withings-exporter\n"
+        )),
+        "the state directory (with accounts/) is copied owned by USER {user}"
+    );
+}
+
 /// `major.minor` of a Rust version such as `1.95` or `1.95.0`.
 fn rust_version(text: &str) -> Option<(u32, u32)> {
     let mut parts = text.split('.');
