@@ -82,6 +82,8 @@ struct SubState {
     /// When to list again; `None`: at once (a new account).
     next_check: Option<Instant>,
     failures: u32,
+    /// A check of this account is running: the next round leaves it alone.
+    checking: bool,
 }
 
 /// The notifications of one application.
