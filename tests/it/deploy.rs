@@ -358,3 +358,145 @@ async fn healthcheck_subcommand_reports_the_exporter_state() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("did not answer"), "{stderr}");
 }
+
+/// The commands the unit's comment gives for the first token file, as written there.
+fn documented_first_token_commands(unit: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix("#   sudo "))
+        .filter(|l| l.starts_with("sh -c ") || l.starts_with("chown "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_systemd_first_token_commands_work_as_documented() {
+    use std::io::{BufRead, Write};
+    let unit = read("deploy/systemd/withings-exporter.service");
+    // The documented file is the one the service reads: with DynamicUser, %S/NAME is
+    // /var/lib/private/NAME behind the /var/lib/NAME link.
+    for line in [
+        "DynamicUser=yes",
+        "StateDirectory=withings-exporter",
+        "Environment=WITHINGS_TOKEN_FILE=%S/withings-exporter/token.json",
+        "EnvironmentFile=/etc/withings-exporter/env",
+        "LoadCredential=client_secret:/etc/withings-exporter/client_secret",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit lost {line:?}");
+    }
+    let commands = documented_first_token_commands(&unit);
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    assert!(
+        commands[0].contains("WITHINGS_TOKEN_FILE=/var/lib/private/withings-exporter/token.json")
+            && commands[0].contains(" auth --paste"),
+        "{}",
+        commands[0]
+    );
+    // The same commands in a temporary root, against the simulator: /etc/withings-exporter
+    // as the install steps leave it, the state directory not made yet.
+    let sim = withings_sim::Simulator::start(withings_sim::SimulatorOptions::default())
+        .await
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/withings-exporter");
+    std::fs::create_dir_all(&etc).unwrap();
+    let oauth = withings_sim::OAuthOptions::default();
+    let env = read("deploy/systemd/withings-exporter.env").replace(
+        "WITHINGS_CLIENT_ID=\n",
+        &format!("WITHINGS_CLIENT_ID={}\n", oauth.client_id),
+    );
+    assert!(
+        env.contains(&oauth.client_id),
+        "the env file has WITHINGS_CLIENT_ID="
+    );
+    // Withings' addresses, here the simulator's: settings a user may add to the file.
+    let env = format!(
+        "{env}WITHINGS_API_URL={url}\nWITHINGS_ACCOUNT_URL={url}\nWITHINGS_REDIRECT_URI={}\n",
+        oauth.redirect_uri,
+        url = sim.url()
+    );
+    std::fs::write(etc.join("env"), env).unwrap();
+    std::fs::write(etc.join("client_secret"), &oauth.client_secret).unwrap();
+    let state = root.path().join("var/lib/private/withings-exporter");
+    let local = |command: &str| {
+        command
+            .replace("/etc/withings-exporter", &etc.display().to_string())
+            .replace(
+                "/var/lib/private/withings-exporter",
+                &state.display().to_string(),
+            )
+            .replace(
+                "/usr/local/bin/withings-exporter",
+                env!("CARGO_BIN_EXE_withings-exporter"),
+            )
+    };
+    withings_exporter::withings::install_crypto_provider();
+    let mut child = common::process::ChildGuard(
+        Command::new("sh")
+            .arg("-c")
+            .arg(local(
+                commands[0]
+                    .strip_prefix("sh -c ")
+                    .unwrap()
+                    .trim_matches('\''),
+            ))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (url, rest) = tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(url) = line.trim().strip_prefix("http://") {
+                return (format!("http://{url}"), reader);
+            }
+            line.clear();
+        }
+        panic!("auth printed no URL");
+    })
+    .await
+    .unwrap();
+    // The user's browser, signed in, consents; Withings redirects it.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let consent = browser.get(&url).send().await.unwrap();
+    assert_eq!(consent.status(), 302);
+    let location = consent.headers()["location"].to_str().unwrap().to_owned();
+    let mut stdin = child.0.stdin.take().unwrap();
+    writeln!(stdin, "{location}").unwrap();
+    drop(stdin);
+    let mut child = child;
+    let (status, out, err) = tokio::task::spawn_blocking(move || {
+        let status = child.0.wait().unwrap();
+        let mut out = String::new();
+        let mut rest = rest;
+        std::io::Read::read_to_string(&mut rest, &mut out).unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+        (status, out, err)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{out}{err}");
+    let file = state.join("token.json");
+    let tokens = withings_exporter::account::token_store::TokenStore::new(&file)
+        .load()
+        .unwrap()
+        .expect("the token file");
+    assert!(sim.refresh_token_usable(tokens.refresh_token.expose()));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(state.parent().unwrap()), 0o700, "/var/lib/private");
+    // The second command runs as documented.
+    run_ok("sh", &["-c", &local(&commands[1])]);
+}
