@@ -15,14 +15,16 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin withings-exporter \
     && install -D -m 0755 target/release/withings-exporter /out/withings-exporter \
-    && install -d -m 0700 /out/state
+    && install -d -m 0700 /out/state /out/state/accounts
 
 # Runtime: distroless, with glibc and CA certificates and nothing else (no shell, no curl),
 # so the health check is the binary itself.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/withings-exporter /usr/local/bin/withings-exporter
 # The state directory must exist and belong to the runtime user in the image: Docker gives a
-# new named volume the ownership of the directory it is mounted on.
+# new named volume the ownership of the directory it is mounted on. With it the token
+# directory of several accounts (WITHINGS_TOKEN_DIR=/var/lib/withings-exporter/accounts),
+# which the image has no shell to make.
 COPY --from=build --chown=65532:65532 /out/state /var/lib/withings-exporter
 # DL3064 flags any ENV whose name mentions a token; this one is a file path, not a secret.
 # hadolint ignore=DL3064

@@ -6,9 +6,7 @@
 use crate::account::token_store::{StoreError, StoredTokens, TokenStore};
 use crate::account::tokens::ClientCredentials;
 use crate::clock::Clock;
-use crate::config::{
-    AccountsConfig, CollectorsConfig, ConfigError, DEFAULT_PER_MINUTE, WithingsConfig,
-};
+use crate::config::{AccountsConfig, CollectorsConfig, ConfigError, WithingsConfig};
 use crate::secret::Secret;
 use crate::withings::{ApiError, ClientOptions, Limits, StatusClass, WithingsClient};
 use bytes::Bytes;
@@ -50,6 +48,9 @@ pub struct AuthSettings {
     /// With `--account NAME`: the account's name; its file is `token_file` in
     /// `WITHINGS_TOKEN_DIR`, whose other accounts must not be the same Withings user.
     pub account: Option<String>,
+    /// `WITHINGS_REQUESTS_PER_MINUTE`: the budget `auth` shares with the exporters and
+    /// backfills on the same token directory.
+    pub requests_per_minute: u32,
 }
 
 impl AuthSettings {
@@ -83,6 +84,7 @@ impl AuthSettings {
             listen: None,
             scopes: crate::collector::Collectors::from_config(collectors)?.scopes(),
             account: None,
+            requests_per_minute: withings.requests_per_minute,
         })
     }
 
@@ -166,6 +168,13 @@ pub enum AuthError {
     #[error("cannot read standard input: {0}")]
     Input(std::io::Error),
     #[error(
+        "cannot create the token directory {path} ({cause}); create it yourself (mode 0700, writable by the user running `withings-exporter auth`), or point WITHINGS_TOKEN_DIR / WITHINGS_TOKEN_FILE at a writable place"
+    )]
+    CreateDir {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error(
         "Withings user {userid} is already the account {other:?}; nothing was saved. The browser was probably still signed in to Withings as that person: sign out of Withings (or use a private window), then run `withings-exporter auth --account {account}` again and sign in as the right person"
     )]
     SameUser {
@@ -203,7 +212,7 @@ impl Authorization {
             ..AccountsConfig::default()
         }
         .budget_ledger();
-        let limits = Limits::shared(DEFAULT_PER_MINUTE, Clock::default(), ledger);
+        let limits = Limits::shared(settings.requests_per_minute, Clock::default(), ledger);
         let client = WithingsClient::with_limits(
             &settings.api_url,
             settings.client.clone(),
@@ -233,6 +242,42 @@ impl Authorization {
 
     pub fn token_file(&self) -> &std::path::Path {
         &self.settings.token_file
+    }
+
+    /// Creates the directory the token file goes in when it is missing: mode 0700, its
+    /// missing parents too, said in one line. A fresh volume or state directory then needs
+    /// no shell to prepare (the container image has none). Done before the URL is shown, so
+    /// that a directory that cannot be made stops `auth` before the user signs in.
+    pub fn create_token_dir(&self) -> Result<(), AuthError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let Some(dir) = self
+            .settings
+            .token_file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        else {
+            return Ok(());
+        };
+        match std::fs::metadata(dir) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(cause) => {
+                return Err(AuthError::CreateDir {
+                    path: dir.to_path_buf(),
+                    cause,
+                });
+            }
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|cause| AuthError::CreateDir {
+                path: dir.to_path_buf(),
+                cause,
+            })?;
+        tracing::info!(path = %dir.display(), "created the token directory (mode 0700)");
+        Ok(())
     }
 
     pub fn redirect_uri(&self) -> &Url {
@@ -414,6 +459,8 @@ impl Authorization {
 
     /// Exchanges the code for a token pair and writes the token file.
     pub async fn exchange(&self, code: &Secret) -> Result<StoredTokens, AuthError> {
+        // Before the request: the shared request ledger lives in that directory too.
+        self.create_token_dir()?;
         let answer = self
             .client
             .request_token(&[
@@ -593,7 +640,18 @@ mod tests {
             listen: None,
             scopes: default_scopes(),
             account: None,
+            requests_per_minute: crate::config::DEFAULT_PER_MINUTE,
         }
+    }
+
+    #[test]
+    fn auth_spends_the_configured_budget_not_the_default() {
+        let auth = Authorization::new(AuthSettings {
+            requests_per_minute: 7,
+            ..settings()
+        })
+        .unwrap();
+        assert_eq!(auth.client.limits().budget.per_minute(), 7);
     }
 
     #[test]

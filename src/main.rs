@@ -148,8 +148,14 @@ enum Command {
 
 #[derive(Debug, Clone, Copy, clap::Subcommand)]
 enum NotifyAction {
+    /// List each account's subscriptions at Withings: the category (appli), the callback
+    /// (this exporter's with its secret hidden, another's by its host) and the comment.
     List,
+    /// Subscribe each account to WITHINGS_CALLBACK_URL for every category its collectors
+    /// need (WITHINGS_COLLECTORS); those in place are left as they are.
     Subscribe,
+    /// Revoke this exporter's subscriptions (those to WITHINGS_CALLBACK_URL); others'
+    /// callbacks are left alone.
     Revoke,
 }
 
@@ -206,7 +212,7 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
         Command::Serve => {
             let config = from_env()?;
             let app = App::from_config(&config)?;
-            serve(&config, app).await
+            serve(&config, app, false).await
         }
         Command::Auth {
             account,
@@ -316,7 +322,7 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
                 }
             });
             let app = App::from_config(&config)?;
-            let result = serve(&config, app).await;
+            let result = serve(&config, app, true).await;
             drop(household);
             result
         }
@@ -397,6 +403,7 @@ async fn authorize(
     };
     settings.listen = listen;
     let mut authorization = Authorization::new(settings)?;
+    authorization.create_token_dir()?;
     let code = if paste {
         println!(
             "Open this URL in a browser, on any machine, and authorize the access:\n\n  {}\n",
@@ -468,15 +475,18 @@ fn web_config(config: &Config) -> anyhow::Result<Option<Arc<WebConfig>>> {
     Ok(Some(Arc::new(web)))
 }
 
-async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
+/// `demo`: also say where to open the landing page.
+async fn serve(config: &Config, app: App, demo: bool) -> anyhow::Result<()> {
     tracing::info!(config = %config.summary_with(app.meastypes()), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
     let web = web_config(config)?;
     let app = Arc::new(app);
     withings_exporter::notify::start(&config.notify, &config.accounts, &app)?;
     let mut reload_hooks: Vec<signals::ReloadHook> = Vec::new();
     if app.is_directory() {
+        let names: Vec<String> = app.accounts().iter().map(|a| a.name().to_owned()).collect();
         tracing::info!(
-            accounts = app.accounts().len(),
+            accounts = names.len(),
+            names = %names.join(","),
             "serving the accounts of WITHINGS_TOKEN_DIR on /probe?account=NAME, listed for Prometheus on /sd"
         );
         tokio::spawn(Arc::clone(&app).watch(SCAN_INTERVAL));
@@ -517,6 +527,19 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
         "serving metrics at {scheme}://{address}{}",
         config.server.telemetry_path
     );
+    if demo {
+        // Where a browser on this machine reaches it: not 0.0.0.0 (the container's address).
+        let mut local = address;
+        if local.ip().is_unspecified() {
+            local.set_ip(match local.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        tracing::info!(
+            "demo ready: open {scheme}://{local}/ in a browser (the household's three accounts, each with its metrics on /probe?account=NAME; Prometheus finds them on /sd)"
+        );
+    }
     app.run_until(shutdown_signal()).await?;
     Ok(())
 }

@@ -290,12 +290,6 @@ impl AccountSet {
             );
         }
         drop(accounts);
-        for name in &report.added {
-            tracing::info!(account = %name, "serving a new account");
-        }
-        for name in &report.removed {
-            tracing::info!(account = %name, "its token file is gone; no longer serving this account");
-        }
         report
     }
 }

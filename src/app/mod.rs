@@ -81,6 +81,11 @@ pub enum ProbeError {
     Malformed(String),
     #[error("no account {0:?}: add it with `withings-exporter auth --account {0}`")]
     Unknown(String),
+    /// Single-account mode: `auth --account` needs a token directory, so it is no advice.
+    #[error(
+        "no account {0:?}: this exporter serves one account (WITHINGS_TOKEN_FILE or WITHINGS_ACCESS_TOKEN), on /metrics or /probe?account={SINGLE_ACCOUNT}; to serve several people, set WITHINGS_TOKEN_DIR instead and add each with `withings-exporter auth --account NAME`"
+    )]
+    NotTheSingleAccount(String),
 }
 
 /// Where the accounts come from.
@@ -342,7 +347,7 @@ impl App {
             set: AccountSet::new(dir),
             credentials,
         });
-        app.scan();
+        app.read_token_dir();
         app
     }
 
@@ -397,8 +402,23 @@ impl App {
         }
     }
 
-    /// Reads the token directory again; nothing in the single-account configuration.
+    /// Reads the token directory again, saying which accounts came and went; nothing in
+    /// the single-account configuration.
     pub fn scan(&self) -> ScanReport {
+        let report = self.read_token_dir();
+        for name in &report.added {
+            tracing::info!(account = %name, "serving a new account");
+        }
+        for name in &report.removed {
+            tracing::info!(account = %name, "its token file is gone; no longer serving this account");
+        }
+        report
+    }
+
+    /// [`Self::scan`] without the lines about accounts coming and going: the first read,
+    /// which `serve` reports in one line and the commands (`notify`, `backfill`...) do not
+    /// report at all, since they serve nothing.
+    fn read_token_dir(&self) -> ScanReport {
         let Source::Directory { set, credentials } = &self.source else {
             return ScanReport::default();
         };
@@ -453,9 +473,13 @@ impl App {
                 MAX_ECHOED_NAME_CHARS,
             )));
         }
-        let account = self
-            .account(name)
-            .ok_or_else(|| ProbeError::Unknown(name.to_owned()))?;
+        let account = self.account(name).ok_or_else(|| {
+            if self.is_directory() {
+                ProbeError::Unknown(name.to_owned())
+            } else {
+                ProbeError::NotTheSingleAccount(name.to_owned())
+            }
+        })?;
         let outcome = account.probe(self, budget).await;
         let (state, mut scrape) = account.exposition(Some(&outcome));
         scrape.extend(self.notify_families(&account));

@@ -82,6 +82,8 @@ struct SubState {
     /// When to list again; `None`: at once (a new account).
     next_check: Option<Instant>,
     failures: u32,
+    /// A check of this account is running: the next round leaves it alone.
+    checking: bool,
 }
 
 /// The notifications of one application.
@@ -172,13 +174,15 @@ impl Notifier {
         .ok_or(NotifyError::NoSecretPlace)?;
         let secret = callback::load_or_create_secret(&path)?;
         let callback = Callback::new(base.clone(), secret);
-        if let Some(warning) = callback.refusal_warning() {
-            // A loopback URL is a test or the demo on purpose: said, not warned about.
-            if callback.is_loopback() {
-                tracing::info!("{warning}");
-            } else {
-                tracing::warn!("{warning}");
-            }
+        if callback.is_loopback() {
+            // A test or the demo on purpose, with a simulator sending the notifications:
+            // said, not warned about.
+            tracing::info!(
+                "WITHINGS_CALLBACK_URL {} is on this machine: notifications from a simulator reach it (the demo, tests); Withings itself sends them only to public HTTPS on port 443 with a domain name",
+                callback.redacted_url()
+            );
+        } else if let Some(warning) = callback.refusal_warning() {
+            tracing::warn!("{warning}");
         }
         Ok(Some(Self::new(
             callback,

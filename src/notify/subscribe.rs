@@ -108,74 +108,112 @@ impl Notifier {
         self.schedule.set_subscribed(account, all);
     }
 
-    /// Checks every account whose check is due: new ones, every [`RECONCILE_INTERVAL`]
-    /// (super::RECONCILE_INTERVAL), and failed ones after their backoff. Returns how many
-    /// were checked.
-    pub async fn reconcile_due(&self, app: &App) -> usize {
+    /// The accounts whose check is due (new ones, every [`RECONCILE_INTERVAL`]
+    /// (super::RECONCILE_INTERVAL), failed ones after their backoff) and not running
+    /// already, marked running.
+    fn take_due(&self, app: &App) -> Vec<Arc<Account>> {
         let accounts = app.accounts();
         let names: BTreeSet<String> = accounts.iter().map(|a| a.name().to_owned()).collect();
-        self.lock_subs().retain(|name, _| names.contains(name));
         self.schedule.retain(|name| names.contains(name));
-        let mut checked = 0;
-        for account in accounts {
-            let now = self.clock.now();
-            let due = self
-                .lock_subs()
-                .get(account.name())
-                .and_then(|s| s.next_check)
-                .is_none_or(|at| now >= at);
-            if !due
-                || !matches!(
+        let now = self.clock.now();
+        let mut subs = self.lock_subs();
+        subs.retain(|name, _| names.contains(name));
+        accounts
+            .into_iter()
+            .filter(|account| {
+                if !matches!(
                     account.tokens(),
                     crate::account::tokens::TokenSource::Managed(_)
-                )
-            {
-                continue;
+                ) {
+                    return false;
+                }
+                let state = subs.entry(account.name().to_owned()).or_default();
+                let due = !state.checking && state.next_check.is_none_or(|at| now >= at);
+                state.checking |= due;
+                due
+            })
+            .collect()
+    }
+
+    /// Checks one account taken by [`Self::take_due`] and schedules its next check.
+    async fn check_one(&self, app: &App, account: &Account) {
+        let outcome = check_account(self, app, account).await;
+        let now = self.clock.now();
+        let mut subs = self.lock_subs();
+        let state: &mut SubState = subs.entry(account.name().to_owned()).or_default();
+        state.checking = false;
+        match outcome {
+            Checked::InPlace { subscribed_now } => {
+                if state.failures > 0 || !subscribed_now.is_empty() {
+                    tracing::info!(account = %account.name(), applis = ?subscribed_now, "subscribed to Withings notifications");
+                }
+                state.failures = 0;
+                state.next_check = Some(now + self.settings.reconcile_interval);
             }
-            checked += 1;
-            let outcome = check_account(self, app, &account).await;
-            let now = self.clock.now();
-            let mut subs = self.lock_subs();
-            let state: &mut SubState = subs.entry(account.name().to_owned()).or_default();
-            match outcome {
-                Checked::InPlace { subscribed_now } => {
-                    if state.failures > 0 || !subscribed_now.is_empty() {
-                        tracing::info!(account = %account.name(), applis = ?subscribed_now, "subscribed to Withings notifications");
-                    }
-                    state.failures = 0;
-                    state.next_check = Some(now + self.settings.reconcile_interval);
+            Checked::HeldBack => {
+                state.next_check = Some(now + Duration::from_secs(10));
+            }
+            Checked::Failed(reason) => {
+                // One line per failure streak, not one per retry.
+                if state.failures == 0 {
+                    tracing::error!(
+                        account = %account.name(),
+                        callback = %self.callback.redacted_url(),
+                        error = %crate::text::one_line(&reason),
+                        "subscribing to Withings notifications failed; retrying with backoff, and polling the account meanwhile"
+                    );
                 }
-                Checked::HeldBack => {
-                    state.next_check = Some(now + Duration::from_secs(10));
-                }
-                Checked::Failed(reason) => {
-                    // One line per failure streak, not one per retry.
-                    if state.failures == 0 {
-                        tracing::error!(
-                            account = %account.name(),
-                            callback = %self.callback.redacted_url(),
-                            error = %crate::text::one_line(&reason),
-                            "subscribing to Withings notifications failed; retrying with backoff, and polling the account meanwhile"
-                        );
-                    }
-                    let backoff = FIRST_BACKOFF
-                        .saturating_mul(1u32 << state.failures.min(10))
-                        .min(MAX_BACKOFF);
-                    state.failures = state.failures.saturating_add(1);
-                    state.next_check = Some(now + backoff);
-                }
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1u32 << state.failures.min(10))
+                    .min(MAX_BACKOFF);
+                state.failures = state.failures.saturating_add(1);
+                state.next_check = Some(now + backoff);
             }
         }
-        checked
+    }
+
+    /// Checks every account whose check is due, all at once (each spacing its own
+    /// subscribes), and waits for them. Returns how many were checked.
+    pub async fn reconcile_due(&self, app: &App) -> usize {
+        let due = self.take_due(app);
+        join_all(due.iter().map(|account| self.check_one(app, account))).await;
+        due.len()
     }
 }
 
-/// Every few seconds, the accounts whose subscription check is due; until shutdown.
+/// Runs the futures at once, in this task, until every one has ended.
+async fn join_all<F: Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// Every few seconds, the accounts whose subscription check is due, each in a task of its
+/// own: an account whose answers stall (up to WITHINGS_TIMEOUT_SECONDS a request) delays
+/// neither the others' checks nor the next round's. Until shutdown.
 pub async fn run(app: Arc<App>) {
     let mut shutdown = app.shutting_down();
     loop {
         if let Some(n) = app.notifier() {
-            n.reconcile_due(&app).await;
+            for account in n.take_due(&app) {
+                let app = Arc::clone(&app);
+                tokio::spawn(async move {
+                    let mut shutdown = app.shutting_down();
+                    if let Some(n) = app.notifier() {
+                        tokio::select! {
+                            () = n.check_one(&app, &account) => {}
+                            _ = shutdown.wait_for(|down| *down) => {}
+                        }
+                    }
+                });
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(5)) => {}

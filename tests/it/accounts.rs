@@ -105,6 +105,34 @@ async fn unknown_and_malformed_accounts_answer_400_in_one_line() {
 }
 
 #[tokio::test]
+async fn an_unknown_account_in_single_account_mode_gets_advice_that_applies() {
+    // One account from WITHINGS_ACCESS_TOKEN, no token directory: `auth --account`, which
+    // writes into a token directory, would be no help.
+    let app = common::spawn_app().await;
+    let response = common::http()
+        .get(app.url("/probe?account=mom"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert_eq!(body.trim_end().lines().count(), 1, "{body:?}");
+    assert!(
+        !body.contains("auth --account mom") && body.contains("/probe?account=default"),
+        "{body}"
+    );
+    assert!(body.contains("WITHINGS_TOKEN_DIR"), "{body}");
+    // The one account is there by its name.
+    let response = common::http()
+        .get(app.url("/probe?account=default"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.simulator.request_count("/measure"), 1);
+}
+
+#[tokio::test]
 async fn sd_lists_one_target_per_account_at_the_host_prometheus_used() {
     let h = Household::start(&[MOM, BEN], &[]).await;
     let (status, body) = h.get("/sd").await;
@@ -213,6 +241,7 @@ async fn auth_account(sim: &Simulator, dir: &Path, name: &str) -> Result<StoredT
         client: ClientOptions::default(),
         listen: None,
         scopes: withings_exporter::auth::default_scopes(),
+        requests_per_minute: withings_exporter::config::DEFAULT_PER_MINUTE,
         account: Some(name.to_owned()),
     })
     .unwrap();

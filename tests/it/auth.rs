@@ -38,6 +38,7 @@ fn settings(sim: &Simulator, token_file: &Path, redirect_uri: &str) -> AuthSetti
         client: ClientOptions::default(),
         listen: None,
         scopes: withings_exporter::auth::default_scopes(),
+        requests_per_minute: withings_exporter::config::DEFAULT_PER_MINUTE,
         account: None,
     }
 }
@@ -369,6 +370,25 @@ async fn auth_command<T: Send + 'static>(
     args: &[&str],
     stop: impl Fn(&str) -> Option<T> + Send + 'static,
 ) -> (ChildGuard, T, std::io::BufReader<std::process::ChildStdout>) {
+    auth_command_with(
+        sim,
+        ("WITHINGS_TOKEN_FILE", token_file),
+        args,
+        Stdio::null(),
+        stop,
+    )
+    .await
+}
+
+/// [`auth_command`] with the token place in `token` (`WITHINGS_TOKEN_FILE` or
+/// `WITHINGS_TOKEN_DIR`) and the log sent to `stderr`.
+async fn auth_command_with<T: Send + 'static>(
+    sim: &Simulator,
+    token: (&str, &Path),
+    args: &[&str],
+    stderr: Stdio,
+    stop: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> (ChildGuard, T, std::io::BufReader<std::process::ChildStdout>) {
     withings_exporter::withings::install_crypto_provider();
     let o = OAuthOptions::default();
     let mut child = ChildGuard(
@@ -381,11 +401,11 @@ async fn auth_command<T: Send + 'static>(
             .env("WITHINGS_CLIENT_ID", &o.client_id)
             .env("WITHINGS_CLIENT_SECRET", &o.client_secret)
             .env("WITHINGS_REDIRECT_URI", &o.redirect_uri)
-            .env("WITHINGS_TOKEN_FILE", token_file)
+            .env(token.0, token.1)
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap(),
     );
@@ -477,4 +497,62 @@ async fn the_auth_command_receives_the_redirect_on_its_listen_address() {
     assert!(out.contains("Authorized"), "{out}");
     let tokens = TokenStore::new(&path).load().unwrap().unwrap();
     assert!(sim.refresh_token_usable(tokens.refresh_token.expose()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_creates_a_missing_token_directory_before_showing_the_url() {
+    // A fresh container volume or state directory: the token directory and its parent do
+    // not exist, and the image has no shell to make them.
+    let sim = simulator().await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("state").join("accounts");
+    let log = root.path().join("stderr.log");
+    let stderr = std::fs::File::create(&log).unwrap();
+    let (mut child, url, rest) = auth_command_with(
+        &sim,
+        ("WITHINGS_TOKEN_DIR", &dir),
+        &["--account", "mom", "--paste"],
+        stderr.into(),
+        printed_url,
+    )
+    .await;
+    // Made before the user is sent to Withings: a directory that cannot be made would
+    // stop `auth` before anyone signs in.
+    assert!(dir.is_dir());
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&root.path().join("state")), 0o700);
+    let location = consent(&url).await;
+    let mut stdin = child.0.stdin.take().unwrap();
+    writeln!(stdin, "{location}").unwrap();
+    drop(stdin);
+    finish(child, rest).await;
+    let file = dir.join("mom.json");
+    assert!(TokenStore::new(&file).load().unwrap().is_some());
+    assert_eq!(mode(&file), 0o600);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let created: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("created the token directory"))
+        .collect();
+    assert_eq!(created.len(), 1, "{text}");
+    assert!(
+        created[0].contains("level=info") && created[0].contains(&dir.display().to_string()),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn auth_says_in_one_line_when_the_token_directory_cannot_be_made() {
+    let sim = simulator().await;
+    let root = tempfile::tempdir().unwrap();
+    // A regular file where a parent directory should be: no user, root included, can
+    // make the directory.
+    let blocker = root.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let path = blocker.join("accounts").join("mom.json");
+    let auth =
+        Authorization::new(settings(&sim, &path, &OAuthOptions::default().redirect_uri)).unwrap();
+    let e = auth.create_token_dir().unwrap_err();
+    assert!(matches!(e, AuthError::CreateDir { .. }), "{e:?}");
+    assert_one_line(&e, "cannot create the token directory");
 }

@@ -467,3 +467,136 @@ fn the_simulator_prints_the_client_credentials_it_accepts() {
         "{printed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_says_where_to_open_it_and_does_not_warn_about_its_own_callback() {
+    let (_guard, log) =
+        spawn_logged(exporter(&[("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")]).arg("demo"));
+    let text = wait_for_log(&log, "demo ready: open ", 1).await;
+    let url = text
+        .split("demo ready: open ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a URL after 'demo ready: open'")
+        .to_owned();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
+        "{url}"
+    );
+    let page = common::body_of(common::http().get(&url)).await;
+    assert!(page.contains("probe?account=alex"), "{page}");
+    // Its own loopback callback is expected: said at INFO, with nothing about a refusal.
+    let text = log.lock().unwrap().clone();
+    assert!(!text.contains("level=warn"), "{text}");
+    assert!(!text.contains("will be refused"), "{text}");
+}
+
+/// Runs the binary with `args` and no environment but `vars`; returns (exit code, stdout,
+/// stderr).
+fn run_args(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("NO_COLOR", "1")
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_mistyped_command_or_flag_gets_did_you_mean() {
+    for (args, suggested) in [
+        (&["notfy", "list"][..], "'notify'"),
+        (&["notify", "lsit"][..], "'list'"),
+        (&["auth", "--acount", "mom"][..], "'--account'"),
+        (
+            &["--web.listen-adress", "127.0.0.1:0"][..],
+            "'--web.listen-address'",
+        ),
+        (&["backfil"][..], "'backfill'"),
+    ] {
+        let (code, _, stderr) = run_args(args, &[]);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("similar") && stderr.contains(suggested),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn notify_help_describes_its_subcommands() {
+    let (code, help, _) = run_args(&["notify", "--help"], &[]);
+    assert_eq!(code, 0, "{help}");
+    for (command, says) in [
+        ("list", "subscriptions at Withings"),
+        ("subscribe", "every category its collectors"),
+        ("revoke", "Revoke this exporter's subscriptions"),
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(command))
+            .unwrap_or_else(|| panic!("no {command} in:\n{help}"));
+        assert!(
+            line.contains(says) || help.contains(says),
+            "{command}: {help}"
+        );
+        assert!(
+            line.trim_start().len() > command.len(),
+            "{command} undescribed: {help}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_log_no_lines_of_a_server() {
+    // `notify` and `backfill` read the token directory as `serve` does, and serve nothing:
+    // no "serving a new account".
+    let sim = withings_sim::Simulator::start(Default::default())
+        .await
+        .unwrap();
+    sim.add_user("1001");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    common::accounts::write_account(&sim, &tokens, "mom", "1001");
+    let output = dir.path().join("history.om");
+    let mut vars: Vec<(String, String)> = common::accounts::directory_vars(&sim, &tokens);
+    vars.push((
+        "WITHINGS_CALLBACK_URL".into(),
+        "https://withings.example.org/withings/notify".into(),
+    ));
+    vars.push(("RUST_LOG".into(), "info".into()));
+    let output_arg = output.display().to_string();
+    for args in [
+        vec!["notify", "list"],
+        vec![
+            "backfill",
+            "--account",
+            "mom",
+            "--instance",
+            "x:1",
+            "--output",
+            output_arg.as_str(),
+        ],
+    ] {
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let vars = vars.clone();
+        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let vars: Vec<(&str, &str)> =
+                vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            run_args(&args, &vars)
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(!stderr.contains("serving"), "{stderr}");
+    }
+}

@@ -16,6 +16,7 @@ mod budget;
 mod cli;
 mod collectors;
 mod deploy;
+mod docs;
 mod exporter;
 mod exposition;
 mod faults;

@@ -382,13 +382,14 @@ async fn body_composition_exposition_matches_the_golden_file() {
 }
 
 #[test]
-fn the_readme_documents_every_measure_family() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+fn the_metrics_reference_documents_every_measure_family() {
+    let reference =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
+            .expect("docs/metrics.md");
     for m in MEASURES {
         assert!(
-            readme.contains(&format!("| `{}` |", m.metric)),
-            "{} is not in the README's metrics table",
+            reference.contains(&format!("| `{}` |", m.metric)),
+            "{} is not in the metrics table of docs/metrics.md",
             m.metric
         );
     }

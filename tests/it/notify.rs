@@ -740,3 +740,33 @@ async fn the_notify_command_refreshes_an_expired_token_and_asks_again() {
     let fresh = account.tokens().access_token().await.unwrap();
     assert_ne!(fresh.expose(), expired.expose());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_account_whose_answers_stall_does_not_delay_the_others_subscriptions() {
+    let h = harness(Setup::default()).await;
+    // dad comes first: checked one after another, mom would wait for his stalled requests
+    // until they timed out (WITHINGS_TIMEOUT_SECONDS 5), and his check would have failed.
+    let order: Vec<String> = h
+        .app
+        .accounts()
+        .iter()
+        .map(|a| a.name().to_owned())
+        .collect();
+    assert_eq!(order, ["dad", "mom"]);
+    h.sim.hold_user("1002");
+    let app = Arc::clone(&h.app);
+    let round = tokio::spawn(async move { app.notifier().unwrap().reconcile_due(&app).await });
+    h.wait_for("mom's subscriptions while dad's answers stall", |h| {
+        h.sim.subscriptions("1001").len() == 3
+    })
+    .await;
+    assert!(h.sim.subscriptions("1002").is_empty());
+    // dad's request is still waiting for its answer, well within its timeout.
+    h.sim.release_user("1002");
+    assert_eq!(round.await.unwrap(), 2);
+    assert_eq!(h.sim.subscriptions("1002").len(), 3);
+    let n = h.app.notifier().unwrap();
+    assert!(n.schedule().is_subscribed("mom") && n.schedule().is_subscribed("dad"));
+    // Both checked: neither is due again before the reconcile interval.
+    assert_eq!(n.reconcile_due(&h.app).await, 0);
+}

@@ -251,6 +251,9 @@ struct Inner {
     hold: watch::Sender<bool>,
     /// The same for the token endpoint, to keep a refresh in flight.
     token_hold: watch::Sender<bool>,
+    /// Users whose every request (by its access token) is recorded, then waits: one
+    /// person's requests stalling while the others' are answered.
+    held_users: watch::Sender<BTreeSet<String>>,
     /// Notification subscriptions (issue 12).
     notify: notify::Subscriptions,
 }
@@ -334,6 +337,7 @@ impl Simulator {
             token_once: VecDeque::new(),
             hold: watch::Sender::new(false),
             token_hold: watch::Sender::new(false),
+            held_users: watch::Sender::new(BTreeSet::new()),
             notify: notify::Subscriptions::default(),
         }));
         let (stop, stopped) = watch::channel(false);
@@ -626,6 +630,21 @@ impl Simulator {
     /// Lets held measure requests, and those after, be answered.
     pub fn release(&self) {
         self.lock().hold.send_replace(false);
+    }
+
+    /// Holds every request made with an access token of `userid` (already received ones
+    /// too) until [`Simulator::release_user`]; the other users' are answered.
+    pub fn hold_user(&self, userid: &str) {
+        self.lock().held_users.send_modify(|users| {
+            users.insert(userid.to_owned());
+        });
+    }
+
+    /// Lets `userid`'s held requests, and those after, be answered.
+    pub fn release_user(&self, userid: &str) {
+        self.lock().held_users.send_modify(|users| {
+            users.remove(userid);
+        });
     }
 
     /// Holds every token-endpoint request (already received ones too) until

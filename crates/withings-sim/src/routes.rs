@@ -70,6 +70,16 @@ async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<B
         bearer: bearer.clone(),
         at: std::time::Instant::now(),
     });
+    // Looked up only while someone is held: looking a token up marks it used.
+    let any_held = !lock(inner).held_users.borrow().is_empty();
+    let userid = bearer
+        .as_deref()
+        .filter(|_| any_held)
+        .and_then(|t| lock(inner).user_of(t));
+    if let Some(userid) = userid {
+        let mut held = lock(inner).held_users.subscribe();
+        let _ = held.wait_for(|users| !users.contains(&userid)).await;
+    }
     match path.as_str() {
         "/measure" => measure(inner, &params, bearer.as_deref()).await,
         "/v2/oauth2" => token_endpoint(inner, &params).await,

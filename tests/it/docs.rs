@@ -1,0 +1,170 @@
+//! The reference documentation against the code: every metric family the exporter can emit
+//! is in docs/metrics.md with its type, and every family documented there exists.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use withings_exporter::app::App;
+use withings_exporter::config::Config;
+use withings_exporter::notify::callback::{self, Callback};
+use withings_exporter::notify::{Notifier, NotifySettings};
+use withings_sim::household::Household;
+
+/// `# TYPE name type` of an exposition, into `out`.
+fn collect_types(text: &str, out: &mut BTreeMap<String, String>) {
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
+                out.insert(name.to_owned(), kind.to_owned());
+            }
+        }
+    }
+}
+
+/// Every family an exporter emits in some state: the demo household with every collector
+/// and notifications on (each account's probe, after a notification, and `/metrics`); one
+/// account that skips readings and is rate-limited (the families present only then); and
+/// every measure of the measure table, which no single account has all of.
+async fn emitted_families() -> BTreeMap<String, String> {
+    let mut families = BTreeMap::new();
+
+    let household = Household::start().await.expect("household starts");
+    let vars = [
+        ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
+        ("WITHINGS_COLLECTORS", "measures,activity,sleep,devices"),
+        ("WITHINGS_TIMEOUT_SECONDS", "5"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let config = Config::from_vars(household.environment(vars)).expect("valid configuration");
+    let app = Arc::new(App::from_config(&config).expect("app"));
+    let server = common::serve(common::bind(Arc::clone(&app)).await);
+    let address = server.address;
+    let secret = callback::load_or_create_secret(&household.dir().join(callback::SECRET_FILE))
+        .expect("secret");
+    let secret_text = secret.expose().to_owned();
+    let base = callback::parse_callback_url(&format!("http://{address}/withings/notify"))
+        .expect("callback URL");
+    app.set_notifier(Notifier::new(
+        Callback::new(base, secret),
+        NotifySettings {
+            min_interval: Duration::from_secs(30),
+            safety_poll: Duration::from_secs(3600),
+            applis: app.collectors().applis(),
+            subscribe_spacing: Duration::ZERO,
+            reconcile_interval: Duration::from_secs(3 * 3600),
+        },
+        app.clock().clone(),
+    ));
+    let http = common::http();
+    let (name, userid, _) = withings_sim::HOUSEHOLD[0];
+    let notified = http
+        .post(format!("http://{address}/withings/notify/{secret_text}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("userid={userid}&appli=1"))
+        .send()
+        .await
+        .expect("notification");
+    assert_eq!(notified.status(), 200);
+    assert!(app.notifier().is_some());
+    let mut probes = vec![format!("/probe?account={name}")];
+    probes.extend(
+        withings_sim::HOUSEHOLD
+            .iter()
+            .map(|(n, _, _)| format!("/probe?account={n}")),
+    );
+    probes.push("/metrics".into());
+    for path in probes {
+        let text = common::body_of(http.get(format!("http://{address}{path}"))).await;
+        collect_types(&text, &mut families);
+    }
+    server.stop().await;
+
+    // Readings skipped (an ambiguous one, left out on request), then a 601.
+    let single = common::spawn_app_with(common::AppOptions {
+        env: vec![("WITHINGS_INCLUDE_AMBIGUOUS", "false".into())],
+        ..Default::default()
+    })
+    .await;
+    single
+        .simulator
+        .load_fixture(&common::fixture("seed_getmeas.json"))
+        .expect("seed fixture");
+    collect_types(&single.scrape().await, &mut families);
+    single
+        .simulator
+        .set_fault(Some(withings_sim::Fault::Status {
+            status: 601,
+            error: "Too many requests".into(),
+            wait_seconds: Some(60),
+        }));
+    collect_types(&single.scrape().await, &mut families);
+    single.shutdown().await;
+
+    for def in withings_exporter::collector::measures::table::MEASURES {
+        families.insert(def.metric.to_owned(), "gauge".to_owned());
+    }
+    families
+}
+
+/// The families docs/metrics.md documents: each table row whose first cell is one
+/// backticked name, with the type in the second cell.
+fn documented_families(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // "| `name` | type | labels | meaning |" splits into ["", name, type, ...].
+        if cells.len() < 4 || !cells[0].is_empty() {
+            continue;
+        }
+        let Some(name) = cells[1].strip_prefix('`').and_then(|c| c.strip_suffix('`')) else {
+            continue;
+        };
+        if name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            let previous = out.insert(name.to_owned(), cells[2].to_owned());
+            assert!(previous.is_none(), "docs/metrics.md documents {name} twice");
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_metric_family_is_documented_and_every_documented_one_exists() {
+    let emitted = emitted_families().await;
+    let documented = documented_families(&common::read_repo_file("docs/metrics.md"));
+    assert!(emitted.len() > 60, "{emitted:?}");
+    let undocumented: Vec<String> = emitted
+        .iter()
+        .filter(|(name, _)| !documented.contains_key(*name))
+        .map(|(name, kind)| format!("| `{name}` | {kind} | | |"))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "families emitted but missing from docs/metrics.md:\n{}",
+        undocumented.join("\n")
+    );
+    for (name, kind) in &documented {
+        match emitted.get(name) {
+            None => panic!("docs/metrics.md documents {name}, which the exporter never emits"),
+            Some(emitted) => assert_eq!(kind, emitted, "docs/metrics.md: the type of {name}"),
+        }
+    }
+}
+
+#[test]
+fn every_setting_is_in_the_configuration_reference() {
+    let text = common::read_repo_file("docs/configuration.md");
+    for setting in withings_exporter::config::SETTINGS {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("| `{}`", setting.variable))),
+            "{} has no row in docs/configuration.md",
+            setting.variable
+        );
+    }
+}
