@@ -32,9 +32,14 @@ async fn emitted_families() -> BTreeMap<String, String> {
     let mut families = BTreeMap::new();
 
     let household = Household::start().await.expect("household starts");
+    // Every collector of the list, so that a new one's families must be documented too.
+    let every: Vec<&str> = withings_exporter::collector::ALL
+        .iter()
+        .map(|c| c.name())
+        .collect();
     let vars = [
         ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
-        ("WITHINGS_COLLECTORS", "measures,activity,sleep,devices"),
+        ("WITHINGS_COLLECTORS", every.join(",").as_str()),
         ("WITHINGS_TIMEOUT_SECONDS", "5"),
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
@@ -105,6 +110,20 @@ async fn emitted_families() -> BTreeMap<String, String> {
 
     for def in withings_exporter::collector::measures::table::MEASURES {
         families.insert(def.metric.to_owned(), "gauge".to_owned());
+    }
+    // A workout with every field Withings gives (the demo's have no swim).
+    let page = withings_exporter::collector::workouts::parse_getworkouts(
+        br#"{"status":0,"body":{"series":[{"category":7,"model":94,"deviceid":"w",
+            "startdate":1,"enddate":2,"date":"2020-01-01","modified":3,"data":{
+            "calories":1,"hr_average":1,"hr_min":1,"hr_max":1,"hr_zone_0":1,"hr_zone_1":1,
+            "hr_zone_2":1,"hr_zone_3":1,"pause_duration":1,"spo2_average":1,"steps":1,
+            "distance":1,"elevation":1,"pool_laps":1,"strokes":1}}]}}"#,
+    )
+    .expect("a workout");
+    for workout in &page.workouts {
+        withings_exporter::collector::workouts::workout_series(workout, &mut |name, _, _, _| {
+            families.insert(name.to_owned(), "gauge".to_owned());
+        });
     }
     families
 }
