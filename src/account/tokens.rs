@@ -397,12 +397,12 @@ impl TokenManager {
         };
         match (&check.problem, &problem) {
             (None, Some(reason)) => tracing::error!(
-                account = self.account.as_deref().unwrap_or(""),
+                account = self.who(),
                 error = %reason,
                 "the token file of a running account cannot be used; it is not written over and no refresh is made until it is fixed, and the last known values stay served"
             ),
             (Some(_), None) => tracing::info!(
-                account = self.account.as_deref().unwrap_or(""),
+                account = self.who(),
                 token_file = %self.store.path().display(),
                 "the token file can be used again"
             ),
@@ -480,6 +480,12 @@ impl TokenManager {
 
     /// The application's wall clock, which the client carries: a test that pins or advances
     /// it sees tokens expire on the same time line as everything else it fetches.
+    /// The account, for log lines: its name in a token directory, the single account's
+    /// `default` otherwise (the name `backfill --account` takes for it).
+    fn who(&self) -> &str {
+        self.account.as_deref().unwrap_or("default")
+    }
+
     fn unix_now(&self) -> i64 {
         self.client.limits().clock.unix_seconds()
     }
@@ -497,13 +503,13 @@ impl TokenManager {
             }
             match self.store.save(pending) {
                 Ok(()) => {
-                    tracing::info!(token_file = %self.store.path().display(), "saved the refreshed token pair after an earlier failure; using it now");
+                    tracing::info!(account = self.who(), token_file = %self.store.path().display(), "saved the refreshed token pair after an earlier failure; using it now");
                     if let Some(pending) = st.unsaved.take() {
                         self.adopt(st, pending);
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "still cannot save the refreshed token pair; keeping the previous pair, which stays valid until the new one is used");
+                    tracing::error!(account = self.who(), error = %e, "still cannot save the refreshed token pair; keeping the previous pair, which stays valid until the new one is used");
                 }
             }
             return;
@@ -515,7 +521,7 @@ impl TokenManager {
         st.file_mtime = mtime;
         match self.store.load() {
             Ok(Some(tokens)) if tokens != st.current => {
-                tracing::info!(token_file = %self.store.path().display(), "the token file was replaced; using its tokens");
+                tracing::info!(account = self.who(), token_file = %self.store.path().display(), "the token file was replaced; using its tokens");
                 st.rejected = None;
                 st.failures = 0;
                 st.retry_at = None;
@@ -529,7 +535,7 @@ impl TokenManager {
                 // A broken file is reported there, at ERROR; what is left (its volume gone)
                 // is only warned about: the next save says whether it is back.
                 if self.file_problem().is_none() {
-                    tracing::warn!(error = %e, "the token file changed and cannot be used; keeping the tokens in memory");
+                    tracing::warn!(account = self.who(), error = %e, "the token file changed and cannot be used; keeping the tokens in memory");
                 }
             }
         }
@@ -549,14 +555,14 @@ impl TokenManager {
             Ok(lock) => Some(lock),
             // Another process holds the lock for too long: do not refresh under it.
             Err(e) if e.is_lock_timeout() => {
-                tracing::warn!(error = %e, "cannot lock the token file for a refresh; retrying later");
+                tracing::warn!(account = self.who(), error = %e, "cannot lock the token file for a refresh; retrying later");
                 return Err(TokenError::RefreshFailed(e.to_string()));
             }
             // No file to lock (its volume is gone, say): no other process can be using it
             // either. Refresh anyway; the save will fail and hold the pair in memory unused,
             // which keeps the pair this process has valid.
             Err(e) => {
-                tracing::debug!(error = %e, "refreshing without the token file's lock");
+                tracing::debug!(account = self.who(), error = %e, "refreshing without the token file's lock");
                 None
             }
         };
@@ -569,7 +575,7 @@ impl TokenManager {
             && on_disk.refresh_token != st.current.refresh_token
             && !on_disk.access_token.is_empty()
         {
-            tracing::info!(token_file = %self.store.path().display(), "another process refreshed this account's tokens; using the pair it saved");
+            tracing::info!(account = self.who(), token_file = %self.store.path().display(), "another process refreshed this account's tokens; using the pair it saved");
             let token = on_disk.access_token.clone();
             st.rejected = None;
             st.failures = 0;
@@ -628,7 +634,7 @@ impl TokenManager {
                 };
                 let delay = backoff(&self.policy, st.failures, wait_seconds);
                 st.retry_at = Some(Instant::now() + delay);
-                tracing::warn!(error = %e, retry_in_seconds = delay.as_secs_f64(), "refreshing the access token failed; keeping the current tokens and retrying later");
+                tracing::warn!(account = self.who(), error = %e, retry_in_seconds = delay.as_secs_f64(), "refreshing the access token failed; keeping the current tokens and retrying later");
                 return Err(TokenError::RefreshFailed(e.to_string()));
             }
         };
@@ -649,6 +655,7 @@ impl TokenManager {
                 self.count("success");
                 let token = fresh.access_token.clone();
                 tracing::info!(
+                    account = self.who(),
                     expires_at = fresh.expires_at,
                     "refreshed the access token and saved the new pair"
                 );
@@ -657,7 +664,7 @@ impl TokenManager {
             }
             Err(e) => {
                 self.count("save_error");
-                tracing::error!(error = %e, "the refreshed token pair could not be saved; it is held in memory and not used until it is saved, and the saved pair stays valid meanwhile");
+                tracing::error!(account = self.who(), error = %e, "the refreshed token pair could not be saved; it is held in memory and not used until it is saved, and the saved pair stays valid meanwhile");
                 st.unsaved = Some(fresh);
                 Err(TokenError::NotSaved(e.to_string()))
             }

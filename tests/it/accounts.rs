@@ -882,3 +882,81 @@ async fn a_broken_file_of_a_running_account_shows_as_error_and_is_never_written_
     let text = h.probe("mom").await;
     assert_eq!(sample(&text, "withings_up"), Some(1.0), "{text}");
 }
+
+/// In a token directory every log line about an account's tokens names the account: a
+/// failed refresh, and the refresh that then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_about_refreshes_name_the_account() {
+    let sim = Simulator::start(SimulatorOptions::default())
+        .await
+        .expect("simulator starts");
+    let dir = tempfile::tempdir().unwrap();
+    sim.set_user_groups("7", five_vitals(1_000, 120)).unwrap();
+    let mut tokens = issued_tokens(&sim, "7");
+    // Due for a refresh at the first fetch: three hours old, five seconds left.
+    tokens.expires_at = unix_now() + 5;
+    tokens.obtained_at = Some(unix_now() - 10_795);
+    TokenStore::new(dir.path().join("mom.json"))
+        .save(&tokens)
+        .unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .env_clear()
+        .envs(directory_vars(&sim, dir.path()))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info");
+    let (_child, address, logs) = start_serving(&mut command).await;
+    let http = common::http();
+    let probe = || {
+        let http = http.clone();
+        let url = format!("http://{address}/probe?account=mom");
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .expect("probe")
+                .text()
+                .await
+                .expect("body")
+        }
+    };
+    let lines_with = |needle: &str| -> Vec<String> {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    };
+    sim.set_token_fault(Some(Fault::Http {
+        status: 502,
+        body: "bad gateway".into(),
+    }));
+    let first = probe().await;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            !lines_with("refreshing the access token failed").is_empty()
+        })
+        .await,
+        "{first}\n{:?}",
+        logs.lock().unwrap()
+    );
+    // Once the endpoint recovers and the backoff has passed, the refresh works.
+    sim.set_token_fault(None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lines_with("refreshed the access token").is_empty() && Instant::now() < deadline {
+        probe().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for needle in [
+        "refreshing the access token failed",
+        "refreshed the access token and saved the new pair",
+    ] {
+        let lines = lines_with(needle);
+        assert!(!lines.is_empty(), "{needle}: {:?}", logs.lock().unwrap());
+        for line in lines {
+            assert!(line.contains(" account=mom "), "{line}");
+        }
+    }
+}
