@@ -1,5 +1,7 @@
 //! What token management costs: a durable save of the token file (two fsyncs), a refresh
-//! against the simulator including that save, and 50 callers waiting on one refresh.
+//! against the simulator including that save, and 50 callers waiting on one refresh; and
+//! what the shared request ledger (`.budget` beside the tokens) adds to every request to
+//! Withings, beside the budget a process keeps alone.
 //!
 //! `cargo bench --bench tokens` (a plain binary: no nightly harness, no extra crate).
 
@@ -46,6 +48,31 @@ fn main() {
         })
         .collect();
     report("token file save (write+fsync+rename+fsync)", saves);
+
+    // A request's slot in the budget, with and without the ledger every process on the
+    // token directory shares: in the steady state of a full budget (120 slots in the
+    // window, one taken every half second of the clock).
+    let ledger_path = dir.path().join(".budget");
+    let ledger = withings_exporter::withings::budget::Ledger::new(&ledger_path);
+    let mut at = Duration::from_secs(1_800_000_000);
+    let mut shared = Vec::new();
+    for n in 0..2_000 {
+        at += Duration::from_millis(500);
+        let started = Instant::now();
+        let taken = ledger.take(at, 120).expect("ledger");
+        let took = started.elapsed();
+        assert!(taken.is_ok(), "slot {n} refused");
+        shared.push(took);
+    }
+    let alone = withings_exporter::withings::budget::Budget::new(120, Clock::default());
+    let mut own = Vec::new();
+    for _ in 0..2_000 {
+        let started = Instant::now();
+        let _ = alone.try_take();
+        own.push(started.elapsed());
+    }
+    report("budget slot, shared ledger (flock+read+write)", shared);
+    report("budget slot, this process alone", own);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
