@@ -217,6 +217,16 @@ impl Authorization {
         })
     }
 
+    /// An authorization whose `state` is given (an invite's, issue 21) and whose requests
+    /// go through `client` (the exporter's, with its budget).
+    pub fn with_state(settings: AuthSettings, client: WithingsClient, state: &Secret) -> Self {
+        Self {
+            settings,
+            state: state.expose().to_owned(),
+            client,
+        }
+    }
+
     /// The page to send the user to.
     pub fn url(&self) -> Url {
         let mut url = self.settings.account_url.clone();
@@ -279,13 +289,44 @@ impl Authorization {
 
     /// Serves the redirect URI until the redirect carrying this run's `state` arrives (or
     /// `timeout` passes) and returns its code, or the error it carries. Requests with
-    /// another state, or none, are answered and ignored.
+    /// another state, or none, are answered and ignored. The browser is told "Authorized"
+    /// before the code is exchanged: [`Self::receive_and_exchange`] tells it the outcome.
     pub async fn receive(
         &self,
         callback: CallbackListener,
         timeout: Duration,
     ) -> Result<Secret, AuthError> {
-        let (tx, mut rx) = mpsc::channel::<Result<Secret, AuthError>>(1);
+        self.serve_redirect(callback, timeout, false)
+            .await
+            .map(|(code, _)| code)
+    }
+
+    /// [`Self::receive`], then [`Self::exchange`], and only then the browser's page: it says
+    /// "Authorized" only when the tokens were saved, and otherwise what the terminal says.
+    pub async fn receive_and_exchange(
+        &self,
+        callback: CallbackListener,
+        timeout: Duration,
+    ) -> Result<StoredTokens, AuthError> {
+        let (code, verdict) = self.serve_redirect(callback, timeout, true).await?;
+        let result = self.exchange(&code).await;
+        if let Some(verdict) = verdict {
+            let _ = verdict.send(match &result {
+                Ok(tokens) => Ok(tokens.userid.clone()),
+                Err(e) => Err(e.to_string()),
+            });
+        }
+        result
+    }
+
+    async fn serve_redirect(
+        &self,
+        callback: CallbackListener,
+        timeout: Duration,
+        wait_for_verdict: bool,
+    ) -> Result<(Secret, Option<Verdict>), AuthError> {
+        type Received = (Result<Secret, AuthError>, Option<Verdict>);
+        let (tx, mut rx) = mpsc::channel::<Received>(1);
         let path = self.settings.redirect_uri.path().to_owned();
         let state = self.state.clone();
         let listener = callback.listener;
@@ -328,26 +369,54 @@ impl Authorization {
                         } else {
                             None
                         };
-                        let response = match &result {
-                            None if req.uri().path() == path => page(
-                                StatusCode::BAD_REQUEST,
-                                "Ignored: this request's state does not match the authorization withings-exporter is waiting for. Use the URL it printed.",
-                            ),
-                            None => page(StatusCode::NOT_FOUND, "Not found."),
-                            Some(Ok(_)) => page(
-                                StatusCode::OK,
-                                "Authorized. You can close this window; withings-exporter is saving the tokens.",
-                            ),
-                            Some(Err(e)) => page(
-                                StatusCode::BAD_REQUEST,
-                                &format!("Authorization failed: {e}"),
-                            ),
-                        };
+                        let on_path = req.uri().path() == path;
                         let tx = tx.clone();
                         async move {
-                            if let Some(result) = result {
-                                let _ = tx.try_send(result);
-                            }
+                            let response = match result {
+                                None if on_path => page(
+                                    StatusCode::BAD_REQUEST,
+                                    "Ignored: this request's state does not match the authorization withings-exporter is waiting for. Use the URL it printed.",
+                                ),
+                                None => page(StatusCode::NOT_FOUND, "Not found."),
+                                Some(Ok(code)) if wait_for_verdict => {
+                                    let (verdict, told) = tokio::sync::oneshot::channel();
+                                    let _ = tx.try_send((Ok(code), Some(verdict)));
+                                    match told.await {
+                                        Ok(Ok(userid)) => page(
+                                            StatusCode::OK,
+                                            &format!(
+                                                "Authorized{}. The tokens are saved; you can close this window.",
+                                                userid
+                                                    .map(|u| format!(" as Withings user {u}"))
+                                                    .unwrap_or_default()
+                                            ),
+                                        ),
+                                        Ok(Err(e)) => page(
+                                            StatusCode::BAD_REQUEST,
+                                            &format!("Not authorized: {e}"),
+                                        ),
+                                        Err(_) => page(
+                                            StatusCode::BAD_REQUEST,
+                                            "Not authorized: withings-exporter stopped before saving; see its terminal.",
+                                        ),
+                                    }
+                                }
+                                Some(Ok(code)) => {
+                                    let _ = tx.try_send((Ok(code), None));
+                                    page(
+                                        StatusCode::OK,
+                                        "Authorized. You can close this window; withings-exporter is saving the tokens.",
+                                    )
+                                }
+                                Some(Err(e)) => {
+                                    let response = page(
+                                        StatusCode::BAD_REQUEST,
+                                        &format!("Authorization failed: {e}"),
+                                    );
+                                    let _ = tx.try_send((Err(e), None));
+                                    response
+                                }
+                            };
                             Ok::<_, Infallible>(response)
                         }
                     },
@@ -360,9 +429,11 @@ impl Authorization {
             }
         });
         let outcome = tokio::time::timeout(timeout, rx.recv()).await;
+        // The connection waiting for the verdict lives on its own task: stopping the
+        // listener does not cut it.
         server.abort();
         match outcome {
-            Ok(Some(result)) => result,
+            Ok(Some((result, verdict))) => result.map(|code| (code, verdict)),
             Ok(None) | Err(_) => Err(AuthError::Timeout(timeout)),
         }
     }
@@ -497,6 +568,10 @@ impl Authorization {
         Ok(())
     }
 }
+
+/// What the browser waiting on the redirect is told once the code is exchanged: the
+/// Withings user, or the terminal's error.
+type Verdict = tokio::sync::oneshot::Sender<Result<Option<String>, String>>;
 
 /// The bound redirect listener.
 pub struct CallbackListener {

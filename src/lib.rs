@@ -28,6 +28,7 @@ pub mod collector;
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod invite;
 pub mod lock;
 pub mod notify;
 pub mod render;

@@ -72,6 +72,23 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Invite a person to link their own Withings account from their own browser: prints
+    /// the link {WITHINGS_PUBLIC_URL}/invite/TOKEN (valid once). For an account that exists,
+    /// the link re-authorizes it and accepts only the same Withings user.
+    Invite {
+        /// The account the person will be: lowercase letters, digits, '-' and '_'.
+        #[arg(long, conflicts_with_all = ["list", "revoke"], required_unless_present_any = ["list", "revoke"])]
+        account: Option<String>,
+        /// How long the link works: 72 (hours), 72h, 30m, 7d; at most 30d.
+        #[arg(long, default_value = "72h", requires = "account")]
+        valid: String,
+        /// List the open invites: account, expiry (no link: it is shown once).
+        #[arg(long, conflicts_with = "revoke")]
+        list: bool,
+        /// Revoke the open invite of this account.
+        #[arg(long, value_name = "NAME")]
+        revoke: Option<String>,
+    },
     /// Serve a simulated household of three Withings accounts: no account needed.
     Demo,
     /// List the accounts of WITHINGS_TOKEN_DIR: name, Withings user, token expiry, whether
@@ -223,6 +240,28 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
             )
             .await
         }
+        Command::Invite {
+            account,
+            valid,
+            list,
+            revoke,
+        } => {
+            let config = from_env()?;
+            let invites = withings_exporter::http::onboard::Invites::from_config(&config)?;
+            let now = withings_exporter::account::unix_now();
+            if list {
+                print!("{}", invites.listing(now)?);
+            } else if let Some(name) = revoke {
+                let revoked = invites.revoke(&name, now)?;
+                println!("{name}: {revoked} open invite(s) revoked");
+            } else if let Some(name) = account {
+                let valid = withings_exporter::invite::parse_validity(&valid)
+                    .map_err(|e| anyhow::anyhow!("--valid: {e}"))?;
+                let (link, _) = invites.create(&name, valid, now)?;
+                println!("{}", link.expose());
+            }
+            Ok(())
+        }
         Command::Notify { action, account } => {
             let config = from_env()?;
             let app = Arc::new(App::from_config(&config)?);
@@ -308,6 +347,27 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
                 config.notify.callback_url =
                     url::Url::parse(&format!("http://{at}/withings/notify")).ok();
             }
+            // The household can invite a fourth person from the landing page: the invite
+            // links and Withings' redirect back go to this exporter, and the simulated
+            // authorization page asks who signs in.
+            let mut at = config.server.listen_address;
+            if at.ip().is_unspecified() {
+                at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            if config.server.public_url.is_none() {
+                config.server.public_url = url::Url::parse(&format!("http://{at}")).ok();
+            }
+            let public = config
+                .server
+                .public_url
+                .clone()
+                .context("WITHINGS_PUBLIC_URL: not a URL")?;
+            let callback = format!("{}/auth/callback", public.as_str().trim_end_matches('/'));
+            household.simulator.set_redirect_uri(&callback);
+            household.simulator.set_interactive_authorization(true);
+            println!(
+                "demo: the household's landing page is {public} (\"Add a person\" invites a fourth person against the simulator)"
+            );
             let pusher = household.simulator.clone();
             tokio::spawn(async move {
                 loop {
@@ -425,9 +485,24 @@ async fn authorize(
             "Waiting for Withings to redirect the browser to {} (listening on {listening}) ... (on a headless server, use `withings-exporter auth --paste`)",
             authorization.redirect_uri()
         );
-        authorization.receive(listener, timeout).await?
+        // The browser is answered once the tokens are saved or refused, with the same
+        // verdict as the terminal.
+        let tokens = authorization
+            .receive_and_exchange(listener, timeout)
+            .await?;
+        authorized(&authorization, &tokens, account);
+        return Ok(());
     };
     let tokens = authorization.exchange(&code).await?;
+    authorized(&authorization, &tokens, account);
+    Ok(())
+}
+
+fn authorized(
+    authorization: &Authorization,
+    tokens: &withings_exporter::account::token_store::StoredTokens,
+    account: Option<&str>,
+) {
     println!(
         "Authorized{}. Tokens saved to {} (mode 0600).",
         tokens
@@ -446,7 +521,6 @@ async fn authorize(
             "Next: run `withings-exporter serve` with the same WITHINGS_CLIENT_ID, WITHINGS_CLIENT_SECRET and WITHINGS_TOKEN_FILE; it refreshes the tokens by itself. Keep the token file on a persistent volume."
         );
     }
-    Ok(())
 }
 
 /// Reads `WITHINGS_WEB_CONFIG_FILE`, if set; a file that cannot be used stops the start.
@@ -501,6 +575,15 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
         })?;
     let app = app.with_telemetry_path(&config.server.telemetry_path);
     let app = app.with_limits(ServerLimits::from_config(&config.server, &config.withings));
+    let app = match withings_exporter::http::onboard::Onboarding::from_config(config) {
+        Some(onboarding) => {
+            if let Ok(callback) = onboarding.invites().callback_url() {
+                tracing::info!(%callback, "invites on: register this callback URL for the Withings application");
+            }
+            app.with_onboarding(Arc::new(onboarding))
+        }
+        None => app,
+    };
     // Whatever is configured: a SIGHUP must never end the process.
     signals::spawn_reload_on_hangup(web.clone(), reload_hooks);
     let app = match web {

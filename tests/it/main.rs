@@ -26,6 +26,7 @@ mod hardening_http;
 mod hardening_upstream;
 mod measures;
 mod notify;
+mod onboard;
 mod stack;
 mod sync;
 mod token_crash;
