@@ -226,7 +226,7 @@ pub fn page(
         }
         html.push_str(".</p>\n");
     } else {
-        html.push_str("<table>\n<caption>How each account stands</caption>\n<tr><th scope=\"col\">Account</th><th scope=\"col\">State</th><th scope=\"col\">Last successful fetch</th><th scope=\"col\">Last notification</th><th scope=\"col\">Last error</th><th scope=\"col\">Probe</th></tr>\n");
+        html.push_str("<div class=\"scroll\">\n<table>\n<caption>How each account stands</caption>\n<tr><th scope=\"col\">Account</th><th scope=\"col\">State</th><th scope=\"col\">Last successful fetch</th><th scope=\"col\">Last notification</th><th scope=\"col\">Last error</th><th scope=\"col\">Probe</th></tr>\n");
         for a in accounts {
             let name = escape(&a.name);
             let _ = writeln!(
@@ -240,7 +240,7 @@ pub fn page(
                 a.last_error.as_deref().map(escape).unwrap_or_default(),
             );
         }
-        html.push_str("</table>\n");
+        html.push_str("</table>\n</div>\n");
     }
     if directory {
         invites_section(&mut html, household.invites.as_ref());

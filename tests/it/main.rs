@@ -12,6 +12,7 @@ mod accounts;
 mod alert_rules;
 mod auth;
 mod backfill;
+mod browser;
 mod budget;
 mod cli;
 mod collectors;
