@@ -223,7 +223,7 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
         Command::Serve => {
             let config = from_env()?;
             let app = App::from_config(&config)?;
-            serve(&config, app).await
+            serve(&config, app, None).await
         }
         Command::Auth {
             account,
@@ -347,27 +347,6 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
                 config.notify.callback_url =
                     url::Url::parse(&format!("http://{at}/withings/notify")).ok();
             }
-            // The household can invite a fourth person from the landing page: the invite
-            // links and Withings' redirect back go to this exporter, and the simulated
-            // authorization page asks who signs in.
-            let mut at = config.server.listen_address;
-            if at.ip().is_unspecified() {
-                at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            if config.server.public_url.is_none() {
-                config.server.public_url = url::Url::parse(&format!("http://{at}")).ok();
-            }
-            let public = config
-                .server
-                .public_url
-                .clone()
-                .context("WITHINGS_PUBLIC_URL: not a URL")?;
-            let callback = format!("{}/auth/callback", public.as_str().trim_end_matches('/'));
-            household.simulator.set_redirect_uri(&callback);
-            household.simulator.set_interactive_authorization(true);
-            println!(
-                "demo: the household's landing page is {public} (\"Add a person\" invites a fourth person against the simulator)"
-            );
             let pusher = household.simulator.clone();
             tokio::spawn(async move {
                 loop {
@@ -376,7 +355,7 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
                 }
             });
             let app = App::from_config(&config)?;
-            let result = serve(&config, app).await;
+            let result = serve(&config, app, Some(&household)).await;
             drop(household);
             result
         }
@@ -542,7 +521,8 @@ fn web_config(config: &Config) -> anyhow::Result<Option<Arc<WebConfig>>> {
     Ok(Some(Arc::new(web)))
 }
 
-async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
+/// `demo`: the household whose simulator plays Withings for the invites.
+async fn serve(config: &Config, app: App, demo: Option<&Household>) -> anyhow::Result<()> {
     tracing::info!(config = %config.summary_with(app.meastypes()), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
     let web = web_config(config)?;
     let app = Arc::new(app);
@@ -575,7 +555,29 @@ async fn serve(config: &Config, app: App) -> anyhow::Result<()> {
         })?;
     let app = app.with_telemetry_path(&config.server.telemetry_path);
     let app = app.with_limits(ServerLimits::from_config(&config.server, &config.withings));
-    let app = match withings_exporter::http::onboard::Onboarding::from_config(config) {
+    let mut config = config.clone();
+    if let Some(household) = demo {
+        // The household can invite a fourth person from the landing page: the invite links
+        // and Withings' redirect back come to this exporter, at the address it was given.
+        let mut at = app.local_addr()?;
+        if at.ip().is_unspecified() {
+            at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        if config.server.public_url.is_none() {
+            config.server.public_url = url::Url::parse(&format!("http://{at}/")).ok();
+        }
+        if let Some(public) = &config.server.public_url {
+            household.prepare_invites(&format!(
+                "{}/auth/callback",
+                public.as_str().trim_end_matches('/')
+            ));
+            println!(
+                "demo: the household's landing page is {public} (\"Add a person\" invites a fourth person, who signs in at the simulator as user {})",
+                withings_sim::household::GUEST_USERID
+            );
+        }
+    }
+    let app = match withings_exporter::http::onboard::Onboarding::from_config(&config) {
         Some(onboarding) => {
             if let Ok(callback) = onboarding.invites().callback_url() {
                 tracing::info!(%callback, "invites on: register this callback URL for the Withings application");

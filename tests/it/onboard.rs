@@ -678,3 +678,107 @@ async fn the_auth_commands_browser_page_says_what_the_terminal_says() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_its_landing_page_and_its_household_invites_a_fourth_person() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(BIN)
+        .arg("demo")
+        .env_clear()
+        .env("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _guard = common::process::ChildGuard(child);
+    let line = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("landing page is"))
+    })
+    .await
+    .unwrap()
+    .expect("the demo prints its landing page");
+    let base = line
+        .split("landing page is ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let landing = http.get(format!("{base}/")).send().await.unwrap();
+    let landing = landing.text().await.unwrap();
+    let csrf = hidden(&landing, "csrf");
+    let page = http
+        .post(format!("{base}/invites"))
+        .form(&[("csrf", csrf.as_str()), ("account", "robin")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let link = hidden(
+        &page.replace("readonly value", "name=\"link\" value"),
+        "link",
+    );
+    let invite = http.get(&link).send().await.unwrap().text().await.unwrap();
+    let pressed = http
+        .post(&link)
+        .form(&[("csrf", hidden(&invite, "csrf").as_str())])
+        .send()
+        .await
+        .unwrap();
+    let authorize = url::Url::parse(&location(&pressed)).unwrap();
+    let sign_in = http
+        .get(authorize.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let guest = withings_sim::household::GUEST_USERID;
+    assert!(
+        sign_in.contains(&format!("Sign in as user {guest}")),
+        "{sign_in}"
+    );
+    let mut form: Vec<(String, String)> = authorize.query_pairs().into_owned().collect();
+    form.push(("userid".into(), guest.into()));
+    let back = http
+        .post(authorize.join("/oauth2_user/authorize2").unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let done = http.get(location(&back)).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(done.text().await.unwrap().contains("Done"));
+    let sd = http
+        .get(format!("{base}/sd"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(sd.contains("\"account\":\"robin\""), "{sd}");
+    let probe = http
+        .get(format!("{base}/probe?account=robin"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(common::sample(&probe, "withings_up"), Some(1.0), "{probe}");
+}
