@@ -388,4 +388,50 @@ mod tests {
         assert_eq!(age(600.0), "10 min ago");
         assert_eq!(age(3.0 * 86_400.0), "3 d ago");
     }
+
+    #[test]
+    fn each_person_links_to_their_probe_and_dashboard_and_marks_out_of_range_values() {
+        let summary = AccountSummary {
+            name: "mom".into(),
+            state: AccountState::TokenInvalid,
+            last_success: None,
+            last_error: None,
+            last_notification: None,
+        };
+        let reading = Reading {
+            label: "Pulse",
+            value: "120 bpm".into(),
+            at: Some(now_unix() - 600.0),
+            mark: range(120.0, 50.0, 100.0, true),
+        };
+        let household = Household {
+            invites: Some(LandingInvites {
+                open: Vec::new(),
+                csrf: "token".into(),
+                now: 0,
+                error: None,
+            }),
+            protected: true,
+            grafana_url: Some(Url::parse("https://grafana.example.org/d/withings").unwrap()),
+            readings: vec![("mom".into(), vec![reading])],
+        };
+        let page = page(&[summary], true, "/metrics", &household);
+        assert!(
+            page.contains("href=\"https://grafana.example.org/d/withings?var-account=mom\""),
+            "{page}"
+        );
+        assert!(
+            page.contains("Pulse</dt><dd>120 bpm <strong class=\"out\">(high"),
+            "{page}"
+        );
+        assert!(page.contains("10 min ago"), "{page}");
+        assert!(page.contains("Re-authorize mom") && page.contains("needs re-authorizing"));
+        assert!(
+            !page.contains("Anyone who can reach"),
+            "basic auth guards it: {page}"
+        );
+        assert_eq!(range(49.0, 50.0, 100.0, true), Some("low"));
+        assert_eq!(range(100.0, 50.0, 100.0, true), None);
+        assert_eq!(range(38.0, 35.0, 38.0, false), Some("high"));
+    }
 }

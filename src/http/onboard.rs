@@ -325,7 +325,7 @@ impl Onboarding {
                         "<p>This form is out of date. Open your invite link again and press the button.</p>",
                     );
                 }
-                self.start(&token, now)
+                self.start(app, &token, now)
             }
             _ => not_allowed("GET, HEAD, POST"),
         }
@@ -381,7 +381,7 @@ impl Onboarding {
     }
 
     /// The button: a fresh state for the invite, and off to Withings.
-    fn start(&self, token: &str, now: i64) -> Response<Full<Bytes>> {
+    fn start(&self, app: &App, token: &str, now: i64) -> Response<Full<Bytes>> {
         let (invite, state) = match self.invites.store.begin(token, now) {
             Ok(begun) => begun,
             Err(e) => return store_error(&e),
@@ -391,13 +391,7 @@ impl Onboarding {
             Err(e) => return server_problem(&e.to_string()),
         };
         // The URL is all that is needed: no request is made before the redirect back.
-        let client = match crate::withings::WithingsClient::new(
-            &settings.api_url,
-            settings.client.clone(),
-        ) {
-            Ok(client) => client,
-            Err(e) => return server_problem(&e.to_string()),
-        };
+        let client = app.client().clone();
         let url = Authorization::with_state(settings, client, &state).url();
         let mut response = page(
             StatusCode::SEE_OTHER,
