@@ -788,3 +788,59 @@ async fn the_demo_prints_its_landing_page_and_its_household_invites_a_fourth_per
         .unwrap();
     assert_eq!(common::sample(&probe, "withings_up"), Some(1.0), "{probe}");
 }
+
+#[tokio::test]
+async fn the_landing_page_revokes_an_open_invite() {
+    let h = Onboard::start(&[MOM], &[]).await;
+    let link = h.invite("dad");
+    let landing = h.get(&h.url("/")).await.text().await.unwrap();
+    assert!(landing.contains("Revoke the invite of dad"), "{landing}");
+    let csrf = hidden(&landing, "csrf");
+    let forged = h
+        .http
+        .post(h.url("/invites/revoke"))
+        .form(&[("csrf", "nope"), ("account", "dad")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(h.get(&link).await.status(), 200, "still open");
+    let revoked = h
+        .http
+        .post(h.url("/invites/revoke"))
+        .form(&[("csrf", csrf.as_str()), ("account", "dad")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 303);
+    assert_eq!(h.get(&link).await.status(), 410);
+    let landing = h.get(&h.url("/")).await.text().await.unwrap();
+    assert!(!landing.contains("Revoke the invite of dad"), "{landing}");
+}
+
+#[tokio::test]
+async fn without_a_public_url_the_landing_page_says_what_to_set_and_no_invite_route_answers() {
+    let h = common::accounts::Household::start(&[MOM], &[]).await;
+    let (status, page) = h.get("/").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("set WITHINGS_PUBLIC_URL") && page.contains("/auth/callback"),
+        "{page}"
+    );
+    assert!(!page.contains("name=\"csrf\""), "no form: {page}");
+    for path in [
+        "/invite/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "/auth/callback?state=x&code=y",
+    ] {
+        assert_eq!(h.get(path).await.0, 404, "{path}");
+    }
+    let post = h
+        .http
+        .post(h.url("/invites"))
+        .form(&[("account", "dad")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 404);
+    assert!(!h.dir.path().join(".invites.json").exists());
+}
