@@ -584,7 +584,14 @@ async fn serve(config: &Config, app: App, demo: Option<&Household>) -> anyhow::R
             }
             app.with_onboarding(Arc::new(onboarding))
         }
-        None => app,
+        None => {
+            if config.server.public_url.is_some() {
+                tracing::warn!(
+                    "WITHINGS_PUBLIC_URL is set but WITHINGS_TOKEN_DIR is not: invites are off (they add accounts to a token directory)"
+                );
+            }
+            app
+        }
     };
     // Whatever is configured: a SIGHUP must never end the process.
     signals::spawn_reload_on_hangup(web.clone(), reload_hooks);

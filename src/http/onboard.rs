@@ -296,8 +296,9 @@ impl Onboarding {
         let now = app.clock().unix_seconds();
         let path = req.uri().path().to_owned();
         if path == "/auth/callback" {
-            if req.method() != Method::GET && req.method() != Method::HEAD {
-                return not_allowed("GET, HEAD");
+            // GET only: the exchange is not for a HEAD (a link checker) to trigger.
+            if req.method() != Method::GET {
+                return not_allowed("GET");
             }
             return self.callback(app, req.uri().query(), now).await;
         }

@@ -565,6 +565,14 @@ async fn invite_attempts_are_rate_limited_per_address() {
     assert!(limited.headers().contains_key("retry-after"));
     assert_eq!(h.get(&h.url("/auth/callback?state=x")).await.status(), 429);
     // Other routes are not held back.
+    let h2 = Onboard::start(&[MOM], &[]).await;
+    let head = h2
+        .http
+        .head(h2.url("/auth/callback?state=x&code=y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 405, "no exchange on a HEAD");
     assert_eq!(h.get(&h.url("/-/healthy")).await.status(), 200);
 }
 
