@@ -311,10 +311,13 @@ impl Authorization {
         let (code, verdict) = self.serve_redirect(callback, timeout, true).await?;
         let result = self.exchange(&code).await;
         if let Some(verdict) = verdict {
-            let _ = verdict.send(match &result {
+            let _ = verdict.tell.send(match &result {
                 Ok(tokens) => Ok(tokens.userid.clone()),
                 Err(e) => Err(e.to_string()),
             });
+            // The page goes out before the command ends (and the process with it); a browser
+            // that stopped listening does not hold it up for long.
+            let _ = tokio::time::timeout(Duration::from_secs(5), verdict.sent).await;
         }
         result
     }
@@ -341,6 +344,10 @@ impl Authorization {
                     }
                 };
                 let (tx, path, state) = (tx.clone(), path.clone(), state.clone());
+                // Set when this connection carries the verdict page: told once it is sent.
+                let sent: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>> =
+                    Arc::default();
+                let sent_by_connection = Arc::clone(&sent);
                 let service = hyper::service::service_fn(
                     move |req: Request<hyper::body::Incoming>| {
                         let result = if req.uri().path() == path {
@@ -371,6 +378,7 @@ impl Authorization {
                         };
                         let on_path = req.uri().path() == path;
                         let tx = tx.clone();
+                        let sent = Arc::clone(&sent);
                         async move {
                             let response = match result {
                                 None if on_path => page(
@@ -379,9 +387,15 @@ impl Authorization {
                                 ),
                                 None => page(StatusCode::NOT_FOUND, "Not found."),
                                 Some(Ok(code)) if wait_for_verdict => {
-                                    let (verdict, told) = tokio::sync::oneshot::channel();
+                                    let (tell, told) = tokio::sync::oneshot::channel();
+                                    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+                                    *crate::lock::lock(&sent) = Some(sent_tx);
+                                    let verdict = Verdict {
+                                        tell,
+                                        sent: sent_rx,
+                                    };
                                     let _ = tx.try_send((Ok(code), Some(verdict)));
-                                    match told.await {
+                                    let mut response = match told.await {
                                         Ok(Ok(userid)) => page(
                                             StatusCode::OK,
                                             &format!(
@@ -399,7 +413,13 @@ impl Authorization {
                                             StatusCode::BAD_REQUEST,
                                             "Not authorized: withings-exporter stopped before saving; see its terminal.",
                                         ),
-                                    }
+                                    };
+                                    // Closed once sent, so that the command knows when.
+                                    response.headers_mut().insert(
+                                        hyper::header::CONNECTION,
+                                        hyper::header::HeaderValue::from_static("close"),
+                                    );
+                                    response
                                 }
                                 Some(Ok(code)) => {
                                     let _ = tx.try_send((Ok(code), None));
@@ -425,6 +445,9 @@ impl Authorization {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
+                    if let Some(sent) = crate::lock::lock(&sent_by_connection).take() {
+                        let _ = sent.send(());
+                    }
                 });
             }
         });
@@ -571,7 +594,11 @@ impl Authorization {
 
 /// What the browser waiting on the redirect is told once the code is exchanged: the
 /// Withings user, or the terminal's error.
-type Verdict = tokio::sync::oneshot::Sender<Result<Option<String>, String>>;
+struct Verdict {
+    tell: tokio::sync::oneshot::Sender<Result<Option<String>, String>>,
+    /// Completes when the connection that carried the page has ended.
+    sent: tokio::sync::oneshot::Receiver<()>,
+}
 
 /// The bound redirect listener.
 pub struct CallbackListener {

@@ -201,12 +201,23 @@ impl std::fmt::Debug for Onboarding {
 }
 
 /// What the landing page needs to show the invites and their forms.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LandingInvites {
     pub open: Vec<Invite>,
     pub csrf: String,
     pub now: i64,
     pub error: Option<String>,
+}
+
+impl std::fmt::Debug for LandingInvites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LandingInvites")
+            .field("open", &self.open)
+            .field("csrf", &"<redacted>")
+            .field("now", &self.now)
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 impl Onboarding {
