@@ -165,6 +165,35 @@ async fn wait_for(c: &Client, needle: &str) -> String {
     }
 }
 
+/// Presses `key` on the keyboard, wherever the focus is.
+async fn press(c: &Client, key: fantoccini::key::Key) {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    let value: char = key.into();
+    let actions = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value })
+        .then(KeyAction::Up { value });
+    c.perform_actions(actions).await.expect("key pressed");
+}
+
+/// Moves the focus with Tab, as a keyboard user does, until it is on an element matching
+/// `css`; fails after 40 presses.
+async fn tab_to(c: &Client, css: &str) {
+    for _ in 0..40 {
+        press(c, fantoccini::key::Key::Tab).await;
+        let there = c
+            .execute(
+                "return document.activeElement.matches(arguments[0]);",
+                vec![serde_json::json!(css)],
+            )
+            .await
+            .expect("focus read");
+        if there == serde_json::json!(true) {
+            return;
+        }
+    }
+    panic!("Tab never reached {css}");
+}
+
 /// Opens `link`, presses the button and arrives at the simulated Withings sign-in page.
 async fn to_withings(c: &Client, h: &Onboard, link: &str) {
     c.goto(link).await.expect("invite page");
@@ -194,13 +223,16 @@ async fn a_person_joins_from_their_own_browser() {
     wait_for(&c, "Add a person").await;
     screenshots(&c, "landing").await;
     assert_accessible(&c, "landing page").await;
-    c.find(Locator::Id("invite-account"))
+    // With the keyboard only: Tab to the name, type it, Tab to the button, Enter.
+    tab_to(&c, "#invite-account").await;
+    c.active_element()
         .await
-        .expect("name field")
+        .expect("focused")
         .send_keys("dad")
         .await
         .expect("typed");
-    click(&c, "form[action=invites] button[type=submit]").await;
+    tab_to(&c, "form[action=invites] button[type=submit]").await;
+    press(&c, fantoccini::key::Key::Enter).await;
     wait_for(&c, "Invite link for").await;
     screenshots(&c, "invite-link").await;
     assert_accessible(&c, "the new link's page").await;
@@ -219,7 +251,8 @@ async fn a_person_joins_from_their_own_browser() {
     wait_for(&c, "Continue to Withings").await;
     screenshots(&c, "invite").await;
     assert_accessible(&c, "invite page").await;
-    click(&c, "form button[type=submit]").await;
+    tab_to(&c, "form button[type=submit]").await;
+    press(&c, fantoccini::key::Key::Enter).await;
     wait_for(&c, "Sign in as user").await;
     click(&c, "button[value='2003']").await;
     let done = wait_for(&c, "Your data appears").await;
