@@ -226,6 +226,16 @@ impl Authorization {
         })
     }
 
+    /// An authorization whose `state` is given (an invite's, issue 21) and whose requests
+    /// go through `client` (the exporter's, with its budget).
+    pub fn with_state(settings: AuthSettings, client: WithingsClient, state: &Secret) -> Self {
+        Self {
+            settings,
+            state: state.expose().to_owned(),
+            client,
+        }
+    }
+
     /// The page to send the user to.
     pub fn url(&self) -> Url {
         let mut url = self.settings.account_url.clone();
@@ -324,13 +334,47 @@ impl Authorization {
 
     /// Serves the redirect URI until the redirect carrying this run's `state` arrives (or
     /// `timeout` passes) and returns its code, or the error it carries. Requests with
-    /// another state, or none, are answered and ignored.
+    /// another state, or none, are answered and ignored. The browser is told "Authorized"
+    /// before the code is exchanged: [`Self::receive_and_exchange`] tells it the outcome.
     pub async fn receive(
         &self,
         callback: CallbackListener,
         timeout: Duration,
     ) -> Result<Secret, AuthError> {
-        let (tx, mut rx) = mpsc::channel::<Result<Secret, AuthError>>(1);
+        self.serve_redirect(callback, timeout, false)
+            .await
+            .map(|(code, _)| code)
+    }
+
+    /// [`Self::receive`], then [`Self::exchange`], and only then the browser's page: it says
+    /// "Authorized" only when the tokens were saved, and otherwise what the terminal says.
+    pub async fn receive_and_exchange(
+        &self,
+        callback: CallbackListener,
+        timeout: Duration,
+    ) -> Result<StoredTokens, AuthError> {
+        let (code, verdict) = self.serve_redirect(callback, timeout, true).await?;
+        let result = self.exchange(&code).await;
+        if let Some(verdict) = verdict {
+            let _ = verdict.tell.send(match &result {
+                Ok(tokens) => Ok(tokens.userid.clone()),
+                Err(e) => Err(e.to_string()),
+            });
+            // The page goes out before the command ends (and the process with it); a browser
+            // that stopped listening does not hold it up for long.
+            let _ = tokio::time::timeout(Duration::from_secs(5), verdict.sent).await;
+        }
+        result
+    }
+
+    async fn serve_redirect(
+        &self,
+        callback: CallbackListener,
+        timeout: Duration,
+        wait_for_verdict: bool,
+    ) -> Result<(Secret, Option<Verdict>), AuthError> {
+        type Received = (Result<Secret, AuthError>, Option<Verdict>);
+        let (tx, mut rx) = mpsc::channel::<Received>(1);
         let path = self.settings.redirect_uri.path().to_owned();
         let state = self.state.clone();
         let listener = callback.listener;
@@ -345,6 +389,10 @@ impl Authorization {
                     }
                 };
                 let (tx, path, state) = (tx.clone(), path.clone(), state.clone());
+                // Set when this connection carries the verdict page: told once it is sent.
+                let sent: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>> =
+                    Arc::default();
+                let sent_by_connection = Arc::clone(&sent);
                 let service = hyper::service::service_fn(
                     move |req: Request<hyper::body::Incoming>| {
                         let result = if req.uri().path() == path {
@@ -373,26 +421,67 @@ impl Authorization {
                         } else {
                             None
                         };
-                        let response = match &result {
-                            None if req.uri().path() == path => page(
-                                StatusCode::BAD_REQUEST,
-                                "Ignored: this request's state does not match the authorization withings-exporter is waiting for. Use the URL it printed.",
-                            ),
-                            None => page(StatusCode::NOT_FOUND, "Not found."),
-                            Some(Ok(_)) => page(
-                                StatusCode::OK,
-                                "Authorized. You can close this window; withings-exporter is saving the tokens.",
-                            ),
-                            Some(Err(e)) => page(
-                                StatusCode::BAD_REQUEST,
-                                &format!("Authorization failed: {e}"),
-                            ),
-                        };
+                        let on_path = req.uri().path() == path;
                         let tx = tx.clone();
+                        let sent = Arc::clone(&sent);
                         async move {
-                            if let Some(result) = result {
-                                let _ = tx.try_send(result);
-                            }
+                            let response = match result {
+                                None if on_path => page(
+                                    StatusCode::BAD_REQUEST,
+                                    "Ignored: this request's state does not match the authorization withings-exporter is waiting for. Use the URL it printed.",
+                                ),
+                                None => page(StatusCode::NOT_FOUND, "Not found."),
+                                Some(Ok(code)) if wait_for_verdict => {
+                                    let (tell, told) = tokio::sync::oneshot::channel();
+                                    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+                                    *crate::lock::lock(&sent) = Some(sent_tx);
+                                    let verdict = Verdict {
+                                        tell,
+                                        sent: sent_rx,
+                                    };
+                                    let _ = tx.try_send((Ok(code), Some(verdict)));
+                                    let mut response = match told.await {
+                                        Ok(Ok(userid)) => page(
+                                            StatusCode::OK,
+                                            &format!(
+                                                "Authorized{}. The tokens are saved; you can close this window.",
+                                                userid
+                                                    .map(|u| format!(" as Withings user {u}"))
+                                                    .unwrap_or_default()
+                                            ),
+                                        ),
+                                        Ok(Err(e)) => page(
+                                            StatusCode::BAD_REQUEST,
+                                            &format!("Not authorized: {e}"),
+                                        ),
+                                        Err(_) => page(
+                                            StatusCode::BAD_REQUEST,
+                                            "Not authorized: withings-exporter stopped before saving; see its terminal.",
+                                        ),
+                                    };
+                                    // Closed once sent, so that the command knows when.
+                                    response.headers_mut().insert(
+                                        hyper::header::CONNECTION,
+                                        hyper::header::HeaderValue::from_static("close"),
+                                    );
+                                    response
+                                }
+                                Some(Ok(code)) => {
+                                    let _ = tx.try_send((Ok(code), None));
+                                    page(
+                                        StatusCode::OK,
+                                        "Authorized. You can close this window; withings-exporter is saving the tokens.",
+                                    )
+                                }
+                                Some(Err(e)) => {
+                                    let response = page(
+                                        StatusCode::BAD_REQUEST,
+                                        &format!("Authorization failed: {e}"),
+                                    );
+                                    let _ = tx.try_send((Err(e), None));
+                                    response
+                                }
+                            };
                             Ok::<_, Infallible>(response)
                         }
                     },
@@ -401,13 +490,18 @@ impl Authorization {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
+                    if let Some(sent) = crate::lock::lock(&sent_by_connection).take() {
+                        let _ = sent.send(());
+                    }
                 });
             }
         });
         let outcome = tokio::time::timeout(timeout, rx.recv()).await;
+        // The connection waiting for the verdict lives on its own task: stopping the
+        // listener does not cut it.
         server.abort();
         match outcome {
-            Ok(Some(result)) => result,
+            Ok(Some((result, verdict))) => result.map(|code| (code, verdict)),
             Ok(None) | Err(_) => Err(AuthError::Timeout(timeout)),
         }
     }
@@ -543,6 +637,14 @@ impl Authorization {
         }
         Ok(())
     }
+}
+
+/// What the browser waiting on the redirect is told once the code is exchanged: the
+/// Withings user, or the terminal's error.
+struct Verdict {
+    tell: tokio::sync::oneshot::Sender<Result<Option<String>, String>>,
+    /// Completes when the connection that carried the page has ended.
+    sent: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// The bound redirect listener.

@@ -13,7 +13,9 @@
 //!   enforces the application's request budget and the 601 pause, and its one pager and
 //!   one retry after an expired token.
 //! - [`render`]: metric families and the text exposition, for any collector.
-//! - [`http`]: the routes, the web configuration and the health check.
+//! - [`http`]: the routes, the web configuration, the health check, and onboarding from a
+//!   phone (`http::onboard`: the invite pages and `/auth/callback`).
+//! - [`invite`]: the invite links' store (hashes only) in the token directory.
 //!
 //! Data flows one way: probe → application → account → collector → client (budget) →
 //! Withings → merge → render.
@@ -28,6 +30,7 @@ pub mod collector;
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod invite;
 pub mod lock;
 pub mod notify;
 pub mod render;

@@ -72,6 +72,23 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Invite a person to link their own Withings account from their own browser: prints
+    /// the link {WITHINGS_PUBLIC_URL}/invite/TOKEN (valid once). For an account that exists,
+    /// the link re-authorizes it and accepts only the same Withings user.
+    Invite {
+        /// The account the person will be: lowercase letters, digits, '-' and '_'.
+        #[arg(long, conflicts_with_all = ["list", "revoke"], required_unless_present_any = ["list", "revoke"])]
+        account: Option<String>,
+        /// How long the link works: 72 (hours), 72h, 30m, 7d; at most 30d.
+        #[arg(long, default_value = "72h", requires = "account")]
+        valid: String,
+        /// List the open invites: account, expiry (no link: it is shown once).
+        #[arg(long, conflicts_with = "revoke")]
+        list: bool,
+        /// Revoke the open invite of this account.
+        #[arg(long, value_name = "NAME")]
+        revoke: Option<String>,
+    },
     /// Serve a simulated household of three Withings accounts: no account needed.
     Demo,
     /// List the accounts of WITHINGS_TOKEN_DIR: name, Withings user, token expiry, whether
@@ -212,7 +229,7 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
         Command::Serve => {
             let config = from_env()?;
             let app = App::from_config(&config)?;
-            serve(&config, app, false).await
+            serve(&config, app, None).await
         }
         Command::Auth {
             account,
@@ -228,6 +245,28 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
                 listen,
             )
             .await
+        }
+        Command::Invite {
+            account,
+            valid,
+            list,
+            revoke,
+        } => {
+            let config = from_env()?;
+            let invites = withings_exporter::http::onboard::Invites::from_config(&config)?;
+            let now = withings_exporter::account::unix_now();
+            if list {
+                print!("{}", invites.listing(now)?);
+            } else if let Some(name) = revoke {
+                let revoked = invites.revoke(&name, now)?;
+                println!("{name}: {revoked} open invite(s) revoked");
+            } else if let Some(name) = account {
+                let valid = withings_exporter::invite::parse_validity(&valid)
+                    .map_err(|e| anyhow::anyhow!("--valid: {e}"))?;
+                let (link, _) = invites.create(&name, valid, now)?;
+                println!("{}", link.expose());
+            }
+            Ok(())
         }
         Command::Notify { action, account } => {
             let config = from_env()?;
@@ -322,7 +361,7 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
                 }
             });
             let app = App::from_config(&config)?;
-            let result = serve(&config, app, true).await;
+            let result = serve(&config, app, Some(&household)).await;
             drop(household);
             result
         }
@@ -432,9 +471,24 @@ async fn authorize(
             "Waiting for Withings to redirect the browser to {} (listening on {listening}) ... (on a headless server, use `withings-exporter auth --paste`)",
             authorization.redirect_uri()
         );
-        authorization.receive(listener, timeout).await?
+        // The browser is answered once the tokens are saved or refused, with the same
+        // verdict as the terminal.
+        let tokens = authorization
+            .receive_and_exchange(listener, timeout)
+            .await?;
+        authorized(&authorization, &tokens, account);
+        return Ok(());
     };
     let tokens = authorization.exchange(&code).await?;
+    authorized(&authorization, &tokens, account);
+    Ok(())
+}
+
+fn authorized(
+    authorization: &Authorization,
+    tokens: &withings_exporter::account::token_store::StoredTokens,
+    account: Option<&str>,
+) {
     println!(
         "Authorized{}. Tokens saved to {} (mode 0600).",
         tokens
@@ -453,7 +507,6 @@ async fn authorize(
             "Next: run `withings-exporter serve` with the same WITHINGS_CLIENT_ID, WITHINGS_CLIENT_SECRET and WITHINGS_TOKEN_FILE; it refreshes the tokens by itself. Keep the token file on a persistent volume."
         );
     }
-    Ok(())
 }
 
 /// Reads `WITHINGS_WEB_CONFIG_FILE`, if set; a file that cannot be used stops the start.
@@ -475,8 +528,8 @@ fn web_config(config: &Config) -> anyhow::Result<Option<Arc<WebConfig>>> {
     Ok(Some(Arc::new(web)))
 }
 
-/// `demo`: also say where to open the landing page.
-async fn serve(config: &Config, app: App, demo: bool) -> anyhow::Result<()> {
+/// `demo`: the household whose simulator plays Withings for the invites.
+async fn serve(config: &Config, app: App, demo: Option<&Household>) -> anyhow::Result<()> {
     tracing::info!(config = %config.summary_with(app.meastypes()), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
     let web = web_config(config)?;
     let app = Arc::new(app);
@@ -511,6 +564,44 @@ async fn serve(config: &Config, app: App, demo: bool) -> anyhow::Result<()> {
         })?;
     let app = app.with_telemetry_path(&config.server.telemetry_path);
     let app = app.with_limits(ServerLimits::from_config(&config.server, &config.withings));
+    let mut config = config.clone();
+    if let Some(household) = demo {
+        // The household can invite a fourth person from the landing page: the invite links
+        // and Withings' redirect back come to this exporter, at the address it was given.
+        let mut at = app.local_addr()?;
+        if at.ip().is_unspecified() {
+            at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        if config.server.public_url.is_none() {
+            config.server.public_url = url::Url::parse(&format!("http://{at}/")).ok();
+        }
+        if let Some(public) = &config.server.public_url {
+            household.prepare_invites(&format!(
+                "{}/auth/callback",
+                public.as_str().trim_end_matches('/')
+            ));
+            println!(
+                "demo: the household's landing page is {public} (\"Add a person\" invites a fourth person, who signs in at the simulator as user {})",
+                withings_sim::household::GUEST_USERID
+            );
+        }
+    }
+    let app = match withings_exporter::http::onboard::Onboarding::from_config(&config) {
+        Some(onboarding) => {
+            if let Ok(callback) = onboarding.invites().callback_url() {
+                tracing::info!(%callback, "invites on: register this callback URL for the Withings application");
+            }
+            app.with_onboarding(Arc::new(onboarding))
+        }
+        None => {
+            if config.server.public_url.is_some() {
+                tracing::warn!(
+                    "WITHINGS_PUBLIC_URL is set but WITHINGS_TOKEN_DIR is not: invites are off (they add accounts to a token directory)"
+                );
+            }
+            app
+        }
+    };
     // Whatever is configured: a SIGHUP must never end the process.
     signals::spawn_reload_on_hangup(web.clone(), reload_hooks);
     let app = match web {
@@ -527,7 +618,7 @@ async fn serve(config: &Config, app: App, demo: bool) -> anyhow::Result<()> {
         "serving metrics at {scheme}://{address}{}",
         config.server.telemetry_path
     );
-    if demo {
+    if demo.is_some() {
         // Where a browser on this machine reaches it: not 0.0.0.0 (the container's address).
         let mut local = address;
         if local.ip().is_unspecified() {

@@ -157,6 +157,12 @@ pub struct ServerConfig {
     pub telemetry_path: String,
     /// `WITHINGS_WEB_MAX_CONNECTIONS`: HTTP connections open at once.
     pub max_connections: usize,
+    /// `WITHINGS_PUBLIC_URL`: the exporter's address as a browser reaches it, for invite
+    /// links and Withings' redirect back (`{public_url}/auth/callback`), without a trailing
+    /// slash.
+    pub public_url: Option<Url>,
+    /// `WITHINGS_GRAFANA_URL`: the Grafana dashboard the landing page links to.
+    pub grafana_url: Option<Url>,
 }
 
 /// The Withings application and how to talk to its API: the client's and `auth`'s part.
@@ -314,6 +320,8 @@ impl Default for Config {
                 web_config_file: None,
                 telemetry_path: DEFAULT_TELEMETRY_PATH.to_owned(),
                 max_connections: DEFAULT_MAX_CONNECTIONS,
+                public_url: None,
+                grafana_url: None,
             },
             withings: WithingsConfig {
                 api_url: url(DEFAULT_API_URL),

@@ -249,6 +249,31 @@ pub(super) fn parse_redirect_uri(value: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// `WITHINGS_PUBLIC_URL`, `WITHINGS_GRAFANA_URL`: an http(s) URL with a host, no
+/// credentials, no fragment; the public URL also no query, and no trailing slash kept.
+pub(super) fn parse_public_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let mut url = Url::parse(value.trim()).map_err(|e| {
+        invalid(
+            var,
+            format!("not a URL ({e}); for example https://health.example.org"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(var, "must be an http or https URL with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(var, "must not hold credentials"));
+    }
+    if url.fragment().is_some() || (var == "WITHINGS_PUBLIC_URL" && url.query().is_some()) {
+        return Err(invalid(var, "must not have a query or fragment"));
+    }
+    if var == "WITHINGS_PUBLIC_URL" {
+        let path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
 pub(super) fn parse_meastypes(value: &str) -> Result<Vec<i64>, ConfigError> {
     const VAR: &str = "WITHINGS_MEASTYPES";
     let mut types = Vec::new();

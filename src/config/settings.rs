@@ -5,8 +5,8 @@
 use super::parse::{
     parse_api_url, parse_bool, parse_byte_limit, parse_callback_url, parse_client_secret_file,
     parse_interval, parse_listen_address, parse_log_format, parse_log_level, parse_max_connections,
-    parse_meastypes, parse_names, parse_path, parse_redirect_uri, parse_requests_per_minute,
-    parse_seconds, parse_telemetry_path, token_var,
+    parse_meastypes, parse_names, parse_path, parse_public_url, parse_redirect_uri,
+    parse_requests_per_minute, parse_seconds, parse_telemetry_path, token_var,
 };
 use super::{
     Config, ConfigError, DEFAULT_ACCOUNT_URL, DEFAULT_API_URL, DEFAULT_LISTEN_ADDRESS,
@@ -252,6 +252,28 @@ pub const SETTINGS: &[Setting] = &[
         rank: 23,
         apply: Apply::Set(|c, v, _| {
             c.accounts.refresh_token = Some(token_var("WITHINGS_REFRESH_TOKEN", v)?);
+            Ok(())
+        }),
+    },
+    Setting {
+        variable: "WITHINGS_PUBLIC_URL",
+        flag: None,
+        default: "",
+        meaning: "the exporter's address as a browser reaches it (e.g. https://health.example.org): invite links are {URL}/invite/..., and {URL}/auth/callback is the callback to register for the Withings application",
+        rank: 24,
+        apply: Apply::Set(|c, v, _| {
+            c.server.public_url = Some(parse_public_url("WITHINGS_PUBLIC_URL", v)?);
+            Ok(())
+        }),
+    },
+    Setting {
+        variable: "WITHINGS_GRAFANA_URL",
+        flag: None,
+        default: "",
+        meaning: "the Grafana dashboard the landing page links each person to",
+        rank: 25,
+        apply: Apply::Set(|c, v, _| {
+            c.server.grafana_url = Some(parse_public_url("WITHINGS_GRAFANA_URL", v)?);
             Ok(())
         }),
     },

@@ -2,7 +2,9 @@
 
 pub mod connections;
 pub mod healthcheck;
+pub mod html;
 pub mod landing;
+pub mod onboard;
 pub mod server;
 pub mod signals;
 pub mod web_config;

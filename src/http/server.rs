@@ -2,6 +2,7 @@
 
 use crate::app::App;
 use crate::http::connections::{AcceptErrors, Connections, TrackedBody};
+use crate::http::onboard::Onboarding;
 use crate::http::web_config::{AuthOutcome, CHALLENGE, WebConfig};
 use crate::render::families::CONTENT_TYPE;
 use bytes::Bytes;
@@ -111,6 +112,9 @@ pub struct Application {
     /// Notifications in flight, bounded to a share of the connections.
     notify_slots: Arc<tokio::sync::Semaphore>,
     body_deadline: Duration,
+    /// Invites and Withings' redirect back (issue 21), when WITHINGS_PUBLIC_URL and
+    /// WITHINGS_TOKEN_DIR are set.
+    onboarding: Option<Arc<Onboarding>>,
 }
 
 impl Application {
@@ -126,7 +130,14 @@ impl Application {
             notify_slots: notify_slots(limits.max_connections),
             body_deadline: DEFAULT_BODY_DEADLINE,
             limits,
+            onboarding: None,
         })
+    }
+
+    /// Serves the invite links, `/auth/callback` and the landing page's invite forms.
+    pub fn with_onboarding(mut self, onboarding: Arc<Onboarding>) -> Self {
+        self.onboarding = Some(onboarding);
+        self
     }
 
     /// How long a request body may take to arrive (default [`DEFAULT_BODY_DEADLINE`]).
@@ -226,9 +237,11 @@ impl Application {
             let tracker = slot.tracker();
             let notify_slots = Arc::clone(&self.notify_slots);
             let body_deadline = self.body_deadline;
+            let onboarding = self.onboarding.clone();
             let service = service_fn(move |req: Request<Incoming>| {
                 let app = Arc::clone(&app);
                 let web = web.clone();
+                let onboarding = onboarding.clone();
                 let telemetry_path = Arc::clone(&telemetry_path);
                 let notify_slots = Arc::clone(&notify_slots);
                 let busy = tracker.busy();
@@ -244,10 +257,26 @@ impl Application {
                             }
                             Err(_) => notify_busy(),
                         }
+                    } else if let Some(onboarding) = onboarding
+                        .as_ref()
+                        .filter(|_| Onboarding::owns(req.uri().path()))
+                    {
+                        // The person invited has no password: the link is the credential.
+                        onboarding.handle(&app, req, peer.ip()).await
                     } else {
                         match authorize(web.as_deref(), &req, peer).await {
                             Some(denied) => denied,
-                            None => route(&app, &telemetry_path, local, req).await,
+                            None => {
+                                let protected =
+                                    web.as_ref().is_some_and(|w| !w.current().users.is_empty());
+                                let site = Site {
+                                    telemetry_path: &telemetry_path,
+                                    local,
+                                    onboarding: onboarding.as_deref(),
+                                    protected,
+                                };
+                                route(&app, &site, req).await
+                            }
                         }
                     };
                     // The connection counts as busy until the body has gone out.
@@ -376,12 +405,17 @@ async fn authorize(
     Some(response)
 }
 
-async fn route(
-    app: &Arc<App>,
-    telemetry_path: &str,
+/// What the routes need besides the application.
+struct Site<'a> {
+    telemetry_path: &'a str,
     local: Option<SocketAddr>,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+    onboarding: Option<&'a Onboarding>,
+    /// Basic auth guards the routes (a web configuration with users).
+    protected: bool,
+}
+
+async fn route(app: &Arc<App>, site: &Site<'_>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (telemetry_path, local) = (site.telemetry_path, site.local);
     let method = req.method();
     let readable = method == Method::GET || method == Method::HEAD;
     let plain = "text/plain; charset=utf-8";
@@ -415,11 +449,39 @@ async fn route(
                 app.service_discovery(&target),
             )
         }
-        "/" if readable => text(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            super::landing::page(&app.summaries(), app.is_directory(), telemetry_path),
-        ),
+        "/" if readable => {
+            let now = app.clock().unix_seconds();
+            let household = super::landing::Household {
+                invites: site.onboarding.map(|o| o.landing(now)),
+                protected: site.protected,
+                grafana_url: site.onboarding.and_then(|o| o.grafana_url()).cloned(),
+                readings: super::landing::readings(app),
+            };
+            let mut response = text(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                super::landing::page(
+                    &app.summaries(),
+                    app.is_directory(),
+                    telemetry_path,
+                    &household,
+                ),
+            );
+            super::onboard::harden(&mut response);
+            response
+        }
+        "/invites" | "/invites/revoke" if method == Method::POST => match site.onboarding {
+            Some(onboarding) => {
+                let path = path.to_owned();
+                onboarding.landing_post(app, req, &path).await
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                plain,
+                "Not found: set WITHINGS_PUBLIC_URL and WITHINGS_TOKEN_DIR to invite\n".into(),
+            ),
+        },
+        "/invites" | "/invites/revoke" => not_allowed("POST"),
         "/-/healthy" | "/-/ready" if readable => text(StatusCode::OK, plain, "OK\n".into()),
         "/metrics" | "/probe" | "/sd" | "/" | "/-/healthy" | "/-/ready" => not_allowed("GET, HEAD"),
         _ => text(

@@ -219,8 +219,9 @@ async fn the_landing_page_lists_accounts_and_never_a_token() {
     }
     let (_, client_secret) = h.simulator.client_credentials();
     assert!(!page.contains(&client_secret));
-    // No readings either.
-    assert!(!page.contains("121"), "{page}");
+    // Readings, since issue 21 (the page shows the household, behind basic auth when a web
+    // configuration sets users): mom's latest blood pressure, never a token.
+    assert!(page.contains("121/81 mmHg"), "{page}");
 }
 
 // 2. The duplicate-user refusal of `auth --account`.

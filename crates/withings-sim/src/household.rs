@@ -63,6 +63,16 @@ impl Household {
         &self.dir
     }
 
+    /// Makes the simulator ready for the demo's invites (issue 21): Withings' redirect goes
+    /// to `callback` (the exporter's `/auth/callback`), the authorization page asks who signs
+    /// in, and a fourth person, [`GUEST_USERID`], is there to be invited, reading as time
+    /// passes like the others.
+    pub fn prepare_invites(&self, callback: &str) {
+        self.simulator.set_redirect_uri(callback);
+        self.simulator.set_interactive_authorization(true);
+        self.simulator.add_live_user(GUEST_USERID, GUEST);
+    }
+
     /// The exporter's environment `vars` pointed at the household: its token directory, the
     /// simulator, and the simulator's application credentials. The other token sources are
     /// removed, since the exporter refuses them beside a token directory. Handed out as
@@ -95,8 +105,20 @@ impl Household {
     }
 }
 
+/// The Withings user of the person the demo household can invite.
+pub const GUEST_USERID: &str = "1004";
+
+/// The guest's devices: a watch and a blood-pressure monitor.
+const GUEST: crate::Profile = crate::Profile {
+    index: 4,
+    devices: &["ScanWatch 2", "BPM Connect"],
+    systolic_shift: 4,
+    pulse_shift: 1,
+    ecg_afib: Some(0),
+};
+
 /// Every collector the exporter has: the household's devices feed them all.
-const COLLECTORS: &str = "measures,activity,sleep,devices,heart,goals";
+const COLLECTORS: &str = "measures,activity,sleep,devices,workouts,heart,goals";
 
 /// The token sources other than a token directory, and the secret file that a client secret
 /// in a variable would conflict with.

@@ -473,6 +473,12 @@ impl Simulator {
         inner.oauth.sign_in(userid);
     }
 
+    /// Whether the authorization page asks who signs in ("sign in as" one of the users, or
+    /// "decline") instead of authorizing the signed-in user at once: for browsers.
+    pub fn set_interactive_authorization(&self, interactive: bool) {
+        self.lock().oauth.set_interactive(interactive);
+    }
+
     /// Loads a captured answer: a whole `getmeas` envelope, or a bare `measuregrps` array.
     pub fn load_fixture(&self, text: &str) -> Result<(), SimulatorError> {
         let value: Value =

@@ -1,5 +1,6 @@
-//! The simulator's OAuth authority: the authorization page (a user who always consents),
-//! the token endpoint, access-token expiry and refresh-token rotation, as `withings-api.md`
+//! The simulator's OAuth authority: the authorization page (by default a signed-in user who
+//! always consents; interactive, a "sign in as" choice of the users and a "decline"), the
+//! token endpoint, access-token expiry and refresh-token rotation, as `withings-api.md`
 //! ("Tokens") describes them.
 
 use serde_json::{Value, json};
@@ -74,6 +75,9 @@ pub(crate) struct OAuth {
     serial: u64,
     /// The user the authorization page sees as signed in.
     signed_in: String,
+    /// The authorization page asks who signs in, and whether they consent, instead of
+    /// redirecting at once (for browsers: the demo and the browser tests).
+    interactive: bool,
 }
 
 /// What the authorize endpoint does with a request.
@@ -81,6 +85,8 @@ pub(crate) enum Authorize {
     Redirect(String),
     /// Withings shows an error page rather than redirecting to an unregistered URI.
     ErrorPage(String),
+    /// The sign-in and consent page (HTML).
+    Page(String),
 }
 
 impl OAuth {
@@ -92,6 +98,7 @@ impl OAuth {
             access: HashMap::new(),
             refresh: HashMap::new(),
             serial: 0,
+            interactive: false,
         }
     }
 
@@ -111,6 +118,10 @@ impl OAuth {
 
     pub(crate) fn set_access_token_lifetime(&mut self, lifetime: Duration) {
         self.options.access_token_lifetime = lifetime;
+    }
+
+    pub(crate) fn set_interactive(&mut self, interactive: bool) {
+        self.interactive = interactive;
     }
 
     pub(crate) fn sign_in(&mut self, userid: &str) {
@@ -182,11 +193,15 @@ impl OAuth {
         }
     }
 
-    /// `GET /oauth2_user/authorize2`: a user who always consents.
+    /// `/oauth2_user/authorize2`: by default the signed-in user consents at once. Interactive,
+    /// a GET shows a page with a button per user of `users` ("sign in as") and a "decline";
+    /// the page posts back here with `userid` (a code for that user) or `decline` (a redirect
+    /// with `error=access_denied` and the state, as Withings sends when the user refuses).
     pub(crate) fn authorize(
         &mut self,
         params: &BTreeMap<String, String>,
         now_ms: i64,
+        users: &[String],
     ) -> Authorize {
         let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
         if get("client_id") != self.options.client_id {
@@ -215,11 +230,25 @@ impl OAuth {
                 .append_pair("state", state);
             return Authorize::Redirect(target.into());
         }
+        let mut userid = self.signed_in.clone();
+        if self.interactive {
+            if params.contains_key("decline") {
+                target
+                    .query_pairs_mut()
+                    .append_pair("error", "access_denied")
+                    .append_pair("state", state);
+                return Authorize::Redirect(target.into());
+            }
+            match params.get("userid") {
+                Some(chosen) if users.contains(chosen) => chosen.clone_into(&mut userid),
+                _ => return Authorize::Page(sign_in_page(params, users)),
+            }
+        }
         let code = self.next("code");
         self.codes.insert(
             code.clone(),
             Code {
-                userid: self.signed_in.clone(),
+                userid,
                 issued_ms: now_ms,
                 redirect_uri: redirect_uri.to_owned(),
                 scope: scope.to_owned(),
@@ -306,4 +335,42 @@ impl OAuth {
             }
         })
     }
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The simulated sign-in and consent page: the request's parameters carried in hidden
+/// fields, one button per user, and a decline.
+fn sign_in_page(params: &BTreeMap<String, String>, users: &[String]) -> String {
+    let mut hidden = String::new();
+    for key in [
+        "response_type",
+        "client_id",
+        "scope",
+        "state",
+        "redirect_uri",
+    ] {
+        if let Some(value) = params.get(key) {
+            hidden.push_str(&format!(
+                "<input type=\"hidden\" name=\"{key}\" value=\"{}\">",
+                html_escape(value)
+            ));
+        }
+    }
+    let mut buttons = String::new();
+    for user in users {
+        let user = html_escape(user);
+        buttons.push_str(&format!(
+            "<li><button type=\"submit\" name=\"userid\" value=\"{user}\">Sign in as user {user}</button></li>"
+        ));
+    }
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Withings (simulated): sign in</title></head><body><main><h1>Withings (simulated)</h1><p>An application asks to read: {scope}.</p><form method=\"post\" action=\"/oauth2_user/authorize2\">{hidden}<h2>Sign in and allow</h2><ul>{buttons}</ul><p><button type=\"submit\" name=\"decline\" value=\"1\">Decline</button></p></form></main></body></html>\n",
+        scope = html_escape(params.get("scope").map_or("", String::as_str)),
+    )
 }

@@ -90,7 +90,8 @@ async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<B
         "/oauth2_user/authorize2" => {
             let mut guard = lock(inner);
             let now = guard.now_ms();
-            match guard.oauth.authorize(&params, now) {
+            let users: Vec<String> = guard.users.keys().cloned().collect();
+            match guard.oauth.authorize(&params, now, &users) {
                 oauth::Authorize::Redirect(location) => {
                     let mut response = reply(StatusCode::FOUND, "text/html", String::new());
                     if let Ok(value) = HeaderValue::from_str(&location) {
@@ -99,6 +100,9 @@ async fn handle(inner: &Mutex<Inner>, req: Request<Incoming>) -> Response<Full<B
                             .insert(hyper::header::LOCATION, value);
                     }
                     response
+                }
+                oauth::Authorize::Page(html) => {
+                    reply(StatusCode::OK, "text/html; charset=utf-8", html)
                 }
                 oauth::Authorize::ErrorPage(error) => reply(
                     StatusCode::BAD_REQUEST,
