@@ -77,6 +77,10 @@ pub enum InviteError {
         "{0:?} is not a validity: use hours (72, 72h), minutes (30m), days (7d) or seconds (90s)"
     )]
     BadValidity(String),
+    #[error(
+        "no randomness from the operating system ({0}), so no invite link can be made safely; check that /dev/urandom (or getrandom) is available to the exporter"
+    )]
+    NoRandomness(String),
     #[error("the validity {0} is too long: at most 30 days (30d)")]
     TooLong(String),
 }
@@ -179,7 +183,7 @@ impl InviteStore {
         userid: Option<String>,
         now: i64,
     ) -> Result<Secret, InviteError> {
-        let token = random_token(32);
+        let token = random_token(32)?;
         let hash = sha256_hex(token.expose());
         let expires = now.saturating_add(i64::try_from(valid.as_secs()).unwrap_or(i64::MAX));
         self.update(now, |stored| {
@@ -249,7 +253,7 @@ impl InviteStore {
     /// an earlier one) and returns it, for the authorization URL.
     pub fn begin(&self, token: &str, now: i64) -> Result<(Invite, Secret), InviteError> {
         let hash = sha256_hex(token);
-        let state = random_token(16);
+        let state = random_token(16)?;
         let state_hash = sha256_hex(state.expose());
         let lifetime = i64::try_from(STATE_LIFETIME.as_secs()).unwrap_or(i64::MAX);
         let invite = self.update(now, |stored| {
@@ -400,16 +404,15 @@ fn closed_at(r: &Record) -> i64 {
     r.used.or(r.revoked).unwrap_or(r.expires)
 }
 
-/// `bytes` random bytes as URL-safe base64 without padding.
-fn random_token(bytes: usize) -> Secret {
+/// `bytes` random bytes as URL-safe base64 without padding. Without randomness from the
+/// operating system no invite can be safe, so that is an error rather than a predictable
+/// link.
+fn random_token(bytes: usize) -> Result<Secret, InviteError> {
     let mut buf = vec![0u8; bytes];
-    // Without OS randomness no invite can be safe; ring's generator reads the same source,
-    // so there is no fallback worth having: the zeroes are caught below.
-    if getrandom::getrandom(&mut buf).is_err() {
-        use ring::rand::SecureRandom;
-        let _ = ring::rand::SystemRandom::new().fill(&mut buf);
-    }
-    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&buf))
+    getrandom::getrandom(&mut buf).map_err(|e| InviteError::NoRandomness(e.to_string()))?;
+    Ok(Secret::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&buf),
+    ))
 }
 
 fn sha256_hex(text: &str) -> String {
