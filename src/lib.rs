@@ -30,6 +30,7 @@ pub mod files;
 pub mod http;
 pub mod lock;
 pub mod notify;
+pub mod remote_write;
 pub mod render;
 pub mod secret;
 pub mod telemetry;

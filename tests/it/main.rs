@@ -26,6 +26,7 @@ mod hardening_http;
 mod hardening_upstream;
 mod measures;
 mod notify;
+mod remote_write;
 mod stack;
 mod sync;
 mod token_crash;

@@ -1,0 +1,762 @@
+//! Prometheus remote write (issue 19): the writer against an in-process receiver that checks
+//! every header and every MUST of the remote-write 1.0 specification on every request, and
+//! answers as told (500s then recovery, 429 with Retry-After, a 400 for one poisoned sample,
+//! a stall); the configuration file; `backfill --remote-write` writing what the file path
+//! writes. The tests with real stores (Prometheus, VictoriaMetrics) are `#[ignore]`d: CI runs
+//! them with `--include-ignored`, `.ci/run` installs the programs.
+
+use crate::common;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use withings_exporter::remote_write::encode::{decode, series};
+use withings_exporter::remote_write::proto::{Sample, TimeSeries, WriteRequest};
+use withings_exporter::remote_write::settings;
+use withings_exporter::remote_write::{Destination, Options, WriteError, Writer};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// What the receiver answers to one request.
+#[derive(Debug, Clone)]
+pub(crate) enum Reply {
+    Ok,
+    Status(u16, Option<String>),
+    /// Never answers (until the client gives up on it).
+    Stall,
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    pub headers: hyper::HeaderMap,
+    pub body: WriteRequest,
+    pub at: Instant,
+}
+
+type Behaviour = Arc<dyn Fn(usize, &WriteRequest) -> Reply + Send + Sync>;
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub requests: Vec<Received>,
+    /// (series labels as text, timestamp) → values stored, from the requests answered 2xx.
+    pub stored: BTreeMap<(String, i64), Vec<f64>>,
+    in_flight: usize,
+    pub max_in_flight: usize,
+    /// Spec violations seen, with the request's index.
+    pub violations: Vec<String>,
+}
+
+/// An in-process remote-write receiver on port 0.
+pub(crate) struct Receiver {
+    pub url: String,
+    pub state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn key(series: &TimeSeries) -> String {
+    series
+        .labels
+        .iter()
+        .map(|l| format!("{}={}", l.name, l.value))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Every MUST of remote write 1.0 a request can break, as messages.
+fn violations(headers: &hyper::HeaderMap, body: &WriteRequest) -> Vec<String> {
+    let mut out = Vec::new();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    for (name, want) in [
+        ("content-type", "application/x-protobuf"),
+        ("content-encoding", "snappy"),
+        ("x-prometheus-remote-write-version", "0.1.0"),
+    ] {
+        if header(name) != Some(want) {
+            out.push(format!("{name}: {:?}", header(name)));
+        }
+    }
+    if !header("user-agent").is_some_and(|ua| ua.starts_with("withings-exporter/")) {
+        out.push(format!("user-agent: {:?}", header("user-agent")));
+    }
+    for ts in &body.timeseries {
+        let names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
+        if !names.is_sorted() || names.windows(2).any(|w| w[0] == w[1]) {
+            out.push(format!("labels not sorted or repeated: {names:?}"));
+        }
+        if !names.contains(&"__name__") {
+            out.push(format!("no __name__: {names:?}"));
+        }
+        if ts.labels.iter().any(|l| l.value.is_empty()) {
+            out.push(format!("empty label value: {}", key(ts)));
+        }
+        if let Some(bad) = ts.labels.iter().find(|l| {
+            l.name != "__name__"
+                && !withings_exporter::remote_write::encode::valid_label_name(&l.name)
+        }) {
+            out.push(format!("bad label name {:?}", bad.name));
+        }
+        if !ts.samples.is_sorted_by_key(|s| s.timestamp) {
+            out.push(format!("samples out of order: {}", key(ts)));
+        }
+        if ts.samples.is_empty() {
+            out.push(format!("series without samples: {}", key(ts)));
+        }
+    }
+    out
+}
+
+impl Receiver {
+    pub async fn start(
+        behaviour: impl Fn(usize, &WriteRequest) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State::default()));
+        let behaviour: Behaviour = Arc::new(behaviour);
+        let shared = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = Arc::clone(&shared);
+                let behaviour = Arc::clone(&behaviour);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let state = Arc::clone(&state);
+                        let behaviour = Arc::clone(&behaviour);
+                        async move { Ok::<_, hyper::Error>(handle(request, &state, &*behaviour).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { url, state, task }
+    }
+
+    pub fn stored(&self) -> BTreeMap<(String, i64), Vec<f64>> {
+        self.state.lock().unwrap().stored.clone()
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn assert_no_violation(&self) {
+        let state = self.state.lock().unwrap();
+        assert!(state.violations.is_empty(), "{:#?}", state.violations);
+    }
+}
+
+/// Decrements the in-flight count even when the client gives up on a stalled request.
+struct InFlight(Arc<Mutex<State>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    state: &Arc<Mutex<State>>,
+    behaviour: &(dyn Fn(usize, &WriteRequest) -> Reply + Send + Sync),
+) -> Response<Full<Bytes>> {
+    let headers = request.headers().clone();
+    let bytes = request.into_body().collect().await.unwrap().to_bytes();
+    let body = match decode(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            state.lock().unwrap().violations.push(e.clone());
+            return Response::builder()
+                .status(400)
+                .body(Full::new(Bytes::from(e)))
+                .unwrap();
+        }
+    };
+    let index = {
+        let mut s = state.lock().unwrap();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        for v in violations(&headers, &body) {
+            s.violations.push(v);
+        }
+        s.requests.push(Received {
+            headers: headers.clone(),
+            body: body.clone(),
+            at: Instant::now(),
+        });
+        s.requests.len() - 1
+    };
+    let _guard = InFlight(Arc::clone(state));
+    // A moment in flight, so that concurrent requests overlap.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let reply = behaviour(index, &body);
+    match reply {
+        Reply::Ok => {
+            let mut s = state.lock().unwrap();
+            for ts in &body.timeseries {
+                for sample in &ts.samples {
+                    s.stored
+                        .entry((key(ts), sample.timestamp))
+                        .or_default()
+                        .push(sample.value);
+                }
+            }
+            Response::builder()
+                .status(204)
+                .body(Full::default())
+                .unwrap()
+        }
+        Reply::Status(code, retry_after) => {
+            let mut builder = Response::builder().status(code);
+            if let Some(after) = retry_after {
+                builder = builder.header("retry-after", after);
+            }
+            builder
+                .body(Full::new(Bytes::from("out of order sample")))
+                .unwrap()
+        }
+        Reply::Stall => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+    }
+}
+
+fn destination(url: &str, options: Options) -> Destination {
+    let mut d = Destination::new(url.parse().unwrap());
+    d.options = options;
+    d
+}
+
+fn fast() -> Options {
+    Options {
+        max_samples_per_send: 100,
+        max_in_flight: 2,
+        timeout: Duration::from_secs(5),
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        retry_on_429: true,
+        give_up_after: Some(Duration::from_secs(20)),
+    }
+}
+
+/// `n` series of `per` samples each, labels given out of order with an empty `instance`,
+/// samples given newest first.
+fn history(n: usize, per: usize) -> Vec<TimeSeries> {
+    (0..n)
+        .map(|i| {
+            series(
+                [
+                    ("job".to_owned(), "withings".to_owned()),
+                    ("instance".to_owned(), String::new()),
+                    ("account".to_owned(), format!("a{i}")),
+                    ("__name__".to_owned(), "withings_weight_grams".to_owned()),
+                ],
+                (0..per)
+                    .rev()
+                    .map(|t| Sample {
+                        timestamp: 1_600_000_000_000 + t as i64 * 60_000,
+                        value: (i * 1000 + t) as f64,
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Every sample of [`history`] stored exactly once with its value.
+fn assert_every_sample_once(receiver: &Receiver, n: usize, per: usize, except: &[f64]) {
+    let stored = receiver.stored();
+    let mut expected = 0;
+    for i in 0..n {
+        for t in 0..per {
+            let value = (i * 1000 + t) as f64;
+            let key = (
+                format!("__name__=withings_weight_grams,account=a{i},job=withings"),
+                1_600_000_000_000 + t as i64 * 60_000,
+            );
+            if except.contains(&value) {
+                assert_eq!(stored.get(&key), None, "{key:?}");
+            } else {
+                assert_eq!(stored.get(&key), Some(&vec![value]), "{key:?}");
+                expected += 1;
+            }
+        }
+    }
+    assert_eq!(stored.len(), expected);
+}
+
+#[tokio::test]
+async fn every_request_follows_the_spec_and_is_bounded() {
+    let receiver = Receiver::start(|_, _| Reply::Ok).await;
+    let writer = Writer::new(destination(&receiver.url, fast())).unwrap();
+    let report = writer.send(history(5, 130), Vec::new()).await.unwrap();
+    assert_eq!(report.sent, 650);
+    assert_eq!(report.dropped_total(), 0);
+    receiver.assert_no_violation();
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 7, "650 samples in requests of at most 100");
+    for r in &requests {
+        let samples: usize = r.body.timeseries.iter().map(|t| t.samples.len()).sum();
+        assert!(samples <= 100, "{samples}");
+    }
+    assert_every_sample_once(&receiver, 5, 130, &[]);
+}
+
+#[tokio::test]
+async fn invalid_series_are_dropped_and_counted_the_rest_written() {
+    let receiver = Receiver::start(|_, _| Reply::Ok).await;
+    let writer = Writer::new(destination(&receiver.url, fast())).unwrap();
+    let registry = prometheus::Registry::new();
+    writer.register(&registry).unwrap();
+    let mut batch = history(2, 3);
+    batch.push(series(
+        [
+            ("__name__".to_owned(), "withings_weight_grams".to_owned()),
+            ("bad-name".to_owned(), "x".to_owned()),
+        ],
+        vec![Sample {
+            timestamp: 1,
+            value: 1.0,
+        }],
+    ));
+    let report = writer.send(batch, Vec::new()).await.unwrap();
+    assert_eq!((report.sent, report.dropped), (6, vec![("invalid", 1)]));
+    receiver.assert_no_violation();
+    assert_every_sample_once(&receiver, 2, 3, &[]);
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert_eq!(
+        common::sample(
+            &text,
+            "withings_remote_write_samples_dropped_total{reason=\"invalid\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            "withings_remote_write_samples_total{result=\"sent\"}"
+        ),
+        Some(6.0)
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_the_receiver_recovers() {
+    let receiver = Receiver::start(|i, _| {
+        if i < 3 {
+            Reply::Status(503, None)
+        } else {
+            Reply::Ok
+        }
+    })
+    .await;
+    let writer = Writer::new(destination(&receiver.url, fast())).unwrap();
+    let registry = prometheus::Registry::new();
+    writer.register(&registry).unwrap();
+    let report = writer.send(history(3, 100), Vec::new()).await.unwrap();
+    assert_eq!((report.sent, report.retries), (300, 3));
+    assert_every_sample_once(&receiver, 3, 100, &[]);
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert_eq!(
+        common::sample(&text, "withings_remote_write_retries_total"),
+        Some(3.0)
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            "withings_remote_write_requests_total{result=\"server_error\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            "withings_remote_write_requests_total{result=\"success\"}"
+        ),
+        Some(3.0)
+    );
+    assert!(
+        common::sample(
+            &text,
+            "withings_remote_write_last_success_timestamp_seconds"
+        )
+        .unwrap()
+            > 1.7e9
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_its_retry_after() {
+    let receiver = Receiver::start(|i, _| {
+        if i == 0 {
+            Reply::Status(429, Some("1".into()))
+        } else {
+            Reply::Ok
+        }
+    })
+    .await;
+    let writer = Writer::new(destination(&receiver.url, fast())).unwrap();
+    let report = writer.send(history(1, 50), Vec::new()).await.unwrap();
+    assert_eq!((report.sent, report.retries), (50, 1));
+    let requests = receiver.requests();
+    let waited = requests[1].at - requests[0].at;
+    assert!(
+        waited >= Duration::from_millis(990),
+        "{waited:?}: Retry-After is 1 s, the backoff 10-50 ms"
+    );
+    assert_every_sample_once(&receiver, 1, 50, &[]);
+}
+
+#[tokio::test]
+async fn a_400_is_split_until_the_poisoned_sample_alone_is_dropped() {
+    const POISON: f64 = 2_042.0;
+    // Like a store that refuses a whole request for one bad sample.
+    let receiver = Receiver::start(|_, body| {
+        if body
+            .timeseries
+            .iter()
+            .any(|t| t.samples.iter().any(|s| s.value == POISON))
+        {
+            Reply::Status(400, None)
+        } else {
+            Reply::Ok
+        }
+    })
+    .await;
+    let writer = Writer::new(destination(&receiver.url, fast())).unwrap();
+    let registry = prometheus::Registry::new();
+    writer.register(&registry).unwrap();
+    let report = writer.send(history(3, 100), Vec::new()).await.unwrap();
+    assert_eq!(
+        (report.sent, report.dropped.clone()),
+        (299, vec![("rejected", 1)])
+    );
+    assert_eq!(report.retries, 0, "a 400 is never sent again as it was");
+    assert_every_sample_once(&receiver, 3, 100, &[POISON]);
+    receiver.assert_no_violation();
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert_eq!(
+        common::sample(
+            &text,
+            "withings_remote_write_samples_dropped_total{reason=\"rejected\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            "withings_remote_write_samples_total{result=\"dropped\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn other_4xx_fail_at_once_without_retry() {
+    let receiver = Receiver::start(|_, _| Reply::Status(401, None)).await;
+    let writer = Writer::new(destination(&receiver.url, fast())).unwrap();
+    let error = writer.send(history(1, 10), Vec::new()).await.unwrap_err();
+    assert!(
+        matches!(error, WriteError::Refused { status: 401, .. }),
+        "{error}"
+    );
+    assert_eq!(receiver.requests().len(), 1);
+    let text = error.to_string();
+    assert!(
+        text.contains("refused the samples for good") && text.contains("401"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_receiver_is_given_up_on_after_the_limit() {
+    // A port nothing listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+    drop(listener);
+    let mut options = fast();
+    options.give_up_after = Some(Duration::from_millis(300));
+    let writer = Writer::new(destination(&url, options)).unwrap();
+    let error = writer.send(history(1, 10), Vec::new()).await.unwrap_err();
+    assert!(matches!(error, WriteError::GaveUp { .. }), "{error}");
+    assert!(error.to_string().contains("is the receiver up?"), "{error}");
+}
+
+#[tokio::test]
+async fn requests_in_flight_stay_within_the_limit() {
+    let receiver = Receiver::start(|_, _| Reply::Ok).await;
+    let mut options = fast();
+    options.max_samples_per_send = 10;
+    let writer = Writer::new(destination(&receiver.url, options)).unwrap();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let writer = writer.clone();
+        sends.spawn(async move {
+            let mut h = history(1, 50);
+            h[0].labels
+                .push(withings_exporter::remote_write::proto::Label {
+                    name: "shard".into(),
+                    value: i.to_string(),
+                });
+            writer.send(h, Vec::new()).await.unwrap()
+        });
+    }
+    while let Some(done) = sends.join_next().await {
+        assert_eq!(done.unwrap().sent, 50);
+    }
+    let max = receiver.state.lock().unwrap().max_in_flight;
+    assert!(
+        (1..=2).contains(&max),
+        "{max} requests in flight, the limit is 2"
+    );
+    assert_eq!(receiver.stored().len(), 400);
+}
+
+#[tokio::test]
+async fn a_stalling_receiver_times_out_is_retried_and_scrapes_stay_fast() {
+    let receiver = Receiver::start(|i, _| if i == 0 { Reply::Stall } else { Reply::Ok }).await;
+    let mut options = fast();
+    options.timeout = Duration::from_millis(1500);
+    let writer = Writer::new(destination(&receiver.url, options)).unwrap();
+    let app = common::spawn_seeded_app().await;
+    let sending = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.send(history(1, 20), Vec::new()).await }
+    });
+    // While the first request hangs, the exporter answers scrapes as fast as ever.
+    assert!(
+        common::eventually(DEADLINE, || !receiver.requests().is_empty()).await,
+        "the request arrives"
+    );
+    let mut slowest = Duration::ZERO;
+    while !sending.is_finished() {
+        let started = Instant::now();
+        let _ = app.scrape().await;
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = sending.await.unwrap().unwrap();
+    assert_eq!((report.sent, report.retries), (20, 1));
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest scrape {slowest:?}"
+    );
+    assert_every_sample_once(&receiver, 1, 20, &[]);
+    let requests = receiver.requests();
+    assert!(requests[1].at - requests[0].at >= Duration::from_millis(1400));
+}
+
+// ------------------------------------------------------------------ the configuration file
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn config_file(path: &std::path::Path) -> withings_exporter::config::RemoteWriteConfig {
+    withings_exporter::config::RemoteWriteConfig {
+        url: None,
+        config_file: Some(path.to_path_buf()),
+    }
+}
+
+#[tokio::test]
+async fn the_config_file_sets_auth_headers_and_queue_and_keeps_secrets_out_of_sight() {
+    let receiver = Receiver::start(|_, _| Reply::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let password = write(dir.path(), "password", "s3cret-pass\n");
+    let file = write(
+        dir.path(),
+        "remote.yml",
+        &format!(
+            "url: {}\nremote_timeout: 10s\nheaders:\n  X-Scope-OrgID: tenant-1\nbasic_auth:\n  username: writer\n  password_file: {}\nqueue_config:\n  max_samples_per_send: 7\n  max_shards: 3\n  min_backoff: 20ms\n  max_backoff: 1s\n  retry_on_http_429: false\n",
+            receiver.url,
+            password.display()
+        ),
+    );
+    let destination = settings::destination(&config_file(&file), None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(destination.options.max_samples_per_send, 7);
+    assert_eq!(destination.options.max_in_flight, 3);
+    assert_eq!(destination.options.timeout, Duration::from_secs(10));
+    assert_eq!(destination.options.min_backoff, Duration::from_millis(20));
+    assert!(!destination.options.retry_on_429);
+    let shown = format!("{destination:?}");
+    assert!(
+        !shown.contains("s3cret-pass") && !shown.contains("tenant-1"),
+        "{shown}"
+    );
+    let writer = Writer::new(destination).unwrap();
+    assert!(!format!("{writer:?}").contains("s3cret-pass"));
+    writer.send(history(1, 10), Vec::new()).await.unwrap();
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2, "7 samples a request");
+    use base64::Engine;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("writer:s3cret-pass")
+    );
+    for r in &requests {
+        assert_eq!(r.headers["authorization"], expected.as_str());
+        assert_eq!(r.headers["x-scope-orgid"], "tenant-1");
+    }
+    // A 429 is not retried when the file says so.
+    let refusing = Receiver::start(|_, _| Reply::Status(429, None)).await;
+    let file = write(
+        dir.path(),
+        "no429.yml",
+        &format!(
+            "url: {}\nqueue_config:\n  retry_on_http_429: false\n",
+            refusing.url
+        ),
+    );
+    let writer = Writer::new(
+        settings::destination(&config_file(&file), None)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        writer.send(history(1, 1), Vec::new()).await,
+        Err(WriteError::Refused { status: 429, .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_bearer_token_file_is_sent_as_authorization() {
+    let receiver = Receiver::start(|_, _| Reply::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = write(dir.path(), "token", "tok-123\n");
+    let file = write(
+        dir.path(),
+        "remote.yml",
+        &format!(
+            "url: {}\nauthorization:\n  credentials_file: {}\n",
+            receiver.url,
+            token.display()
+        ),
+    );
+    let writer = Writer::new(
+        settings::destination(&config_file(&file), None)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    writer.send(history(1, 1), Vec::new()).await.unwrap();
+    assert_eq!(
+        receiver.requests()[0].headers["authorization"],
+        "Bearer tok-123"
+    );
+}
+
+#[test]
+fn bad_config_files_are_refused_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(dir.path(), "secret", "hunter2\n");
+    let cases = [
+        (
+            "url: http://x/api/v1/write\nqueue_config:\n  capacity: 10\n",
+            "unknown field `capacity`",
+        ),
+        (
+            "url: http://x/api/v1/write\nwrite_relabel_configs: []\n",
+            "unknown field `write_relabel_configs`",
+        ),
+        (
+            "url: http://x/api/v1/write\nbasic_auth:\n  username: u\n  password_file: /nonexistent/password\n",
+            "basic_auth.password_file: cannot read /nonexistent/password",
+        ),
+        ("remote_timeout: 10s\n", "url: missing"),
+        (
+            "url: ftp://x/\n",
+            "url: scheme \"ftp\" is not http or https",
+        ),
+        (
+            "url: http://x/\nremote_timeout: soon\n",
+            "remote_timeout: \"soon\" is not a duration",
+        ),
+        (
+            "url: http://x/\ntls_config:\n  insecure_skip_verify: true\n",
+            "tls_config.insecure_skip_verify",
+        ),
+        (
+            "url: http://x/\ntls_config:\n  cert_file: /c.pem\n",
+            "cert_file and key_file go together",
+        ),
+        (
+            "url: http://x/\nqueue_config:\n  max_shards: 0\n",
+            "queue_config.max_shards: must be at least 1",
+        ),
+        (
+            &format!(
+                "url: http://x/\nbearer_token_file: {0}\nbasic_auth:\n  username: u\n  password_file: {0}\n",
+                secret.display()
+            ),
+            "set only one",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let file = write(dir.path(), &format!("bad{i}.yml"), text);
+        let error = settings::destination(&config_file(&file), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("WITHINGS_REMOTE_WRITE_CONFIG_FILE: "),
+            "{error}"
+        );
+        assert!(error.contains(expected), "{text}: {error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
+
+#[test]
+fn the_url_of_the_command_line_or_variable_comes_before_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "remote.yml",
+        "url: http://file/api/v1/write\nqueue_config:\n  max_shards: 9\n",
+    );
+    let flag: url::Url = "http://flag/api/v1/write".parse().unwrap();
+    let mut config = config_file(&file);
+    config.url = Some("http://variable/api/v1/write".parse().unwrap());
+    let d = settings::destination(&config, Some(flag.clone()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (d.url.as_str(), d.options.max_in_flight),
+        (flag.as_str(), 9)
+    );
+    let d = settings::destination(&config, None).unwrap().unwrap();
+    assert_eq!(d.url.as_str(), "http://variable/api/v1/write");
+    config.url = None;
+    let d = settings::destination(&config, None).unwrap().unwrap();
+    assert_eq!(d.url.as_str(), "http://file/api/v1/write");
+    let none = withings_exporter::config::RemoteWriteConfig::default();
+    assert!(settings::destination(&none, None).unwrap().is_none());
+}
