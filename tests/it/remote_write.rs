@@ -760,3 +760,201 @@ fn the_url_of_the_command_line_or_variable_comes_before_the_files() {
     let none = withings_exporter::config::RemoteWriteConfig::default();
     assert!(settings::destination(&none, None).unwrap().is_none());
 }
+
+// ------------------------------------------------------------------ backfill --remote-write
+
+/// The samples of an OpenMetrics file as the receiver keys them: (sorted labels with
+/// `__name__`, milliseconds) → value.
+pub(crate) fn file_samples(text: &str) -> BTreeMap<(String, i64), Vec<f64>> {
+    let mut out: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, rest) = match line.find('}') {
+            Some(end) => (&line[..=end], &line[end + 1..]),
+            None => line.split_at(line.find(' ').unwrap()),
+        };
+        let mut fields = rest.split_whitespace();
+        let value: f64 = fields.next().unwrap().parse().unwrap();
+        let seconds: i64 = fields.next().unwrap().parse().unwrap();
+        let (name, labels) = match series.find('{') {
+            Some(open) => (&series[..open], &series[open + 1..series.len() - 1]),
+            None => (series, ""),
+        };
+        let mut pairs = vec![("__name__".to_owned(), name.to_owned())];
+        // The exporter's label values hold no `",` sequence: split on it.
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            let (n, v) = pair.split_once("=\"").unwrap();
+            pairs.push((
+                n.to_owned(),
+                v.trim_end_matches('"')
+                    .replace("\\\"", "\"")
+                    .replace("\\\\", "\\"),
+            ));
+        }
+        pairs.sort();
+        let key = pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        out.entry((key, seconds * 1000)).or_default().push(value);
+    }
+    out
+}
+
+/// The number of pages the summary line says were read.
+fn pages(stderr: &str) -> u64 {
+    let line = stderr.lines().last().unwrap();
+    let at = line.find(" pages").unwrap_or_else(|| panic!("{line}"));
+    line[..at].rsplit('(').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn backfill_by_remote_write_sends_exactly_what_the_file_holds_and_a_rerun_the_same() {
+    use crate::backfill::{COLLECTORS, days_and_nights, household};
+    // Since 2024 (the days and nights are in 2024): few enough pages that the three runs stay
+    // within the 120 requests a minute.
+    let h = household(400, 200).await;
+    h.simulator
+        .set_user_extras("1001", days_and_nights(h.now))
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("all.om");
+    let (ok, file_stderr) = h
+        .backfill_with(
+            &[COLLECTORS],
+            &[
+                "--all",
+                "--since",
+                "2024-01-01",
+                "--output",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert!(ok, "{file_stderr}");
+    let expected = file_samples(&std::fs::read_to_string(&file).unwrap());
+    assert!(expected.len() > 500, "{}", expected.len());
+    let families: std::collections::BTreeSet<&str> = expected
+        .keys()
+        .map(|(k, _)| k.split(',').next().unwrap())
+        .collect();
+    assert!(families.len() > 5, "{families:?}");
+
+    let receiver = Receiver::start(|_, _| Reply::Ok).await;
+    // Small requests, so that series are cut across requests and shards.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "remote.yml",
+        &format!(
+            "url: {}\nqueue_config:\n  max_samples_per_send: 97\n  max_shards: 3\n",
+            receiver.url
+        ),
+    );
+    let env = [
+        COLLECTORS,
+        (
+            "WITHINGS_REMOTE_WRITE_CONFIG_FILE",
+            config.to_str().unwrap(),
+        ),
+    ];
+    let (ok, stderr) = h
+        .backfill_with(&env, &["--all", "--since", "2024-01-01", "--remote-write"])
+        .await;
+    assert!(ok, "{stderr}");
+    receiver.assert_no_violation();
+    assert_eq!(receiver.stored(), expected, "the same samples as the file");
+    assert!(receiver.requests().iter().all(|r| {
+        r.body
+            .timeseries
+            .iter()
+            .map(|t| t.samples.len())
+            .sum::<usize>()
+            <= 97
+    }));
+    assert!(receiver.state.lock().unwrap().max_in_flight <= 3);
+    // Withings was asked the same pages by both paths.
+    assert_eq!(pages(&stderr), pages(&file_stderr));
+    let summary = stderr.lines().last().unwrap();
+    assert!(
+        summary.starts_with(&format!(
+            "backfill: wrote {} samples to {}",
+            expected.len(),
+            receiver.url
+        )),
+        "{summary}"
+    );
+    // The metadata of each family came along: gauge, with its HELP.
+    let metadata: Vec<_> = receiver
+        .requests()
+        .iter()
+        .flat_map(|r| r.body.metadata.clone())
+        .collect();
+    assert!(
+        metadata
+            .iter()
+            .any(|m| m.metric_family_name == "withings_weight_grams"
+                && m.r#type == 2
+                && !m.help.is_empty())
+    );
+
+    // A rerun sends the same values at the same timestamps.
+    let (ok, stderr) = h
+        .backfill_with(
+            &env,
+            &[
+                "--all",
+                "--since",
+                "2024-01-01",
+                "--remote-write",
+                &receiver.url,
+            ],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    for (key, values) in receiver.stored() {
+        let first = expected[&key][0];
+        assert_eq!(values, vec![first, first], "{key:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_backfill_the_receiver_refuses_exits_non_zero_with_one_clear_line() {
+    use crate::backfill::household;
+    let h = household(50, 100).await;
+    let receiver = Receiver::start(|_, _| Reply::Status(403, None)).await;
+    let (ok, stderr) = h
+        .backfill_with(&[], &["--all", "--remote-write", &receiver.url])
+        .await;
+    assert!(!ok, "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.contains("refused the samples for good (403")
+            && last.contains("check the URL and credentials"),
+        "{stderr}"
+    );
+    // A 403 is not retried: one request per shard at most, each with other samples.
+    let requests = receiver.requests();
+    assert!((1..=4).contains(&requests.len()), "{}", requests.len());
+    for (i, a) in requests.iter().enumerate() {
+        assert!(
+            requests[i + 1..].iter().all(|b| b.body != a.body),
+            "request {i} sent twice"
+        );
+    }
+    // Neither --output nor --remote-write: told what to give.
+    let (ok, stderr) = h.backfill_with(&[], &["--all"]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("--output") && stderr.contains("--remote-write"),
+        "{stderr}"
+    );
+    // --remote-write with no URL anywhere.
+    let (ok, stderr) = h.backfill_with(&[], &["--all", "--remote-write"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("WITHINGS_REMOTE_WRITE_URL"), "{stderr}");
+}
