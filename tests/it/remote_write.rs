@@ -958,3 +958,229 @@ async fn a_backfill_the_receiver_refuses_exits_non_zero_with_one_clear_line() {
     assert!(!ok);
     assert!(stderr.contains("WITHINGS_REMOTE_WRITE_URL"), "{stderr}");
 }
+
+// ------------------------------------------------------------------ real stores
+
+/// A household with days and nights, backfilled since 2023 (four yearly windows of three
+/// histories, two accounts: few enough pages for three runs within Withings' 120 a minute)
+/// into a file; returns the household, the file's dir and the file's samples.
+async fn backfilled_to_a_file() -> (
+    crate::backfill::Household,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    BTreeMap<(String, i64), Vec<f64>>,
+) {
+    use crate::backfill::{COLLECTORS, days_and_nights, household};
+    let h = household(1_000, 250).await;
+    h.simulator
+        .set_user_extras("1001", days_and_nights(h.now))
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("all.om");
+    let (ok, stderr) = h
+        .backfill_with(
+            &[COLLECTORS],
+            &[
+                "--all",
+                "--since",
+                SINCE,
+                "--output",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    let expected = file_samples(&std::fs::read_to_string(&file).unwrap());
+    (h, out, file, expected)
+}
+
+const SINCE: &str = "2023-01-01";
+
+async fn backfill_by_remote_write(h: &crate::backfill::Household, url: &str) -> String {
+    let (ok, stderr) = h
+        .backfill_with(
+            &[crate::backfill::COLLECTORS],
+            &["--all", "--since", SINCE, "--remote-write", url],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    let summary = stderr.lines().last().unwrap().to_owned();
+    assert!(!summary.contains("refused"), "{summary}");
+    summary
+}
+
+/// Every family of the exporter in a Prometheus, as raw samples: the range selector over
+/// ten years returns each stored sample with its exact timestamp.
+async fn prometheus_samples(
+    prometheus: &crate::backfill::Prometheus,
+    now: i64,
+) -> BTreeMap<(String, i64), Vec<f64>> {
+    let result = prometheus
+        .series_over("{__name__=~\"withings_.+\"}", "10y", now)
+        .await;
+    let mut out: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
+    for series in result {
+        let labels: BTreeMap<String, String> =
+            serde_json::from_value(series["metric"].clone()).unwrap();
+        let key = labels
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for v in series["values"].as_array().unwrap() {
+            let ms = (v[0].as_f64().unwrap() * 1000.0).round() as i64;
+            let value: f64 = v[1].as_str().unwrap().parse().unwrap();
+            out.entry((key.clone(), ms)).or_default().push(value);
+        }
+    }
+    out
+}
+
+/// A Prometheus that takes remote write, with an out-of-order window wide enough for the
+/// years a backfill brings.
+async fn prometheus_receiver(dir: &std::path::Path) -> crate::backfill::Prometheus {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        "global:\n  scrape_interval: 1m\nstorage:\n  tsdb:\n    out_of_order_time_window: 10y\n",
+    )
+    .unwrap();
+    let data = dir.join("rw-data");
+    crate::backfill::Prometheus(
+        common::prometheus::start_daemon("prometheus", "prometheus", dir, |port| {
+            vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", data.display()),
+                "--storage.tsdb.retention.time=20y".to_owned(),
+                "--web.enable-remote-write-receiver".to_owned(),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        })
+        .await,
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs prometheus and promtool (Debian package prometheus)"]
+async fn prometheus_answers_the_backfill_by_remote_write_exactly_as_from_the_file() {
+    let (h, out, file, expected) = backfilled_to_a_file().await;
+    let families: std::collections::BTreeSet<String> = expected
+        .keys()
+        .map(|(k, _)| k.split(',').next().unwrap().to_owned())
+        .collect();
+    let prometheus = prometheus_receiver(out.path()).await;
+    let url = prometheus.0.url("/api/v1/write");
+    backfill_by_remote_write(&h, &url).await;
+    let stored = prometheus_samples(&prometheus, h.now).await;
+    assert_eq!(stored.len(), expected.len(), "{}", prometheus.log_text());
+    assert_eq!(
+        stored, expected,
+        "every family, exact values at exact timestamps"
+    );
+    let stored_families: std::collections::BTreeSet<String> = stored
+        .keys()
+        .map(|(k, _)| k.split(',').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(stored_families, families);
+    // Written twice: one value per timestamp.
+    backfill_by_remote_write(&h, &url).await;
+    assert_eq!(prometheus_samples(&prometheus, h.now).await, expected);
+    // The file through promtool into another Prometheus answers the same.
+    let blocks = tempfile::tempdir().unwrap();
+    let data = crate::backfill::data_dir_of(&file, blocks.path());
+    let config = blocks.path().join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
+    let from_file = crate::backfill::Prometheus::start(&data, &config).await;
+    assert_eq!(prometheus_samples(&from_file, h.now).await, stored);
+}
+
+#[tokio::test]
+#[ignore = "needs victoria-metrics (Debian package victoria-metrics)"]
+async fn victoria_metrics_answers_the_backfill_by_remote_write_exactly() {
+    let (h, out, _file, expected) = backfilled_to_a_file().await;
+    let data = out.path().join("vm-data");
+    let vm = common::prometheus::start_daemon(
+        "victoria-metrics",
+        "victoria-metrics",
+        out.path(),
+        |port| {
+            vec![
+                format!("-storageDataPath={}", data.display()),
+                format!("-httpListenAddr=127.0.0.1:{port}"),
+                "-retentionPeriod=100y".to_owned(),
+            ]
+        },
+    )
+    .await;
+    backfill_by_remote_write(&h, &vm.url("/api/v1/write")).await;
+    let http = common::http();
+    // Written samples become searchable after a flush.
+    let flushed = http
+        .get(vm.url("/internal/force_flush"))
+        .send()
+        .await
+        .unwrap();
+    assert!(flushed.status().is_success());
+    let mut url = url::Url::parse(&vm.url("/api/v1/export")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("match[]", "{__name__=~\"withings_.+\"}")
+        .append_pair("start", "0");
+    let body = common::body_of(http.get(url)).await;
+    let mut stored: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let series: serde_json::Value = serde_json::from_str(line).unwrap();
+        let labels: BTreeMap<String, String> =
+            serde_json::from_value(series["metric"].clone()).unwrap();
+        let key = labels
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let values = series["values"].as_array().unwrap();
+        let times = series["timestamps"].as_array().unwrap();
+        for (v, t) in values.iter().zip(times) {
+            stored
+                .entry((key.clone(), t.as_i64().unwrap()))
+                .or_default()
+                .push(v.as_f64().unwrap());
+        }
+    }
+    assert_eq!(stored.len(), expected.len(), "{}", vm.log_tail());
+    assert_eq!(
+        stored, expected,
+        "every family, exact values at exact timestamps"
+    );
+    // And its Prometheus query API agrees on a family's last value.
+    let (key, _) = expected
+        .keys()
+        .find(|(k, _)| k.starts_with("__name__=withings_weight_grams,account=mom"))
+        .unwrap();
+    let last = expected
+        .iter()
+        .filter(|((k, _), _)| k == key)
+        .max_by_key(|((_, t), _)| *t)
+        .unwrap();
+    let mut url = url::Url::parse(&vm.url("/api/v1/query")).unwrap();
+    let selector = format!(
+        "withings_weight_grams{{{}}}",
+        key.split(',')
+            .skip(1)
+            .map(|p| {
+                let (n, v) = p.split_once('=').unwrap();
+                format!("{n}=\"{v}\"")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    url.query_pairs_mut()
+        .append_pair("query", &format!("last_over_time({selector}[10y])"))
+        .append_pair("time", &(last.0.1 / 1000 + 1).to_string());
+    let answer: serde_json::Value =
+        serde_json::from_str(&common::body_of(http.get(url)).await).unwrap();
+    let value: f64 = answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(value, last.1[0], "{answer}");
+}
