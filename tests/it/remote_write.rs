@@ -121,8 +121,22 @@ impl Receiver {
     pub async fn start(
         behaviour: impl Fn(usize, &WriteRequest) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        Self::start_with(None, behaviour).await
+    }
+
+    /// [`Receiver::start`] over TLS with `acceptor`: the URL is https://localhost:PORT.
+    pub async fn start_with(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        behaviour: impl Fn(usize, &WriteRequest) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+        let url = match &tls {
+            None => format!("http://{}/api/v1/write", listener.local_addr().unwrap()),
+            Some(_) => format!(
+                "https://localhost:{}/api/v1/write",
+                listener.local_addr().unwrap().port()
+            ),
+        };
         let state = Arc::new(Mutex::new(State::default()));
         let behaviour: Behaviour = Arc::new(behaviour);
         let shared = Arc::clone(&state);
@@ -133,15 +147,29 @@ impl Receiver {
                 };
                 let state = Arc::clone(&shared);
                 let behaviour = Arc::clone(&behaviour);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                         let state = Arc::clone(&state);
                         let behaviour = Arc::clone(&behaviour);
                         async move { Ok::<_, hyper::Error>(handle(request, &state, &*behaviour).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            // A failed handshake (no or an unknown client certificate) ends here.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http
+                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -759,6 +787,85 @@ fn the_url_of_the_command_line_or_variable_comes_before_the_files() {
     assert_eq!(d.url.as_str(), "http://file/api/v1/write");
     let none = withings_exporter::config::RemoteWriteConfig::default();
     assert!(settings::destination(&none, None).unwrap().is_none());
+}
+
+/// A TLS acceptor with `ca`'s server certificate, that asks for a client certificate of `ca`.
+fn mutual_tls(ca: &crate::web::Ca) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let (cert, key) = ca.server();
+    let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn tls_with_the_ca_file_and_a_client_certificate() {
+    let ca = crate::web::Ca::new("remote-write test CA");
+    let receiver = Receiver::start_with(Some(mutual_tls(&ca)), |_, _| Reply::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
+    let (cert, key) = ca.issue(&["writer"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    let cert_file = write(dir.path(), "client.pem", &cert);
+    let key_file = write(dir.path(), "client-key.pem", &key);
+    let with = |tls: &str| {
+        let file = write(
+            dir.path(),
+            "remote.yml",
+            &format!("url: {}\ntls_config:\n{tls}", receiver.url),
+        );
+        let mut destination = settings::destination(&config_file(&file), None)
+            .unwrap()
+            .unwrap();
+        destination.options.give_up_after = Some(Duration::from_millis(300));
+        destination
+    };
+    let full = with(&format!(
+        "  ca_file: {}\n  cert_file: {}\n  key_file: {}\n",
+        ca_file.display(),
+        cert_file.display(),
+        key_file.display()
+    ));
+    assert!(!format!("{full:?}").contains("PRIVATE KEY"), "{full:?}");
+    let report = Writer::new(full)
+        .unwrap()
+        .send(history(1, 5), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 5);
+    assert_every_sample_once(&receiver, 1, 5, &[]);
+    // Without the client certificate the server ends the handshake; without the CA file the
+    // server's certificate is not trusted: neither writes anything.
+    for tls in [
+        format!("  ca_file: {}\n", ca_file.display()),
+        format!(
+            "  cert_file: {}\n  key_file: {}\n",
+            cert_file.display(),
+            key_file.display()
+        ),
+    ] {
+        let error = Writer::new(with(&tls))
+            .unwrap()
+            .send(history(1, 5), Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, WriteError::GaveUp { .. }), "{tls}: {error}");
+    }
+    assert_eq!(receiver.stored().len(), 5);
 }
 
 // ------------------------------------------------------------------ backfill --remote-write
