@@ -19,6 +19,9 @@ use url::Url;
 const MAX_ERROR_CHARS: usize = 200;
 /// Bytes of a receiver's error body read at most.
 const MAX_ERROR_BYTES: usize = 4096;
+/// Samples of one batch refused one by one, none written, before the writer concludes the
+/// receiver refuses everything.
+const MAX_REFUSED_ALONE: u64 = 32;
 /// The longest `Retry-After` obeyed: a receiver asking for more is asked again after this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
@@ -132,6 +135,15 @@ pub enum WriteError {
     Refused {
         url: String,
         status: u16,
+        message: String,
+    },
+    /// A 400 for every sample tried alone: a setting at the receiver's end, not the data.
+    #[error(
+        "remote write to {url}: the receiver refused each of {refused} samples sent alone (400: {message}); for a Prometheus, set storage.tsdb.out_of_order_time_window to cover the history (docs/remote-write.md)"
+    )]
+    RefusesAll {
+        url: String,
+        refused: u64,
         message: String,
     },
     #[error(
@@ -441,20 +453,21 @@ impl Writer {
             );
         }
         let batches = encode::batches(ready, self.inner.options.max_samples_per_send);
-        let mut remaining: u64 = batches.iter().map(|b| encode::sample_count(b) as u64).sum();
+        let total: u64 = batches.iter().map(|b| encode::sample_count(b) as u64).sum();
+        let invalid_dropped = report.dropped_total();
         let mut rejected: Option<String> = None;
         for batch in batches {
-            let n = encode::sample_count(&batch) as u64;
             let meta = std::mem::take(&mut metadata);
-            match self
+            if let Err(e) = self
                 .write_splitting(batch, meta, &mut report, &mut rejected)
                 .await
             {
-                Ok(()) => remaining -= n,
-                Err(e) => {
-                    m.samples.with_label_values(&["failed"]).inc_by(remaining);
-                    return Err(e);
-                }
+                // What was neither written nor dropped on purpose is lost to this call.
+                let done = report.sent + (report.dropped_total() - invalid_dropped);
+                m.samples
+                    .with_label_values(&["failed"])
+                    .inc_by(total.saturating_sub(done));
+                return Err(e);
             }
         }
         if let Some(message) = rejected {
@@ -477,6 +490,11 @@ impl Writer {
         rejected: &mut Option<String>,
     ) -> Result<(), WriteError> {
         let m = &self.inner.metrics;
+        // A receiver that refuses every sample (a Prometheus without an out-of-order window
+        // refuses every sample older than its head) would cost two requests a sample: once
+        // this many samples stand refused alone and none of the batch went through, stop.
+        let mut isolated = 0u64;
+        let mut written = false;
         // Depth-first, left half first: the samples of a series stay in time order.
         let mut stack = vec![(batch, metadata)];
         while let Some((batch, metadata)) = stack.pop() {
@@ -487,8 +505,16 @@ impl Writer {
             let (body, batch) = encode::body(batch, metadata);
             match self.write_retrying(body, report).await? {
                 None => {
+                    written = true;
                     report.sent += n;
                     m.samples.with_label_values(&["sent"]).inc_by(n);
+                }
+                Some(message) if !written && isolated >= MAX_REFUSED_ALONE => {
+                    return Err(WriteError::RefusesAll {
+                        url: self.inner.shown.clone(),
+                        refused: isolated,
+                        message,
+                    });
                 }
                 Some(message) => match encode::halves(batch) {
                     Some((first, second)) => {
@@ -496,6 +522,7 @@ impl Writer {
                         stack.push((first, Vec::new()));
                     }
                     None => {
+                        isolated += n;
                         rejected.get_or_insert(message);
                         report.drop("rejected", n);
                         m.samples.with_label_values(&["dropped"]).inc_by(n);

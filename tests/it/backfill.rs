@@ -344,7 +344,7 @@ pub(crate) async fn household(groups_each: usize, page_size: usize) -> Household
 }
 
 impl Household {
-    fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         let (id, secret) = self.simulator.client_credentials();
         [
             ("WITHINGS_API_URL", self.simulator.url().to_string()),

@@ -1291,3 +1291,165 @@ async fn victoria_metrics_answers_the_backfill_by_remote_write_exactly() {
         .unwrap();
     assert_eq!(value, last.1[0], "{answer}");
 }
+
+#[tokio::test]
+async fn a_receiver_that_refuses_every_sample_is_told_apart_from_a_poisoned_one() {
+    let receiver = Receiver::start(|_, _| Reply::Status(400, None)).await;
+    let writer = Writer::new(destination(&receiver.url, fast())).unwrap();
+    let registry = prometheus::Registry::new();
+    writer.register(&registry).unwrap();
+    let error = writer
+        .send(history(1, 5_000), Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, WriteError::RefusesAll { refused: 32, .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("out_of_order_time_window"),
+        "{error}"
+    );
+    // Not two requests a sample: the first batch's 32 samples alone, and the halvings.
+    let requests = receiver.requests().len();
+    assert!(requests < 80, "{requests} requests");
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert_eq!(
+        common::sample(
+            &text,
+            "withings_remote_write_samples_total{result=\"dropped\"}"
+        ),
+        Some(32.0)
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            "withings_remote_write_samples_total{result=\"failed\"}"
+        ),
+        Some(4_968.0)
+    );
+}
+
+#[tokio::test]
+async fn a_backfill_keeps_secrets_out_of_its_output_and_counts_a_poisoned_sample() {
+    use crate::backfill::household;
+    let h = household(50, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let password = write(dir.path(), "password", "pa55-word-secret\n");
+    // Refuses the whole request holding the first weight reading it sees (that series at
+    // that millisecond: one sample).
+    let poison: Arc<Mutex<Option<(String, i64)>>> = Arc::default();
+    let first = Arc::clone(&poison);
+    let receiver = Receiver::start(move |_, body| {
+        let mut poison = first.lock().unwrap();
+        let weights: Vec<(String, i64)> = body
+            .timeseries
+            .iter()
+            .filter(|t| {
+                t.labels
+                    .iter()
+                    .any(|l| l.name == "__name__" && l.value == "withings_weight_grams")
+            })
+            .flat_map(|t| t.samples.iter().map(|s| (key(t), s.timestamp)))
+            .collect();
+        if poison.is_none() {
+            *poison = weights.first().cloned();
+        }
+        match &*poison {
+            Some(p) if weights.contains(p) => Reply::Status(400, None),
+            _ => Reply::Ok,
+        }
+    })
+    .await;
+    let config = write(
+        dir.path(),
+        "remote.yml",
+        &format!(
+            "url: {}\nheaders:\n  X-Scope-OrgID: tenant-secret-1\nbasic_auth:\n  username: u\n  password_file: {}\n",
+            receiver.url,
+            password.display()
+        ),
+    );
+    let (ok, stderr) = h
+        .backfill_with(
+            &[
+                (
+                    "WITHINGS_REMOTE_WRITE_CONFIG_FILE",
+                    config.to_str().unwrap(),
+                ),
+                ("WITHINGS_LOG_LEVEL", "debug"),
+            ],
+            &["--all", "--remote-write"],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    assert!(poison.lock().unwrap().is_some());
+    let summary = stderr.lines().last().unwrap();
+    assert!(
+        summary.contains("; 1 samples refused by the receiver, left out (see the log)"),
+        "{summary}"
+    );
+    assert!(
+        stderr.contains("the receiver refused some samples (400)"),
+        "{stderr}"
+    );
+    for secret in ["pa55-word-secret", "tenant-secret-1"] {
+        assert!(!stderr.contains(secret), "{stderr}");
+    }
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .all(|r| r.headers["x-scope-orgid"] == "tenant-secret-1")
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_during_a_remote_write_backfill_stops_cleanly() {
+    use crate::backfill::household;
+    use common::process::{BIN, ChildGuard};
+    let h = household(300, 500).await;
+    let receiver = Receiver::start(|_, _| Reply::Stall).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args([
+            "backfill",
+            "--all",
+            "--instance",
+            "x:1",
+            "--remote-write",
+            &receiver.url,
+        ])
+        .env_clear()
+        .envs(h.env())
+        .env("TMPDIR", tmp.path())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = ChildGuard(command.spawn().unwrap());
+    let log = common::process::capture_stderr(&mut child.0);
+    assert!(
+        common::eventually(DEADLINE, || !receiver.requests().is_empty()).await,
+        "no request reached the receiver"
+    );
+    // SAFETY: signalling our own child, which has not been reaped.
+    unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(!status.success());
+    let stderr = common::process::wait_for_log(&log, "rerun the same command", 1).await;
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        stderr.contains("same values at the same timestamps"),
+        "{stderr}"
+    );
+    // The spool (health data) is gone.
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "{stderr}"
+    );
+}
