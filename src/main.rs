@@ -88,14 +88,15 @@ enum Command {
         timeout: f64,
     },
     /// Write an account's whole Withings history as OpenMetrics text, for `promtool tsdb
-    /// create-blocks-from openmetrics FILE DIR` (see the README, "Your history"): the
-    /// measures, and activity and sleep when WITHINGS_COLLECTORS turns them on.
+    /// create-blocks-from openmetrics FILE DIR` (see the README, "Your history"), or send it
+    /// by Prometheus remote write (--remote-write): the measures, and activity and sleep when
+    /// WITHINGS_COLLECTORS turns them on.
     Backfill {
         /// The account (WITHINGS_TOKEN_DIR/NAME.json), or `default` for the one account of
         /// WITHINGS_TOKEN_FILE or WITHINGS_ACCESS_TOKEN.
         #[arg(long)]
         account: Option<String>,
-        /// Every account of WITHINGS_TOKEN_DIR, into one file.
+        /// Every account of WITHINGS_TOKEN_DIR, into one file (or one remote write).
         #[arg(long)]
         all: bool,
         /// The file to write; it appears only once complete.

@@ -578,7 +578,9 @@ impl Writer {
                 } => (result, after, message),
             };
             m.requests.with_label_values(&[result]).inc();
+            // A `Retry-After: 0` makes no tight loop: never sooner than min_backoff.
             let wait = after
+                .map(|a| a.max(inner.options.min_backoff))
                 .unwrap_or_else(|| jitter(backoff))
                 .min(MAX_RETRY_AFTER);
             backoff = (backoff * 2).min(inner.options.max_backoff);

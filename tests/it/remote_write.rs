@@ -1453,3 +1453,25 @@ async fn ctrl_c_during_a_remote_write_backfill_stops_cleanly() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_retry_after_of_zero_still_waits_the_minimum_backoff() {
+    let receiver = Receiver::start(|i, _| {
+        if i < 3 {
+            Reply::Status(503, Some("0".into()))
+        } else {
+            Reply::Ok
+        }
+    })
+    .await;
+    let mut options = fast();
+    options.min_backoff = Duration::from_millis(200);
+    let writer = Writer::new(destination(&receiver.url, options)).unwrap();
+    let report = writer.send(history(1, 5), Vec::new()).await.unwrap();
+    assert_eq!((report.sent, report.retries), (5, 3));
+    let requests = receiver.requests();
+    for pair in requests.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(195), "{gap:?}");
+    }
+}
