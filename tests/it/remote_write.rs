@@ -984,6 +984,16 @@ async fn backfill_by_remote_write_sends_exactly_what_the_file_holds_and_a_rerun_
             <= 97
     }));
     assert!(receiver.state.lock().unwrap().max_in_flight <= 3);
+    // A series' samples arrive in time order across requests too (one shard sends a series,
+    // one request after the other).
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for request in receiver.requests() {
+        for ts in &request.body.timeseries {
+            let newest = last.entry(key(ts)).or_insert(i64::MIN);
+            assert!(ts.samples[0].timestamp > *newest, "{}", key(ts));
+            *newest = ts.samples[ts.samples.len() - 1].timestamp;
+        }
+    }
     // Withings was asked the same pages by both paths.
     assert_eq!(pages(&stderr), pages(&file_stderr));
     let summary = stderr.lines().last().unwrap();
