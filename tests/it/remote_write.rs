@@ -564,33 +564,39 @@ async fn requests_in_flight_stay_within_the_limit() {
 }
 
 #[tokio::test]
-async fn a_stalling_receiver_times_out_is_retried_and_scrapes_stay_fast() {
+async fn a_stalling_receiver_times_out_is_retried_and_probes_stay_fast() {
     let receiver = Receiver::start(|i, _| if i == 0 { Reply::Stall } else { Reply::Ok }).await;
     let mut options = fast();
     options.timeout = Duration::from_millis(1500);
     let writer = Writer::new(destination(&receiver.url, options)).unwrap();
-    let app = common::spawn_seeded_app().await;
+    let household =
+        common::accounts::Household::start(&[("mom", "1001", 120), ("dad", "1002", 130)], &[])
+            .await;
     let sending = tokio::spawn({
         let writer = writer.clone();
         async move { writer.send(history(1, 20), Vec::new()).await }
     });
-    // While the first request hangs, the exporter answers scrapes as fast as ever.
+    // While the first request hangs, the exporter answers probes as fast as ever.
     assert!(
         common::eventually(DEADLINE, || !receiver.requests().is_empty()).await,
         "the request arrives"
     );
     let mut slowest = Duration::ZERO;
+    let mut probed = 0;
     while !sending.is_finished() {
+        probed += 1;
         let started = Instant::now();
-        let _ = app.scrape().await;
+        let _ = household.probe("mom").await;
+        let _ = household.probe("dad").await;
         slowest = slowest.max(started.elapsed());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let report = sending.await.unwrap().unwrap();
     assert_eq!((report.sent, report.retries), (20, 1));
+    assert!(probed >= 3, "probed {probed} times during the stall");
     assert!(
         slowest < Duration::from_millis(500),
-        "slowest scrape {slowest:?}"
+        "slowest probes {slowest:?}"
     );
     assert_every_sample_once(&receiver, 1, 20, &[]);
     let requests = receiver.requests();
