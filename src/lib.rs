@@ -33,6 +33,7 @@ pub mod http;
 pub mod invite;
 pub mod lock;
 pub mod notify;
+pub mod remote_write;
 pub mod render;
 pub mod secret;
 pub mod telemetry;

@@ -105,19 +105,25 @@ enum Command {
         timeout: f64,
     },
     /// Write an account's whole Withings history as OpenMetrics text, for `promtool tsdb
-    /// create-blocks-from openmetrics FILE DIR` (see the README, "Your history"): the
-    /// measures, and activity and sleep when WITHINGS_COLLECTORS turns them on.
+    /// create-blocks-from openmetrics FILE DIR` (see the README, "Your history"), or send it
+    /// by Prometheus remote write (--remote-write): the measures, and activity and sleep when
+    /// WITHINGS_COLLECTORS turns them on.
     Backfill {
         /// The account (WITHINGS_TOKEN_DIR/NAME.json), or `default` for the one account of
         /// WITHINGS_TOKEN_FILE or WITHINGS_ACCESS_TOKEN.
         #[arg(long)]
         account: Option<String>,
-        /// Every account of WITHINGS_TOKEN_DIR, into one file.
+        /// Every account of WITHINGS_TOKEN_DIR, into one file (or one remote write).
         #[arg(long)]
         all: bool,
         /// The file to write; it appears only once complete.
-        #[arg(long)]
-        output: std::path::PathBuf,
+        #[arg(long, conflicts_with = "remote_write")]
+        output: Option<std::path::PathBuf>,
+        /// Send the history by Prometheus remote write to URL instead (e.g.
+        /// http://prometheus:9090/api/v1/write); without URL, to WITHINGS_REMOTE_WRITE_URL or
+        /// the url of WITHINGS_REMOTE_WRITE_CONFIG_FILE (see docs/remote-write.md).
+        #[arg(long, value_name = "URL", num_args = 0..=1)]
+        remote_write: Option<Option<url::Url>>,
         /// Only readings from this day on (YYYY-MM-DD, UTC).
         #[arg(long)]
         since: Option<String>,
@@ -310,6 +316,7 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
             account,
             all,
             output,
+            remote_write,
             since,
             job,
             instance,
@@ -325,6 +332,21 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
                 .into_iter()
                 .filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name, v)))
                 .collect();
+            let config = from_env()?;
+            let output = match (output, remote_write) {
+                (Some(path), _) => BackfillOutput::File(path),
+                (None, Some(url)) => {
+                    let destination =
+                        withings_exporter::remote_write::settings::destination(&config.remote_write, url)?
+                            .ok_or_else(|| anyhow::anyhow!("backfill: --remote-write: no URL; give one (--remote-write URL), or set WITHINGS_REMOTE_WRITE_URL or WITHINGS_REMOTE_WRITE_CONFIG_FILE"))?;
+                    BackfillOutput::RemoteWrite(withings_exporter::remote_write::Writer::new(
+                        destination,
+                    )?)
+                }
+                (None, None) => {
+                    anyhow::bail!("backfill: say where: --output FILE or --remote-write URL")
+                }
+            };
             let request = BackfillRequest {
                 account: account.as_deref(),
                 all,
@@ -332,7 +354,7 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
                 since: since.as_deref(),
                 labels,
             };
-            backfill(from_env()?, request).await
+            backfill(config, request).await
         }
         Command::Demo => {
             // Read first, so that a variable the exporter refuses stops the demo before the
@@ -653,11 +675,17 @@ async fn interrupted() {
     }
 }
 
+/// Where `backfill` writes.
+enum BackfillOutput {
+    File(std::path::PathBuf),
+    RemoteWrite(withings_exporter::remote_write::Writer),
+}
+
 /// `backfill`: the library does the work; here only the terminal, Ctrl-C and the messages.
 struct BackfillRequest<'a> {
     account: Option<&'a str>,
     all: bool,
-    output: &'a std::path::Path,
+    output: &'a BackfillOutput,
     since: Option<&'a str>,
     labels: Vec<(&'static str, String)>,
 }
@@ -671,22 +699,32 @@ async fn backfill(config: Config, request: BackfillRequest<'_>) -> anyhow::Resul
         labels,
     } = request;
     use std::io::IsTerminal;
-    use withings_exporter::backfill::{Plan, parse_since};
+    use withings_exporter::backfill::{Output, Plan, parse_since};
     let since = since.map(parse_since).transpose()?;
     let now = withings_exporter::account::unix_now();
     let mut plan = Plan::from_config(&config, account, all, since, now)?;
     plan.options.progress = std::io::stderr().is_terminal();
     plan.options.target_labels = labels;
+    let (target, shown) = match output {
+        BackfillOutput::File(path) => (Output::File(path), path.display().to_string()),
+        BackfillOutput::RemoteWrite(writer) => {
+            (Output::RemoteWrite(writer), writer.shown_url().to_owned())
+        }
+    };
     let rerun = || {
-        format!(
+        match output {
+        BackfillOutput::File(path) => format!(
             "nothing was written to {}; rerun the same command (it reads the history again from the start)",
-            output.display()
-        )
+            path.display()
+        ),
+        // What was written stays; a rerun writes the same values at the same timestamps.
+        BackfillOutput::RemoteWrite(_) => "rerun the same command: it sends the whole history again, the same values at the same timestamps, which the store takes without harm".to_owned(),
+    }
     };
     tokio::select! {
-        result = plan.run(output) => match result {
+        result = plan.run(target) => match result {
             Ok(summary) => {
-                eprintln!("{}", summary.line(output));
+                eprintln!("{}", summary.line(&shown));
                 Ok(())
             }
             Err(e) => Err(anyhow::anyhow!("backfill failed: {e}; {}", rerun())),

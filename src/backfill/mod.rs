@@ -14,6 +14,7 @@
 
 pub mod openmetrics;
 mod progress;
+pub mod remote;
 mod spool;
 
 use crate::account::tokens::{TokenError, TokenSource};
@@ -21,6 +22,7 @@ use crate::app::accounts::{AccountSet, name_rule, valid_name};
 use crate::clock::Clock;
 use crate::collector::{self, Collectors, History, HistoryPage};
 use crate::config::{Config, ConfigError};
+use crate::remote_write::Writer;
 use crate::withings::paging::{EndlessPagination, MAX_PAGES, Pager};
 use crate::withings::{ApiError, Request, RequestError, StatusClass, WithingsClient, authorized};
 use openmetrics::{FamilyReport, OpenMetricsWriter, Window, WriteError};
@@ -75,6 +77,8 @@ pub enum BackfillError {
     Spool(std::io::Error),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    RemoteWrite(#[from] crate::remote_write::WriteError),
     #[error("cannot write {}: {source}", path.display())]
     Output {
         path: PathBuf,
@@ -118,6 +122,8 @@ pub struct Summary {
     pub families: Vec<FamilyReport>,
     /// Requests answered and rows read.
     pub counts: Counts,
+    /// What remote write did, when the samples went there.
+    pub remote: Option<crate::remote_write::Report>,
 }
 
 impl Summary {
@@ -133,8 +139,8 @@ impl Summary {
             .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
     }
 
-    /// The one line printed at the end.
-    pub fn line(&self, output: &Path) -> String {
+    /// The one line printed at the end; `output` names where the samples went.
+    pub fn line(&self, output: &str) -> String {
         let per_family: Vec<String> = self
             .families
             .iter()
@@ -148,10 +154,13 @@ impl Summary {
             0 => String::new(),
             n => format!("; {n} malformed activity, sleep, workout or ECG rows skipped"),
         };
+        let dropped = match self.remote.as_ref().map_or(0, |r| r.dropped_total()) {
+            0 => String::new(),
+            n => format!("; {n} samples refused by the receiver, left out (see the log)"),
+        };
         format!(
-            "backfill: wrote {} samples to {} ({} read{malformed}), {range}: {}",
-            self.samples(),
-            output.display(),
+            "backfill: wrote {} samples to {output} ({} read{malformed}{dropped}), {range}: {}",
+            self.samples() - self.remote.as_ref().map_or(0, |r| r.dropped_total()),
             self.counts,
             if per_family.is_empty() {
                 "no family".to_owned()
@@ -333,8 +342,13 @@ impl Plan {
         })
     }
 
-    pub async fn run(&self, output: &Path) -> Result<Summary, BackfillError> {
-        run(&self.client, &self.targets, &self.options, output).await
+    pub async fn run(&self, output: Output<'_>) -> Result<Summary, BackfillError> {
+        match output {
+            Output::File(path) => run(&self.client, &self.targets, &self.options, path).await,
+            Output::RemoteWrite(writer) => {
+                run_remote(&self.client, &self.targets, &self.options, writer).await
+            }
+        }
     }
 }
 
@@ -415,6 +429,15 @@ impl std::fmt::Display for Counts {
     }
 }
 
+/// Where a backfill writes.
+#[derive(Debug, Clone, Copy)]
+pub enum Output<'a> {
+    /// An OpenMetrics file for promtool.
+    File(&'a Path),
+    /// A remote-write receiver.
+    RemoteWrite(&'a Writer),
+}
+
 /// Reads every target's history and writes it to `output`, which appears only complete:
 /// the text goes to a temporary file in the same directory, renamed at the end. Dropping the
 /// future (Ctrl-C) leaves neither that file nor the spool behind.
@@ -424,6 +447,76 @@ pub async fn run(
     options: &Options,
     output: &Path,
 ) -> Result<Summary, BackfillError> {
+    let (spool, counts, window) = read(client, targets, options).await?;
+    let output_error = |source| BackfillError::Output {
+        path: output.to_path_buf(),
+        source,
+    };
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".withings-backfill-")
+        .suffix(".om.tmp")
+        .tempfile_in(dir)
+        .map_err(output_error)?;
+    let mut writer = OpenMetricsWriter::new(BufWriter::new(temp), window);
+    let families = spool.write_to(&mut writer)?;
+    let temp = writer
+        .finish()?
+        .into_inner()
+        .map_err(|e| output_error(e.into_error()))?;
+    temp.persist(output).map_err(|e| output_error(e.error))?;
+    Ok(Summary {
+        families,
+        counts,
+        remote: None,
+    })
+}
+
+/// [`run`], the samples sent by remote write instead: the same samples at the same
+/// timestamps. The spool is read back on a blocking thread, in batches the writer sends
+/// as they come; dropping the future (Ctrl-C) stops both and removes the spool.
+pub async fn run_remote(
+    client: &WithingsClient,
+    targets: &[Target],
+    options: &Options,
+    writer: &Writer,
+) -> Result<Summary, BackfillError> {
+    let (spool, counts, window) = read(client, targets, options).await?;
+    let (families, receivers) = remote::channels(
+        window,
+        writer.options().max_samples_per_send,
+        writer.options().max_in_flight,
+    );
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut families = families;
+        let reports = spool.write_to(&mut families)?;
+        families.finish()?;
+        Ok::<_, WriteError>(reports)
+    });
+    let sent = remote::send_all(writer, receivers).await;
+    // The sender's error first: when it stops, the reading side only sees closed channels.
+    let report = sent?;
+    let families = match reading.await {
+        Ok(result) => result?,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => return Err(WriteError::Closed.into()),
+    };
+    Ok(Summary {
+        families,
+        counts,
+        remote: Some(report),
+    })
+}
+
+/// Reads every target's history into a spool.
+async fn read(
+    client: &WithingsClient,
+    targets: &[Target],
+    options: &Options,
+) -> Result<(spool::Spool, Counts, Window), BackfillError> {
     let window = Window::before_head(options.now, options.since);
     let spans = windows(window);
     let histories: Vec<&dyn History> = options
@@ -482,27 +575,7 @@ pub async fn run(
         }
     }
     progress.finish();
-    let output_error = |source| BackfillError::Output {
-        path: output.to_path_buf(),
-        source,
-    };
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let temp = tempfile::Builder::new()
-        .prefix(".withings-backfill-")
-        .suffix(".om.tmp")
-        .tempfile_in(dir)
-        .map_err(output_error)?;
-    let mut writer = OpenMetricsWriter::new(BufWriter::new(temp), window);
-    let families = spool.write_to(&mut writer)?;
-    let temp = writer
-        .finish()?
-        .into_inner()
-        .map_err(|e| output_error(e.into_error()))?;
-    temp.persist(output).map_err(|e| output_error(e.error))?;
-    Ok(Summary { families, counts })
+    Ok((spool, counts, window))
 }
 
 /// One account's history, read window by window into the spool.

@@ -93,6 +93,9 @@ pub enum WriteError {
     /// A family written twice would be split in two blocks, which OpenMetrics forbids.
     #[error("metric family {0} was already written; OpenMetrics wants each family in one block")]
     FamilyRepeated(String),
+    /// The remote-write side stopped taking samples (its error is the one reported).
+    #[error("the remote-write sender stopped")]
+    Closed,
     #[error("sample refers to series {series} of {family}, which has {count} series")]
     UnknownSeries {
         family: String,
@@ -166,25 +169,10 @@ impl<W: Write> OpenMetricsWriter<W> {
             samples: 0,
             range: None,
         };
-        let mut previous: Option<(u32, i64)> = None;
         let mut prefixes: Vec<Option<String>> = vec![None; series.len()];
-        for sample in samples {
+        for sample in kept(self.window, name, series.len(), samples) {
             let sample = sample?;
-            let Some(labels) = series.get(sample.series as usize) else {
-                return Err(WriteError::UnknownSeries {
-                    family: name.to_owned(),
-                    series: sample.series,
-                    count: series.len(),
-                });
-            };
-            if !self.window.contains(sample.timestamp) {
-                continue;
-            }
-            // Sorted with the greatest grpid first: the first of a (series, second) stands.
-            if previous == Some((sample.series, sample.timestamp)) {
-                continue;
-            }
-            previous = Some((sample.series, sample.timestamp));
+            let labels = &series[sample.series as usize];
             if report.samples == 0 {
                 writeln!(self.out, "# HELP {name} {}", escape(help))?;
                 writeln!(self.out, "# TYPE {name} gauge")?;
@@ -195,11 +183,7 @@ impl<W: Write> OpenMetricsWriter<W> {
             let prefix =
                 prefixes[sample.series as usize].get_or_insert_with(|| series_prefix(name, labels));
             writeln!(self.out, "{prefix} {} {}", sample.value, sample.timestamp)?;
-            report.samples += 1;
-            report.range = Some(match report.range {
-                None => (sample.timestamp, sample.timestamp),
-                Some((lo, hi)) => (lo.min(sample.timestamp), hi.max(sample.timestamp)),
-            });
+            count(&mut report, sample.timestamp);
         }
         Ok(report)
     }
@@ -210,6 +194,69 @@ impl<W: Write> OpenMetricsWriter<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// Where the families of a backfill go: the OpenMetrics file, or a remote-write receiver.
+pub trait FamilyOutput {
+    /// One family, its samples in [`sort_key`] order (of [`ranks`]).
+    fn family(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: &[Vec<(&str, String)>],
+        samples: &mut dyn Iterator<Item = Result<Sample, WriteError>>,
+    ) -> Result<FamilyReport, WriteError>;
+}
+
+impl<W: Write> FamilyOutput for OpenMetricsWriter<W> {
+    fn family(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: &[Vec<(&str, String)>],
+        samples: &mut dyn Iterator<Item = Result<Sample, WriteError>>,
+    ) -> Result<FamilyReport, WriteError> {
+        self.sorted_gauge_family(name, help, series, samples)
+    }
+}
+
+/// Of samples in [`sort_key`] order, those a family holds: in the window, the first of each
+/// (series, second) (the greatest grpid), each of a known series.
+pub fn kept(
+    window: Window,
+    family: &str,
+    count: usize,
+    samples: impl Iterator<Item = Result<Sample, WriteError>>,
+) -> impl Iterator<Item = Result<Sample, WriteError>> {
+    let mut previous: Option<(u32, i64)> = None;
+    samples.filter_map(move |sample| {
+        let sample = match sample {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        if sample.series as usize >= count {
+            return Some(Err(WriteError::UnknownSeries {
+                family: family.to_owned(),
+                series: sample.series,
+                count,
+            }));
+        }
+        if !window.contains(sample.timestamp) || previous == Some((sample.series, sample.timestamp))
+        {
+            return None;
+        }
+        previous = Some((sample.series, sample.timestamp));
+        Some(Ok(sample))
+    })
+}
+
+/// Adds a written sample to a family's report.
+pub fn count(report: &mut FamilyReport, timestamp: i64) {
+    report.samples += 1;
+    report.range = Some(match report.range {
+        None => (timestamp, timestamp),
+        Some((lo, hi)) => (lo.min(timestamp), hi.max(timestamp)),
+    });
 }
 
 /// The rank of each series in label order, so that the file does not depend on the order

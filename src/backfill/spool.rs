@@ -2,7 +2,9 @@
 //! that memory holds one family at a time (at most one sample per measure of that type in
 //! the history) instead of the whole history.
 
-use super::openmetrics::{FamilyReport, OpenMetricsWriter, Sample, WriteError};
+#[cfg(test)]
+use super::openmetrics::OpenMetricsWriter;
+use super::openmetrics::{FamilyOutput, FamilyReport, Sample, WriteError};
 use crate::collector::{Sink, Version};
 use std::collections::HashMap;
 use std::fs::File;
@@ -200,9 +202,9 @@ impl Spool {
 
     /// Writes every family, sorted by name as the live exposition is, reading one family's
     /// spool back at a time.
-    pub fn write_to<W: Write>(
+    pub fn write_to(
         mut self,
-        writer: &mut OpenMetricsWriter<W>,
+        writer: &mut dyn FamilyOutput,
     ) -> Result<Vec<FamilyReport>, WriteError> {
         self.families.sort_by(|a, b| a.name.cmp(b.name));
         let mut reports = Vec::new();
@@ -222,11 +224,11 @@ impl Spool {
             let _ = std::fs::remove_file(&path);
             let report = match runs {
                 Runs::Memory(samples) => {
-                    writer.sorted_gauge_family(name, help, &labels, samples.into_iter().map(Ok))?
+                    writer.family(name, help, &labels, &mut samples.into_iter().map(Ok))?
                 }
                 Runs::Files(paths) => {
-                    let merged = Merge::open(&paths, &rank)?;
-                    let report = writer.sorted_gauge_family(name, help, &labels, merged)?;
+                    let mut merged = Merge::open(&paths, &rank)?;
+                    let report = writer.family(name, help, &labels, &mut merged)?;
                     for path in &paths {
                         let _ = std::fs::remove_file(path);
                     }

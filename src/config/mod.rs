@@ -298,6 +298,16 @@ impl Default for NotifyConfig {
     }
 }
 
+/// Prometheus remote write (issue 19): where to, and how (a file in the shape of one
+/// Prometheus `remote_write` entry, read by the remote-write floor).
+#[derive(Debug, Clone, Default)]
+pub struct RemoteWriteConfig {
+    /// `WITHINGS_REMOTE_WRITE_URL`.
+    pub url: Option<Url>,
+    /// `WITHINGS_REMOTE_WRITE_CONFIG_FILE`.
+    pub config_file: Option<PathBuf>,
+}
+
 /// Everything the exporter needs to run, already checked, by the component that takes it.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -306,6 +316,7 @@ pub struct Config {
     pub accounts: AccountsConfig,
     pub collectors: CollectorsConfig,
     pub notify: NotifyConfig,
+    pub remote_write: RemoteWriteConfig,
     /// `WITHINGS_LOG_LEVEL` (or `RUST_LOG`) and `WITHINGS_LOG_FORMAT`.
     pub log: LogSettings,
 }
@@ -337,6 +348,7 @@ impl Default for Config {
             accounts: AccountsConfig::default(),
             collectors: CollectorsConfig::default(),
             notify: NotifyConfig::default(),
+            remote_write: RemoteWriteConfig::default(),
             log: LogSettings::default(),
         }
     }

@@ -389,6 +389,29 @@ pub const SETTINGS: &[Setting] = &[
         }),
     },
     Setting {
+        variable: "WITHINGS_REMOTE_WRITE_URL",
+        flag: None,
+        default: "",
+        meaning: "Prometheus remote-write endpoint (e.g. http://prometheus:9090/api/v1/write) that `backfill --remote-write` writes to",
+        rank: 20,
+        apply: Apply::Set(|c, v, _| {
+            c.remote_write.url = Some(parse_api_url("WITHINGS_REMOTE_WRITE_URL", v)?);
+            Ok(())
+        }),
+    },
+    Setting {
+        variable: "WITHINGS_REMOTE_WRITE_CONFIG_FILE",
+        flag: None,
+        default: "",
+        meaning: "YAML file in the shape of one Prometheus remote_write entry: url, auth, headers, TLS, queue_config (docs/remote-write.md)",
+        rank: 20,
+        // Read when a command writes, where a bad file can be named with its key.
+        apply: Apply::Set(|c, v, _| {
+            c.remote_write.config_file = Some(parse_path(v));
+            Ok(())
+        }),
+    },
+    Setting {
         variable: "WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS",
         flag: None,
         default: "30",

@@ -742,6 +742,8 @@ const EXPORTER_ALERTS: &[&str] = &[
     "WithingsRateLimited",
     "WithingsRequestBudgetSaturated",
     "WithingsAccountFileError",
+    "WithingsRemoteWriteFailing",
+    "WithingsRemoteWriteFallingBehind",
 ];
 
 #[test]

@@ -303,17 +303,17 @@ fn activity_and_sleep_windows_cover_every_day_once() {
 // ------------------------------------------------------------------ the simulated history
 
 /// Two accounts with four years of history each, up to an hour ago.
-struct Household {
-    simulator: Simulator,
+pub(crate) struct Household {
+    pub(crate) simulator: Simulator,
     dir: tempfile::TempDir,
     /// Each account's groups as the simulator serves them.
     groups: BTreeMap<&'static str, Vec<Value>>,
-    now: i64,
+    pub(crate) now: i64,
 }
 
 const ACCOUNTS: [(&str, &str, i64); 2] = [("mom", "1001", 10_000_000), ("dad", "1002", 20_000_000)];
 
-async fn household(groups_each: usize, page_size: usize) -> Household {
+pub(crate) async fn household(groups_each: usize, page_size: usize) -> Household {
     let simulator = Simulator::start(SimulatorOptions {
         page_size,
         ..SimulatorOptions::default()
@@ -344,7 +344,7 @@ async fn household(groups_each: usize, page_size: usize) -> Household {
 }
 
 impl Household {
-    fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         let (id, secret) = self.simulator.client_credentials();
         [
             ("WITHINGS_API_URL", self.simulator.url().to_string()),
@@ -376,7 +376,11 @@ impl Household {
     }
 
     /// [`Household::backfill`] with more environment variables.
-    async fn backfill_with(&self, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    pub(crate) async fn backfill_with(
+        &self,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> (bool, String) {
         let mut command = Command::new(BIN);
         command.arg("backfill");
         if !args.contains(&"--instance") {
@@ -629,10 +633,11 @@ async fn two_accounts_are_backfilled_with_the_live_exporters_series() {
 // ------------------------------------------------------------------ activity and sleep
 
 /// Every history collector on, and devices, which have no history to backfill.
-const COLLECTORS: (&str, &str) = ("WITHINGS_COLLECTORS", "measures,activity,sleep,devices");
+pub(crate) const COLLECTORS: (&str, &str) =
+    ("WITHINGS_COLLECTORS", "measures,activity,sleep,devices");
 
 /// The `--instance` of [`Household::backfill`]: the shipped compose stack's exporter.
-const INSTANCE: &str = "withings-exporter:19100";
+pub(crate) const INSTANCE: &str = "withings-exporter:19100";
 
 /// An activity row of the simulator: what getactivity serves.
 fn activity_row(
@@ -680,7 +685,7 @@ fn night_row(
 /// New York that began with the change to summer time (23 hours, ending at 04:00 UTC the
 /// next day), a day in Tokyo (ending at 15:00 UTC), today (not over: left out); two sleep
 /// devices on one night, and a night without the snoring the other had.
-fn days_and_nights(now: i64) -> withings_sim::data::UserExtras {
+pub(crate) fn days_and_nights(now: i64) -> withings_sim::data::UserExtras {
     use serde_json::json;
     let today = jiff::Timestamp::from_second(now)
         .unwrap()
@@ -1310,7 +1315,7 @@ async fn a_spent_budget_is_waited_for_not_fatal() {
 
 // ------------------------------------------------------------------ the real programs
 
-fn promtool_blocks(file: &Path, blocks: &Path) {
+pub(crate) fn promtool_blocks(file: &Path, blocks: &Path) {
     // promtool cuts 2-hour blocks unless told otherwise, reading the whole file again for
     // each: years of history want larger blocks (it rounds down to 182 days), as the README says.
     let out = Command::new("promtool")
@@ -1334,7 +1339,7 @@ fn promtool_blocks(file: &Path, blocks: &Path) {
 
 /// Blocks of `file` moved into a new Prometheus data directory under `dir`, as the README
 /// says: every block directory moved over.
-fn data_dir_of(file: &Path, dir: &Path) -> std::path::PathBuf {
+pub(crate) fn data_dir_of(file: &Path, dir: &Path) -> std::path::PathBuf {
     let blocks = dir.join("blocks");
     promtool_blocks(file, &blocks);
     let data = dir.join("data");
@@ -1358,10 +1363,10 @@ async fn promtool_makes_blocks_of_the_backfill() {
 
 /// A Prometheus (killed and reaped when dropped) on a data directory of the test's, with
 /// the queries these tests ask.
-struct Prometheus(Daemon);
+pub(crate) struct Prometheus(pub(crate) Daemon);
 
 impl Prometheus {
-    async fn start(data: &Path, config: &Path) -> Self {
+    pub(crate) async fn start(data: &Path, config: &Path) -> Self {
         let dir = data.parent().unwrap();
         Self(
             start_daemon("prometheus", "prometheus", dir, |port| {
@@ -1378,7 +1383,7 @@ impl Prometheus {
 
     /// The `result` of one API call (`/api/v1/query`, `/api/v1/query_range`), which must
     /// succeed.
-    async fn result(&self, path: &str, params: &[(&str, String)]) -> Vec<Value> {
+    pub(crate) async fn result(&self, path: &str, params: &[(&str, String)]) -> Vec<Value> {
         let mut url = url::Url::parse(&self.0.url(path)).unwrap();
         for (name, value) in params {
             url.query_pairs_mut().append_pair(name, value);
@@ -1395,7 +1400,7 @@ impl Prometheus {
     }
 
     /// The samples of `selector` in the second ending at `at`: exact timestamps and values.
-    async fn samples_at(&self, selector: &str, at: i64) -> Vec<(f64, f64)> {
+    pub(crate) async fn samples_at(&self, selector: &str, at: i64) -> Vec<(f64, f64)> {
         self.series_over(selector, "1s", at)
             .await
             .iter()
@@ -1410,7 +1415,7 @@ impl Prometheus {
     }
 
     /// Every series `selector` selects over `range` before `at`, with its samples.
-    async fn series_over(&self, selector: &str, range: &str, at: i64) -> Vec<Value> {
+    pub(crate) async fn series_over(&self, selector: &str, range: &str, at: i64) -> Vec<Value> {
         let query = format!("{selector}[{range}]");
         self.result(
             "/api/v1/query",
@@ -1429,7 +1434,7 @@ impl Prometheus {
         self.result("/api/v1/query_range", &params).await
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.0.log_tail()
     }
 }

@@ -29,6 +29,7 @@ mod hardening_upstream;
 mod measures;
 mod notify;
 mod onboard;
+mod remote_write;
 mod stack;
 mod sync;
 mod token_crash;

@@ -23,12 +23,12 @@ use withings_sim::Simulator;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A certificate authority made for one test.
-struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -37,12 +37,12 @@ impl Ca {
         Self { issuer }
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// A leaf certificate and its key, both PEM.
-    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+    pub(crate) fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -56,7 +56,7 @@ impl Ca {
         (cert.pem(), key.serialize_pem())
     }
 
-    fn server(&self) -> (String, String) {
+    pub(crate) fn server(&self) -> (String, String) {
         self.issue(
             &["localhost", "127.0.0.1"],
             ExtendedKeyUsagePurpose::ServerAuth,

@@ -1,0 +1,372 @@
+//! What remote write costs (issue 19); the figures go in BENCHMARKS.md. Run with
+//! `cargo bench --bench remote_write` (needs `prometheus`, Debian package prometheus):
+//!
+//! 1. a synthetic 10-year history of one family at one sample a minute (5,256,000 samples)
+//!    through the backfill's remote-write path (`backfill::remote`: the per-shard batches the
+//!    spool feeds, the writer's requests) into a real Prometheus started here with the
+//!    remote-write receiver and an out-of-order window: wall time, samples a second, peak RSS
+//!    of this process (which holds nothing else yet), and the count Prometheus then holds;
+//! 2. the encoder alone (labels sorted and checked, protobuf, snappy) on one core: samples a
+//!    second and bytes a sample on the wire, for 2,000-sample requests of one series and of
+//!    many short ones;
+//! 3. the binary's `backfill` of a 100,000-group synthetic 10-year history against the
+//!    simulator, to a file and by remote write into the same Prometheus: wall time, the
+//!    child's peak RSS, and the requests to Withings of each (equal).
+
+mod common;
+
+use common::run_bench;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use withings_exporter::backfill::openmetrics::{FamilyOutput, Sample, Window};
+use withings_exporter::backfill::remote;
+use withings_exporter::remote_write::encode::{self, series};
+use withings_exporter::remote_write::proto;
+use withings_exporter::remote_write::{Destination, Options, Writer};
+use withings_sim::history::{self, HistorySpec};
+use withings_sim::{Simulator, SimulatorOptions};
+
+const TOKEN: &str = "bench-token";
+const YEAR: i64 = 365 * 86_400;
+
+/// Prometheus, killed when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            "global:\n  scrape_interval: 1m\nstorage:\n  tsdb:\n    out_of_order_time_window: 11y\n",
+        )
+        .expect("config");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a port")
+            .port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg("--storage.tsdb.retention.time=20y")
+            .arg("--web.enable-remote-write-receiver")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("prometheus runs (Debian package prometheus)");
+        let prometheus = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(prometheus.url("/-/ready")).send().await
+                && r.status().is_success()
+            {
+                return prometheus;
+            }
+            assert!(Instant::now() < deadline, "prometheus not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The value of an instant query, as a number.
+    async fn number(&self, query: &str, at: i64) -> f64 {
+        let mut url = url::Url::parse(&self.url("/api/v1/query")).expect("url");
+        url.query_pairs_mut()
+            .append_pair("query", query)
+            .append_pair("time", &at.to_string());
+        let text = reqwest::Client::new()
+            .get(url)
+            .send()
+            .await
+            .expect("query")
+            .text()
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_str(&text).expect("json");
+        body["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+}
+
+fn writer(url: &str) -> Writer {
+    let mut destination = Destination::new(url.parse().expect("url"));
+    destination.options = Options::default();
+    Writer::new(destination).expect("writer")
+}
+
+/// 1: one family, one series, a sample a minute for ten years, from a generator (as the
+/// spool's merge gives them: sorted, one at a time) through `remote::Families`.
+async fn ten_years_a_minute(prometheus: &Prometheus) {
+    let now = withings_exporter::account::unix_now();
+    let start = (now - 10 * YEAR) / 60 * 60;
+    let count: u32 = 10 * 365 * 24 * 60;
+    let writer = writer(&prometheus.url("/api/v1/write"));
+    let window = Window {
+        since: None,
+        until: i64::MAX,
+    };
+    let before = common::memory_kib(std::process::id()).0;
+    let started = Instant::now();
+    let (families, receivers) = remote::channels(
+        window,
+        writer.options().max_samples_per_send,
+        writer.options().max_in_flight,
+    );
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut families = families;
+        let series = vec![vec![
+            ("account", "bench".to_owned()),
+            ("job", "withings".to_owned()),
+            ("instance", "withings-exporter:19100".to_owned()),
+        ]];
+        let mut samples = (0..count).map(|i| {
+            Ok(Sample {
+                series: 0,
+                timestamp: start + i64::from(i) * 60,
+                grpid: 0,
+                value: 60.0 + f64::from(i % 40),
+            })
+        });
+        let report = families
+            .family(
+                "withings_heart_rate_bpm",
+                "Heart rate.",
+                &series,
+                &mut samples,
+            )
+            .expect("family");
+        families.finish().expect("finish");
+        report
+    });
+    let sent = remote::send_all(&writer, receivers).await.expect("sent");
+    let report = producer.await.expect("producer");
+    let took = started.elapsed();
+    let peak = common::memory_kib(std::process::id()).0;
+    let held = prometheus
+        .number(
+            "count_over_time(withings_heart_rate_bpm{account=\"bench\"}[11y])",
+            now,
+        )
+        .await;
+    println!(
+        "\n10 years at one sample a minute, one family by remote write into Prometheus 2.42:\n  {} samples in {:.1} s, {:.0} samples/s, {} requests, {} retries; peak RSS of this process {:.1} MiB (before: {:.1} MiB); Prometheus holds {held}",
+        report.samples,
+        took.as_secs_f64(),
+        report.samples as f64 / took.as_secs_f64(),
+        sent.requests,
+        sent.retries,
+        peak as f64 / 1024.0,
+        before as f64 / 1024.0,
+    );
+}
+
+/// 2: the encoder alone, on this thread.
+fn encoder() {
+    let labels = |i: usize| {
+        vec![
+            ("__name__".to_owned(), "withings_heart_rate_bpm".to_owned()),
+            ("job".to_owned(), "withings".to_owned()),
+            ("instance".to_owned(), "withings-exporter:19100".to_owned()),
+            ("account".to_owned(), format!("account{}", i % 10)),
+            (
+                "device_id".to_owned(),
+                "0123456789abcdef0123456789abcdef".to_owned(),
+            ),
+            ("device_model".to_owned(), "ScanWatch 2".to_owned()),
+        ]
+    };
+    for (name, series_per_request) in [
+        ("one series a request", 1),
+        ("100 series of 20 samples", 100),
+    ] {
+        let per_series = 2_000 / series_per_request;
+        let requests = 1_000;
+        let base = 1_600_000_000_000_i64;
+        let batches: Vec<Vec<proto::TimeSeries>> = (0..requests)
+            .map(|r| {
+                (0..series_per_request)
+                    .map(|s| {
+                        series(
+                            labels(s),
+                            (0..per_series)
+                                .map(|i| proto::Sample {
+                                    timestamp: base + ((r * per_series + i) as i64) * 60_000,
+                                    value: 60.0 + ((r + i) % 40) as f64 + 0.5,
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let samples = requests * 2_000;
+        let started = Instant::now();
+        let mut bytes = 0usize;
+        for batch in batches {
+            let ready: Vec<_> = batch
+                .into_iter()
+                .map(|s| encode::prepare(s).expect("valid"))
+                .collect();
+            let (body, _) = encode::body(ready, Vec::new());
+            bytes += body.len();
+        }
+        let took = started.elapsed();
+        println!(
+            "\nencoder, {name} (2,000 samples a request, {requests} requests): {:.2} M samples/s on one core, {:.2} bytes a sample on the wire",
+            samples as f64 / took.as_secs_f64() / 1e6,
+            bytes as f64 / samples as f64
+        );
+    }
+}
+
+/// Runs the binary's backfill to completion; wall time, peak RSS in KiB, stderr.
+// Reaped by `waitpid` after its stderr was handed to a reader thread.
+#[allow(clippy::zombie_processes)]
+fn backfill(api_url: &str, target: &[&str]) -> (Duration, u64, String) {
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
+        .args([
+            "backfill",
+            "--account",
+            "default",
+            "--instance",
+            "bench:19100",
+        ])
+        .args(target)
+        .env_clear()
+        .env("WITHINGS_API_URL", api_url)
+        .env("WITHINGS_ACCESS_TOKEN", TOKEN)
+        .env("WITHINGS_REQUESTS_PER_MINUTE", "120")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the exporter binary runs");
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(common::memory_kib(pid).0);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let mut stderr = child.stderr.expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let mut status = 0;
+    // SAFETY: `pid` is our own child, not yet reaped (std's Child was consumed without a wait).
+    let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    let took = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(0);
+    assert_eq!(reaped, pid as libc::pid_t, "waitpid");
+    let text = reader.join().unwrap_or_default();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "backfill failed: {text}"
+    );
+    (took, peak, text)
+}
+
+/// 3: the same history to a file and by remote write.
+async fn file_and_remote_write(prometheus: &Prometheus) {
+    let now = withings_exporter::account::unix_now();
+    let groups = history::generate(HistorySpec {
+        groups: 100_000,
+        from: now - 10 * YEAR,
+        to: now - 3_600,
+        grpid_base: 1,
+        seed: 7,
+    });
+    let write_url = prometheus.url("/api/v1/write");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("history.om");
+    for (name, target) in [
+        (
+            "to a file",
+            vec!["--output".to_owned(), file.display().to_string()],
+        ),
+        (
+            "by remote write",
+            vec!["--remote-write".to_owned(), write_url.clone()],
+        ),
+    ] {
+        // A simulator each: its request count is this run's alone, its budget fresh.
+        let simulator = Simulator::start(SimulatorOptions {
+            access_tokens: vec![TOKEN.into()],
+            page_size: 500,
+            ..SimulatorOptions::default()
+        })
+        .await
+        .expect("simulator");
+        simulator.set_groups(groups.clone()).expect("groups");
+        let url = simulator.url().to_string();
+        let (took, peak, stderr) = tokio::task::spawn_blocking(move || {
+            let target: Vec<&str> = target.iter().map(String::as_str).collect();
+            backfill(&url, &target)
+        })
+        .await
+        .expect("bench thread");
+        let requests = simulator.request_count("/measure");
+        println!(
+            "\nbackfill of a 100,000-group 10-year history {name}: wall {:.1} s, peak RSS {:.1} MiB, {requests} requests to Withings\n  {}",
+            took.as_secs_f64(),
+            peak as f64 / 1024.0,
+            stderr
+                .lines()
+                .last()
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect::<String>()
+        );
+    }
+}
+
+fn main() {
+    withings_exporter::withings::install_crypto_provider();
+    run_bench(
+        async {
+            let prometheus = Prometheus::start().await;
+            ten_years_a_minute(&prometheus).await;
+            encoder();
+            file_and_remote_write(&prometheus).await;
+        },
+        "Prometheus 2.42 (Debian) on the same machine; the writer with its defaults (2,000 samples a request, 4 in flight); 2 shared cores",
+    );
+}
