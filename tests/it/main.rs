@@ -24,6 +24,7 @@ mod fuzz_regressions;
 mod golden;
 mod hardening_http;
 mod hardening_upstream;
+mod kubernetes;
 mod measures;
 mod notify;
 mod stack;
