@@ -26,6 +26,7 @@ mod fuzz_regressions;
 mod golden;
 mod hardening_http;
 mod hardening_upstream;
+mod kubernetes;
 mod measures;
 mod notify;
 mod onboard;
