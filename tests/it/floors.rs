@@ -18,7 +18,10 @@ const FLOORS: &[(u8, &[&str])] = &[
     (5, &["app"]),
     (4, &["account"]),
     (3, &["collector"]),
-    (2, &["withings", "render", "telemetry", "invite", "remote_write"]),
+    (
+        2,
+        &["withings", "render", "telemetry", "invite", "remote_write"],
+    ),
     (1, &["config"]),
     (
         0,

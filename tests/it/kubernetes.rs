@@ -60,7 +60,9 @@ fn the_kubernetes_manifests_pass_the_kubernetes_schemas() {
             .args(["--strict", "--quiet"])
             .arg(dir().join(&file))
             .output()
-            .unwrap_or_else(|e| panic!("cannot run kubernetes-validate: {e} (.ci/run installs it)"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run kubernetes-validate: {e} (.ci/run installs it)")
+            });
         assert!(
             output.status.success(),
             "{file} fails the Kubernetes schema:\n{}{}",
@@ -142,12 +144,18 @@ fn labels_ports_and_secrets_agree() {
     let pod = &set["spec"]["template"];
     let container = &pod["spec"]["containers"][0];
     // The Service and the StatefulSet select the pods by the labels the pods carry.
-    for selector in [&set["spec"]["selector"]["matchLabels"], &service["spec"]["selector"]] {
+    for selector in [
+        &set["spec"]["selector"]["matchLabels"],
+        &service["spec"]["selector"],
+    ] {
         for (key, value) in selector.as_object().expect("a selector") {
             assert_eq!(&pod["metadata"]["labels"][key], value, "selector {key}");
         }
     }
-    assert_eq!(str_at(&set, "/spec/serviceName"), str_at(&service, "/metadata/name"));
+    assert_eq!(
+        str_at(&set, "/spec/serviceName"),
+        str_at(&service, "/metadata/name")
+    );
     // The Service's port reaches the port the exporter listens on.
     let port = &service["spec"]["ports"][0];
     let target = str_at(port, "/targetPort");
@@ -160,7 +168,9 @@ fn labels_ports_and_secrets_agree() {
     let listen = env(container, "WITHINGS_LISTEN_ADDRESS").expect("WITHINGS_LISTEN_ADDRESS");
     assert_eq!(
         listen.rsplit(':').next().map(str::to_owned),
-        container_port["containerPort"].as_u64().map(|p| p.to_string())
+        container_port["containerPort"]
+            .as_u64()
+            .map(|p| p.to_string())
     );
     // Every key the pod takes from the Secret is in it, and every file variable points at
     // a file the Secret's volume holds.
@@ -194,10 +204,9 @@ fn labels_ports_and_secrets_agree() {
             format!("{mount_path}/{}", str_at(item, "/path"))
         })
         .collect();
-    let remote_write: Value = serde_norway::from_str(
-        keys["remote-write.yml"].as_str().expect("remote-write.yml"),
-    )
-    .expect("remote-write.yml is YAML");
+    let remote_write: Value =
+        serde_norway::from_str(keys["remote-write.yml"].as_str().expect("remote-write.yml"))
+            .expect("remote-write.yml is YAML");
     let mut paths: Vec<String> = container["env"]
         .as_array()
         .expect("env")
@@ -209,7 +218,10 @@ fn labels_ports_and_secrets_agree() {
         .collect();
     paths.push(str_at(&remote_write, "/basic_auth/password_file").to_owned());
     for path in paths {
-        assert!(files.contains(&path), "{path} is not a file of the Secret's volume");
+        assert!(
+            files.contains(&path),
+            "{path} is not a file of the Secret's volume"
+        );
     }
 }
 
@@ -234,7 +246,10 @@ fn prometheus_discovers_the_accounts_from_the_exporters_service() {
         "staticConfigs",
     ];
     for config in &configs {
-        assert_eq!(str_at(config, "/apiVersion"), "monitoring.coreos.com/v1alpha1");
+        assert_eq!(
+            str_at(config, "/apiVersion"),
+            "monitoring.coreos.com/v1alpha1"
+        );
         assert_eq!(str_at(config, "/kind"), "ScrapeConfig");
         for key in config["spec"].as_object().expect("spec").keys() {
             assert!(known.contains(&key.as_str()), "ScrapeConfig field {key}?");
@@ -259,6 +274,42 @@ fn prometheus_discovers_the_accounts_from_the_exporters_service() {
     )
     .expect("prometheus.yml");
     for name in ["withings", "withings-exporter"] {
-        assert!(prometheus_yml.contains(&format!("job_name: {name}\n")), "{name}");
+        assert!(
+            prometheus_yml.contains(&format!("job_name: {name}\n")),
+            "{name}"
+        );
     }
+}
+
+/// The Secret's remote-write file is one the exporter accepts, read as the pod would read it
+/// (its files laid out as the Secret's volume lays them out).
+#[test]
+fn the_secrets_remote_write_file_is_accepted_by_the_exporter() {
+    let secret = one("secret.yaml");
+    let set = one("statefulset.yaml");
+    let container = &set["spec"]["template"]["spec"]["containers"][0];
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"] == "secret")
+        .expect("the Secret's volume is mounted");
+    let mount_path = str_at(mount, "/mountPath");
+    let volume = tempfile::tempdir().expect("temp dir");
+    let here = volume.path().display().to_string();
+    for (key, value) in secret["stringData"].as_object().expect("stringData") {
+        let text = value.as_str().expect("a string").replace(mount_path, &here);
+        std::fs::write(volume.path().join(key), text).expect("written");
+    }
+    let file = env(container, "WITHINGS_REMOTE_WRITE_CONFIG_FILE")
+        .expect("WITHINGS_REMOTE_WRITE_CONFIG_FILE")
+        .replace(mount_path, &here);
+    let destination = withings_exporter::remote_write::settings::from_file(Path::new(&file), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let shown = format!("{destination:?}");
+    assert!(shown.contains("mimir.example.org"), "{shown}");
+    assert!(
+        !shown.contains("REPLACE-with-the-remote-write-password"),
+        "{shown}"
+    );
 }
