@@ -556,6 +556,7 @@ async fn serve(config: &Config, app: App, demo: Option<&Household>) -> anyhow::R
     let web = web_config(config)?;
     let app = Arc::new(app);
     withings_exporter::notify::start(&config.notify, &config.accounts, &app)?;
+    start_remote_writer(config, &app)?;
     let mut reload_hooks: Vec<signals::ReloadHook> = Vec::new();
     if app.is_directory() {
         let names: Vec<String> = app.accounts().iter().map(|a| a.name().to_owned()).collect();
@@ -654,6 +655,30 @@ async fn serve(config: &Config, app: App, demo: Option<&Household>) -> anyhow::R
         );
     }
     app.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// With a remote-write destination, the writer of each account's settled history, in the
+/// background (backfill::live).
+fn start_remote_writer(config: &Config, app: &Arc<App>) -> anyhow::Result<()> {
+    use withings_exporter::backfill::live::{CURSORS_FILE, Live};
+    let Some(destination) =
+        withings_exporter::remote_write::settings::destination(&config.remote_write, None)?
+    else {
+        return Ok(());
+    };
+    let writer = withings_exporter::remote_write::Writer::new(destination)?;
+    let shown = writer.shown_url().to_owned();
+    let live = Live::new(
+        Arc::clone(app),
+        writer,
+        config.remote_write.job.as_deref(),
+        config.remote_write.instance.as_deref(),
+        config.accounts.beside_tokens(CURSORS_FILE),
+        app.registry(),
+    )?;
+    tracing::info!(url = %shown, "remote write: each account's history is written as it settles");
+    tokio::spawn(live.run());
     Ok(())
 }
 

@@ -365,6 +365,17 @@ impl App {
         &self.client
     }
 
+    /// What the collectors read from the configuration (measure types, ambiguous groups).
+    pub fn collector_settings(&self) -> &crate::collector::Settings {
+        &self.settings.collector
+    }
+
+    /// The registry of the exporter's own metrics (`/metrics`), for the parts that start
+    /// beside the application (the remote writer).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn limits(&self) -> &Arc<Limits> {
         self.client.limits()
     }

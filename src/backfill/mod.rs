@@ -12,6 +12,7 @@
 //! ([`spool`]), then written family by family ([`openmetrics`]) into a temporary file next
 //! to the output, renamed over it only once complete.
 
+pub mod live;
 pub mod openmetrics;
 mod progress;
 pub mod remote;

@@ -235,15 +235,21 @@ impl AccountsConfig {
     /// `WITHINGS_TOKEN_DIR`, or beside `WITHINGS_TOKEN_FILE`; none for tokens given in
     /// variables, which no other process can be sharing by their file.
     pub fn budget_ledger(&self) -> Option<PathBuf> {
+        self.beside_tokens(BUDGET_LEDGER_FILE)
+    }
+
+    /// The file `name` kept with the tokens: in `WITHINGS_TOKEN_DIR`, or beside
+    /// `WITHINGS_TOKEN_FILE`; none for tokens given in variables.
+    pub fn beside_tokens(&self, name: &str) -> Option<PathBuf> {
         if let Some(dir) = &self.token_dir {
-            return Some(dir.join(BUDGET_LEDGER_FILE));
+            return Some(dir.join(name));
         }
         let file = self.token_file.as_ref()?;
         let dir = file
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
-        Some(dir.join(BUDGET_LEDGER_FILE))
+        Some(dir.join(name))
     }
 
     /// The access token, or the error an operator needs when there is none.
@@ -306,6 +312,12 @@ pub struct RemoteWriteConfig {
     pub url: Option<Url>,
     /// `WITHINGS_REMOTE_WRITE_CONFIG_FILE`.
     pub config_file: Option<PathBuf>,
+    /// `WITHINGS_REMOTE_WRITE_INSTANCE`: the `instance` label Prometheus gives the scraped
+    /// series, which the running exporter's written series must carry to join them.
+    pub instance: Option<String>,
+    /// `WITHINGS_REMOTE_WRITE_JOB`: likewise the `job` label; `None` for the shipped
+    /// configuration's `withings`.
+    pub job: Option<String>,
 }
 
 /// Everything the exporter needs to run, already checked, by the component that takes it.

@@ -392,7 +392,7 @@ pub const SETTINGS: &[Setting] = &[
         variable: "WITHINGS_REMOTE_WRITE_URL",
         flag: None,
         default: "",
-        meaning: "Prometheus remote-write endpoint (e.g. http://prometheus:9090/api/v1/write) that `backfill --remote-write` writes to",
+        meaning: "Prometheus remote-write endpoint (e.g. http://prometheus:9090/api/v1/write) that `backfill --remote-write` writes to; with WITHINGS_REMOTE_WRITE_INSTANCE the running exporter writes each account's settled history there as it arrives",
         rank: 20,
         apply: Apply::Set(|c, v, _| {
             c.remote_write.url = Some(parse_api_url("WITHINGS_REMOTE_WRITE_URL", v)?);
@@ -408,6 +408,28 @@ pub const SETTINGS: &[Setting] = &[
         // Read when a command writes, where a bad file can be named with its key.
         apply: Apply::Set(|c, v, _| {
             c.remote_write.config_file = Some(parse_path(v));
+            Ok(())
+        }),
+    },
+    Setting {
+        variable: "WITHINGS_REMOTE_WRITE_INSTANCE",
+        flag: None,
+        default: "",
+        meaning: "the instance label Prometheus gives this exporter's scraped series (the host:port it scrapes, e.g. withings-exporter:19100): with a remote-write URL, `serve` writes each account's settled history under it",
+        rank: 20,
+        apply: Apply::Set(|c, v, _| {
+            c.remote_write.instance = Some(v.trim().to_owned());
+            Ok(())
+        }),
+    },
+    Setting {
+        variable: "WITHINGS_REMOTE_WRITE_JOB",
+        flag: None,
+        default: "withings",
+        meaning: "the job label of the series `serve` writes by remote write: the job name of the accounts' scrape configuration",
+        rank: 20,
+        apply: Apply::Set(|c, v, _| {
+            c.remote_write.job = Some(v.trim().to_owned());
             Ok(())
         }),
     },

@@ -187,3 +187,26 @@ fn every_setting_is_in_the_configuration_reference() {
         );
     }
 }
+
+/// The number of alerting rules the README and docs/alerts.md give is the rules file's, and
+/// docs/alerts.md has a row for every alert.
+#[test]
+fn the_alert_count_and_rows_match_the_rules_file() {
+    let rules = common::read_repo_file("prometheus/rules/withings.rules.yml");
+    let names: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    let said = format!("{} alerting rules", names.len());
+    for file in ["README.md", "docs/alerts.md"] {
+        let text = common::read_repo_file(file).replace('\n', " ");
+        assert!(text.contains(&said), "{file} does not say {said:?}");
+    }
+    let alerts = common::read_repo_file("docs/alerts.md");
+    for name in names {
+        assert!(
+            alerts.contains(&format!("| `{name}` |")),
+            "docs/alerts.md has no row for {name}"
+        );
+    }
+}

@@ -269,6 +269,13 @@ fn prometheus_discovers_the_accounts_from_the_exporters_service() {
     );
     let own = job("withings-exporter");
     assert_eq!(str_at(own, "/spec/staticConfigs/0/targets/0"), host);
+    // The series the exporter writes by remote write join the scraped ones.
+    let set = one("statefulset.yaml");
+    let container = &set["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        env(container, "WITHINGS_REMOTE_WRITE_INSTANCE"),
+        Some(host.clone())
+    );
     let prometheus_yml = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus/prometheus.yml"),
     )

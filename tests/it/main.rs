@@ -31,6 +31,7 @@ mod measures;
 mod notify;
 mod onboard;
 mod remote_write;
+mod remote_write_live;
 mod stack;
 mod sync;
 mod token_crash;

@@ -615,6 +615,7 @@ fn config_file(path: &std::path::Path) -> withings_exporter::config::RemoteWrite
     withings_exporter::config::RemoteWriteConfig {
         url: None,
         config_file: Some(path.to_path_buf()),
+        ..Default::default()
     }
 }
 

@@ -335,8 +335,9 @@ fn rules_with_short_for_shortens_only_non_zero_durations() {
     // The shipped rules: WithingsExporterDown, WithingsProbeFailing, WithingsTokenInvalid,
     // WithingsFetchFailing, WithingsRateLimited, WithingsAccountFileError,
     // WithingsRequestBudgetSaturated, WithingsRemoteWriteFailing,
-    // WithingsRemoteWriteFallingBehind, WithingsDeviceBatteryLow.
-    assert_eq!(rules_with_short_for(&read_repo_file(RULES)).1, 10);
+    // WithingsRemoteWriteFallingBehind, WithingsRemoteWriteAccountBehind,
+    // WithingsDeviceBatteryLow.
+    assert_eq!(rules_with_short_for(&read_repo_file(RULES)).1, 11);
 }
 
 /// The exporter, its simulator, Prometheus, Alertmanager and the webhook, all on loopback.
