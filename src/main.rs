@@ -672,7 +672,7 @@ fn start_remote_writer(config: &Config, app: &Arc<App>) -> anyhow::Result<()> {
     let live = Live::new(
         Arc::clone(app),
         writer,
-        config.remote_write.job.as_deref(),
+        Some(config.remote_write.job.as_str()),
         config.remote_write.instance.as_deref(),
         config.accounts.beside_tokens(CURSORS_FILE),
         app.registry(),

@@ -153,7 +153,8 @@ impl Summary {
         };
         let malformed = match self.counts.malformed {
             0 => String::new(),
-            n => format!("; {n} malformed activity, sleep, workout or ECG rows skipped"),
+            1 => "; 1 malformed row skipped".to_owned(),
+            n => format!("; {n} malformed rows skipped"),
         };
         let dropped = match self.remote.as_ref().map_or(0, |r| r.dropped_total()) {
             0 => String::new(),
@@ -531,7 +532,14 @@ async fn read(
         .count();
     let per_target: usize = histories
         .iter()
-        .map(|h| if h.by_days() { day_spans } else { spans.len() })
+        .map(|h| match (h.by_days(), h.max_span()) {
+            (true, _) => day_spans,
+            (false, None) => spans.len(),
+            (false, Some(max)) => spans
+                .iter()
+                .map(|&s| reached(*h, s, max, options.since, window.until).len())
+                .sum(),
+        })
         .sum();
     let mut spool = spool::Spool::new().map_err(BackfillError::Spool)?;
     let mut progress = progress::Progress::new(options.progress, targets.len() * per_target);
@@ -564,7 +572,21 @@ async fn read(
             let days = days_of(span, edges).filter(|_| !before_devices);
             for &history in &histories {
                 let window = match (&days, history.by_days()) {
-                    (_, false) => collector::Window { span, days: None },
+                    (_, false) => {
+                        // A history whose requests answer a bounded span (a day of intraday
+                        // samples) reads the window in pieces.
+                        if let Some(max) = history.max_span() {
+                            for piece in reached(history, span, max, options.since, window.until) {
+                                let window = collector::Window {
+                                    span: piece,
+                                    days: None,
+                                };
+                                read.window(history, window).await?;
+                            }
+                            continue;
+                        }
+                        collector::Window { span, days: None }
+                    }
                     (Some((start, end)), true) => collector::Window {
                         span,
                         days: Some((start, end)),
@@ -577,6 +599,41 @@ async fn read(
     }
     progress.finish();
     Ok((spool, counts, window))
+}
+
+/// The pieces of `span` a history of bounded requests reads: without `--since`, only those
+/// within its [`History::reach`] of the window's end.
+fn reached(
+    history: &dyn History,
+    span: (i64, i64),
+    max: i64,
+    since: Option<i64>,
+    until: i64,
+) -> Vec<(i64, i64)> {
+    let floor = match (since, history.reach()) {
+        (None, Some(reach)) => until.saturating_sub(reach),
+        _ => i64::MIN,
+    };
+    if span.1 < floor {
+        return Vec::new();
+    }
+    pieces((span.0.max(floor), span.1), max)
+}
+
+/// `span` (inclusive) cut into consecutive pieces of at most `max` seconds.
+fn pieces((start, end): (i64, i64), max: i64) -> Vec<(i64, i64)> {
+    let max = max.max(1);
+    let mut out = Vec::new();
+    let mut from = start;
+    while from <= end {
+        let to = from.saturating_add(max - 1).min(end);
+        out.push((from, to));
+        if to == i64::MAX {
+            break;
+        }
+        from = to + 1;
+    }
+    out
 }
 
 /// One account's history, read window by window into the spool.
@@ -678,5 +735,30 @@ impl Read<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bounded_history_reads_its_window_in_pieces_and_without_since_only_its_reach() {
+        assert_eq!(pieces((0, 9), 4), [(0, 3), (4, 7), (8, 9)]);
+        assert_eq!(pieces((5, 5), 86_400), [(5, 5)]);
+        let intraday = &collector::intraday::Intraday;
+        let day = 86_400;
+        let until = 1_000 * day;
+        // Without --since: the last year only, a day a request.
+        let all = reached(intraday, (0, until), day, None, until);
+        assert_eq!(all.len(), 366);
+        assert_eq!(all.first().map(|p| p.0), Some(until - 365 * day));
+        assert_eq!(all.last().map(|p| p.1), Some(until));
+        assert!(reached(intraday, (0, 10 * day), day, None, until).is_empty());
+        // With it, from there.
+        assert_eq!(
+            reached(intraday, (0, until), day, Some(0), until).len(),
+            1_001
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Collectors: one per kind of Withings data, each one file (or folder) registered in
 //! [`ALL`], the way node_exporter registers its collectors. The operator turns them on with
 //! `WITHINGS_COLLECTORS`: `measures` (getmeas, on by default), `activity`, `sleep`,
-//! `devices`, `workouts`, `heart` (ECGs) and `goals`.
+//! `devices`, `workouts`, `intraday` (a watch's samples through the day), `heart` (ECGs)
+//! and `goals`.
 //!
 //! A collector says through [`Collector`] its name, the OAuth scope it needs, the
 //! notification `appli` codes that concern it and its API action, and makes a per-account
@@ -19,6 +20,7 @@ pub mod activity;
 pub mod devices;
 pub mod goals;
 pub mod heart;
+pub mod intraday;
 pub mod measures;
 pub mod sleep;
 pub mod workouts;
@@ -55,6 +57,7 @@ pub static ALL: &[&dyn Collector] = &[
     &sleep::Sleep,
     &devices::Devices,
     &workouts::Workouts,
+    &intraday::Intraday,
     &heart::Heart,
     &goals::Goals,
 ];
@@ -180,6 +183,19 @@ pub trait History: Sync {
     /// What its rows are called on the backfill's progress line and summary, plural
     /// ("groups", "nights").
     fn rows(&self) -> &'static str;
+
+    /// The longest span of unix seconds one request may ask for (intraday data: a day), for
+    /// a history that does not select by day; `None`: any.
+    fn max_span(&self) -> Option<i64> {
+        None
+    }
+
+    /// How far back a backfill without `--since` reads this history, in seconds; `None`:
+    /// all of it. A day a request makes years of intraday samples thousands of requests, so
+    /// that history asks for `--since` to go further back.
+    fn reach(&self) -> Option<i64> {
+        None
+    }
 
     /// The request of one page of `window`.
     fn request(&self, settings: &Settings, window: Window<'_>, offset: Option<i64>) -> Request;
@@ -760,13 +776,15 @@ mod tests {
 
     #[test]
     fn parse_dedups_sorts_and_ignores_case_and_spaces() {
-        let c =
-            Collectors::parse(" Sleep,devices,,goals, HEART,measures , workouts,sleep,activity")
-                .unwrap();
+        let c = Collectors::parse(
+            " Sleep,devices,,goals, HEART,measures , workouts,sleep,activity,intraday",
+        )
+        .unwrap();
         assert_eq!(
             names(&c),
             [
-                "measures", "activity", "sleep", "devices", "workouts", "heart", "goals"
+                "measures", "activity", "sleep", "devices", "workouts", "intraday", "heart",
+                "goals"
             ]
         );
         assert_eq!(c, Collectors::all());
@@ -784,7 +802,7 @@ mod tests {
         assert!(!text.contains('\n'), "{text}");
         assert!(text.contains("heartrate"), "{text}");
         assert!(
-            text.contains("measures, activity, sleep, devices, workouts, heart, goals"),
+            text.contains("measures, activity, sleep, devices, workouts, intraday, heart, goals"),
             "{text}"
         );
         for empty in ["", " , ,"] {
@@ -841,6 +859,14 @@ mod tests {
                     "user.activity",
                     &[16][..],
                     "getworkouts",
+                    false,
+                    true
+                ),
+                (
+                    "intraday",
+                    "user.activity",
+                    &[16][..],
+                    "getintradayactivity",
                     false,
                     true
                 ),

@@ -306,7 +306,7 @@ impl Default for NotifyConfig {
 
 /// Prometheus remote write (issue 19): where to, and how (a file in the shape of one
 /// Prometheus `remote_write` entry, read by the remote-write floor).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RemoteWriteConfig {
     /// `WITHINGS_REMOTE_WRITE_URL`.
     pub url: Option<Url>,
@@ -315,10 +315,24 @@ pub struct RemoteWriteConfig {
     /// `WITHINGS_REMOTE_WRITE_INSTANCE`: the `instance` label Prometheus gives the scraped
     /// series, which the running exporter's written series must carry to join them.
     pub instance: Option<String>,
-    /// `WITHINGS_REMOTE_WRITE_JOB`: likewise the `job` label; `None` for the shipped
-    /// configuration's `withings`.
-    pub job: Option<String>,
+    /// `WITHINGS_REMOTE_WRITE_JOB`: likewise the `job` label (the shipped configuration's
+    /// `withings` by default).
+    pub job: String,
 }
+
+impl Default for RemoteWriteConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            config_file: None,
+            instance: None,
+            job: DEFAULT_REMOTE_WRITE_JOB.to_owned(),
+        }
+    }
+}
+
+/// The job of the accounts in the shipped scrape configuration (prometheus/prometheus.yml).
+pub const DEFAULT_REMOTE_WRITE_JOB: &str = "withings";
 
 /// Everything the exporter needs to run, already checked, by the component that takes it.
 #[derive(Debug, Clone)]

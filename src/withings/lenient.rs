@@ -185,6 +185,14 @@ impl Decimal {
     pub fn is_zero(self) -> bool {
         self.mantissa == 0
     }
+
+    /// The exact value times 10^`shift` (a percent to a ratio is -2); `None` on overflow.
+    pub fn scaled(self, shift: i32) -> Option<Self> {
+        Some(Self {
+            mantissa: self.mantissa,
+            exponent: self.exponent.checked_add(shift)?,
+        })
+    }
 }
 
 /// A decimal given as a JSON number or a numeric string; `null` or absence is `None`. Read

@@ -1029,7 +1029,7 @@ async fn activity_and_sleep_are_backfilled_at_the_end_of_each_day_and_night() {
     // The 2024 window of each took two pages of two rows, the second asked with offset 2.
     let summary = stderr.lines().last().unwrap();
     assert!(
-        summary.contains(", 4 days, 3 nights, 0 workouts, 0 ECGs read)"),
+        summary.contains(", 4 days, 3 nights, 0 workouts, 0 intraday samples, 0 ECGs read)"),
         "{summary}"
     );
     assert!(summary.contains("withings_activity_steps 3"), "{summary}");
@@ -2031,7 +2031,7 @@ async fn malformed_activity_and_sleep_rows_are_counted_in_the_summary() {
     let summary = stderr.lines().last().unwrap();
     assert!(
         summary.contains(
-            ", 4 days, 3 nights, 0 workouts, 0 ECGs read; 2 malformed activity, sleep, workout or ECG rows skipped)"
+            ", 4 days, 3 nights, 0 workouts, 0 intraday samples, 0 ECGs read; 2 malformed rows skipped)"
         ),
         "{summary}"
     );
@@ -2168,7 +2168,7 @@ async fn ecgs_and_workouts_are_backfilled_each_at_its_own_time() {
     }
     let summary = stderr.lines().last().unwrap();
     assert!(
-        summary.contains(", 0 groups, 0 days, 0 nights, 2 workouts, 3 ECGs read; 1 malformed activity, sleep, workout or ECG rows skipped)"),
+        summary.contains(", 0 groups, 0 days, 0 nights, 2 workouts, 0 intraday samples, 3 ECGs read; 1 malformed row skipped)"),
         "{summary}"
     );
     // The heart list asked by unix time, never by day; workouts by day.
@@ -2188,4 +2188,88 @@ async fn ecgs_and_workouts_are_backfilled_each_at_its_own_time() {
             && r.params.contains_key("enddate")
             && !r.params.contains_key("startdateymd")
     }));
+}
+
+/// The intraday history: a day a request, each sample at its own time; without `--since`
+/// only the last year (the test gives one, two days back).
+#[tokio::test]
+async fn intraday_samples_are_backfilled_a_day_a_request_each_at_its_time() {
+    use serde_json::json;
+    let h = household(0, 10).await;
+    // --since takes a day: its first second, UTC.
+    let since = (h.now - 2 * 86_400).div_euclid(86_400) * 86_400;
+    let at = [since + 60, since + 86_400 + 120, since + 86_400 + 720];
+    let mut intraday = std::collections::BTreeMap::new();
+    for (i, t) in at.iter().enumerate() {
+        intraday.insert(
+            *t,
+            json!({"deviceid": "w1", "model": "ScanWatch 2", "heart_rate": 60 + i, "steps": 10 * i}),
+        );
+    }
+    h.simulator
+        .set_user_extras(
+            "1001",
+            withings_sim::data::UserExtras {
+                intraday,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("mom.om");
+    let date = jiff::Timestamp::from_second(since)
+        .unwrap()
+        .strftime("%Y-%m-%d")
+        .to_string();
+    let (ok, stderr) = h
+        .backfill_with(
+            &[("WITHINGS_COLLECTORS", "intraday")],
+            &[
+                "--account",
+                "mom",
+                "--since",
+                &date,
+                "--output",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let series = format!(
+        "withings_intraday_heart_rate_bpm{{device_id=\"w1\",device_model=\"ScanWatch 2\",account=\"mom\",job=\"withings\",instance=\"{INSTANCE}\"}}"
+    );
+    for (i, t) in at.iter().enumerate() {
+        assert_eq!(
+            series_samples(&text, &series, *t),
+            [60.0 + i as f64],
+            "{t}\n{text}"
+        );
+    }
+    // From --since to 3 hours ago: a request for each day of it, none longer than a day.
+    let asked: Vec<_> = h
+        .simulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.params.get("action").map(String::as_str) == Some("getintradayactivity"))
+        .collect();
+    let spans: Vec<(i64, i64)> = asked
+        .iter()
+        .map(|r| {
+            (
+                r.params["startdate"].parse().unwrap(),
+                r.params["enddate"].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert!((2..=3).contains(&spans.len()), "{spans:?}");
+    assert_eq!(spans[0].0, since);
+    assert!(spans.iter().all(|(s, e)| e - s < 86_400), "{spans:?}");
+    assert!(spans.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{spans:?}");
+    // Up to the head block's edge, 3 hours before the run.
+    let last = spans.last().unwrap().1;
+    assert!(
+        (h.now - 3 * 3_600 - 60..=h.now - 3 * 3_600 + 60).contains(&last),
+        "{last}"
+    );
 }

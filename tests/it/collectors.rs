@@ -852,3 +852,82 @@ async fn ecgs_by_their_own_time_the_latest_workout_and_goals_once_an_hour() {
     );
     server.stop().await;
 }
+
+/// `intraday` against the demo household on pinned clocks: the latest heart-rate sample the
+/// watch has synced, with its time; half an hour on, a newer one, asked from an hour before
+/// the newest sample seen (a late sync is read again), one request a fetch.
+#[tokio::test]
+async fn intraday_shows_the_latest_synced_sample_and_reads_late_syncs_again() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use withings_exporter::app::App;
+    use withings_exporter::clock::Clock;
+    use withings_exporter::config::Config;
+    use withings_sim::household::Household;
+
+    const AT: i64 = 1_780_308_330;
+    let household = Household::start_at(AT).await.expect("household starts");
+    let vars = [
+        ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
+        ("WITHINGS_COLLECTORS", "measures,intraday"),
+        ("WITHINGS_MIN_FETCH_INTERVAL_SECONDS", "60"),
+        ("WITHINGS_TIMEOUT_SECONDS", "5"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let config = Config::from_vars(household.environment(vars)).expect("valid configuration");
+    let clock = Clock::starting_at_unix(AT);
+    let app = Arc::new(App::from_config_with_clock(&config, clock.clone()).expect("app"));
+    let server = common::serve(common::bind(Arc::clone(&app)).await);
+    let http = common::http();
+    let probe = || {
+        let http = http.clone();
+        let url = format!("http://{}/probe?account=sam", server.address);
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let watch = [
+        ("device_model", "ScanWatch 2"),
+        ("measurement", "heart_rate"),
+    ];
+    let first = probe().await;
+    let seen = common::sample_with(&first, "withings_intraday_timestamp_seconds", &watch)
+        .unwrap_or_else(|| panic!("{first}")) as i64;
+    // A sample every 10 minutes, synced 10 to 40 minutes after it was taken: the newest
+    // listed is 10 to 50 minutes old.
+    assert_eq!(seen % 600, 0);
+    assert!((AT - 3_000..=AT - 600).contains(&seen), "{seen}");
+    // Noon in Berlin, awake, not running: the day's heart rate.
+    let bpm = common::sample_with(
+        &first,
+        "withings_intraday_heart_rate_bpm",
+        &[("device_model", "ScanWatch 2")],
+    )
+    .unwrap();
+    assert!((69.0..=75.0).contains(&bpm), "{bpm}");
+    assert!(first.contains("withings_intraday_steps{"), "{first}");
+    // Half an hour on, at both ends.
+    clock.advance(Duration::from_secs(1_800));
+    household.simulator.set_clock(Some(AT + 1_800));
+    let later = probe().await;
+    let newer =
+        common::sample_with(&later, "withings_intraday_timestamp_seconds", &watch).unwrap() as i64;
+    assert!(newer > seen, "{newer} after {seen}");
+    let asked: Vec<_> = household
+        .simulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.params.get("action").map(String::as_str) == Some("getintradayactivity"))
+        .filter(|r| r.bearer.is_some())
+        .collect();
+    let sam: Vec<_> = asked
+        .iter()
+        .filter(|r| {
+            r.params.get("startdate").map(String::as_str) == Some(&(seen - 3_600).to_string())
+        })
+        .collect();
+    assert_eq!(sam.len(), 1, "{asked:?}");
+    assert_eq!(
+        sam[0].params.get("enddate").map(String::as_str),
+        Some((AT + 1_800).to_string().as_str())
+    );
+    server.stop().await;
+}

@@ -120,6 +120,19 @@ async fn emitted_families() -> BTreeMap<String, String> {
             "distance":1,"elevation":1,"pool_laps":1,"strokes":1}}]}}"#,
     )
     .expect("a workout");
+    // An intraday sample with every field Withings gives (the demo's watch has some).
+    let intraday = withings_exporter::collector::intraday::parse_getintradayactivity(
+        br#"{"status":0,"body":{"series":{"1":{"deviceid":"w","model":"ScanWatch 2",
+            "heart_rate":1,"steps":1,"spo2_auto":1,"rmssd":1,"sdnn1":1,"hrv_quality":1,"rr":1,
+            "chest_movement_rate":1,"elevation":1,"calories":1,"distance":1,"duration":1,
+            "stroke":1,"pool_lap":1,"core_body_temperature":1}}}}"#,
+    )
+    .expect("an intraday sample");
+    for sample in &intraday.samples {
+        withings_exporter::collector::intraday::sample_series(sample, |name, _, _, _| {
+            families.insert(name.to_owned(), "gauge".to_owned());
+        });
+    }
     for workout in &page.workouts {
         withings_exporter::collector::workouts::workout_series(workout, &mut |name, _, _, _| {
             families.insert(name.to_owned(), "gauge".to_owned());

@@ -21,6 +21,10 @@ pub struct UserExtras {
     pub ecgs: Vec<Value>,
     /// `getgoals`' `goals` object, served as it is; `None` answers an empty `body`.
     pub goals: Option<Value>,
+    /// `getintradayactivity` samples by unix time, each an object with `deviceid`, `model`
+    /// and its fields; a sample is listed only from `visible_at` on when that is given (a
+    /// watch that syncs late), the key itself never sent.
+    pub intraday: BTreeMap<i64, Value>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -119,6 +123,7 @@ pub fn answer(
     path: &str,
     params: &BTreeMap<String, String>,
     page_size: usize,
+    now: i64,
 ) -> Value {
     let action = params.get("action").map(String::as_str);
     let (rows, key) = match (path, action) {
@@ -135,6 +140,7 @@ pub fn answer(
             };
         }
         ("/v2/heart", Some("list")) => return heart_list(extras, params, page_size),
+        ("/v2/measure", Some("getintradayactivity")) => return intraday(extras, params, now),
         _ => return json!({"status": 2554, "body": {}, "error": "Not implemented"}),
     };
     let int = |key: &str| int_param(params, key);
@@ -178,6 +184,35 @@ pub fn answer(
             "offset": if more { end } else { 0 },
         }
     })
+}
+
+/// `getintradayactivity`: the samples from `startdate` to `enddate`, at most the first 24
+/// hours of the range (the last 24 hours without dates), as an object keyed by unix time,
+/// or `[]` when there is none (as Withings answers).
+fn intraday(extras: &UserExtras, params: &BTreeMap<String, String>, now: i64) -> Value {
+    let int = |key: &str| int_param(params, key);
+    let (start, end) = match (int("startdate"), int("enddate")) {
+        (Ok(s), Ok(e)) => (s, e),
+        (Err(e), _) | (_, Err(e)) => return invalid(&e),
+    };
+    let start = start.unwrap_or(now - 86_400);
+    let end = end.unwrap_or(now).min(start.saturating_add(86_400));
+    let mut series = serde_json::Map::new();
+    for (at, sample) in extras.intraday.range(start..=end) {
+        let mut sample = sample.clone();
+        let visible_at = sample
+            .as_object_mut()
+            .and_then(|o| o.remove("visible_at"))
+            .and_then(|v| v.as_i64());
+        if visible_at.is_some_and(|v| v > now) {
+            continue;
+        }
+        series.insert(at.to_string(), sample);
+    }
+    if series.is_empty() {
+        return json!({"status": 0, "body": {"series": []}});
+    }
+    json!({"status": 0, "body": {"series": series}})
 }
 
 /// `v2/heart list`: the recordings whose `timestamp` is within `startdate`..=`enddate`
@@ -233,6 +268,7 @@ mod tests {
             ],
             devices: vec![json!({"type": "Scale"}), json!({"type": "Scale"})],
             workouts: Vec::new(),
+            intraday: BTreeMap::new(),
             ecgs: (1..=3)
                 .map(|i| json!({"timestamp": 1000 * i, "modified": 1000 * i + 5, "ecg": {"afib": i - 1}}))
                 .collect(),
@@ -248,6 +284,7 @@ mod tests {
             "/v2/measure",
             &params(&[("action", "getactivity"), ("lastupdate", "150")]),
             3,
+            1_700_000_000,
         );
         assert_eq!(a["body"]["activities"].as_array().unwrap().len(), 3);
         assert_eq!(
@@ -263,6 +300,7 @@ mod tests {
                 ("offset", "3"),
             ]),
             3,
+            1_700_000_000,
         );
         assert_eq!(b["body"]["activities"].as_array().unwrap().len(), 1);
         assert_eq!(b["body"]["activities"][0]["steps"], 5);
@@ -281,6 +319,7 @@ mod tests {
                 ("enddateymd", "2023-10-03"),
             ]),
             10,
+            1_700_000_000,
         );
         assert_eq!(a["body"]["activities"].as_array().unwrap().len(), 2);
         for bad in [
@@ -295,7 +334,7 @@ mod tests {
             params(&[("action", "getactivity"), ("lastupdate", "soon")]),
         ] {
             assert_eq!(
-                answer(&e, "/v2/measure", &bad, 10)["status"],
+                answer(&e, "/v2/measure", &bad, 10, 1_700_000_000)["status"],
                 293,
                 "{bad:?}"
             );
@@ -305,12 +344,25 @@ mod tests {
             "/v2/sleep",
             &params(&[("action", "getsummary"), ("lastupdate", "0")]),
             10,
+            1_700_000_000,
         );
         assert_eq!(s["body"]["series"].as_array().unwrap().len(), 1);
-        let d = answer(&e, "/v2/user", &params(&[("action", "getdevice")]), 10);
+        let d = answer(
+            &e,
+            "/v2/user",
+            &params(&[("action", "getdevice")]),
+            10,
+            1_700_000_000,
+        );
         assert_eq!(d["body"]["devices"].as_array().unwrap().len(), 2);
         assert_eq!(
-            answer(&e, "/v2/user", &params(&[("action", "get")]), 10)["status"],
+            answer(
+                &e,
+                "/v2/user",
+                &params(&[("action", "get")]),
+                10,
+                1_700_000_000
+            )["status"],
             2554
         );
     }
@@ -321,7 +373,7 @@ mod tests {
         let list = |pairs: &[(&str, &str)]| {
             let mut p = params(&[("action", "list")]);
             p.extend(params(pairs));
-            answer(&e, "/v2/heart", &p, 2)
+            answer(&e, "/v2/heart", &p, 2, 1_700_000_000)
         };
         let times = |v: &Value| -> Vec<i64> {
             v["body"]["series"]
@@ -346,11 +398,23 @@ mod tests {
             [2000]
         );
         assert_eq!(list(&[("startdate", "x")])["status"], 293);
-        let goals = answer(&e, "/v2/user", &params(&[("action", "getgoals")]), 10);
+        let goals = answer(
+            &e,
+            "/v2/user",
+            &params(&[("action", "getgoals")]),
+            10,
+            1_700_000_000,
+        );
         assert_eq!(goals["body"]["goals"]["steps"], 9000);
         let none = UserExtras::default();
         assert_eq!(
-            answer(&none, "/v2/user", &params(&[("action", "getgoals")]), 10),
+            answer(
+                &none,
+                "/v2/user",
+                &params(&[("action", "getgoals")]),
+                10,
+                1_700_000_000
+            ),
             json!({"status": 0, "body": {}})
         );
         assert_eq!(scope_for("/v2/heart"), Some("user.metrics"));
@@ -364,8 +428,54 @@ mod tests {
             "/v2/measure",
             &params(&[("action", "getworkouts"), ("lastupdate", "20")]),
             10,
+            1_700_000_000,
         );
         assert_eq!(w["body"]["series"], json!([e.workouts[1]]));
+    }
+
+    #[test]
+    fn intraday_answers_a_day_at_most_keyed_by_time_and_hides_what_is_not_synced_yet() {
+        let mut e = UserExtras::default();
+        for (at, visible) in [
+            (1_000, 1_000),
+            (50_000, 50_000),
+            (90_000, 90_000),
+            (90_600, 200_000),
+        ] {
+            e.intraday
+                .insert(at, json!({"heart_rate": at / 1000, "visible_at": visible}));
+        }
+        let ask = |pairs: &[(&str, &str)], now: i64| {
+            let mut p = params(&[("action", "getintradayactivity")]);
+            p.extend(params(pairs));
+            answer(&e, "/v2/measure", &p, 10, now)
+        };
+        let keys = |v: &Value| -> Vec<String> {
+            v["body"]["series"]
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        // A range of two days answers its first day only.
+        let two_days = ask(&[("startdate", "0"), ("enddate", "172800")], 100_000);
+        assert_eq!(keys(&two_days), ["1000", "50000"]);
+        assert!(
+            two_days["body"]["series"]["1000"]
+                .get("visible_at")
+                .is_none()
+        );
+        // Without dates: the last day; a sample not synced yet is not listed.
+        assert_eq!(keys(&ask(&[], 100_000)), ["50000", "90000"]);
+        assert_eq!(
+            keys(&ask(&[("startdate", "80000")], 200_000)),
+            ["90000", "90600"]
+        );
+        // Nothing: an empty list, as Withings answers.
+        assert_eq!(
+            ask(&[("startdate", "300000"), ("enddate", "300010")], 400_000)["body"]["series"],
+            json!([])
+        );
+        assert_eq!(ask(&[("startdate", "x")], 0)["status"], 293);
     }
 
     #[test]

@@ -173,6 +173,7 @@ pub fn household_extras(now: i64, timezone: &str) -> UserExtras {
         sleep,
         devices,
         workouts: workouts(today, &tz),
+        intraday: intraday(now, &tz),
         ecgs: Vec::new(),
         goals: Some(json!({
             "steps": 10_000,
@@ -180,6 +181,58 @@ pub fn household_extras(now: i64, timezone: &str) -> UserExtras {
             "weight": {"value": 72_000, "unit": -3},
         })),
     }
+}
+
+/// The watch's last two days, a sample every 10 minutes: heart rate that follows the day
+/// (low asleep from 23:00 to 07:00 with SpO2 and breathing, up while walking about in the
+/// day, high during yesterday's run at 07:00), steps in the day. The watch syncs every 30
+/// minutes and a sync takes 10 minutes to reach Withings, so a sample is listed from 10 to
+/// 40 minutes after it was taken.
+pub fn intraday(now: i64, tz: &TimeZone) -> std::collections::BTreeMap<i64, Value> {
+    const STEP: i64 = 600;
+    let mut out = std::collections::BTreeMap::new();
+    let first = (now - 2 * 86_400).div_euclid(STEP) * STEP;
+    let today = local_date(now, tz);
+    let yesterday = today.yesterday().unwrap_or(today);
+    let run_start = local_midnight(yesterday, tz) + 7 * 3600;
+    let mut at = first;
+    while at <= now {
+        let local = at - local_midnight(local_date(at, tz), tz);
+        let hour = local / 3600;
+        let asleep = !(7..23).contains(&hour);
+        let running = (run_start..run_start + 42 * 60).contains(&at);
+        // A small, repeatable wobble so that the line is not flat.
+        let wobble = (at / STEP).rem_euclid(7) - 3;
+        let mut sample = json!({
+            "deviceid": WATCH.0,
+            "model": WATCH.1,
+            "model_id": 94,
+            "visible_at": (at / 1800 + 1) * 1800 + 600,
+        });
+        let heart_rate = if running {
+            150 + wobble
+        } else if asleep {
+            56 + wobble / 2
+        } else {
+            72 + wobble
+        };
+        sample["heart_rate"] = json!(heart_rate);
+        if asleep {
+            sample["spo2_auto"] = json!(95 + wobble.rem_euclid(3));
+            sample["rr"] = json!(14 + wobble / 3);
+            sample["rmssd"] = json!(42 + wobble);
+        } else {
+            let steps = if running {
+                1_650
+            } else {
+                80 + 20 * (wobble + 3)
+            };
+            sample["steps"] = json!(steps);
+        }
+        out.insert(at, sample);
+        at += STEP;
+    }
+    out
 }
 
 /// A run yesterday morning and a walk the evening before, on the watch.

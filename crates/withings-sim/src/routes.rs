@@ -264,7 +264,7 @@ fn collector_endpoint(
         user.extras = demo_extras::household_extras(now, &timezone);
         user.extras.ecgs = demo_extras::ecgs(now, &timezone, ecg_afib);
     }
-    let body = data::answer(&user.extras, path, params, page_size);
+    let body = data::answer(&user.extras, path, params, page_size, now);
     drop(guard);
     envelope_reply(body.to_string())
 }
