@@ -240,18 +240,27 @@ impl Live {
     }
 
     /// How long one round of every account may take: at least [`MIN_CYCLE`], and long
-    /// enough that its requests (about one per history collector and account) stay within
-    /// a quarter of an hour's budget.
+    /// enough that its requests (about one per history collector and account, three for a
+    /// history read a day a request) stay within a quarter of an hour's budget.
     pub fn cycle(&self, accounts: usize) -> Duration {
-        let histories = self
+        // A history of bounded requests (a day of intraday samples) reads the run's window
+        // (the late-sync days and about a day more) in several.
+        let per_account: u64 = self
             .app
             .collectors()
             .iter()
-            .filter(|c| c.history().is_some())
-            .count()
+            .filter_map(|c| c.history())
+            .map(|h| match h.max_span() {
+                Some(span) => {
+                    let window = u64::try_from(LATE_SECONDS + 86_400).unwrap_or(u64::MAX);
+                    window.div_ceil(u64::try_from(span).unwrap_or(1).max(1))
+                }
+                None => 1,
+            })
+            .sum::<u64>()
             .max(1);
         let per_hour = u64::from(self.app.limits().budget.per_minute()) * 60;
-        let requests = (accounts * histories) as u64;
+        let requests = accounts as u64 * per_account;
         let hours = (requests * u64::from(BUDGET_SHARE)).div_ceil(per_hour.max(1));
         MIN_CYCLE.max(Duration::from_secs(3600 * hours))
     }

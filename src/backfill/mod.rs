@@ -377,8 +377,8 @@ pub fn days_of(span: (i64, i64), (first, last): (bool, bool)) -> Option<(String,
 }
 
 /// Where a run stands: requests answered, and rows read by what each history calls them
-/// (groups, days, nights), in the order of [`collector::ALL`], every one shown even when
-/// its collector is off.
+/// (groups, days, nights), in the order of [`collector::ALL`], every one of the enabled
+/// collectors shown even when it read nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counts {
     /// Requests answered.
@@ -390,8 +390,15 @@ pub struct Counts {
 
 impl Default for Counts {
     fn default() -> Self {
+        Self::of(collector::ALL.iter().filter_map(|c| c.history()))
+    }
+}
+
+impl Counts {
+    /// The counts of a run that reads `histories`: each shown even when it read nothing.
+    pub fn of<'h>(histories: impl IntoIterator<Item = &'h dyn History>) -> Self {
         let mut rows: Vec<(&'static str, u64)> = Vec::new();
-        for history in collector::ALL.iter().filter_map(|c| c.history()) {
+        for history in histories {
             if !rows.iter().any(|(unit, _)| *unit == history.rows()) {
                 rows.push((history.rows(), 0));
             }
@@ -543,7 +550,7 @@ async fn read(
         .sum();
     let mut spool = spool::Spool::new().map_err(BackfillError::Spool)?;
     let mut progress = progress::Progress::new(options.progress, targets.len() * per_target);
-    let mut counts = Counts::default();
+    let mut counts = Counts::of(histories.iter().copied());
     for (index, target) in targets.iter().enumerate() {
         if let TokenSource::Unusable(reason) = &target.tokens {
             return Err(BackfillError::Unusable {

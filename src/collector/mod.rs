@@ -1,8 +1,8 @@
 //! Collectors: one per kind of Withings data, each one file (or folder) registered in
 //! [`ALL`], the way node_exporter registers its collectors. The operator turns them on with
 //! `WITHINGS_COLLECTORS`: `measures` (getmeas, on by default), `activity`, `sleep`,
-//! `devices`, `workouts`, `intraday` (a watch's samples through the day), `heart` (ECGs)
-//! and `goals`.
+//! `devices`, `workouts`, `intraday` (a watch's samples through the day), `sleep_detail` (the night
+//! minute by minute), `heart` (ECGs) and `goals`.
 //!
 //! A collector says through [`Collector`] its name, the OAuth scope it needs, the
 //! notification `appli` codes that concern it and its API action, and makes a per-account
@@ -23,6 +23,7 @@ pub mod heart;
 pub mod intraday;
 pub mod measures;
 pub mod sleep;
+pub mod sleep_detail;
 pub mod workouts;
 
 use crate::clock::Clock;
@@ -58,6 +59,7 @@ pub static ALL: &[&dyn Collector] = &[
     &devices::Devices,
     &workouts::Workouts,
     &intraday::Intraday,
+    &sleep_detail::SleepDetail,
     &heart::Heart,
     &goals::Goals,
 ];
@@ -777,13 +779,20 @@ mod tests {
     #[test]
     fn parse_dedups_sorts_and_ignores_case_and_spaces() {
         let c = Collectors::parse(
-            " Sleep,devices,,goals, HEART,measures , workouts,sleep,activity,intraday",
+            " Sleep,devices,,goals, HEART,measures , workouts,sleep,activity,intraday,SLEEP_detail",
         )
         .unwrap();
         assert_eq!(
             names(&c),
             [
-                "measures", "activity", "sleep", "devices", "workouts", "intraday", "heart",
+                "measures",
+                "activity",
+                "sleep",
+                "devices",
+                "workouts",
+                "intraday",
+                "sleep_detail",
+                "heart",
                 "goals"
             ]
         );
@@ -802,7 +811,9 @@ mod tests {
         assert!(!text.contains('\n'), "{text}");
         assert!(text.contains("heartrate"), "{text}");
         assert!(
-            text.contains("measures, activity, sleep, devices, workouts, intraday, heart, goals"),
+            text.contains(
+                "measures, activity, sleep, devices, workouts, intraday, sleep_detail, heart, goals"
+            ),
             "{text}"
         );
         for empty in ["", " , ,"] {
@@ -867,6 +878,14 @@ mod tests {
                     "user.activity",
                     &[16][..],
                     "getintradayactivity",
+                    false,
+                    true
+                ),
+                (
+                    "sleep_detail",
+                    "user.activity",
+                    &[44][..],
+                    "sleep_get",
                     false,
                     true
                 ),

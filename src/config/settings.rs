@@ -176,7 +176,7 @@ pub const SETTINGS: &[Setting] = &[
         variable: "WITHINGS_COLLECTORS",
         flag: None,
         default: "measures",
-        meaning: "kinds of data to fetch, comma-separated: measures, activity, sleep, devices, workouts, intraday, heart, goals (each costs one request per account per fetch; goals one an hour at most)",
+        meaning: "kinds of data to fetch, comma-separated: measures, activity, sleep, devices, workouts, intraday, sleep_detail, heart, goals (each costs one request per account per fetch; goals one an hour at most)",
         rank: 17,
         apply: Apply::Set(|c, v, _| {
             c.collectors.names = Some(parse_names(v));

@@ -931,3 +931,83 @@ async fn intraday_shows_the_latest_synced_sample_and_reads_late_syncs_again() {
     );
     server.stop().await;
 }
+
+/// `sleep_detail` against the demo household: last night on the sleep analyzer (23:00 to
+/// 07:00 in Berlin, uploaded at 07:15), its last stage with the segment's start, the last
+/// minute of heart rate; one request of a day at most.
+#[tokio::test]
+async fn sleep_detail_shows_the_nights_last_stage_and_minute() {
+    use std::sync::Arc;
+    use withings_exporter::app::App;
+    use withings_exporter::clock::Clock;
+    use withings_exporter::config::Config;
+    use withings_sim::household::Household;
+
+    const AT: i64 = 1_780_308_330;
+    let household = Household::start_at(AT).await.expect("household starts");
+    let vars = [
+        ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
+        ("WITHINGS_COLLECTORS", "measures,sleep,sleep_detail"),
+        ("WITHINGS_TIMEOUT_SECONDS", "5"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let config = Config::from_vars(household.environment(vars)).expect("valid configuration");
+    let app =
+        Arc::new(App::from_config_with_clock(&config, Clock::starting_at_unix(AT)).expect("app"));
+    let server = common::serve(common::bind(Arc::clone(&app)).await);
+    let text = common::http()
+        .get(format!("http://{}/probe?account=alex", server.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let analyzer = [("device_model", "Aura Sensor V2")];
+    let with = |measurement| [analyzer[0], ("measurement", measurement)];
+    // 23:00 Berlin (21:00 UTC) plus five 90-minute cycles and 25 minutes of light sleep: a
+    // deep segment from 06:55 to the 07:00 wake-up.
+    let bedtime = 1_780_261_200;
+    assert_eq!(
+        common::sample_with(&text, "withings_sleep_state", &analyzer),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        common::sample_with(
+            &text,
+            "withings_sleep_detail_timestamp_seconds",
+            &with("state")
+        ),
+        Some((bedtime + 475 * 60) as f64)
+    );
+    assert_eq!(
+        common::sample_with(
+            &text,
+            "withings_sleep_detail_timestamp_seconds",
+            &with("hr")
+        ),
+        Some((bedtime + 8 * 3600 - 60) as f64)
+    );
+    let bpm = common::sample_with(&text, "withings_sleep_heart_rate_bpm", &analyzer).unwrap();
+    assert!((50.0..=54.0).contains(&bpm), "{bpm}");
+    // The night's total from `sleep` and the minutes from `sleep_detail` do not collide.
+    assert_eq!(
+        text.matches("# TYPE withings_sleep_snoring_seconds gauge")
+            .count(),
+        1
+    );
+    let asked: Vec<_> = household
+        .simulator
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path == "/v2/sleep" && r.params.get("action").map(String::as_str) == Some("get")
+        })
+        .collect();
+    assert_eq!(asked.len(), 1);
+    let span: i64 = asked[0].params["enddate"].parse::<i64>().unwrap()
+        - asked[0].params["startdate"].parse::<i64>().unwrap();
+    assert!(span < 86_400, "{span}");
+    server.stop().await;
+}

@@ -133,6 +133,17 @@ async fn emitted_families() -> BTreeMap<String, String> {
             families.insert(name.to_owned(), "gauge".to_owned());
         });
     }
+    // A night's segment with every per-minute series Withings gives.
+    let night = withings_exporter::collector::sleep_detail::parse_get(
+        br#"{"status":0,"body":{"series":[{"startdate":0,"enddate":60,"state":1,
+            "model":"Aura Sensor V2","hash_deviceid":"a","hr":{"0":1},"rr":{"0":1},
+            "snoring":{"0":1},"sdnn_1":{"0":1},"rmssd":{"0":1},"hrv_quality":{"0":1},
+            "mvt_score":{"0":1},"chest_movement_rate":{"0":1},"breathing_sounds":{"0":1}}]}}"#,
+    )
+    .expect("a night");
+    withings_exporter::collector::sleep_detail::page_series(&night, |name, _, _, _, _| {
+        families.insert(name.to_owned(), "gauge".to_owned());
+    });
     for workout in &page.workouts {
         withings_exporter::collector::workouts::workout_series(workout, &mut |name, _, _, _| {
             families.insert(name.to_owned(), "gauge".to_owned());

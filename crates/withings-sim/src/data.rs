@@ -25,6 +25,10 @@ pub struct UserExtras {
     /// and its fields; a sample is listed only from `visible_at` on when that is given (a
     /// watch that syncs late), the key itself never sent.
     pub intraday: BTreeMap<i64, Value>,
+    /// `v2/sleep get` segments, each with `startdate`, `enddate`, `state` and its
+    /// per-minute maps; listed only from `visible_at` on when given (a sleep analyzer
+    /// uploads the night when its sleeper gets up), the key itself never sent.
+    pub sleep_detail: Vec<Value>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -141,6 +145,7 @@ pub fn answer(
         }
         ("/v2/heart", Some("list")) => return heart_list(extras, params, page_size),
         ("/v2/measure", Some("getintradayactivity")) => return intraday(extras, params, now),
+        ("/v2/sleep", Some("get")) => return sleep_get(extras, params, now),
         _ => return json!({"status": 2554, "body": {}, "error": "Not implemented"}),
     };
     let int = |key: &str| int_param(params, key);
@@ -215,6 +220,40 @@ fn intraday(extras: &UserExtras, params: &BTreeMap<String, String>, now: i64) ->
     json!({"status": 0, "body": {"series": series}})
 }
 
+/// `v2/sleep get`: the segments that begin from `startdate` to `enddate` (both required,
+/// at most 24 hours apart as `withings-api.md` says; a longer range answers its first day).
+fn sleep_get(extras: &UserExtras, params: &BTreeMap<String, String>, now: i64) -> Value {
+    let int = |key: &str| int_param(params, key);
+    let (start, end) = match (int("startdate"), int("enddate")) {
+        (Ok(Some(s)), Ok(Some(e))) => (s, e.min(s.saturating_add(86_400))),
+        (Err(e), _) | (_, Err(e)) => return invalid(&e),
+        _ => return invalid("Invalid Params: startdate and enddate are required"),
+    };
+    let series: Vec<Value> = extras
+        .sleep_detail
+        .iter()
+        .filter(|s| {
+            let begins = s
+                .get("startdate")
+                .and_then(Value::as_i64)
+                .unwrap_or(i64::MIN);
+            let visible = s
+                .get("visible_at")
+                .and_then(Value::as_i64)
+                .unwrap_or(i64::MIN);
+            (start..=end).contains(&begins) && visible <= now
+        })
+        .map(|s| {
+            let mut s = s.clone();
+            if let Some(o) = s.as_object_mut() {
+                o.remove("visible_at");
+            }
+            s
+        })
+        .collect();
+    json!({"status": 0, "body": {"series": series}})
+}
+
 /// `v2/heart list`: the recordings whose `timestamp` is within `startdate`..=`enddate`
 /// (either may be absent), newest first as Withings lists them, paged by `offset`.
 fn heart_list(extras: &UserExtras, params: &BTreeMap<String, String>, page_size: usize) -> Value {
@@ -269,6 +308,7 @@ mod tests {
             devices: vec![json!({"type": "Scale"}), json!({"type": "Scale"})],
             workouts: Vec::new(),
             intraday: BTreeMap::new(),
+            sleep_detail: Vec::new(),
             ecgs: (1..=3)
                 .map(|i| json!({"timestamp": 1000 * i, "modified": 1000 * i + 5, "ecg": {"afib": i - 1}}))
                 .collect(),
@@ -476,6 +516,45 @@ mod tests {
             json!([])
         );
         assert_eq!(ask(&[("startdate", "x")], 0)["status"], 293);
+    }
+
+    #[test]
+    fn sleep_get_answers_the_segments_of_the_range_once_uploaded() {
+        let mut e = UserExtras::default();
+        for (start, visible) in [(1_000, 5_000), (2_000, 5_000), (100_000, 200_000)] {
+            e.sleep_detail.push(
+                json!({"startdate": start, "enddate": start + 600, "state": 1,
+                                       "hr": {start.to_string(): 55}, "visible_at": visible}),
+            );
+        }
+        let ask = |start: &str, end: &str, now: i64| {
+            answer(
+                &e,
+                "/v2/sleep",
+                &params(&[("action", "get"), ("startdate", start), ("enddate", end)]),
+                10,
+                now,
+            )
+        };
+        let starts = |v: &Value| -> Vec<i64> {
+            v["body"]["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["startdate"].as_i64().unwrap())
+                .collect()
+        };
+        assert_eq!(starts(&ask("0", "3000", 4_000)), Vec::<i64>::new());
+        assert_eq!(starts(&ask("0", "3000", 6_000)), [1_000, 2_000]);
+        assert!(
+            ask("0", "3000", 6_000)["body"]["series"][0]
+                .get("visible_at")
+                .is_none()
+        );
+        // A week asked: its first day only.
+        assert_eq!(starts(&ask("0", "604800", 300_000)), [1_000, 2_000]);
+        let missing = answer(&e, "/v2/sleep", &params(&[("action", "get")]), 10, 0);
+        assert_eq!(missing["status"], 293);
     }
 
     #[test]

@@ -174,6 +174,7 @@ pub fn household_extras(now: i64, timezone: &str) -> UserExtras {
         devices,
         workouts: workouts(today, &tz),
         intraday: intraday(now, &tz),
+        sleep_detail: last_night(now, &tz),
         ecgs: Vec::new(),
         goals: Some(json!({
             "steps": 10_000,
@@ -231,6 +232,62 @@ pub fn intraday(now: i64, tz: &TimeZone) -> std::collections::BTreeMap<i64, Valu
         }
         out.insert(at, sample);
         at += STEP;
+    }
+    out
+}
+
+/// Last night on the sleep analyzer, 23:00 to 07:00: 90-minute cycles of light, deep and
+/// REM sleep, awake a little at the end of each, with heart rate, breathing and some
+/// snoring minute by minute; uploaded at 07:15, when its sleeper is up.
+pub fn last_night(now: i64, tz: &TimeZone) -> Vec<Value> {
+    let today = local_date(now, tz);
+    let yesterday = today.yesterday().unwrap_or(today);
+    let bedtime = local_midnight(yesterday, tz) + 23 * 3600;
+    let wake = local_midnight(today, tz) + 7 * 3600;
+    let uploaded = wake + 15 * 60;
+    // (stage, minutes) of one cycle: light, deep, light, REM, awake.
+    const CYCLE: [(i64, i64); 5] = [(1, 25), (2, 30), (1, 15), (3, 15), (0, 5)];
+    let mut out = Vec::new();
+    let mut at = bedtime;
+    'night: loop {
+        for (stage, minutes) in CYCLE {
+            if at >= wake {
+                break 'night;
+            }
+            let end = (at + minutes * 60).min(wake);
+            let mut hr = serde_json::Map::new();
+            let mut rr = serde_json::Map::new();
+            let mut snoring = serde_json::Map::new();
+            let mut minute = at;
+            while minute < end {
+                let wobble = (minute / 60).rem_euclid(5) - 2;
+                let rate = match stage {
+                    2 => 52,
+                    3 => 60,
+                    0 => 66,
+                    _ => 56,
+                } + wobble;
+                hr.insert(minute.to_string(), json!(rate));
+                rr.insert(minute.to_string(), json!(14 + wobble / 2));
+                if stage == 1 && wobble == 2 {
+                    snoring.insert(minute.to_string(), json!(20));
+                }
+                minute += 60;
+            }
+            out.push(json!({
+                "startdate": at,
+                "enddate": end,
+                "state": stage,
+                "model": SLEEP_ANALYZER.1,
+                "model_id": 63,
+                "hash_deviceid": SLEEP_ANALYZER.0,
+                "hr": hr,
+                "rr": rr,
+                "snoring": snoring,
+                "visible_at": uploaded,
+            }));
+            at = end;
+        }
     }
     out
 }

@@ -118,7 +118,8 @@ const GUEST: crate::Profile = crate::Profile {
 };
 
 /// Every collector the exporter has: the household's devices feed them all.
-const COLLECTORS: &str = "measures,activity,sleep,devices,workouts,intraday,heart,goals";
+const COLLECTORS: &str =
+    "measures,activity,sleep,devices,workouts,intraday,sleep_detail,heart,goals";
 
 /// The token sources other than a token directory, and the secret file that a client secret
 /// in a variable would conflict with.
