@@ -671,14 +671,23 @@ fn start_remote_writer(config: &Config, app: &Arc<App>) -> anyhow::Result<()> {
     let shown = writer.shown_url().to_owned();
     let live = Live::new(
         Arc::clone(app),
-        writer,
+        writer.clone(),
         Some(config.remote_write.job.as_str()),
         config.remote_write.instance.as_deref(),
         config.accounts.beside_tokens(CURSORS_FILE),
         app.registry(),
     )?;
-    tracing::info!(url = %shown, "remote write: each account's history is written as it settles");
+    let (immediate, writing) = withings_exporter::backfill::live::Immediate::new(
+        app,
+        writer,
+        Some(config.remote_write.job.as_str()),
+        config.remote_write.instance.as_deref(),
+        app.registry(),
+    )?;
+    app.emit_to(immediate);
+    tracing::info!(url = %shown, "remote write: each account's history is written as it settles, final samples (intraday, a night's minutes) as they are read");
     tokio::spawn(live.run());
+    tokio::spawn(writing);
     Ok(())
 }
 

@@ -47,6 +47,7 @@ impl Account {
             tokens: &tokens,
             clock: &self.clock,
             skipped: &self.groups_skipped,
+            emit: self.emit.get().map(|e| e.as_ref()),
         };
         let mut total = Synced::default();
         let mut first_error = None;

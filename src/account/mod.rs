@@ -192,6 +192,7 @@ pub struct Account {
     fetch_slots: Arc<Semaphore>,
     /// Turns true when the exporter shuts down: waiting probes answer at once.
     shutdown: watch::Receiver<bool>,
+    emit: Arc<std::sync::OnceLock<Arc<dyn crate::collector::Emit>>>,
     /// [`Self::state_families`], encoded once per fetch or change of the token source.
     exposed: StateCache<TokenMark>,
 }
@@ -211,6 +212,8 @@ impl std::fmt::Debug for Account {
 /// What an account needs from the application.
 #[derive(Clone)]
 pub struct Shared {
+    /// Where final samples go as fetches read them, once the application is told.
+    pub emit: Arc<std::sync::OnceLock<Arc<dyn crate::collector::Emit>>>,
     pub client: WithingsClient,
     pub clock: Clock,
     pub fetch_slots: Arc<Semaphore>,
@@ -247,6 +250,7 @@ impl Account {
             clock: shared.clock,
             fetch_slots: shared.fetch_slots,
             shutdown: shared.shutdown,
+            emit: shared.emit,
             tokens,
             collectors: collectors::Collectors::new(&settings.collectors, &settings.collector),
             settings,

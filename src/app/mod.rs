@@ -272,6 +272,7 @@ impl App {
             .expect("first registration");
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Shared {
+            emit: Arc::default(),
             client: client.clone(),
             clock: clock.clone(),
             fetch_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_FETCHES)),
@@ -363,6 +364,12 @@ impl App {
 
     pub fn client(&self) -> &WithingsClient {
         &self.client
+    }
+
+    /// From now on, fetches hand the samples Withings will not revise to `emit` as they
+    /// read them (the remote writer); once.
+    pub fn emit_to(&self, emit: Arc<dyn crate::collector::Emit>) {
+        let _ = self.shared.emit.set(emit);
     }
 
     /// What the collectors read from the configuration (measure types, ambiguous groups).

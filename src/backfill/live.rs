@@ -23,8 +23,10 @@ use super::{Options, Target, run_remote};
 use crate::account::tokens::TokenSource;
 use crate::app::App;
 use crate::backfill::openmetrics::HEAD_SECONDS;
+use crate::collector::Emit;
 use crate::remote_write::Writer;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use crate::remote_write::proto::{Label, Sample, TimeSeries};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -284,6 +286,137 @@ impl Live {
         let budget = &self.app.limits().budget;
         while budget.free() * 2 < budget.per_minute() as usize {
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Samples waiting for the immediate path at most; beyond, they are left to the settled
+/// run (counted).
+const QUEUE: usize = 20_000;
+
+/// One sample waiting to be written: its labels (`__name__` included) and its time.
+struct Pending {
+    labels: Vec<(String, String)>,
+    at: i64,
+    value: f64,
+}
+
+/// The immediate path: samples Withings will not revise (a watch's intraday samples, a
+/// night's minutes), written the moment a fetch reads them, so that a late sync reaches the
+/// store within seconds. Best effort: a sample it cannot write (the queue is full, the
+/// receiver is down) is written anyway by the settled run 12 hours on.
+pub struct Immediate {
+    tx: tokio::sync::mpsc::Sender<Pending>,
+    labels: Vec<(&'static str, String)>,
+    account_label: bool,
+    dropped: IntCounter,
+}
+
+impl Emit for Immediate {
+    fn sample(
+        &self,
+        account: &str,
+        family: (&'static str, &'static str),
+        labels: &[(&'static str, &str)],
+        at: i64,
+        value: f64,
+    ) {
+        let mut all: Vec<(String, String)> = Vec::with_capacity(labels.len() + 4);
+        all.push(("__name__".to_owned(), family.0.to_owned()));
+        all.extend(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        if self.account_label {
+            all.push(("account".to_owned(), account.to_owned()));
+        }
+        all.extend(
+            self.labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone())),
+        );
+        all.sort();
+        if self
+            .tx
+            .try_send(Pending {
+                labels: all,
+                at,
+                value,
+            })
+            .is_err()
+        {
+            self.dropped.inc();
+        }
+    }
+}
+
+impl Immediate {
+    /// The immediate path of `writer` for `app` (labels as [`Live`]'s), and the task that
+    /// writes what it is handed, in batches of what has arrived meanwhile.
+    pub fn new(
+        app: &App,
+        writer: Writer,
+        job: Option<&str>,
+        instance: Option<&str>,
+        registry: &Registry,
+    ) -> Result<(Arc<Self>, impl std::future::Future<Output = ()> + use<>), LiveError> {
+        let instance = instance
+            .filter(|i| !i.is_empty())
+            .ok_or(LiveError::NoInstance)?;
+        let dropped = IntCounter::with_opts(Opts::new(
+            "withings_remote_write_immediate_dropped_total",
+            "Final samples (intraday, a night's minutes) the immediate path could not queue; the settled run writes them 12 hours on.",
+        ))?;
+        registry.register(Box::new(dropped.clone()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+        let immediate = Arc::new(Self {
+            tx,
+            labels: vec![
+                ("job", job.unwrap_or(super::DEFAULT_JOB).to_owned()),
+                ("instance", instance.to_owned()),
+            ],
+            account_label: app.is_directory(),
+            dropped,
+        });
+        Ok((immediate, write_as_handed(writer, rx)))
+    }
+}
+
+/// Writes the samples handed to the immediate path: each batch what has arrived while the
+/// last was sent, a series' samples in time order, one value a time.
+async fn write_as_handed(writer: Writer, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+    let max = writer.options().max_samples_per_send.max(1);
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut series: BTreeMap<Vec<(String, String)>, BTreeMap<i64, f64>> = BTreeMap::new();
+        for p in batch {
+            series.entry(p.labels).or_default().insert(p.at, p.value);
+        }
+        let series: Vec<TimeSeries> = series
+            .into_iter()
+            .map(|(labels, samples)| TimeSeries {
+                labels: labels
+                    .into_iter()
+                    .map(|(name, value)| Label { name, value })
+                    .collect(),
+                samples: samples
+                    .into_iter()
+                    .map(|(at, value)| Sample {
+                        value,
+                        timestamp: at.saturating_mul(1000),
+                    })
+                    .collect(),
+            })
+            .collect();
+        if let Err(e) = writer.send(series, Vec::new()).await {
+            tracing::debug!(error = %e, "remote write: the immediate path could not write a batch; the settled run writes it later");
         }
     }
 }

@@ -367,6 +367,13 @@ impl State for Live {
                 .call(&request(from, now), parse_getintradayactivity)
                 .await?;
             fetch.skip("malformed", page.malformed_rows);
+            // Final as soon as synced: to the remote writer at once (the hour read again
+            // is written again with the same values, which stores take without harm).
+            for sample in &page.samples {
+                sample_series(sample, |name, help, labels, value| {
+                    fetch.emit((name, help), labels, sample.at, value.to_f64());
+                });
+            }
             let rows = page.samples.len();
             let updated = lock(&self.0).merge(page);
             Ok(Synced {

@@ -120,6 +120,23 @@ pub struct Settings {
     pub include_ambiguous: bool,
 }
 
+/// Where samples that Withings will not revise go the moment a fetch reads them (a watch's
+/// intraday samples, a night's minutes): the running exporter's remote writer, when one is
+/// configured. Best effort: what it cannot write, the settled history written later
+/// carries anyway.
+pub trait Emit: Send + Sync {
+    /// One sample of family `(name, help)` of `account`, with the collector's labels, at
+    /// unix time `at`.
+    fn sample(
+        &self,
+        account: &str,
+        family: (&'static str, &'static str),
+        labels: &[(&'static str, &str)],
+        at: i64,
+        value: f64,
+    );
+}
+
 /// What a sync may use: one account's tokens, through the application's client.
 pub struct Fetch<'a> {
     /// The account's name, for log lines.
@@ -130,6 +147,8 @@ pub struct Fetch<'a> {
     pub clock: &'a Clock,
     /// `withings_groups_skipped_total{reason}` of the account.
     pub skipped: &'a IntCounterVec,
+    /// Where final samples go as they are read, if anywhere.
+    pub emit: Option<&'a dyn Emit>,
 }
 
 impl Fetch<'_> {
@@ -149,6 +168,19 @@ impl Fetch<'_> {
             self.client.call(&token, request, parse).await
         })
         .await
+    }
+
+    /// Hands a sample Withings will not revise to the remote writer, if there is one.
+    pub fn emit(
+        &self,
+        family: (&'static str, &'static str),
+        labels: &[(&'static str, &str)],
+        at: i64,
+        value: f64,
+    ) {
+        if let Some(emit) = self.emit {
+            emit.sample(self.account, family, labels, at, value);
+        }
     }
 
     /// Counts `n` rows or measures not used, for `reason`.

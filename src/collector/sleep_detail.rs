@@ -382,6 +382,10 @@ impl State for Live {
                 .max(earliest);
             let page = fetch.call(&request(from, now), parse_get).await?;
             fetch.skip("malformed", page.malformed_rows);
+            // A night's minutes and stages are final once uploaded: to the remote writer.
+            page_series(&page, |name, help, labels, at, value| {
+                fetch.emit((name, help), labels, at, value);
+            });
             let rows = page.segments.len();
             let updated = lock(&self.0).merge(page);
             Ok(Synced {

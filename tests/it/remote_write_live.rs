@@ -204,3 +204,85 @@ fn serve_with_a_remote_write_url_needs_the_instance_label() {
         "{stderr}"
     );
 }
+
+/// The immediate path: a watch's intraday samples reach the store the moment a fetch reads
+/// them (a probe here; a notification's fetch alike), under the scraped series' labels,
+/// within seconds; the settled run is only the safety net.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intraday_samples_reach_the_store_as_a_fetch_reads_them() {
+    use withings_exporter::backfill::live::Immediate;
+    let sim = Simulator::start(SimulatorOptions::default())
+        .await
+        .expect("simulator starts");
+    let dir = tempfile::tempdir().unwrap();
+    let now = unix_now();
+    let mut intraday = std::collections::BTreeMap::new();
+    for (minutes, bpm) in [(30, 61), (20, 63), (10, 65)] {
+        intraday.insert(
+            now - minutes * 60,
+            json!({"deviceid": "w1", "model": "ScanWatch 2", "heart_rate": bpm}),
+        );
+    }
+    sim.set_user_extras(
+        "41",
+        withings_sim::data::UserExtras {
+            intraday,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    write_account(&sim, dir.path(), "mom", "41");
+    let mut vars = directory_vars(&sim, dir.path());
+    vars.push(("WITHINGS_COLLECTORS".into(), "measures,intraday".into()));
+    let config = Config::from_vars(vars).expect("configuration");
+    let app = Arc::new(App::from_config(&config).expect("app"));
+    let receiver = Receiver::start(|_, _| Reply::Ok).await;
+    let (immediate, writing) = Immediate::new(
+        &app,
+        writer(&receiver.url),
+        None,
+        Some("exporter:19100"),
+        &prometheus::Registry::new(),
+    )
+    .expect("the immediate path");
+    app.emit_to(immediate);
+    let task = tokio::spawn(writing);
+    let served = common::serve(common::bind(Arc::clone(&app)).await);
+    let body = common::http()
+        .get(format!("http://{}/probe?account=mom", served.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("withings_intraday_heart_rate_bpm{"), "{body}");
+    let read_at = std::time::Instant::now();
+    let heart_rate = || -> Vec<(i64, Vec<f64>)> {
+        receiver
+            .stored()
+            .into_iter()
+            .filter(|((series, _), _)| {
+                series.starts_with("__name__=withings_intraday_heart_rate_bpm,account=mom,")
+                    && series.contains("instance=exporter:19100,job=withings")
+            })
+            .map(|((_, ms), values)| (ms / 1000, values))
+            .collect()
+    };
+    assert!(
+        common::eventually(Duration::from_secs(5), || heart_rate().len() == 3).await,
+        "{:?}",
+        receiver.stored()
+    );
+    assert!(read_at.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        heart_rate(),
+        [
+            (now - 1_800, vec![61.0]),
+            (now - 1_200, vec![63.0]),
+            (now - 600, vec![65.0])
+        ]
+    );
+    receiver.assert_no_violation();
+    task.abort();
+}
