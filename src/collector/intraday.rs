@@ -13,11 +13,11 @@
 //! changes nothing there, and the remote writer reads days back).
 
 use super::{
-    Collector, Fetch, History, HistoryPage, Paged, Settings, Sink, State, Synced, Version, Window,
-    lock,
+    Collector, Fetch, History, HistoryPage, Paged, Settings, Sink, State, Synced, Window, lock,
+    write_each,
 };
 use crate::render::families::GaugeFamilies;
-use crate::withings::lenient::Decimal;
+use crate::withings::lenient::{Decimal, value_decimal as decimal, value_text as text};
 use crate::withings::paging::BoxFuture;
 use crate::withings::{ApiError, Request, RequestError, success_body_as};
 use prometheus::proto::MetricFamily;
@@ -186,22 +186,6 @@ struct BodyRaw<'a> {
     /// An object keyed by unix time; `[]` when there is nothing.
     #[serde(borrow, default)]
     series: Option<&'a RawValue>,
-}
-
-fn decimal(raw: &serde_json::Value) -> Option<Decimal> {
-    match raw {
-        serde_json::Value::Number(n) => Decimal::parse(&n.to_string()),
-        serde_json::Value::String(s) => Decimal::parse(s),
-        _ => None,
-    }
-}
-
-fn text(raw: Option<&serde_json::Value>) -> String {
-    match raw {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => String::new(),
-    }
 }
 
 fn sample(at: &str, raw: &serde_json::Value) -> Option<IntradaySample> {
@@ -416,23 +400,14 @@ impl HistoryPage for IntradayPage {
 
     /// Each sample at its own time.
     fn write(&self, _: &Settings, _: i64, out: &mut dyn Sink) -> std::io::Result<usize> {
-        let mut failed = None;
-        for sample in &self.samples {
-            sample_series(sample, |name, help, labels, value| {
-                if failed.is_none()
-                    && let Err(e) = out.sample(
-                        (name, help),
-                        labels,
-                        sample.at,
-                        Version::Row { modified: None },
-                        value.to_f64(),
-                    )
-                {
-                    failed = Some(e);
-                }
-            });
-        }
-        failed.map_or(Ok(self.samples.len()), Err)
+        write_each(out, |put| {
+            for sample in &self.samples {
+                sample_series(sample, |name, help, labels, value| {
+                    put(name, help, labels, sample.at, value.to_f64());
+                });
+            }
+        })?;
+        Ok(self.samples.len())
     }
 }
 

@@ -680,6 +680,29 @@ pub fn days(window: Window<'_>, offset: Option<i64>) -> RowQuery<'_> {
     RowQuery::Days { start, end, offset }
 }
 
+/// A sample of a high-resolution history: `put(name, help, labels, at, value)`.
+pub type PutAt<'a> = dyn FnMut(&'static str, &'static str, &[(&'static str, &str)], i64, f64) + 'a;
+
+/// Writes the samples `series` gives, each at its own time (a minute of a night, an
+/// intraday sample), to `out`: rows without versions.
+pub fn write_each(out: &mut dyn Sink, series: impl FnOnce(&mut PutAt<'_>)) -> std::io::Result<()> {
+    let mut failed = None;
+    series(&mut |name, help, labels, at, value| {
+        if failed.is_none()
+            && let Err(e) = out.sample(
+                (name, help),
+                labels,
+                at,
+                Version::Row { modified: None },
+                value,
+            )
+        {
+            failed = Some(e);
+        }
+    });
+    failed.map_or(Ok(()), Err)
+}
+
 /// Writes the samples `series` gives for one row (a day, a night) to `out`, all at `at`.
 pub fn write_row(
     out: &mut dyn Sink,

@@ -12,11 +12,11 @@
 //! each fetch asks again from [`LATE_SECONDS`] before the newest minute seen.
 
 use super::{
-    Collector, Fetch, History, HistoryPage, Paged, Settings, Sink, State, Synced, Version, Window,
-    lock,
+    Collector, Fetch, History, HistoryPage, Paged, Settings, Sink, State, Synced, Window, lock,
+    write_each,
 };
 use crate::render::families::GaugeFamilies;
-use crate::withings::lenient::Decimal;
+use crate::withings::lenient::{Decimal, value_decimal as decimal, value_text as text};
 use crate::withings::paging::BoxFuture;
 use crate::withings::{ApiError, Request, RequestError, success_body_as};
 use prometheus::proto::MetricFamily;
@@ -154,22 +154,6 @@ impl Paged for SleepDetailPage {
 struct BodyRaw<'a> {
     #[serde(borrow, default)]
     series: Vec<&'a RawValue>,
-}
-
-fn decimal(raw: &serde_json::Value) -> Option<Decimal> {
-    match raw {
-        serde_json::Value::Number(n) => Decimal::parse(&n.to_string()),
-        serde_json::Value::String(s) => Decimal::parse(s),
-        _ => None,
-    }
-}
-
-fn text(raw: Option<&serde_json::Value>) -> String {
-    match raw {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => String::new(),
-    }
 }
 
 /// Parses a `v2/sleep get` answer. A segment without its times or stage is counted and
@@ -426,22 +410,10 @@ impl HistoryPage for SleepDetailPage {
         self.malformed_rows
     }
 
+    /// Each minute and each stage at its own time.
     fn write(&self, _: &Settings, _: i64, out: &mut dyn Sink) -> std::io::Result<usize> {
-        let mut failed = None;
-        page_series(self, |name, help, labels, at, value| {
-            if failed.is_none()
-                && let Err(e) = out.sample(
-                    (name, help),
-                    labels,
-                    at,
-                    Version::Row { modified: None },
-                    value,
-                )
-            {
-                failed = Some(e);
-            }
-        });
-        failed.map_or(Ok(self.segments.len()), Err)
+        write_each(out, |put| page_series(self, put))?;
+        Ok(self.segments.len())
     }
 }
 

@@ -214,6 +214,25 @@ pub fn opt_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D
     }
 }
 
+/// A JSON number or numeric string already parsed as a value (the maps keyed by time of the
+/// high-resolution answers), exactly; anything else `None`.
+pub fn value_decimal(raw: &serde_json::Value) -> Option<Decimal> {
+    match raw {
+        serde_json::Value::Number(n) => Decimal::parse(&n.to_string()),
+        serde_json::Value::String(s) => Decimal::parse(s),
+        _ => None,
+    }
+}
+
+/// A JSON string or number as text (a device id, a model); anything else empty.
+pub fn value_text(raw: Option<&serde_json::Value>) -> String {
+    match raw {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod decimal_tests {
     use super::Decimal;
