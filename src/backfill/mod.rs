@@ -388,12 +388,6 @@ pub struct Counts {
     pub malformed: u64,
 }
 
-impl Default for Counts {
-    fn default() -> Self {
-        Self::of(collector::ALL.iter().filter_map(|c| c.history()))
-    }
-}
-
 impl Counts {
     /// The counts of a run that reads `histories`: each shown even when it read nothing.
     pub fn of<'h>(histories: impl IntoIterator<Item = &'h dyn History>) -> Self {

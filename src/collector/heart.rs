@@ -8,13 +8,12 @@
 //! again from [`LATE_SYNC_SECONDS`] before the newest change it saw.
 
 use super::{
-    Collector, History, HistoryPage, LatestRows, Paged, Put, RowPage, RowQuery, Settings, Sink,
-    SourceRow, State, Window, device_id, write_row,
+    Collector, History, HistoryPage, LatestRows, Paged, Put, RowPage, RowQuery, SeriesBody,
+    Settings, Sink, SourceRow, State, Window, device_id, write_row,
 };
 use crate::withings::lenient::{self, Decimal};
 use crate::withings::{ApiError, Request, row_as, success_body_as};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 /// The form's `action`; `withings_api_requests_total` labels it [`LABEL`], apart from the
 /// notification `list`.
@@ -60,16 +59,6 @@ impl Paged for HeartPage {
 }
 
 #[derive(Deserialize)]
-struct BodyRaw<'a> {
-    #[serde(borrow, default)]
-    series: Vec<&'a RawValue>,
-    #[serde(default, deserialize_with = "lenient::flag")]
-    more: bool,
-    #[serde(default, deserialize_with = "lenient::opt_int")]
-    offset: Option<i64>,
-}
-
-#[derive(Deserialize)]
 struct RowRaw {
     #[serde(deserialize_with = "lenient::int")]
     timestamp: i64,
@@ -96,13 +85,10 @@ struct EcgRaw {
 /// The devices that record ECGs, by the `model` number of the list (Withings' reference
 /// names 44 and 91; the ScanWatches use their device model numbers).
 fn model_name(model: i64) -> Option<&'static str> {
-    Some(match model {
-        44 => "BPM Core",
-        91 | 92 => "Move ECG",
-        93 => "ScanWatch",
-        94 => "ScanWatch 2",
-        _ => return None,
-    })
+    match model {
+        44 => Some("BPM Core"),
+        _ => super::sleep::model_name(model),
+    }
 }
 
 fn recording(raw: RowRaw) -> Recording {
@@ -122,7 +108,7 @@ fn recording(raw: RowRaw) -> Recording {
 
 /// Parses a `v2/heart list` answer. A malformed row is counted and skipped.
 pub fn parse_list(body: &[u8]) -> Result<HeartPage, ApiError> {
-    let parsed: BodyRaw = success_body_as(LABEL, body)?;
+    let parsed: SeriesBody = success_body_as(LABEL, body)?;
     let mut page = HeartPage {
         more: parsed.more,
         offset: parsed.offset,

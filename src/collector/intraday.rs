@@ -13,8 +13,8 @@
 //! changes nothing there, and the remote writer reads days back).
 
 use super::{
-    Collector, Fetch, History, HistoryPage, Paged, Settings, Sink, State, Synced, Window, lock,
-    write_each,
+    Collector, Fetch, History, HistoryPage, Paged, Settings, Sink, State, Synced, Window,
+    bounded_since, lock, write_each,
 };
 use crate::render::families::GaugeFamilies;
 use crate::withings::lenient::{Decimal, value_decimal as decimal, value_text as text};
@@ -342,11 +342,8 @@ impl State for Live {
     fn sync<'a>(&'a self, fetch: &'a Fetch<'a>) -> BoxFuture<'a, Result<Synced, RequestError>> {
         Box::pin(async move {
             let now = fetch.now();
-            let earliest = now - MAX_SPAN_SECONDS + 1;
-            let from = lock(&self.0)
-                .newest
-                .map_or(earliest, |n| n - LATE_SYNC_SECONDS)
-                .max(earliest);
+            let newest = lock(&self.0).newest;
+            let from = bounded_since(newest, now, LATE_SYNC_SECONDS, MAX_SPAN_SECONDS);
             let page = fetch
                 .call(&request(from, now), parse_getintradayactivity)
                 .await?;

@@ -757,6 +757,26 @@ impl Cursor {
     }
 }
 
+/// The body of a paged answer whose rows are `series` (getsummary, getworkouts, the heart
+/// list): the rows read one by one, so that a malformed one is skipped, not fatal.
+#[derive(serde::Deserialize)]
+pub(crate) struct SeriesBody<'a> {
+    #[serde(borrow, default)]
+    pub series: Vec<&'a serde_json::value::RawValue>,
+    #[serde(default, deserialize_with = "crate::withings::lenient::flag")]
+    pub more: bool,
+    #[serde(default, deserialize_with = "crate::withings::lenient::opt_int")]
+    pub offset: Option<i64>,
+}
+
+/// Where a fetch of a history answered a bounded span at a time (intraday samples, a
+/// night's minutes) starts: `late` before the newest time seen, but no earlier than one
+/// `span` before `now`; a span before `now` the first time.
+pub(crate) fn bounded_since(newest: Option<i64>, now: i64, late: i64, span: i64) -> i64 {
+    let earliest = now - span + 1;
+    newest.map_or(earliest, |n| n - late).max(earliest)
+}
+
 /// The `device_id` label: the hashed id Withings gives, "" for a phone tracker without one.
 pub(crate) fn device_id(hash: Option<String>, plain: Option<String>) -> String {
     hash.filter(|h| !h.is_empty()).or(plain).unwrap_or_default()
@@ -821,6 +841,16 @@ mod tests {
             let line = err.to_string();
             assert!(line.starts_with(var) && !line.contains('\n'), "{line}");
         }
+    }
+
+    #[test]
+    fn a_bounded_fetch_starts_late_before_the_newest_but_never_beyond_a_span() {
+        // First time: the last span.
+        assert_eq!(bounded_since(None, 100_000, 3_600, 86_400), 13_601);
+        // Then an hour before the newest seen...
+        assert_eq!(bounded_since(Some(99_000), 100_000, 3_600, 86_400), 95_400);
+        // ...but never more than a span back, after a long gap.
+        assert_eq!(bounded_since(Some(1_000), 100_000, 3_600, 86_400), 13_601);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! device does not measure (no snoring sensor, no apnea detection) is absent, never 0.
 
 use super::{
-    Collector, History, HistoryPage, Latest, LatestRows, Paged, Put, RowPage, RowQuery, Settings,
-    Sink, SourceRow, State, Window, days, device_id, row_request, write_row,
+    Collector, History, HistoryPage, Latest, LatestRows, Paged, Put, RowPage, RowQuery, SeriesBody,
+    Settings, Sink, SourceRow, State, Window, days, device_id, row_request, write_row,
 };
 use crate::secret::Secret;
 use crate::withings::lenient::{self, Decimal};
@@ -220,16 +220,6 @@ impl Paged for SleepPage {
 }
 
 #[derive(Deserialize)]
-struct BodyRaw<'a> {
-    #[serde(borrow, default)]
-    series: Vec<&'a RawValue>,
-    #[serde(default, deserialize_with = "lenient::flag")]
-    more: bool,
-    #[serde(default, deserialize_with = "lenient::opt_int")]
-    offset: Option<i64>,
-}
-
-#[derive(Deserialize)]
 struct RowRaw {
     #[serde(deserialize_with = "lenient::int")]
     startdate: i64,
@@ -304,7 +294,7 @@ fn night(raw: RowRaw) -> Option<SleepNight> {
 /// Parses a `getsummary` answer. A malformed night is counted and skipped; a malformed
 /// envelope or body fails the whole answer.
 pub fn parse_getsummary(body: &[u8]) -> Result<SleepPage, ApiError> {
-    let parsed: BodyRaw = success_body_as(ACTION, body)?;
+    let parsed: SeriesBody = success_body_as(ACTION, body)?;
     let mut page = SleepPage {
         more: parsed.more,
         offset: parsed.offset,

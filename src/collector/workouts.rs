@@ -4,8 +4,9 @@
 //! every workout at its start time.
 
 use super::{
-    Collector, History, HistoryPage, LatestRows, Paged, Put, RowPage, RowQuery, Settings, Sink,
-    SourceRow, State, Window, activity::JOULES_PER_KCAL, days, device_id, row_request, write_row,
+    Collector, History, HistoryPage, LatestRows, Paged, Put, RowPage, RowQuery, SeriesBody,
+    Settings, Sink, SourceRow, State, Window, activity::JOULES_PER_KCAL, days, device_id,
+    row_request, write_row,
 };
 use crate::withings::lenient::{self, Decimal};
 use crate::withings::{ApiError, Request, row_as, success_body_as};
@@ -225,16 +226,6 @@ impl Paged for WorkoutPage {
 }
 
 #[derive(Deserialize)]
-struct BodyRaw<'a> {
-    #[serde(borrow, default)]
-    series: Vec<&'a RawValue>,
-    #[serde(default, deserialize_with = "lenient::flag")]
-    more: bool,
-    #[serde(default, deserialize_with = "lenient::opt_int")]
-    offset: Option<i64>,
-}
-
-#[derive(Deserialize)]
 struct RowRaw {
     #[serde(deserialize_with = "lenient::int")]
     category: i64,
@@ -289,7 +280,7 @@ fn workout(raw: RowRaw) -> Option<Workout> {
 
 /// Parses a `getworkouts` answer. A malformed workout is counted and skipped.
 pub fn parse_getworkouts(body: &[u8]) -> Result<WorkoutPage, ApiError> {
-    let parsed: BodyRaw = success_body_as(ACTION, body)?;
+    let parsed: SeriesBody = success_body_as(ACTION, body)?;
     let mut page = WorkoutPage {
         more: parsed.more,
         offset: parsed.offset,
