@@ -6,7 +6,7 @@
 //! other collectors, and the account's `withings_up`, carry on. The leading collector
 //! (`measures`) is the exception: its failure, whatever it is, is the fetch's.
 
-use super::{Account, FetchError};
+use super::{Account, FetchError, Wake};
 use crate::collector::{Collector, Fetch, Settings, State, Synced, lock, missing_scope_hint};
 use crate::render::families::gauge_by_label;
 use crate::withings::{KeptToken, RequestError, StatusClass};
@@ -34,12 +34,12 @@ impl Collectors {
 }
 
 impl Account {
-    /// Fetches every enabled collector. The leading one goes first and its failure is the
+    /// Fetches every enabled collector that `wake` names. The leading one goes first and its failure is the
     /// fetch's; the others run only once it worked (after a refused token they would each
     /// fail the same way). Of the others, the first failure that is not a missing scope is
     /// returned, after the rest have had their turn: one collector's trouble does not hold
     /// back another's data.
-    pub(super) async fn sync_collectors(&self) -> Result<Synced, FetchError> {
+    pub(super) async fn sync_collectors(&self, wake: &Wake) -> Result<Synced, FetchError> {
         let tokens = KeptToken::new(&self.tokens);
         let fetch = Fetch {
             account: &self.name,
@@ -51,8 +51,12 @@ impl Account {
         };
         let mut total = Synced::default();
         let mut first_error = None;
-        let (leading, others): (Vec<_>, Vec<_>) =
-            self.collectors.enabled.iter().partition(|(c, _)| c.leads());
+        let (leading, others): (Vec<_>, Vec<_>) = self
+            .collectors
+            .enabled
+            .iter()
+            .filter(|(c, _)| wake.runs(*c))
+            .partition(|(c, _)| c.leads());
         for (collector, state) in leading.into_iter().chain(others) {
             let outcome = match state.sync(&fetch).await.map_err(|e| self.fetch_error(e)) {
                 // Held back by the budget before any request went out: nothing is known of

@@ -96,16 +96,17 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
-        self.ticket_if(|| true, fetch)
+        self.ticket_if(|| Some(()), |()| fetch())
     }
 
     /// Like [`SingleFlight::ticket`], but a new fetch starts only if `admit()` says yes
-    /// (the application's fair share of the request budget); joining a running fetch or
+    /// (the application's fair share of the request budget), and is handed what the yes
+    /// came with (which collectors to run); joining a running fetch or
     /// serving a recent one needs no admission, since it costs nothing.
-    pub fn ticket_if<A, F, Fut>(&self, admit: A, fetch: F) -> Ticket<T>
+    pub fn ticket_if<A, W, F, Fut>(&self, admit: A, fetch: F) -> Ticket<T>
     where
-        A: FnOnce() -> bool,
-        F: FnOnce() -> Fut,
+        A: FnOnce() -> Option<W>,
+        F: FnOnce(W) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
         let now = self.clock.now();
@@ -122,9 +123,9 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
         {
             return Ticket::Recent(result.clone());
         }
-        if !admit() {
+        let Some(admitted) = admit() else {
             return Ticket::Refused(state.last.as_ref().map(|(_, r)| r.clone()));
-        }
+        };
         let (tx, rx) = watch::channel(None);
         state.running = Some(rx.clone());
         drop(state);
@@ -133,7 +134,7 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
             sender: tx,
             armed: true,
         };
-        let fetching = fetch();
+        let fetching = fetch(admitted);
         let news = self.news;
         tokio::spawn(async move {
             let result = fetching.await;
@@ -206,7 +207,7 @@ mod tests {
         // ...but a scrape served the last result gets the last real one.
         assert_eq!(flight.last(), Some(2));
         assert_eq!(
-            result_of(flight.ticket_if(|| false, || async { 5 })).await,
+            result_of(flight.ticket_if(|| None::<()>, |()| async { 5 })).await,
             Ok(2)
         );
         assert_eq!(result_of(flight.ticket(|| async { 4 })).await, Ok(4));
@@ -288,12 +289,12 @@ mod tests {
     async fn a_refused_admission_starts_nothing_and_serves_the_last_result() {
         let flight = SingleFlight::new(Clock::default(), Duration::ZERO);
         assert!(matches!(
-            flight.ticket_if(|| false, || async { 1usize }),
+            flight.ticket_if(|| None::<()>, |()| async { 1usize }),
             Ticket::Refused(None)
         ));
         assert_eq!(result_of(flight.ticket(|| async { 2usize })).await, Ok(2));
         assert!(matches!(
-            flight.ticket_if(|| false, || async { 3usize }),
+            flight.ticket_if(|| None::<()>, |()| async { 3usize }),
             Ticket::Refused(Some(2))
         ));
     }

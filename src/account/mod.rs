@@ -22,6 +22,7 @@ use crate::render::families::{self, single_gauge};
 use crate::withings::{ApiError, WithingsClient};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, Opts, Registry};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, watch};
@@ -96,10 +97,33 @@ impl FetchError {
     }
 }
 
-/// The application's say on whether an account may start a fetch now: its fair share of the
-/// request budget. Asked only when a fetch would really start.
+/// Which of an account's collectors a fetch runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Wake {
+    /// Every enabled collector: a scrape's fetch, a safety poll, an account not subscribed.
+    #[default]
+    All,
+    /// Only the collectors these notification `appli` codes announce new data for: a push
+    /// about a night costs the sleep requests, not the day's, the ECGs' and the goals'.
+    Applis(BTreeSet<i64>),
+}
+
+impl Wake {
+    /// Whether a fetch woken this way runs `collector`.
+    pub fn runs(&self, collector: &dyn crate::collector::Collector) -> bool {
+        match self {
+            Self::All => true,
+            Self::Applis(applis) => collector.applis().iter().any(|a| applis.contains(a)),
+        }
+    }
+}
+
+/// The application's say on whether an account may start a fetch now, and which of its
+/// collectors that fetch runs: its fair share of the request budget, and what the
+/// notifications announced. Asked only when a fetch would really start.
 pub trait Admission: Send + Sync {
-    fn admit(&self, account: &str) -> bool;
+    /// `None`: no fetch now.
+    fn admit(&self, account: &str) -> Option<Wake>;
 
     /// Told where a probe's data comes from as soon as that is known, before any wait.
     fn served(&self, _account: &str, _from: ServedFrom) {}
@@ -114,8 +138,8 @@ pub trait Admission: Send + Sync {
 pub struct AdmitAll;
 
 impl Admission for AdmitAll {
-    fn admit(&self, _account: &str) -> bool {
-        true
+    fn admit(&self, _account: &str) -> Option<Wake> {
+        Some(Wake::All)
     }
 }
 
@@ -313,7 +337,7 @@ impl Account {
         let account = Arc::clone(self);
         let ticket = self.flights.ticket_if(
             || admission.admit(&self.name),
-            move || async move { account.fetch().await },
+            move |wake| async move { account.fetch_woken(&wake).await },
         );
         let mut result = match ticket {
             Ticket::Recent(result) => return (result, ServedFrom::RecentFetch),
@@ -376,13 +400,18 @@ impl Account {
     /// Brings the state up to date with Withings. Never panics and never loses state: a
     /// failure leaves the last known readings in place.
     pub async fn fetch(&self) -> Result<Synced, FetchError> {
+        self.fetch_woken(&Wake::All).await
+    }
+
+    /// [`Account::fetch`] of the collectors `wake` names.
+    pub async fn fetch_woken(&self, wake: &Wake) -> Result<Synced, FetchError> {
         // Everything a fetch changes is exposed: scrapes meanwhile render afresh, and the
         // first one after it encodes the new state.
         let _changing = self.exposed.changing();
         // The semaphore is never closed; without a permit the fetch would still be bounded
         // by the budget, so going on is safe.
         let _slot = self.fetch_slots.acquire().await.ok();
-        let result = self.sync_collectors().await;
+        let result = self.sync_collectors(wake).await;
         let mut health = lock(&self.health);
         match &result {
             Ok(_) => {

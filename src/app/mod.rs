@@ -8,7 +8,7 @@ pub mod accounts;
 pub mod admission;
 
 use crate::account::tokens::{ClientCredentials, TokenSetupError, TokenSource};
-use crate::account::{Account, AccountSettings, Admission, ProbeOutcome, ServedFrom, Shared};
+use crate::account::{Account, AccountSettings, Admission, ProbeOutcome, ServedFrom, Shared, Wake};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::render::exposition::{self, Pieces, Sampled};
@@ -669,7 +669,7 @@ impl App {
 }
 
 impl Admission for App {
-    fn admit(&self, account: &str) -> bool {
+    fn admit(&self, account: &str) -> Option<Wake> {
         self.gate.admit(account)
     }
 

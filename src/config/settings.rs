@@ -448,7 +448,7 @@ pub const SETTINGS: &[Setting] = &[
         variable: "WITHINGS_SAFETY_POLL_SECONDS",
         flag: None,
         default: "3600",
-        meaning: "with notifications, a subscribed account is still fetched this often",
+        meaning: "with notifications, a subscribed account still has every collector fetched this often",
         rank: 22,
         apply: Apply::Set(|c, v, _| {
             c.notify.safety_poll = parse_seconds("WITHINGS_SAFETY_POLL_SECONDS", v)?;

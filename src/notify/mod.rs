@@ -15,7 +15,7 @@ pub mod receiver;
 pub mod subscribe;
 
 use crate::account::tokens::TokenSource;
-use crate::account::{Account, Admission};
+use crate::account::{Account, Admission, Wake};
 use crate::app::App;
 use crate::app::admission::Notifications;
 use crate::app::admission::schedule::Schedule;
@@ -298,9 +298,9 @@ pub fn account_for_userid(app: &App, userid: &str) -> Option<Arc<Account>> {
 struct Triggered<'a>(&'a App, &'a Notifier);
 
 impl Admission for Triggered<'_> {
-    fn admit(&self, account: &str) -> bool {
+    fn admit(&self, account: &str) -> Option<Wake> {
         let admitted = self.0.admit(account);
-        if !admitted {
+        if admitted.is_none() {
             self.1.schedule.refused(account);
         }
         admitted

@@ -137,7 +137,7 @@ fn notification(app: &Arc<App>, n: &Notifier, body: &[u8]) -> Response<Full<Byte
         n.count(Some(form.appli), "unknown_userid");
         return answer(StatusCode::OK, "");
     };
-    if n.schedule().notified(account.name()) {
+    if n.schedule().notified(account.name(), form.appli) {
         n.count(Some(form.appli), "accepted");
     } else {
         n.count(Some(form.appli), "coalesced");

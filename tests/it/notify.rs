@@ -59,6 +59,8 @@ struct Setup<'a> {
     max_connections: Option<usize>,
     /// How long a body may take, when not the default.
     body_deadline: Option<Duration>,
+    /// `WITHINGS_COLLECTORS`, when not the default; the subscriptions follow it.
+    collectors: Option<&'a str>,
 }
 
 impl Default for Setup<'_> {
@@ -73,6 +75,7 @@ impl Default for Setup<'_> {
             telemetry_path: "/metrics",
             max_connections: None,
             body_deadline: None,
+            collectors: None,
         }
     }
 }
@@ -89,19 +92,21 @@ async fn harness(setup: Setup<'_>) -> Harness {
         common::accounts::write_account(&sim, &tokens, name, userid);
     }
     let (client_id, client_secret) = sim.client_credentials();
-    let config = Config::from_vars(
-        [
-            ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0".to_string()),
-            ("WITHINGS_API_URL", sim.url().to_string()),
-            ("WITHINGS_TOKEN_DIR", tokens.display().to_string()),
-            ("WITHINGS_CLIENT_ID", client_id),
-            ("WITHINGS_CLIENT_SECRET", client_secret),
-            ("WITHINGS_REQUESTS_PER_MINUTE", setup.budget.to_string()),
-            ("WITHINGS_TIMEOUT_SECONDS", "5".to_string()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    )
-    .unwrap();
+    let mut vars: Vec<(String, String)> = [
+        ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0".to_string()),
+        ("WITHINGS_API_URL", sim.url().to_string()),
+        ("WITHINGS_TOKEN_DIR", tokens.display().to_string()),
+        ("WITHINGS_CLIENT_ID", client_id),
+        ("WITHINGS_CLIENT_SECRET", client_secret),
+        ("WITHINGS_REQUESTS_PER_MINUTE", setup.budget.to_string()),
+        ("WITHINGS_TIMEOUT_SECONDS", "5".to_string()),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .into();
+    if let Some(collectors) = setup.collectors {
+        vars.push(("WITHINGS_COLLECTORS".into(), collectors.into()));
+    }
+    let config = Config::from_vars(vars).unwrap();
     let app = Arc::new(App::from_config(&config).unwrap());
     let mut server = common::bind(Arc::clone(&app))
         .await
@@ -138,7 +143,7 @@ async fn harness(setup: Setup<'_>) -> Harness {
         NotifySettings {
             min_interval: setup.min_interval,
             safety_poll: setup.safety_poll,
-            applis: vec![1, 2, 4],
+            applis: app.collectors().applis(),
             subscribe_spacing: Duration::ZERO,
             reconcile_interval: Duration::from_secs(3 * 3600),
         },
@@ -487,6 +492,96 @@ async fn subscribed_accounts_are_served_from_state_and_fetched_on_notification()
     assert_eq!(h.measures(), before + 1);
     let page = h.get_text("/").await;
     assert!(page.contains("Last notification") && !page.contains(&h.secret));
+}
+
+/// What reached the simulator from the `from`th request on: each endpoint and action once,
+/// the token and subscription endpoints left out.
+fn endpoints_asked(sim: &Simulator, from: usize) -> std::collections::BTreeSet<String> {
+    sim.requests()
+        .into_iter()
+        .skip(from)
+        .filter(|r| !r.path.contains("oauth2") && r.path != "/notify")
+        .map(|r| {
+            let action = r.params.get("action").cloned().unwrap_or_default();
+            format!("{} {action}", r.path)
+        })
+        .collect()
+}
+
+/// Issue 20: a notification's fetch asks only the endpoints of the collectors its `appli`
+/// concerns (an ECG does not cost the day's minutes, a night not the ECGs); the safety poll
+/// asks them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_wakes_only_its_own_collectors() {
+    let h = harness(Setup {
+        accounts: &[("mom", "1001")],
+        collectors: Some(
+            "measures,activity,sleep,devices,workouts,intraday,sleep_detail,heart,goals",
+        ),
+        ..Setup::default()
+    })
+    .await;
+    h.subscribe_all().await;
+    assert_eq!(h.sim.subscriptions("1001").len(), 6);
+    let every = [
+        "/measure getmeas",
+        "/v2/heart list",
+        "/v2/measure getactivity",
+        "/v2/measure getintradayactivity",
+        "/v2/measure getworkouts",
+        "/v2/sleep get",
+        "/v2/sleep getsummary",
+        "/v2/user getdevice",
+        "/v2/user getgoals",
+    ];
+    let start = h.sim.requests().len();
+    let text = h.probe("mom").await;
+    assert_eq!(sample(&text, "withings_up"), Some(1.0), "{text}");
+    assert_eq!(
+        endpoints_asked(&h.sim, start),
+        every.iter().map(|e| e.to_string()).collect(),
+        "the first fetch (the safety poll) reads every collector"
+    );
+    let n = h.app.notifier().unwrap();
+    let cases: [(i64, &[&str]); 4] = [
+        (54, &["/v2/heart list"]),
+        (44, &["/v2/sleep get", "/v2/sleep getsummary"]),
+        (
+            16,
+            &[
+                "/v2/measure getactivity",
+                "/v2/measure getintradayactivity",
+                "/v2/measure getworkouts",
+            ],
+        ),
+        (4, &["/measure getmeas"]),
+    ];
+    for (appli, expected) in cases {
+        // Past the minimum interval, so that the receiver starts the fetch itself.
+        h.app.clock().advance(Duration::from_secs(31));
+        let from = h.sim.requests().len();
+        let now = now();
+        assert_eq!(h.sim.notify_user("1001", appli, now - 600, now).await, 1);
+        h.wait_for(&format!("the fetch of appli {appli}"), |h| {
+            n.fetches_in_flight() == 0 && h.sim.requests().len() > from
+        })
+        .await;
+        assert_eq!(
+            endpoints_asked(&h.sim, from),
+            expected.iter().map(|e| e.to_string()).collect(),
+            "appli {appli}"
+        );
+    }
+    // An hour after the first fetch the safety poll reads every collector again, however
+    // many notified fetches came between.
+    h.app.clock().advance(Duration::from_secs(3600));
+    let from = h.sim.requests().len();
+    let text = h.probe("mom").await;
+    assert!(text.contains("served_from=\"new_fetch\""), "{text}");
+    assert_eq!(
+        endpoints_asked(&h.sim, from),
+        every.iter().map(|e| e.to_string()).collect()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

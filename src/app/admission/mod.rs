@@ -8,7 +8,7 @@
 pub mod schedule;
 pub mod share;
 
-use crate::account::{Admission, ServedFrom};
+use crate::account::{ServedFrom, Wake};
 use prometheus::proto::MetricFamily;
 use schedule::Schedule;
 use share::FairShare;
@@ -54,20 +54,16 @@ impl Gate {
         self.notifications.get()
     }
 
-    /// A fetch for `account` may start now (and, when its schedule let it, is counted as
-    /// started).
-    pub fn admit(&self, account: &str) -> bool {
+    /// Whether a fetch for `account` may start now, and which collectors it runs (when its
+    /// schedule let it, it is counted as started).
+    pub fn admit(&self, account: &str) -> Option<Wake> {
         let Some(schedule) = self.schedule() else {
-            return self.share.admit(account);
+            return self.share.admit(account).then_some(Wake::All);
         };
-        if schedule.wants(account) == Some(false) {
-            return false;
+        if schedule.wants(account) == Some(false) || !self.share.admit(account) {
+            return None;
         }
-        let admitted = self.share.admit(account);
-        if admitted {
-            schedule.started(account);
-        }
-        admitted
+        Some(schedule.started(account))
     }
 
     /// Where a refused probe's data came from: a subscribed account waits for its

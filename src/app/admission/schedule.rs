@@ -2,13 +2,19 @@
 //! `WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS`) or when the safety poll is due, and otherwise not
 //! at all: its probes are answered from its state. Accounts not (yet) subscribed are left to
 //! the fair share, exactly as without notifications.
+//!
+//! A notification's fetch runs only the collectors of the `appli` codes that arrived since
+//! the last fetch ([`Wake::Applis`]); the safety poll, counted from the last fetch of every
+//! collector, runs them all, so that a collector no notification announces (goals, devices)
+//! is still read at that pace however busy the others are.
 
+use crate::account::Wake;
 use crate::clock::Clock;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Entry {
     /// Every needed subscription is in place.
     subscribed: bool,
@@ -16,7 +22,10 @@ struct Entry {
     pending: bool,
     /// A notification's fetch was asked for and the next admission starts it.
     triggered: bool,
-    last_fetch: Option<Instant>,
+    /// The `appli` codes notified since the last fetch started.
+    woken: BTreeSet<i64>,
+    /// The last fetch of every collector: the safety poll counts from it.
+    last_full_fetch: Option<Instant>,
     last_trigger: Option<Instant>,
     last_notification: Option<f64>,
 }
@@ -61,11 +70,13 @@ impl Schedule {
         self.read(account, |e| e.last_notification).flatten()
     }
 
-    /// A notification for `account`; true when no fetch was waiting for one already.
-    pub fn notified(&self, account: &str) -> bool {
+    /// A notification of `appli` for `account`; true when no fetch was waiting for one
+    /// already.
+    pub fn notified(&self, account: &str, appli: i64) -> bool {
         let now = self.clock.unix_seconds_at(self.clock.now());
         self.with(account, |e| {
             e.last_notification = Some(now);
+            e.woken.insert(appli);
             let fresh = !e.pending && !e.triggered;
             e.pending = true;
             fresh
@@ -98,22 +109,36 @@ impl Schedule {
     pub fn wants(&self, account: &str) -> Option<bool> {
         let now = self.clock.now();
         self.read(account, |e| {
-            e.subscribed.then(|| {
-                e.triggered
-                    || e.last_fetch
-                        .is_none_or(|at| now.saturating_duration_since(at) >= self.safety_poll)
-            })
+            e.subscribed.then(|| e.triggered || self.poll_due(e, now))
         })
         .flatten()
     }
 
-    /// A fetch of `account` was admitted.
-    pub fn started(&self, account: &str) {
+    fn poll_due(&self, e: &Entry, now: Instant) -> bool {
+        e.last_full_fetch
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.safety_poll)
+    }
+
+    /// A fetch of `account` was admitted: which collectors it runs. Only those of the
+    /// notifications, for a subscribed account whose safety poll is not due; otherwise all
+    /// of them. The fetch starting now reads whatever the notifications so far announced
+    /// (Withings sends one once the data is stored), so none of them waits for another.
+    pub fn started(&self, account: &str) -> Wake {
         let now = self.clock.now();
         self.with(account, |e| {
-            e.last_fetch = Some(now);
+            let notified_only =
+                e.subscribed && e.triggered && !e.woken.is_empty() && !self.poll_due(e, now);
+            let wake = if notified_only {
+                Wake::Applis(std::mem::take(&mut e.woken))
+            } else {
+                e.last_full_fetch = Some(now);
+                e.woken.clear();
+                Wake::All
+            };
             e.triggered = false;
-        });
+            e.pending = false;
+            wake
+        })
     }
 
     /// A notification's fetch was not admitted (the budget): it waits for the next turn.
@@ -148,21 +173,75 @@ mod tests {
         s.set_subscribed("a", true);
         // Never fetched: the safety poll is due at once.
         assert_eq!(s.wants("a"), Some(true));
-        s.started("a");
+        assert_eq!(s.started("a"), Wake::All);
         assert_eq!(s.wants("a"), Some(false));
-        assert!(s.notified("a"));
-        assert!(!s.notified("a"));
+        assert!(s.notified("a", 4));
+        assert!(!s.notified("a", 4));
         assert_eq!(s.take_due(), vec!["a".to_owned()]);
         assert_eq!(s.wants("a"), Some(true));
-        s.started("a");
+        assert_eq!(s.started("a"), Wake::Applis([4].into()));
         assert_eq!(s.wants("a"), Some(false));
         // Within the interval a notification waits.
-        assert!(s.notified("a"));
+        assert!(s.notified("a", 1));
         assert!(s.take_due().is_empty());
         clock.advance(Duration::from_secs(30));
         assert_eq!(s.take_due().len(), 1);
-        s.started("a");
+        assert_eq!(s.started("a"), Wake::Applis([1].into()));
         clock.advance(Duration::from_secs(3600));
         assert_eq!(s.wants("a"), Some(true));
+    }
+
+    #[test]
+    fn a_notified_fetch_wakes_its_applis_and_the_safety_poll_every_collector() {
+        let clock = Clock::default();
+        let s = Schedule::new(
+            clock.clone(),
+            Duration::from_secs(30),
+            Duration::from_secs(3600),
+        );
+        s.set_subscribed("a", true);
+        assert_eq!(s.started("a"), Wake::All);
+        // Two kinds of news before the fetch: one fetch, of both.
+        assert!(s.notified("a", 44));
+        assert!(!s.notified("a", 54));
+        assert_eq!(s.take_due(), vec!["a".to_owned()]);
+        assert_eq!(s.started("a"), Wake::Applis([44, 54].into()));
+        // Notified fetches every half hour do not hold back the safety poll: it counts
+        // from the last fetch of every collector.
+        for _ in 0..3 {
+            clock.advance(Duration::from_secs(1800));
+            s.notified("a", 16);
+            assert_eq!(s.take_due(), vec!["a".to_owned()]);
+            let wake = s.started("a");
+            if wake == Wake::All {
+                assert_eq!(s.wants("a"), Some(false));
+                return;
+            }
+            assert_eq!(wake, Wake::Applis([16].into()));
+        }
+        panic!("the safety poll never ran every collector");
+    }
+
+    #[test]
+    fn an_account_not_subscribed_or_a_scrape_without_news_fetches_everything() {
+        let clock = Clock::default();
+        let s = Schedule::new(
+            clock.clone(),
+            Duration::from_secs(30),
+            Duration::from_secs(3600),
+        );
+        // Not subscribed (yet): a notification still makes the fetch sooner, of everything.
+        assert!(s.notified("b", 16));
+        s.take_due();
+        assert_eq!(s.started("b"), Wake::All);
+        // A notification's fetch refused by the budget keeps its applis for the next turn.
+        s.set_subscribed("b", true);
+        s.notified("b", 54);
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(s.take_due(), vec!["b".to_owned()]);
+        s.refused("b");
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(s.take_due(), vec!["b".to_owned()]);
+        assert_eq!(s.started("b"), Wake::Applis([54].into()));
     }
 }

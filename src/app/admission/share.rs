@@ -9,7 +9,6 @@
 //!
 //! "Waiting" means probed recently: an account nobody scrapes reserves nothing.
 
-use crate::account::Admission;
 use crate::clock::Clock;
 use crate::withings::Limits;
 use std::collections::HashMap;
@@ -49,8 +48,9 @@ impl FairShare {
     }
 }
 
-impl Admission for FairShare {
-    fn admit(&self, account: &str) -> bool {
+impl FairShare {
+    /// A fetch for `account` may start now: its share of the budget allows one.
+    pub fn admit(&self, account: &str) -> bool {
         let now = self.clock.now();
         let mut entries = crate::lock::lock(&self.entries);
         let mine = {
