@@ -31,6 +31,55 @@ pub struct UserExtras {
     pub sleep_detail: Vec<Value>,
 }
 
+/// What of `extras` reached Withings in `(since, now]`, as the notifications Withings
+/// sends for it: `(appli, startdate, enddate)`, the dates spanning what arrived. A watch's
+/// sync (intraday samples listed from their `visible_at`) or a workout (`modified`) is
+/// activity, 16; a night's segments uploaded, 44; an ECG recorded (`modified`), 54.
+pub fn arrivals(extras: &UserExtras, since: i64, now: i64) -> Vec<(i64, i64, i64)> {
+    let arrived = |at: Option<i64>| at.is_some_and(|at| since < at && at <= now);
+    let visible_at = |v: &Value| v.get("visible_at").and_then(Value::as_i64);
+    let modified = |v: &Value| v.get("modified").and_then(Value::as_i64);
+    let mut out = Vec::new();
+    let mut push = |appli: i64, dates: Vec<i64>| {
+        if let (Some(first), Some(last)) = (dates.iter().min(), dates.iter().max()) {
+            out.push((appli, *first, *last));
+        }
+    };
+    let mut activity: Vec<i64> = extras
+        .intraday
+        .iter()
+        .filter(|(_, sample)| arrived(visible_at(sample)))
+        .map(|(at, _)| *at)
+        .collect();
+    activity.extend(
+        extras
+            .workouts
+            .iter()
+            .filter(|w| arrived(modified(w)))
+            .filter_map(|w| w.get("startdate").and_then(Value::as_i64)),
+    );
+    push(16, activity);
+    push(
+        44,
+        extras
+            .sleep_detail
+            .iter()
+            .filter(|s| arrived(visible_at(s)))
+            .filter_map(|s| s.get("startdate").and_then(Value::as_i64))
+            .collect(),
+    );
+    push(
+        54,
+        extras
+            .ecgs
+            .iter()
+            .filter(|e| arrived(modified(e)))
+            .filter_map(|e| e.get("timestamp").and_then(Value::as_i64))
+            .collect(),
+    );
+    out
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ExtrasError {
     #[error("an activity row lacks a valid `{0}`")]
@@ -471,6 +520,29 @@ mod tests {
             1_700_000_000,
         );
         assert_eq!(w["body"]["series"], json!([e.workouts[1]]));
+    }
+
+    #[test]
+    fn arrivals_are_what_became_visible_in_the_interval_as_notifications() {
+        let mut e = UserExtras::default();
+        for (at, visible) in [(1_000, 2_400), (1_600, 2_400), (2_200, 4_200)] {
+            e.intraday
+                .insert(at, json!({"heart_rate": 60, "visible_at": visible}));
+        }
+        e.sleep_detail
+            .push(json!({"startdate": 500, "enddate": 900, "state": 1, "visible_at": 3_000}));
+        e.ecgs
+            .push(json!({"timestamp": 1_500, "modified": 1_800, "ecg": {"afib": 1}}));
+        // Nothing arrived yet; a sample listed at exactly `since` was notified before.
+        assert_eq!(arrivals(&e, 0, 1_000), []);
+        assert_eq!(arrivals(&e, 1_000, 2_000), [(54, 1_500, 1_500)]);
+        assert_eq!(arrivals(&e, 2_000, 2_400), [(16, 1_000, 1_600)]);
+        assert_eq!(arrivals(&e, 2_400, 3_000), [(44, 500, 500)]);
+        assert_eq!(arrivals(&e, 3_000, 5_000), [(16, 2_200, 2_200)]);
+        assert_eq!(
+            arrivals(&e, 0, 5_000),
+            [(16, 1_000, 2_200), (44, 500, 500), (54, 1_500, 1_500)]
+        );
     }
 
     #[test]

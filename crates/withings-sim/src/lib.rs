@@ -142,6 +142,18 @@ struct User {
     extras: data::UserExtras,
     /// Generate demo activity, sleep and devices as time passes.
     live_extras: bool,
+    /// Until when the arrivals of the generated data were notified (`None`: never yet).
+    extras_notified_until: Option<i64>,
+}
+
+impl User {
+    /// The demo extras of this live user as they stand at `now`.
+    fn live_extras_at(&self, now: i64, timezone: &str) -> data::UserExtras {
+        let ecg_afib = self.live.as_ref().and_then(|(_, profile)| profile.ecg_afib);
+        let mut extras = demo_extras::household_extras(now, timezone);
+        extras.ecgs = demo_extras::ecgs(now, timezone, ecg_afib);
+        extras
+    }
 }
 
 /// How one member of the demo household differs from the generator's person: which devices
@@ -301,6 +313,7 @@ impl Simulator {
                 groups: Vec::new(),
                 extras: data::UserExtras::default(),
                 live_extras: options.live,
+                extras_notified_until: None,
                 live: options.live.then(|| {
                     (
                         demo::Live::starting_at(unix_now()),

@@ -236,14 +236,27 @@ impl Simulator {
     }
 
     /// Brings every live (demo) user's readings up to now, and notifies the subscribers of
-    /// each user who got new ones: the demo's readings then arrive by push. Returns how many
+    /// each user who got new ones: the demo's readings then arrive by push, and so do the
+    /// generated day's and night's data as they reach Withings (a watch's sync: `appli` 16, a
+    /// night uploaded: 44, an ECG: 54; see [`crate::data::arrivals`]). Returns how many
     /// notifications were delivered.
     pub async fn advance_live_and_notify(&self) -> usize {
-        let fresh: Vec<(String, i64)> = {
+        let (fresh, arrived) = {
             let mut guard = self.lock();
             let now = guard.clock.unwrap_or_else(super::unix_now);
+            let timezone = guard.timezone.clone();
             let mut fresh = Vec::new();
+            let mut arrived = Vec::new();
             for (userid, user) in guard.users.iter_mut() {
+                if user.live_extras {
+                    if let Some(since) = user.extras_notified_until {
+                        let extras = user.live_extras_at(now, &timezone);
+                        for (appli, first, last) in crate::data::arrivals(&extras, since, now) {
+                            arrived.push((userid.clone(), appli, first, last));
+                        }
+                    }
+                    user.extras_notified_until = Some(now);
+                }
                 let Some((live, profile)) = user.live.as_mut() else {
                     continue;
                 };
@@ -259,11 +272,14 @@ impl Simulator {
                     fresh.push((userid.clone(), now));
                 }
             }
-            fresh
+            (fresh, arrived)
         };
         let mut delivered = 0;
         for (userid, now) in fresh {
             delivered += self.notify_user(&userid, 1, now - 60, now).await;
+        }
+        for (userid, appli, first, last) in arrived {
+            delivered += self.notify_user(&userid, appli, first, last).await;
         }
         delivered
     }

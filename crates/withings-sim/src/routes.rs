@@ -260,9 +260,7 @@ fn collector_endpoint(
     let page_size = guard.page_size;
     let user = guard.user(&userid);
     if user.live_extras {
-        let ecg_afib = user.live.as_ref().and_then(|(_, profile)| profile.ecg_afib);
-        user.extras = demo_extras::household_extras(now, &timezone);
-        user.extras.ecgs = demo_extras::ecgs(now, &timezone, ecg_afib);
+        user.extras = user.live_extras_at(now, &timezone);
     }
     let body = data::answer(&user.extras, path, params, page_size, now);
     drop(guard);
