@@ -364,17 +364,7 @@ async fn run(command: Command, vars: Vec<(String, String)>) -> anyhow::Result<()
                 .await
                 .context("cannot start the simulated Withings household")?;
             tracing::info!(url = %household.simulator.url(), dir = %household.dir().display(), "demo: a simulated household of three Withings accounts");
-            let mut config = Config::from_vars(household.environment(vars.clone()))?;
-            // The demo subscribes its household to itself over loopback, and its readings
-            // arrive by push.
-            if config.notify.callback_url.is_none() {
-                let mut at = config.server.listen_address;
-                if at.ip().is_unspecified() {
-                    at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                config.notify.callback_url =
-                    url::Url::parse(&format!("http://{at}/withings/notify")).ok();
-            }
+            let config = Config::from_vars(household.environment(vars.clone()))?;
             let pusher = household.simulator.clone();
             tokio::spawn(async move {
                 loop {
@@ -555,8 +545,6 @@ async fn serve(config: &Config, app: App, demo: Option<&Household>) -> anyhow::R
     tracing::info!(config = %config.summary_with(app.meastypes()), version = env!("CARGO_PKG_VERSION"), "starting withings-exporter");
     let web = web_config(config)?;
     let app = Arc::new(app);
-    withings_exporter::notify::start(&config.notify, &config.accounts, &app)?;
-    start_remote_writer(config, &app)?;
     let mut reload_hooks: Vec<signals::ReloadHook> = Vec::new();
     if app.is_directory() {
         let names: Vec<String> = app.accounts().iter().map(|a| a.name().to_owned()).collect();
@@ -577,6 +565,7 @@ async fn serve(config: &Config, app: App, demo: Option<&Household>) -> anyhow::R
             );
         }));
     }
+    let shared = Arc::clone(&app);
     let app = Application::bind(config.server.listen_address, app)
         .await
         .with_context(|| {
@@ -589,12 +578,29 @@ async fn serve(config: &Config, app: App, demo: Option<&Household>) -> anyhow::R
     let app = app.with_limits(ServerLimits::from_config(&config.server, &config.withings));
     let mut config = config.clone();
     if let Some(household) = demo {
-        // The household can invite a fourth person from the landing page: the invite links
-        // and Withings' redirect back come to this exporter, at the address it was given.
+        // Where this exporter is reached on this machine, now that it listens (port 0 is
+        // known only now): the demo's notifications, remote-written series and invites use it.
         let mut at = app.local_addr()?;
         if at.ip().is_unspecified() {
             at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        // The household is subscribed to this exporter over loopback: its readings, its
+        // watches' syncs and its nights arrive by push.
+        if config.notify.callback_url.is_none() {
+            config.notify.callback_url =
+                url::Url::parse(&format!("http://{at}/withings/notify")).ok();
+        }
+        // Written series join the scraped ones by `instance`: the address a Prometheus on
+        // this machine scrapes, as the README's configuration finds it through /sd.
+        if config.remote_write.instance.is_none()
+            && withings_exporter::remote_write::settings::destination(&config.remote_write, None)
+                .is_ok_and(|d| d.is_some())
+        {
+            config.remote_write.instance = Some(at.to_string());
+            tracing::info!(instance = %at, "demo: remote write on; the written series carry the demo's address as their instance label (set WITHINGS_REMOTE_WRITE_INSTANCE if your Prometheus scrapes another)");
+        }
+        // The household can invite a fourth person from the landing page: the invite links
+        // and Withings' redirect back come to this exporter, at the address it was given.
         if config.server.public_url.is_none() {
             config.server.public_url = url::Url::parse(&format!("http://{at}/")).ok();
         }
@@ -609,6 +615,8 @@ async fn serve(config: &Config, app: App, demo: Option<&Household>) -> anyhow::R
             );
         }
     }
+    withings_exporter::notify::start(&config.notify, &config.accounts, &shared)?;
+    start_remote_writer(&config, &shared)?;
     let app = match withings_exporter::http::onboard::Onboarding::from_config(&config) {
         Some(onboarding) => {
             if let Ok(callback) = onboarding.invites().callback_url() {

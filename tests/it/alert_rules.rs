@@ -914,12 +914,15 @@ fn promtool_test_rules() {
 #[test]
 #[ignore = "needs promtool (Debian package prometheus)"]
 fn promtool_check_prometheus_config() {
-    let output = run_ok("promtool", &["check", "config", PROMETHEUS_CONFIG]);
-    let text = combined_output(&output);
-    assert!(
-        text.contains("SUCCESS: 1 rule files found"),
-        "the example config must load the rules file:\n{text}"
-    );
+    // The example and the demo's (README, "The demo's whole day in a local Prometheus").
+    for config in [PROMETHEUS_CONFIG, "prometheus/demo.yml"] {
+        let output = run_ok("promtool", &["check", "config", config]);
+        let text = combined_output(&output);
+        assert!(
+            text.contains("SUCCESS: 1 rule files found"),
+            "{config} must load the rules file:\n{text}"
+        );
+    }
 }
 
 #[test]

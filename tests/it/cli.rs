@@ -211,6 +211,191 @@ async fn demo_shows_a_household_on_probe_and_sd_without_any_credentials() {
     );
 }
 
+/// The demo with a remote-write receiver (the README's "with a local Prometheus"): each
+/// person's day reaches the store at the times it happened, under the labels the scrapes of
+/// the demo's address carry, as soon as a fetch reads it; its port chosen by the system.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_writes_the_households_day_to_a_remote_write_receiver() {
+    use crate::remote_write::{Receiver, Reply};
+    let receiver = Receiver::start(|_, _| Reply::Ok).await;
+    let (_guard, log) = spawn_logged(
+        exporter(&[
+            ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
+            ("WITHINGS_REMOTE_WRITE_URL", &receiver.url),
+        ])
+        .arg("demo"),
+    );
+    let url = served_url(&log).await;
+    let base = url.trim_end_matches("/metrics").to_owned();
+    let address = base.trim_start_matches("http://").to_owned();
+    wait_for_log(&log, &format!(" instance={address}"), 1).await;
+    // As Prometheus would: each person's first probe is their first fetch.
+    let http = common::http();
+    for name in ["alex", "grandma", "sam"] {
+        let text = http
+            .get(format!("{base}/probe?account={name}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("withings_intraday_heart_rate_bpm{"),
+            "{name}: {text}"
+        );
+    }
+    let labels = format!("instance={address},job=withings");
+    let samples = |name: &str, account: &str| -> Vec<i64> {
+        receiver
+            .stored()
+            .into_keys()
+            .filter(|(series, _)| {
+                series.starts_with(&format!("__name__={name},account={account},"))
+                    && series.contains(&labels)
+            })
+            .map(|(_, ms)| ms / 1000)
+            .collect()
+    };
+    let day = || samples("withings_intraday_heart_rate_bpm", "grandma");
+    let night = || samples("withings_sleep_state", "grandma");
+    // The watch's last two days every 10 minutes, and a night in minutes.
+    let written = common::eventually(Duration::from_secs(30), || {
+        day().len() >= 100 && night().len() >= 400
+    })
+    .await;
+    assert!(
+        written,
+        "day {} night {}: {:?}",
+        day().len(),
+        night().len(),
+        receiver.stored().keys().take(5).collect::<Vec<_>>()
+    );
+    let now = common::accounts::unix_now();
+    let times = day();
+    assert!(
+        times.windows(2).all(|w| w[1] - w[0] == 600) && times[0] < now - 86_400,
+        "{times:?}"
+    );
+    receiver.assert_no_violation();
+}
+
+/// One number from an instant query: the first result's value.
+async fn query_number(prometheus: &common::prometheus::Daemon, query: &str) -> Option<f64> {
+    let url = reqwest::Url::parse_with_params(&prometheus.url("/api/v1/query"), [("query", query)])
+        .ok()?;
+    let answer: serde_json::Value = common::http()
+        .get(url)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())?;
+    answer["data"]["result"][0]["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// The README's demo with a local Prometheus, as written there: `prometheus/demo.yml`, the
+/// remote-write receiver on, the demo writing to it. The scraped series and the written
+/// history are one: the last two days of each watch at their own times, the night minute by
+/// minute, under the instance the scrapes carry.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs prometheus (Debian package prometheus)"]
+async fn the_readme_demo_fills_a_local_prometheus_with_the_whole_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::copy(
+        root.join("prometheus/rules/withings.rules.yml"),
+        dir.path().join("rules/withings.rules.yml"),
+    )
+    .unwrap();
+    let shipped = std::fs::read_to_string(root.join("prometheus/demo.yml")).unwrap();
+    assert!(shipped.contains("127.0.0.1:19100"), "{shipped}");
+    let config = dir.path().join("demo.yml");
+    // The demo's port is the system's choice here, known once it listens: Prometheus starts
+    // with the shipped file and reads it again with that port.
+    std::fs::write(&config, &shipped).unwrap();
+    let data = dir.path().join("data");
+    let prometheus =
+        common::prometheus::start_daemon("prometheus", "prometheus", dir.path(), |port| {
+            vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", data.display()),
+                "--web.enable-remote-write-receiver".to_owned(),
+                "--web.enable-lifecycle".to_owned(),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        })
+        .await;
+    let write_url = prometheus.url("/api/v1/write");
+    let (_guard, log) = spawn_logged(
+        exporter(&[
+            ("WITHINGS_LISTEN_ADDRESS", "127.0.0.1:0"),
+            ("WITHINGS_REMOTE_WRITE_URL", &write_url),
+        ])
+        .arg("demo"),
+    );
+    let url = served_url(&log).await;
+    let address = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    std::fs::write(&config, shipped.replace("127.0.0.1:19100", &address)).unwrap();
+    let reloaded = common::http()
+        .post(prometheus.url("/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert!(reloaded.status().is_success(), "{}", prometheus.log_tail());
+    let me = format!(r#"account="grandma",instance="{address}",job="withings""#);
+    let checks = [
+        // Scraped through /sd.
+        (format!("up{{{me}}}"), 1.0),
+        // Written: the watch's last two days every 10 minutes (288, less the last sync's).
+        (
+            format!("count_over_time(withings_intraday_heart_rate_bpm{{{me}}}[2d])"),
+            250.0,
+        ),
+        // Written: last night's stages, minute by minute from 23:00 to 07:00.
+        (
+            format!("count_over_time(withings_sleep_state{{{me}}}[2d])"),
+            470.0,
+        ),
+    ];
+    for (query, at_least) in checks {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (reached, last) = loop {
+            let last = query_number(&prometheus, &query).await;
+            if last.is_some_and(|v| v >= at_least) {
+                break (true, last);
+            }
+            if Instant::now() > deadline {
+                break (false, last);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert!(
+            reached,
+            "{query}: {last:?}, want >= {at_least}\n{}\n{}",
+            prometheus.log_tail(),
+            log.lock().unwrap()
+        );
+    }
+    assert_eq!(
+        query_number(
+            &prometheus,
+            &format!("max_over_time(withings_sleep_state{{{me}}}[2d])")
+        )
+        .await,
+        Some(3.0)
+    );
+}
+
 /// Waits for the child to log `needle` into the file its stderr goes to; returns the file.
 fn wait_for_file(path: &std::path::Path, needle: &str, guard: &mut ChildGuard) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
