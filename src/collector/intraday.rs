@@ -36,9 +36,9 @@ pub const MAX_SPAN_SECONDS: i64 = 86_400;
 pub const REACH_SECONDS: i64 = 365 * 86_400;
 
 /// How far before the newest sample seen a fetch asks again. The simulator's watches sync
-/// every 30 minutes, a sample reaching Withings up to 30 minutes after it was taken, and
-/// Withings' guidance is "within the hour": an hour covers every sync the next fetch can
-/// see, at no extra request (one call covers a day).
+/// every 30 minutes and a sync takes 10 to reach Withings, so a sample is listed 10 to 40
+/// minutes after it was taken, and Withings' guidance is "within the hour": an hour covers
+/// every sync the next fetch can see, at no extra request (one call covers a day).
 pub const LATE_SYNC_SECONDS: i64 = 3600;
 
 /// Every field of an intraday sample the exporter shows: Withings' field, the family, its
