@@ -230,16 +230,8 @@ async fn demo_writes_the_households_day_to_a_remote_write_receiver() {
     let address = base.trim_start_matches("http://").to_owned();
     wait_for_log(&log, &format!(" instance={address}"), 1).await;
     // As Prometheus would: each person's first probe is their first fetch.
-    let http = common::http();
     for name in ["alex", "grandma", "sam"] {
-        let text = http
-            .get(format!("{base}/probe?account={name}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::get_text(&format!("{base}/probe?account={name}")).await;
         assert!(
             text.contains("withings_intraday_heart_rate_bpm{"),
             "{name}: {text}"

@@ -273,6 +273,19 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The body of `GET url`, which must be answered.
+pub async fn get_text(url: &str) -> String {
+    let response = http()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    response
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 /// A simulator that accepts [`TOKEN`] and serves the captured answer `fixture_name`.
 pub async fn simulator_serving(fixture_name: &str) -> Simulator {
     let simulator = Simulator::start(SimulatorOptions {
