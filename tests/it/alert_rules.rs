@@ -997,6 +997,29 @@ fn dashboard_day_row_is_one_per_account_with_the_hypnogram_under_the_heart_rate(
             .to_owned()
     };
 
+    // The graphs of the day look back over exactly their step (at least a minute, the
+    // night's resolution), or an hour for the steps; the trends over a day; the tables over
+    // the whole range, to list its events. None shows a value older than its window.
+    for p in &panels {
+        let title = p["title"].as_str().unwrap();
+        for target in p["targets"].as_array().unwrap() {
+            let query = target["expr"].as_str().unwrap();
+            let window = match title {
+                "Steps per hour" => "[1h] offset 1ms)",
+                "Workouts" | "ECGs" => ")[$__range:$__interval])",
+                _ => "[$__interval])",
+            };
+            assert!(query.contains(window), "{title}: {query}");
+        }
+        let floor = match title {
+            "Steps per hour" => "1h",
+            "Heart-rate variability (RMSSD) by day"
+            | "Resting heart rate (night minimum) by day" => "1d",
+            _ => "1m",
+        };
+        assert_eq!(p["interval"], floor, "{title}");
+    }
+
     // The hypnogram beneath the heart rate: same left edge, width and time range.
     let heart = panel("Heart rate");
     let hypnogram = panel("Hypnogram");
