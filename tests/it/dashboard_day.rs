@@ -602,3 +602,127 @@ fn household_ecg(account: &str) -> Value {
         .next()
         .expect("an ECG")
 }
+
+/// Why docs/dashboard.md asks for its scrape filter: without it, the Prometheus that takes the
+/// remote writer's samples also stores, at every scrape, a copy of the latest value read so
+/// far, in the same series. Three watch samples of 100 steps each in the last half hour: the
+/// "Steps per hour" query adds every scraped copy of the latest one on top of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs prometheus (Debian package prometheus)"]
+async fn without_the_scrape_filter_each_scraped_copy_adds_to_the_hours_steps() {
+    use common::accounts::{directory_vars, unix_now, write_account};
+    let sim = withings_sim::Simulator::start(withings_sim::SimulatorOptions::default())
+        .await
+        .expect("simulator starts");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let now = unix_now();
+    let mut intraday = BTreeMap::new();
+    for minutes in [30, 20, 10] {
+        intraday.insert(
+            now - minutes * 60,
+            serde_json::json!({"deviceid": "w1", "model": "ScanWatch 2", "steps": 100}),
+        );
+    }
+    sim.set_user_extras(
+        "51",
+        withings_sim::data::UserExtras {
+            intraday,
+            ..Default::default()
+        },
+    )
+    .expect("extras");
+    write_account(&sim, dir.path(), "sam", "51");
+    let mut vars = directory_vars(&sim, dir.path());
+    vars.push(("WITHINGS_COLLECTORS".into(), "measures,intraday".into()));
+    let config = Config::from_vars(vars).expect("configuration");
+    let app = Arc::new(App::from_config(&config).expect("app"));
+    let server = common::bind(Arc::clone(&app)).await;
+    let exporter = server.local_addr().expect("address").to_string();
+
+    // A Prometheus scraping /sd as the shipped configuration does, without the filter.
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             storage:\n  tsdb:\n    out_of_order_time_window: 1d\n\
+             scrape_configs:\n  - job_name: withings\n    http_sd_configs:\n      - url: http://{exporter}/sd\n        refresh_interval: 1s\n"
+        ),
+    )
+    .expect("write prometheus.yml");
+    let data = dir.path().join("data");
+    let prometheus = crate::backfill::Prometheus(
+        common::prometheus::start_daemon("prometheus", "prometheus", dir.path(), |port| {
+            vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", data.display()),
+                "--web.enable-remote-write-receiver".to_owned(),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        })
+        .await,
+    );
+    let url = prometheus.0.url("/api/v1/write");
+    let writer = Writer::new(Destination::new(url.parse().expect("a URL"))).expect("writer");
+    let (immediate, writing) = Immediate::new(
+        &app,
+        writer,
+        Some("withings"),
+        Some(&exporter),
+        &prometheus::Registry::new(),
+    )
+    .expect("the immediate path");
+    app.emit_to(immediate);
+    let writing = tokio::spawn(writing);
+    let _served = common::serve(server);
+
+    // The three samples written at their times, and at least five scrapes after them.
+    let count = |query: String| {
+        let prometheus = &prometheus;
+        async move {
+            let result = prometheus
+                .result("/api/v1/query", &[("query", query)])
+                .await;
+            result
+                .first()
+                .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while count(format!(
+        "count_over_time(withings_intraday_steps{{account=\"sam\"}}[1h] @ {})",
+        now - 5 * 60
+    ))
+    .await
+        < 3.0
+        || count(
+            r#"count_over_time(withings_intraday_timestamp_seconds{account="sam"}[1h])"#.to_owned(),
+        )
+        .await
+            < 5.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no samples or scrapes\n{}",
+            prometheus.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The panel's query for the hour before now: the 300 steps taken, and each copy again.
+    let json = dashboard::dashboard_json();
+    let steps = dashboard::row_panels(&json, dashboard::DAY_ROW)
+        .into_iter()
+        .find(|p| p["title"] == "Steps per hour")
+        .and_then(|p| p["targets"][0]["expr"].as_str())
+        .expect("the steps per hour query")
+        .to_owned();
+    let query = expand(&steps, "sam", 3600, DAY, now - DAY);
+    let shown = count(query.clone()).await;
+    assert!(
+        shown >= 300.0 + 5.0 * 100.0,
+        "{query}: {shown}, not only the 300 steps taken"
+    );
+    writing.abort();
+}
