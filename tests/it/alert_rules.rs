@@ -1100,6 +1100,18 @@ fn dashboard_day_row_is_one_per_account_with_the_hypnogram_under_the_heart_rate(
         let table = panel(title);
         assert_eq!(table["type"], "table");
         let rename = &table["transformations"][1]["options"]["renameByName"];
+        // The event's time first, then each column once.
+        let index = table["transformations"][1]["options"]["indexByName"]
+            .as_object()
+            .expect("a column order");
+        let mut order: Vec<i64> = index.values().filter_map(Value::as_i64).collect();
+        order.sort_unstable();
+        assert_eq!(
+            order,
+            (0..index.len() as i64).collect::<Vec<_>>(),
+            "{title}"
+        );
+        assert_eq!(index["Value #A"], 0, "{title}");
         for (i, (target, metric)) in table["targets"]
             .as_array()
             .unwrap()
