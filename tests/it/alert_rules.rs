@@ -141,6 +141,16 @@ fn vector_selectors(expr: &str) -> Vec<(String, String)> {
         let c = chars[i];
         if c == '"' || c == '\'' || c == '`' {
             i = skip_string(&chars, i);
+        } else if c == '$' {
+            // A Grafana variable (`$__from`, `${__interval}`), not a selector.
+            if chars.get(i + 1) == Some(&'{') {
+                i = skip_block(i + 1, '{', '}');
+            } else {
+                i += 1;
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+            }
         } else if c == '#' {
             while i < chars.len() && chars[i] != '\n' {
                 i += 1;
@@ -310,6 +320,11 @@ fn vector_selector_parser_self_test() {
             ("withings_up".to_owned(), r#"instance="a,b}""#.to_owned()),
             ("up".to_owned(), String::new()),
         ]
+    );
+    // Grafana's variables are not selectors.
+    assert_eq!(
+        vector_selectors(r#"withings_up{job=~"$job"} >= $__from / 1000 + ${__to}"#),
+        vec![("withings_up".to_owned(), r#"job=~"$job""#.to_owned())]
     );
     assert!(
         selector_problems(r#"max without(device_id) (withings_spo2_ratio{ job =~ "$job" , instance=~"$instance", account =~ "$account"})"#)
@@ -956,4 +971,216 @@ fn alertmanager_routes_by_severity() {
         args.extend(labels);
         run_ok("amtool", &args);
     }
+}
+
+// ------------------------------------------------------------------ the Day row
+
+/// Issue 20's "Day" row: repeated for each account (collapsed, so that a practice's hundred
+/// people do not load at once), the heart rate over 24 hours with the hypnogram directly
+/// beneath on the same time axis, steps per hour, SpO2 at night, the workouts and ECG tables
+/// and the HRV and resting-heart-rate trends; its panels are exactly the ones the remote-write
+/// test proves.
+#[test]
+fn dashboard_day_row_is_one_per_account_with_the_hypnogram_under_the_heart_rate() {
+    let dashboard = dashboard::dashboard_json();
+    let row = all_panels(&dashboard)
+        .into_iter()
+        .find(|p| p["type"] == "row" && p["title"] == dashboard::DAY_ROW)
+        .expect("the Day row");
+    assert_eq!(row["repeat"], "account");
+    assert_eq!(row["collapsed"], true);
+    let panels = dashboard::row_panels(&dashboard, dashboard::DAY_ROW);
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    assert_eq!(titles, dashboard::PROVEN_BY_REMOTE_WRITE);
+    let panel = |title: &str| *panels.iter().find(|p| p["title"] == title).unwrap();
+    let expr = |title: &str, i: usize| {
+        panel(title)["targets"][i]["expr"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // The graphs of the day look back over exactly their step (at least a minute, the
+    // night's resolution), or an hour for the steps; the trends over a day; the tables over
+    // the whole range, to list its events. None shows a value older than its window.
+    for p in &panels {
+        let title = p["title"].as_str().unwrap();
+        for target in p["targets"].as_array().unwrap() {
+            let query = target["expr"].as_str().unwrap();
+            let window = match title {
+                "Steps per hour" => "[1h] offset 1ms)",
+                "Workouts" | "ECGs" => ")[$__range:$__interval])",
+                _ => "[$__interval])",
+            };
+            assert!(query.contains(window), "{title}: {query}");
+        }
+        let floor = match title {
+            "Steps per hour" => "1h",
+            "Heart-rate variability (RMSSD) by day"
+            | "Resting heart rate (night minimum) by day" => "1d",
+            _ => "1m",
+        };
+        assert_eq!(p["interval"], floor, "{title}");
+    }
+
+    // The hypnogram beneath the heart rate: same left edge, width and time range.
+    let heart = panel("Heart rate");
+    let hypnogram = panel("Hypnogram");
+    assert_eq!(heart["type"], "timeseries");
+    assert_eq!(hypnogram["type"], "state-timeline");
+    for key in ["x", "w"] {
+        assert_eq!(heart["gridPos"][key], hypnogram["gridPos"][key], "{key}");
+    }
+    assert_eq!(
+        hypnogram["gridPos"]["y"].as_i64(),
+        Some(heart["gridPos"]["y"].as_i64().unwrap() + heart["gridPos"]["h"].as_i64().unwrap())
+    );
+    for title in ["Heart rate", "Hypnogram", "Steps per hour", "SpO2 at night"] {
+        assert_eq!(panel(title)["timeFrom"], "24h", "{title}");
+    }
+    assert!(expr("Heart rate", 0).contains("withings_intraday_heart_rate_bpm{"));
+    assert!(expr("Heart rate", 1).contains("withings_sleep_heart_rate_bpm{"));
+    assert!(expr("Hypnogram", 0).contains("withings_sleep_state{"));
+    // Every stage Withings numbers (docs/metrics.md) named, with its own colour.
+    let mappings = &hypnogram["fieldConfig"]["defaults"]["mappings"][0]["options"];
+    let mut colours = BTreeSet::new();
+    for (value, text) in [
+        ("0", "Awake"),
+        ("1", "Light"),
+        ("2", "Deep"),
+        ("3", "REM"),
+        ("4", "Manual"),
+        ("5", "Unspecified"),
+        ("15", "Out of bed"),
+    ] {
+        assert_eq!(mappings[value]["text"], text, "stage {value}");
+        colours.insert(
+            mappings[value]["color"]
+                .as_str()
+                .expect("a colour")
+                .to_owned(),
+        );
+    }
+    assert!(
+        colours.len() >= 5,
+        "the four stages and out of bed apart: {colours:?}"
+    );
+
+    // Steps per hour: the slots that begin within each hour, one bar an hour.
+    let steps = panel("Steps per hour");
+    assert_eq!(steps["interval"], "1h");
+    assert_eq!(
+        steps["fieldConfig"]["defaults"]["custom"]["drawStyle"],
+        "bars"
+    );
+    assert!(
+        expr("Steps per hour", 0).starts_with("sum_over_time(withings_intraday_steps{")
+            && expr("Steps per hour", 0).ends_with("}[1h] offset 1ms)")
+    );
+    assert!(expr("SpO2 at night", 0).contains("withings_intraday_spo2_ratio{"));
+
+    // The tables: every event of the range, a column per query, each with a name and unit.
+    for (title, metrics) in [
+        (
+            "Workouts",
+            &[
+                "withings_workout_start_timestamp_seconds",
+                "withings_workout_duration_seconds",
+                "withings_workout_distance_meters",
+                "withings_workout_energy_joules",
+                "withings_workout_heart_rate_average_bpm",
+            ][..],
+        ),
+        (
+            "ECGs",
+            &[
+                "withings_ecg_timestamp_seconds",
+                "withings_ecg_afib_classification",
+                "withings_ecg_heart_rate_bpm",
+            ][..],
+        ),
+    ] {
+        let table = panel(title);
+        assert_eq!(table["type"], "table");
+        let rename = &table["transformations"][1]["options"]["renameByName"];
+        // The event's time first, then each column once.
+        let index = table["transformations"][1]["options"]["indexByName"]
+            .as_object()
+            .expect("a column order");
+        let mut order: Vec<i64> = index.values().filter_map(Value::as_i64).collect();
+        order.sort_unstable();
+        assert_eq!(
+            order,
+            (0..index.len() as i64).collect::<Vec<_>>(),
+            "{title}"
+        );
+        assert_eq!(index["Value #A"], 0, "{title}");
+        for (i, (target, metric)) in table["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(metrics)
+            .enumerate()
+        {
+            let query = target["expr"].as_str().unwrap();
+            assert_eq!(target["instant"], true, "{title} {i}");
+            assert_eq!(target["format"], "table", "{title} {i}");
+            assert!(
+                query.contains(&format!("last_over_time({metric}{{")),
+                "{query}"
+            );
+            assert!(query.contains("count_values without() ("), "{query}");
+            assert!(query.contains(">= $__from / 1000)"), "{query}");
+            assert!(query.contains(")[$__range:$__interval])"), "{query}");
+            let refid = target["refId"].as_str().unwrap();
+            let name = rename[format!("Value #{refid}")].as_str().expect("renamed");
+            let unit = table["fieldConfig"]["overrides"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["matcher"]["options"] == name)
+                .and_then(|o| {
+                    o["properties"]
+                        .as_array()?
+                        .iter()
+                        .find(|p| p["id"] == "unit")
+                })
+                .unwrap_or_else(|| panic!("{title}: column {name} has no unit"));
+            assert!(unit["value"].as_str().is_some_and(|u| !u.is_empty()));
+        }
+    }
+    let classification = panel("ECGs")["fieldConfig"]["overrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["matcher"]["options"] == "Classification")
+        .expect("the classification column")["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "mappings")
+        .expect("its value mappings")["value"][0]["options"]
+        .clone();
+    assert_eq!(classification["0"]["text"], "Negative");
+    assert_eq!(classification["1"]["text"], "Atrial fibrillation");
+    assert_eq!(classification["2"]["text"], "Inconclusive");
+
+    // The trends over days; resting heart rate as the alert RestingHeartRateRisen has it.
+    for title in [
+        "Heart-rate variability (RMSSD) by day",
+        "Resting heart rate (night minimum) by day",
+    ] {
+        assert_eq!(panel(title)["interval"], "1d", "{title}");
+    }
+    assert!(
+        expr("Heart-rate variability (RMSSD) by day", 0)
+            .starts_with("avg_over_time(withings_intraday_hrv_rmssd_seconds{")
+    );
+    let resting =
+        "min without(device_id, device_model) (min_over_time(withings_sleep_heart_rate_min_bpm";
+    assert!(expr("Resting heart rate (night minimum) by day", 0).starts_with(resting));
+    assert!(
+        read(RULES).contains(resting),
+        "the alert no longer defines it so"
+    );
 }

@@ -16,6 +16,7 @@ mod browser;
 mod budget;
 mod cli;
 mod collectors;
+mod dashboard_day;
 mod deploy;
 mod docs;
 mod exporter;

@@ -672,6 +672,11 @@ async fn prometheus_and_alertmanager_get_dashboard_data_and_alerts() {
         queries.len()
     );
     for (title, query) in &queries {
+        // The Day row's samples at their own times come by remote write, which this stack
+        // does not have: dashboard_day:: proves those panels.
+        if dashboard::PROVEN_BY_REMOTE_WRITE.contains(&title.as_str()) {
+            continue;
+        }
         stack
             .eventually(&format!("panel {title:?}: {query}"), async || {
                 let result = stack.query(query).await?;

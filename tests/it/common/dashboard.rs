@@ -13,8 +13,11 @@ pub const DASHBOARD: &str = "grafana/dashboards/withings.json";
 /// Dashboard variables and the values they take in tests. `${x}` before `$x` so that the
 /// braced form is not half-replaced. `.*` for `$job`/`$instance` is what Grafana's "All"
 /// sends, and for `$account` the variable's allValue; `1m` for the interval variables is
-/// what Grafana computes for a 1 h range.
+/// what Grafana computes for a 1 h range; `0` for the range's start (`$__from`, unix
+/// milliseconds), which keeps every event.
 const VARIABLES: &[(&str, &str)] = &[
+    ("${__from}", "0"),
+    ("$__from", "0"),
     ("${__rate_interval}", "1m"),
     ("$__rate_interval", "1m"),
     ("${__interval}", "1m"),
@@ -218,4 +221,34 @@ pub fn dashboard_queries() -> Vec<String> {
         .into_iter()
         .map(|(_, query)| query)
         .collect()
+}
+
+/// The title of the row repeated for each account: a person's day, workouts, ECGs and
+/// trends.
+pub const DAY_ROW: &str = "Day: $account";
+
+/// The panels of [`DAY_ROW`]. Their series are samples at their own times, which only
+/// remote write brings (a scrape shows the latest): `dashboard_day::` proves every one of
+/// their queries against a real Prometheus fed by remote write, with the values checked,
+/// and the scrape-only stack test (`stack::prometheus_and_alertmanager_get_dashboard_data_and_alerts`)
+/// leaves exactly these out. `alert_rules::dashboard_day_row_*` checks that this list is the
+/// row's panels.
+pub const PROVEN_BY_REMOTE_WRITE: &[&str] = &[
+    "Heart rate",
+    "Hypnogram",
+    "Steps per hour",
+    "SpO2 at night",
+    "Workouts",
+    "ECGs",
+    "Heart-rate variability (RMSSD) by day",
+    "Resting heart rate (night minimum) by day",
+];
+
+/// The panels nested in the row titled `title`, as JSON, in dashboard order.
+pub fn row_panels<'a>(dashboard: &'a serde_json::Value, title: &str) -> Vec<&'a serde_json::Value> {
+    let row = all_panels(dashboard)
+        .into_iter()
+        .find(|p| p["type"] == "row" && p["title"] == title)
+        .unwrap_or_else(|| panic!("no row {title:?}"));
+    row["panels"].as_array().into_iter().flatten().collect()
 }
