@@ -88,6 +88,28 @@ fn scrape_filter_of_the_docs() -> String {
     block.lines().map(|l| format!("    {l}\n")).collect()
 }
 
+/// The shipped Prometheus configurations carry the docs' filter, word for word: the demo's
+/// (it writes into that Prometheus) in force, the example's commented out, to uncomment
+/// with remote write into it.
+#[test]
+fn the_shipped_prometheus_configurations_carry_the_scrape_filter_of_the_docs() {
+    let filter = scrape_filter_of_the_docs();
+    let demo = common::read_repo_file("prometheus/demo.yml");
+    assert!(
+        demo.contains(&filter),
+        "prometheus/demo.yml lacks\n{filter}"
+    );
+    let commented: String = filter
+        .lines()
+        .map(|l| format!("    # {}\n", &l[4..]))
+        .collect();
+    let example = common::read_repo_file("prometheus/prometheus.yml");
+    assert!(
+        example.contains(&commented),
+        "prometheus/prometheus.yml lacks, commented out,\n{commented}"
+    );
+}
+
 /// `expr` for `account` as Grafana sends it from the row repeated for that account.
 fn expand(expr: &str, account: &str, interval: i64, range: i64, from: i64) -> String {
     let expr = expr
