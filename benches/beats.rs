@@ -14,7 +14,9 @@
 //! data of that simulated moment. Requests are counted at the simulator; every 60 s window
 //! of the test clock is checked against Withings' 120 a minute.
 //!
-//! Parts: `BEATS_PARTS=cost,latency,throughput,year` (default all); `BEATS_ACCOUNTS=1,1000`.
+//! Parts: `BEATS_PARTS=cost,latency,throughput,year` (default all); `BEATS_ACCOUNTS=1,1000`
+//! (the cost rows); `BEATS_HOURS=WARMUP,MEASURED` (simulated hours of each cost row; by
+//! default 2,24 for one account and 3,2 for more); `BEATS_ROUNDS=20` (the late syncs).
 
 mod common;
 
@@ -298,6 +300,10 @@ struct Cost {
     rss_before: u64,
     rss_after: u64,
     peak: u64,
+    /// After the run (trimmed), then without the App, then without the simulator too.
+    rss_end: u64,
+    rss_without_app: u64,
+    rss_base: u64,
     wall: f64,
 }
 
@@ -352,7 +358,25 @@ async fn cost(accounts: usize, notifications: bool, warmup: usize, hours: usize)
         }
     }
     let (peak, rss_after) = memory_kib(std::process::id());
-    b.sim.stop();
+    // The simulator holds most of the process (its household makes a reading a minute for
+    // each member, and keeps them). The exporter's own share: what the process hands back
+    // when the App and its server are dropped (which also ends the connections the
+    // simulator serves), each time after glibc returned freed memory to the system.
+    let Bench {
+        sim,
+        app,
+        _dir,
+        _stop,
+    } = b;
+    let rss_end = trimmed_rss();
+    drop(_stop);
+    drop(app);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_without_app = trimmed_rss();
+    sim.stop();
+    drop(sim);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_base = trimmed_rss();
     Cost {
         accounts,
         notifications,
@@ -366,8 +390,18 @@ async fn cost(accounts: usize, notifications: bool, warmup: usize, hours: usize)
         rss_before,
         rss_after,
         peak,
+        rss_end,
+        rss_without_app,
+        rss_base,
         wall: wall.elapsed().as_secs_f64(),
     }
+}
+
+/// VmRSS in KiB once freed memory is handed back to the system.
+fn trimmed_rss() -> u64 {
+    // SAFETY: malloc_trim only returns free memory of glibc's heap to the system.
+    unsafe { libc::malloc_trim(0) };
+    memory_kib(std::process::id()).1
 }
 
 fn print_cost(c: &Cost) {
@@ -383,7 +417,7 @@ fn print_cost(c: &Cost) {
         .map(|(a, n)| format!("{a}: {:.2}", *n as f64 / c.hours as f64))
         .collect();
     println!(
-        "| {} | {} | {} | **{:.1}** ({:.2} per account) | {} | {} (delivered {:.2}/h) | {} | {} | {:.1} / {:.1} / {:.1} MiB | {:.1} s |",
+        "| {} | {} | {} | **{:.1}** ({:.2} per account) | {} | {} (delivered {:.2}/h) | {} | {} | {:.1} MiB ({:.1} / {:.1} / {:.1}) | {:.1} / {:.1} / {:.1} MiB | {:.1} s |",
         c.accounts,
         if c.notifications { "yes" } else { "no" },
         c.hours,
@@ -394,6 +428,10 @@ fn print_cost(c: &Cost) {
         c.delivered as f64 / c.hours as f64,
         c.setup,
         c.max_window,
+        c.rss_end.saturating_sub(c.rss_without_app) as f64 / 1024.0,
+        c.rss_end as f64 / 1024.0,
+        c.rss_without_app as f64 / 1024.0,
+        c.rss_base as f64 / 1024.0,
         c.rss_before as f64 / 1024.0,
         c.rss_after as f64 / 1024.0,
         c.peak as f64 / 1024.0,
@@ -408,9 +446,9 @@ async fn costs(accounts: &[usize]) {
         withings_exporter::withings::budget::DEFAULT_PER_MINUTE
     );
     println!(
-        "| accounts | notifications | measured hours | requests / hour | by path / hour | notifications sent / hour by appli | setup (subscriptions) | max in any 60 s | RSS ready / end / peak (the row's process, simulator included) | wall |"
+        "| accounts | notifications | measured hours | requests / hour | by path / hour | notifications sent / hour by appli | setup (subscriptions) | max in any 60 s | the exporter's memory: what dropping the App gave back (RSS after the run / without the App / without the simulator) | RSS of the row's process, simulator included: ready / end / peak | wall |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in accounts {
         for notifications in [false, true] {
             // Each row in a process of its own, so that its memory is its own.
@@ -432,7 +470,13 @@ fn row(spec: &str) {
     let notifications = notifications == "true";
     // One account: a whole day measured, so that the daily notifications fall in it; a
     // thousand: the first fetches and the budget's backlog first, then two hours.
-    let (warmup, hours) = if n == 1 { (2, 24) } else { (3, 2) };
+    let (warmup, hours) = std::env::var("BEATS_HOURS")
+        .ok()
+        .and_then(|h| {
+            let (w, m) = h.split_once(',')?;
+            Some((w.parse().ok()?, m.parse().ok()?))
+        })
+        .unwrap_or(if n == 1 { (2, 24) } else { (3, 2) });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -440,6 +484,162 @@ fn row(spec: &str) {
         .expect("runtime");
     let c = runtime.block_on(cost(n, notifications, warmup, hours));
     print_cost(&c);
+}
+
+/// A free port on loopback for a child to listen on (the exporter's callback URL names its
+/// own address, so the port is chosen before it starts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port()
+}
+
+/// One minute-level heart-rate sample of the watch.
+fn heart_sample(bpm: i64) -> serde_json::Value {
+    serde_json::json!({
+        "deviceid": demo_extras::WATCH.0,
+        "model": demo_extras::WATCH.1,
+        "model_id": 94,
+        "heart_rate": bpm,
+    })
+}
+
+/// The late sync -> Prometheus rows: the release binary `serve` with every collector on,
+/// notifications (its callback on loopback, subscribed through the simulator) and remote
+/// write into a real Prometheus; each round the simulator gets 30 minutes of a watch's
+/// minute-level heart rate that the watch synced late (the newest a few minutes old, the
+/// oldest 40 minutes after the last round's) and POSTs the appli 16 notification; the time
+/// runs from the samples being at the simulator until Prometheus answers all 30.
+async fn latency(rounds: usize) {
+    let prometheus = common::Prometheus::start().await;
+    let sim = Simulator::start(SimulatorOptions::default())
+        .await
+        .expect("simulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uid = userid(0);
+    sim.add_user(&uid);
+    let (access, refresh, expires_in) = sim.issue_token_pair_for(&uid);
+    TokenStore::new(dir.path().join("a0.json"))
+        .save(&StoredTokens {
+            access_token: Secret::new(access),
+            refresh_token: Secret::new(refresh),
+            expires_at: now() + expires_in,
+            obtained_at: Some(now()),
+            userid: Some(uid.clone()),
+            scope: None,
+        })
+        .expect("token file");
+    let port = free_port();
+    let (id, secret) = sim.client_credentials();
+    let listen = format!("127.0.0.1:{port}");
+    let callback = format!("http://127.0.0.1:{port}/withings/notify");
+    let write = prometheus.url("/api/v1/write");
+    let token_dir = dir.path().display().to_string();
+    let collectors = all_collectors();
+    let exporter = common::ExporterProcess::start_with(
+        sim.url().as_str(),
+        &[
+            ("WITHINGS_LISTEN_ADDRESS", &listen),
+            ("WITHINGS_TOKEN_DIR", &token_dir),
+            ("WITHINGS_CLIENT_ID", &id),
+            ("WITHINGS_CLIENT_SECRET", &secret),
+            ("WITHINGS_COLLECTORS", &collectors),
+            ("WITHINGS_CALLBACK_URL", &callback),
+            // The watch syncs every 30 minutes; the rounds come every second or so.
+            ("WITHINGS_NOTIFY_MIN_INTERVAL_SECONDS", "1"),
+            ("WITHINGS_REMOTE_WRITE_URL", &write),
+            ("WITHINGS_REMOTE_WRITE_INSTANCE", "bench:19100"),
+        ],
+    );
+    let wanted = sim_applis(&collectors);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let subscribed: Vec<i64> = sim.subscriptions(&uid).iter().map(|s| s.appli).collect();
+        if wanted.iter().all(|a| subscribed.contains(a)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not subscribed: {subscribed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let step = 40 * 60;
+    let first_end = (now() - (rounds as i64 + 1) * step) / 60 * 60;
+    let mut extras = withings_sim::data::UserExtras::default();
+    let mut samples = Vec::new();
+    let mut requests = Vec::new();
+    // Round 0 is the first fetch, not counted.
+    for round in 0..=rounds {
+        let end = first_end + round as i64 * step;
+        let bpm = 60 + (round as i64 % 50);
+        for minute in 0..30 {
+            extras.intraday.insert(end - minute * 60, heart_sample(bpm));
+        }
+        sim.set_user_extras(&uid, extras.clone()).expect("extras");
+        sim.take_requests();
+        let started = Instant::now();
+        let delivered = sim.notify_user(&uid, 16, end - 29 * 60, end).await;
+        assert_eq!(delivered, 1, "the notification was not answered");
+        let query =
+            "sum(count_over_time(withings_intraday_heart_rate_bpm{instance=\"bench:19100\"}[35m]))";
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if prometheus.number(query, end).await == 30.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the samples never reached Prometheus"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = started.elapsed();
+        requests.push(sim.take_requests().len());
+        if round > 0 {
+            samples.push(took);
+        }
+        // Past the exporter's minimum interval between two notified fetches.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let (peak, rss) = memory_kib(exporter.pid());
+    drop(exporter);
+    let max = samples.iter().max().copied().unwrap_or_default();
+    let s = common::stats(samples);
+    println!(
+        "\n## Late sync -> samples in Prometheus, with notifications (1 account, every collector on, the release binary `serve`, remote write into Prometheus on loopback)"
+    );
+    println!(
+        "| rounds | median | mean | max | requests to Withings a round | exporter RSS / peak |\n|---|---|---|---|---|---|"
+    );
+    println!(
+        "| {} | {} ms | {} ms | {} ms | {:?} | {:.1} / {:.1} MiB |",
+        s.n,
+        common::ms(s.p50),
+        common::ms(s.mean),
+        common::ms(max),
+        requests
+            .iter()
+            .skip(1)
+            .collect::<std::collections::BTreeSet<_>>(),
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0,
+    );
+    sim.stop();
+}
+
+/// The appli codes the exporter subscribes for these collectors.
+fn sim_applis(collectors: &str) -> Vec<i64> {
+    let config = Config::from_vars(
+        [
+            ("WITHINGS_ACCESS_TOKEN", "x".to_owned()),
+            ("WITHINGS_COLLECTORS", collectors.to_owned()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .expect("config");
+    withings_exporter::collector::check(&config.collectors)
+        .expect("collectors")
+        .0
+        .applis()
 }
 
 fn parts() -> Vec<String> {
@@ -466,6 +666,13 @@ fn main() {
         async move {
             if parts.iter().any(|p| p == "cost") {
                 costs(&accounts).await;
+            }
+            if parts.iter().any(|p| p == "latency") {
+                let rounds = std::env::var("BEATS_ROUNDS")
+                    .ok()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(20);
+                latency(rounds).await;
             }
         },
         "simulator, App and HTTP server in this process on loopback (cost rows: the App's test clock)",
