@@ -27,10 +27,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use withings_exporter::account::token_store::{StoredTokens, TokenStore};
 use withings_exporter::app::App;
+use withings_exporter::backfill::openmetrics::{
+    FamilyOutput, OpenMetricsWriter, Sample, Window, WriteError,
+};
+use withings_exporter::backfill::remote;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::notify::callback::{self, Callback};
 use withings_exporter::notify::{self, Notifier, NotifySettings};
+use withings_exporter::remote_write::{Destination, Options, Writer};
 use withings_exporter::secret::Secret;
 use withings_sim::{HOUSEHOLD, Simulator, SimulatorOptions, data, demo_extras};
 
@@ -642,6 +647,230 @@ fn sim_applis(collectors: &str) -> Vec<i64> {
         .applis()
 }
 
+const YEAR_MINUTES: u32 = 365 * 24 * 60;
+
+/// The intraday families of a watch for the throughput rows: a year at a sample a minute of
+/// each (heart rate, steps, SpO2), one series each with the collector's labels.
+const THROUGHPUT_FAMILIES: [(&str, &str); 3] = [
+    ("withings_intraday_heart_rate_bpm", "Heart rate."),
+    ("withings_intraday_steps", "Steps in the slot."),
+    ("withings_intraday_spo2_ratio", "SpO2."),
+];
+
+fn watch_series() -> Vec<Vec<(&'static str, String)>> {
+    vec![vec![
+        ("device_id", demo_extras::WATCH.0.to_owned()),
+        ("device_model", demo_extras::WATCH.1.to_owned()),
+        ("job", "withings".to_owned()),
+        // Not the instance of the year's backfill below, which writes the same family into
+        // the same Prometheus.
+        ("instance", "throughput:19100".to_owned()),
+    ]]
+}
+
+fn year_of(family: usize, start: i64) -> impl Iterator<Item = Result<Sample, WriteError>> {
+    (0..YEAR_MINUTES).map(move |i| {
+        let value = match family {
+            0 => 55.0 + f64::from(i % 60),
+            1 => f64::from(i % 120),
+            _ => 0.94 + f64::from(i % 5) / 100.0,
+        };
+        Ok(Sample {
+            series: 0,
+            timestamp: start + i64::from(i) * 60,
+            grpid: 0,
+            value,
+        })
+    })
+}
+
+/// The writer's throughput for these series beside the OpenMetrics file's, in one run: the
+/// same three families of a year at a minute (1,576,800 samples) through the backfill's two
+/// outputs, remote write into Prometheus and the file.
+async fn throughput(prometheus: &common::Prometheus) {
+    let start = (now() - 366 * 86_400) / 60 * 60;
+    let window = Window {
+        since: None,
+        until: i64::MAX,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("year.om");
+    let started = Instant::now();
+    let file = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            let out = std::io::BufWriter::new(std::fs::File::create(&path).expect("file"));
+            let mut writer = OpenMetricsWriter::new(out, window);
+            let mut samples = 0;
+            for (k, (name, help)) in THROUGHPUT_FAMILIES.iter().enumerate() {
+                samples += writer
+                    .family(name, help, &watch_series(), &mut year_of(k, start))
+                    .expect("family")
+                    .samples;
+            }
+            writer.finish().expect("finish");
+            samples
+        }
+    })
+    .await
+    .expect("file writer");
+    let file_took = started.elapsed();
+    let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+
+    let mut destination = Destination::new(prometheus.url("/api/v1/write").parse().expect("url"));
+    destination.options = Options::default();
+    let writer = Writer::new(destination).expect("writer");
+    let started = Instant::now();
+    let (families, receivers) = remote::channels(
+        window,
+        writer.options().max_samples_per_send,
+        writer.options().max_in_flight,
+    );
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut families = families;
+        let mut samples = 0;
+        for (k, (name, help)) in THROUGHPUT_FAMILIES.iter().enumerate() {
+            samples += families
+                .family(name, help, &watch_series(), &mut year_of(k, start))
+                .expect("family")
+                .samples;
+        }
+        families.finish().expect("finish");
+        samples
+    });
+    let sent = remote::send_all(&writer, receivers).await.expect("sent");
+    let remote_samples = producer.await.expect("producer");
+    let remote_took = started.elapsed();
+    let mut held = 0.0;
+    for (name, _) in THROUGHPUT_FAMILIES {
+        held += prometheus
+            .number(
+                &format!("count_over_time({name}{{instance=\"throughput:19100\"}}[367d])"),
+                now(),
+            )
+            .await;
+    }
+    println!(
+        "\n## Write throughput: a watch's year at a minute (heart rate, steps, SpO2: {} samples), the backfill's two outputs in one run",
+        u64::from(YEAR_MINUTES) * 3
+    );
+    println!(
+        "| output | samples | wall | samples/s | requests | size |\n|---|---|---|---|---|---|"
+    );
+    println!(
+        "| OpenMetrics file | {file} | {:.2} s | {:.2} M | – | {:.1} MiB |",
+        file_took.as_secs_f64(),
+        file as f64 / file_took.as_secs_f64() / 1e6,
+        bytes as f64 / 1024.0 / 1024.0
+    );
+    println!(
+        "| remote write into Prometheus | {remote_samples} (Prometheus holds {held}) | {:.2} s | {:.2} M | {} ({} retries) | – |",
+        remote_took.as_secs_f64(),
+        remote_samples as f64 / remote_took.as_secs_f64() / 1e6,
+        sent.requests,
+        sent.retries
+    );
+}
+
+const YEAR_TOKEN: &str = "beats-year-token";
+
+/// A person's year of minute-level heart rate (525,600 samples of a watch, in the
+/// simulator's intraday store) backfilled by the release binary, to a file and by remote
+/// write into Prometheus: requests, wall time, the child's peak RSS.
+async fn year(prometheus: &common::Prometheus) {
+    let end = now() / 60 * 60 - 60;
+    let start = end - (i64::from(YEAR_MINUTES) - 1) * 60;
+    let mut extras = withings_sim::data::UserExtras::default();
+    for i in 0..i64::from(YEAR_MINUTES) {
+        extras
+            .intraday
+            .insert(start + i * 60, heart_sample(55 + i % 60));
+    }
+    let since = jiff::Timestamp::from_second(start)
+        .expect("time")
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("year.om");
+    let write = prometheus.url("/api/v1/write");
+    println!(
+        "\n## A year of minute-level heart rate backfilled ({YEAR_MINUTES} samples from {since}, `backfill --since {since}`, WITHINGS_COLLECTORS=intraday, 120 requests a minute)"
+    );
+    println!(
+        "| output | requests to Withings (getintradayactivity) | wall | peak RSS of the child | samples written |\n|---|---|---|---|---|"
+    );
+    for (name, target) in [
+        (
+            "`--output FILE`",
+            vec!["--output".to_owned(), file.display().to_string()],
+        ),
+        (
+            "`--remote-write URL`",
+            vec!["--remote-write".to_owned(), write.clone()],
+        ),
+    ] {
+        let sim = Simulator::start(SimulatorOptions {
+            access_tokens: vec![YEAR_TOKEN.into()],
+            ..SimulatorOptions::default()
+        })
+        .await
+        .expect("simulator");
+        sim.set_extras(extras.clone()).expect("extras");
+        let url = sim.url().to_string();
+        let since = since.clone();
+        let (took, peak, stderr) = tokio::task::spawn_blocking(move || {
+            let target: Vec<&str> = target.iter().map(String::as_str).collect();
+            let mut args = vec!["--since", since.as_str()];
+            args.extend(target);
+            common::run_backfill(
+                &url,
+                YEAR_TOKEN,
+                &[("WITHINGS_COLLECTORS", "intraday")],
+                &args,
+            )
+        })
+        .await
+        .expect("bench thread");
+        let requests = sim.take_requests();
+        let intraday = requests
+            .iter()
+            .filter(|r| r.params.get("action").map(String::as_str) == Some("getintradayactivity"))
+            .count();
+        let written = if name.contains("FILE") {
+            std::fs::read_to_string(&file)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("withings_intraday_heart_rate_bpm{"))
+                .count() as f64
+        } else {
+            prometheus
+                .number(
+                    "count_over_time(withings_intraday_heart_rate_bpm{instance=\"bench:19100\"}[367d])",
+                    now(),
+                )
+                .await
+        };
+        println!(
+            "| {name} | {} ({intraday}) | {:.1} s | {:.1} MiB | {written} |",
+            requests.len(),
+            took.as_secs_f64(),
+            peak as f64 / 1024.0,
+        );
+        eprintln!(
+            "  {}",
+            stderr
+                .lines()
+                .last()
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect::<String>()
+        );
+        sim.stop();
+    }
+}
+
 fn parts() -> Vec<String> {
     std::env::var("BEATS_PARTS")
         .unwrap_or_else(|_| "cost,latency,throughput,year".into())
@@ -673,6 +902,15 @@ fn main() {
                     .and_then(|r| r.parse().ok())
                     .unwrap_or(20);
                 latency(rounds).await;
+            }
+            if parts.iter().any(|p| p == "throughput" || p == "year") {
+                let prometheus = common::Prometheus::start().await;
+                if parts.iter().any(|p| p == "throughput") {
+                    throughput(&prometheus).await;
+                }
+                if parts.iter().any(|p| p == "year") {
+                    year(&prometheus).await;
+                }
             }
         },
         "simulator, App and HTTP server in this process on loopback (cost rows: the App's test clock)",

@@ -16,8 +16,7 @@
 mod common;
 
 use common::{Prometheus, run_bench};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use withings_exporter::backfill::openmetrics::{FamilyOutput, Sample, Window};
 use withings_exporter::backfill::remote;
 use withings_exporter::remote_write::encode::{self, series};
@@ -160,63 +159,6 @@ fn encoder() {
     }
 }
 
-/// Runs the binary's backfill to completion; wall time, peak RSS in KiB, stderr.
-// Reaped by `waitpid` after its stderr was handed to a reader thread.
-#[allow(clippy::zombie_processes)]
-fn backfill(api_url: &str, target: &[&str]) -> (Duration, u64, String) {
-    let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
-        .args([
-            "backfill",
-            "--account",
-            "default",
-            "--instance",
-            "bench:19100",
-        ])
-        .args(target)
-        .env_clear()
-        .env("WITHINGS_API_URL", api_url)
-        .env("WITHINGS_ACCESS_TOKEN", TOKEN)
-        .env("WITHINGS_REQUESTS_PER_MINUTE", "120")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the exporter binary runs");
-    let pid = child.id();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let done = std::sync::Arc::clone(&done);
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(common::memory_kib(pid).0);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            peak
-        })
-    };
-    let mut stderr = child.stderr.expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    let mut status = 0;
-    // SAFETY: `pid` is our own child, not yet reaped (std's Child was consumed without a wait).
-    let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-    let took = started.elapsed();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap_or(0);
-    assert_eq!(reaped, pid as libc::pid_t, "waitpid");
-    let text = reader.join().unwrap_or_default();
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "backfill failed: {text}"
-    );
-    (took, peak, text)
-}
-
 /// 3: the same history to a file and by remote write.
 async fn file_and_remote_write(prometheus: &Prometheus) {
     let now = withings_exporter::account::unix_now();
@@ -252,7 +194,7 @@ async fn file_and_remote_write(prometheus: &Prometheus) {
         let url = simulator.url().to_string();
         let (took, peak, stderr) = tokio::task::spawn_blocking(move || {
             let target: Vec<&str> = target.iter().map(String::as_str).collect();
-            backfill(&url, &target)
+            common::run_backfill(&url, TOKEN, &[], &target)
         })
         .await
         .expect("bench thread");

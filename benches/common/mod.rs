@@ -234,3 +234,67 @@ impl Prometheus {
             .unwrap_or(f64::NAN)
     }
 }
+
+/// Runs the binary's `backfill` of the account of `token` to completion, `env` on top of
+/// the budget of 120 a minute, `target` its output; wall time, peak RSS in KiB, stderr.
+// Reaped by `waitpid` after its stderr was handed to a reader thread.
+#[allow(clippy::zombie_processes)]
+pub fn run_backfill(
+    api_url: &str,
+    token: &str,
+    env: &[(&str, &str)],
+    target: &[&str],
+) -> (Duration, u64, String) {
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
+        .args([
+            "backfill",
+            "--account",
+            "default",
+            "--instance",
+            "bench:19100",
+        ])
+        .args(target)
+        .env_clear()
+        .env("WITHINGS_API_URL", api_url)
+        .env("WITHINGS_ACCESS_TOKEN", token)
+        .env("WITHINGS_REQUESTS_PER_MINUTE", "120")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the exporter binary runs");
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(memory_kib(pid).0);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let mut stderr = child.stderr.expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let mut status = 0;
+    // SAFETY: `pid` is our own child, not yet reaped (std's Child was consumed without a wait).
+    let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    let took = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(0);
+    assert_eq!(reaped, pid as libc::pid_t, "waitpid");
+    let text = reader.join().unwrap_or_default();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "backfill failed: {text}"
+    );
+    (took, peak, text)
+}
