@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+use std::time::Instant;
 
 /// The exporter binary as a child process; killed and reaped however the bench ends.
 pub struct ExporterProcess {
@@ -145,4 +146,155 @@ pub fn run_bench<F: std::future::Future<Output = ()>>(run: F, setup: &str) {
     runtime.block_on(run);
     println!("\nload average after: {}", load_average().trim());
     println!("\n({setup})");
+}
+
+/// Prometheus (Debian package prometheus) with the remote-write receiver and an
+/// out-of-order window of 11 years, in a temporary directory; killed when dropped.
+pub struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            "global:\n  scrape_interval: 1m\nstorage:\n  tsdb:\n    out_of_order_time_window: 11y\n",
+        )
+        .expect("config");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a port")
+            .port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg("--storage.tsdb.retention.time=20y")
+            .arg("--web.enable-remote-write-receiver")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("prometheus runs (Debian package prometheus)");
+        let prometheus = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(prometheus.url("/-/ready")).send().await
+                && r.status().is_success()
+            {
+                return prometheus;
+            }
+            assert!(Instant::now() < deadline, "prometheus not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The value of an instant query, as a number.
+    pub async fn number(&self, query: &str, at: i64) -> f64 {
+        let mut url = url::Url::parse(&self.url("/api/v1/query")).expect("url");
+        url.query_pairs_mut()
+            .append_pair("query", query)
+            .append_pair("time", &at.to_string());
+        let text = reqwest::Client::new()
+            .get(url)
+            .send()
+            .await
+            .expect("query")
+            .text()
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_str(&text).expect("json");
+        body["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// Runs the binary's `backfill` of the account of `token` to completion, `env` on top of
+/// the budget of 120 a minute, `target` its output; wall time, peak RSS in KiB, stderr.
+// Reaped by `waitpid` after its stderr was handed to a reader thread.
+#[allow(clippy::zombie_processes)]
+pub fn run_backfill(
+    api_url: &str,
+    token: &str,
+    env: &[(&str, &str)],
+    target: &[&str],
+) -> (Duration, u64, String) {
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
+        .args([
+            "backfill",
+            "--account",
+            "default",
+            "--instance",
+            "bench:19100",
+        ])
+        .args(target)
+        .env_clear()
+        .env("WITHINGS_API_URL", api_url)
+        .env("WITHINGS_ACCESS_TOKEN", token)
+        .env("WITHINGS_REQUESTS_PER_MINUTE", "120")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the exporter binary runs");
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(memory_kib(pid).0);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let mut stderr = child.stderr.expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let mut status = 0;
+    // SAFETY: `pid` is our own child, not yet reaped (std's Child was consumed without a wait).
+    let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    let took = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(0);
+    assert_eq!(reaped, pid as libc::pid_t, "waitpid");
+    let text = reader.join().unwrap_or_default();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "backfill failed: {text}"
+    );
+    (took, peak, text)
 }

@@ -562,6 +562,12 @@ impl Simulator {
             .count()
     }
 
+    /// The requests recorded since the start or the last call, forgotten by the simulator:
+    /// a long run counts them as it goes without the record growing.
+    pub fn take_requests(&self) -> Vec<RecordedRequest> {
+        std::mem::take(&mut self.lock().requests)
+    }
+
     pub fn clear_requests(&self) {
         let mut inner = self.lock();
         inner.requests.clear();
@@ -675,5 +681,50 @@ impl Simulator {
     /// Lets held token-endpoint requests, and those after, be answered.
     pub fn release_token_endpoint(&self) {
         self.lock().token_hold.send_replace(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_members_day_is_made_at_each_request_and_taken_requests_are_forgotten() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sim = Simulator::start(SimulatorOptions::default()).await.unwrap();
+        let t = 1_697_844_600;
+        sim.set_clock(Some(t));
+        sim.add_live_user("1001", HOUSEHOLD[0].2);
+        let (access, _, _) = sim.issue_token_pair_for("1001");
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let samples = || async {
+            let text = http
+                .post(format!("{}v2/measure", sim.url()))
+                .bearer_auth(&access)
+                .form(&[
+                    ("action", "getintradayactivity".to_owned()),
+                    ("startdate", (t - 3 * 3600).to_string()),
+                    ("enddate", (t + 2 * 3600).to_string()),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let body: Value = serde_json::from_str(&text).unwrap();
+            body["body"]["series"].as_object().map_or(0, |s| s.len())
+        };
+        let before = samples().await;
+        // An hour on, the watch has synced twice more: what is listed is made for now.
+        sim.set_clock(Some(t + 3600));
+        let after = samples().await;
+        assert!(before > 0 && after > before, "{before} then {after}");
+        let taken = sim.take_requests();
+        assert_eq!(taken.len(), 2);
+        assert!(taken.iter().all(|r| r.path == "/v2/measure"));
+        assert!(sim.take_requests().is_empty());
+        assert_eq!(sim.request_count("/v2/measure"), 0);
+        sim.stop();
     }
 }

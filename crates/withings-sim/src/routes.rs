@@ -259,10 +259,16 @@ fn collector_endpoint(
     let timezone = guard.timezone.clone();
     let page_size = guard.page_size;
     let user = guard.user(&userid);
-    if user.live_extras {
-        user.extras = user.live_extras_at(now, &timezone);
-    }
-    let body = data::answer(&user.extras, path, params, page_size, now);
+    // A household member's data is made for the moment of the request, not kept: a
+    // thousand members then hold their generators, not their last answers.
+    let live;
+    let extras = if user.live_extras {
+        live = user.live_extras_at(now, &timezone);
+        &live
+    } else {
+        &user.extras
+    };
+    let body = data::answer(extras, path, params, page_size, now);
     drop(guard);
     envelope_reply(body.to_string())
 }
