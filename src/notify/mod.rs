@@ -84,6 +84,9 @@ struct SubState {
     failures: u32,
     /// A check of this account is running: the next round leaves it alone.
     checking: bool,
+    /// The last check listed the subscriptions and was held back by the budget while
+    /// subscribing: the next one goes on from `in_place` instead of listing again.
+    resume: bool,
 }
 
 /// The notifications of one application.
