@@ -224,26 +224,12 @@ impl Bench {
     }
 
     async fn probe_all(&self) {
-        for a in self.app.accounts() {
-            let _ = self.app.probe_outcome(&a, None).await;
-        }
+        common::probe_all(&self.app).await;
     }
 
     /// As in `benches/notify.rs`: the notified fetches end, those deferred start and end.
     async fn settle(&self) {
-        let Some(n) = self.app.notifier() else {
-            return;
-        };
-        let ended = || async {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while n.fetches_in_flight() > 0 {
-                assert!(Instant::now() < deadline, "notified fetches never ended");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        };
-        ended().await;
-        notify::trigger_due(&self.app);
-        ended().await;
+        common::settle_notified(&self.app, Duration::from_secs(120)).await;
     }
 }
 

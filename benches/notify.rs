@@ -20,7 +20,7 @@ use withings_exporter::app::App;
 use withings_exporter::config::Config;
 use withings_exporter::http::server::Application;
 use withings_exporter::notify::callback::{self, Callback};
-use withings_exporter::notify::{self, Notifier, NotifySettings};
+use withings_exporter::notify::{Notifier, NotifySettings};
 use withings_exporter::secret::Secret;
 use withings_sim::{Simulator, SimulatorOptions};
 
@@ -150,29 +150,12 @@ impl Bench {
     }
 
     async fn probe_all(&self) {
-        for a in self.app.accounts() {
-            let _ = self.app.probe_outcome(&a, None).await;
-        }
+        common::probe_all(&self.app).await;
     }
 
-    /// Waits until the notified fetches have ended, then starts those that waited for the
-    /// budget or their interval, as `notify::run_triggers` does every second in a running
-    /// exporter (the bench does not run it: its clock stands still between steps), and waits
-    /// for them too.
+    /// The notified fetches end, those deferred start and end.
     async fn settle(&self) {
-        let Some(n) = self.app.notifier() else {
-            return;
-        };
-        let ended = || async {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while n.fetches_in_flight() > 0 {
-                assert!(Instant::now() < deadline, "notified fetches never ended");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        };
-        ended().await;
-        notify::trigger_due(&self.app);
-        ended().await;
+        common::settle_notified(&self.app, Duration::from_secs(60)).await;
     }
 }
 

@@ -298,3 +298,33 @@ pub fn run_backfill(
     );
     (took, peak, text)
 }
+
+/// Probes every account of `app` once, in turn, as a scrape of each would.
+pub async fn probe_all(app: &withings_exporter::app::App) {
+    for a in app.accounts() {
+        let _ = app.probe_outcome(&a, None).await;
+    }
+}
+
+/// Waits until the notified fetches have ended, then starts those that waited for the
+/// budget or their interval, as `notify::run_triggers` does every second in a running
+/// exporter (the benches do not run it: their clock stands still between steps), and waits
+/// for them too, each wait at most `patience`.
+pub async fn settle_notified(
+    app: &std::sync::Arc<withings_exporter::app::App>,
+    patience: Duration,
+) {
+    let Some(n) = app.notifier() else {
+        return;
+    };
+    let ended = || async {
+        let deadline = Instant::now() + patience;
+        while n.fetches_in_flight() > 0 {
+            assert!(Instant::now() < deadline, "notified fetches never ended");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    ended().await;
+    withings_exporter::notify::trigger_due(app);
+    ended().await;
+}
