@@ -21,7 +21,7 @@
 mod common;
 
 use common::{memory_kib, run_bench};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +66,9 @@ fn all_collectors() -> String {
 struct Bench {
     sim: Simulator,
     app: Arc<App>,
+    /// Each account's access token (they outlive the run: never refreshed), to tell whose
+    /// request reached the simulator.
+    bearers: HashMap<String, usize>,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -82,10 +85,12 @@ async fn bench(accounts: usize, notifications: bool) -> Bench {
     let dir = tempfile::tempdir().expect("tempdir");
     let tokens = dir.path().join("tokens");
     std::fs::create_dir(&tokens).expect("token dir");
+    let mut bearers = HashMap::new();
     for i in 0..accounts {
         let uid = userid(i);
         sim.add_live_user(&uid, HOUSEHOLD[i % HOUSEHOLD.len()].2);
         let (access, refresh, _) = sim.issue_token_pair_for(&uid);
+        bearers.insert(access.clone(), i);
         TokenStore::new(tokens.join(format!("a{i:04}.json")))
             .save(&StoredTokens {
                 access_token: Secret::new(access),
@@ -139,6 +144,7 @@ async fn bench(accounts: usize, notifications: bool) -> Bench {
     let b = Bench {
         sim,
         app,
+        bearers,
         _dir: dir,
         _stop: stop,
     };
@@ -157,11 +163,21 @@ struct Counter {
     /// (test-clock unix seconds, requests so far) after each tick.
     marks: Vec<(i64, usize)>,
     max_window: usize,
+    /// With [`Counter::bearers`] set: each account's last `getintradayactivity`, at the
+    /// test-clock time of the mark that took it.
+    bearers: HashMap<String, usize>,
+    now: i64,
+    intraday_read: HashMap<usize, i64>,
 }
 
 impl Counter {
     fn take(&mut self, sim: &Simulator) {
         for r in sim.take_requests() {
+            if r.params.get("action").map(String::as_str) == Some("getintradayactivity")
+                && let Some(i) = r.bearer.as_ref().and_then(|b| self.bearers.get(b))
+            {
+                self.intraday_read.insert(*i, self.now);
+            }
             self.total += 1;
             if self.counting {
                 self.counted += 1;
@@ -171,6 +187,7 @@ impl Counter {
     }
 
     fn mark(&mut self, sim: &Simulator, at: i64) {
+        self.now = at;
         self.take(sim);
         let total = self.total;
         self.marks.push((at, total));
@@ -296,6 +313,11 @@ struct Cost {
     rss_without_app: u64,
     rss_base: u64,
     wall: f64,
+    /// For each watch sync notified (appli 16) in the measured hours and read since: how
+    /// long after the notification its account's `getintradayactivity` went out, in
+    /// test-clock seconds (a tick is 20 s); and how many were still waiting at the end.
+    sync_waits: Vec<i64>,
+    syncs_unread: usize,
 }
 
 /// `warmup` simulated hours (the first fetch of every account, and of a thousand, the
@@ -304,7 +326,10 @@ async fn cost(accounts: usize, notifications: bool, warmup: usize, hours: usize)
     let b = bench(accounts, notifications).await;
     // The simulator and the App ready, the accounts read, nothing fetched yet.
     let (_, rss_before) = memory_kib(std::process::id());
-    let mut counter = Counter::default();
+    let mut counter = Counter {
+        bearers: b.bearers.clone(),
+        ..Counter::default()
+    };
     let setup = if notifications {
         b.subscribe_all(&mut counter).await
     } else {
@@ -313,6 +338,9 @@ async fn cost(accounts: usize, notifications: bool, warmup: usize, hours: usize)
     let wall = Instant::now();
     let mut sent: BTreeMap<i64, usize> = BTreeMap::new();
     let mut delivered = 0;
+    // Watch syncs notified and not read yet: (account, when notified).
+    let mut syncs: Vec<(usize, i64)> = Vec::new();
+    let mut sync_waits = Vec::new();
     let mut arrivals = Arrivals {
         timezone: SimulatorOptions::default().timezone,
         since: b.app.clock().unix_seconds(),
@@ -334,6 +362,9 @@ async fn cost(accounts: usize, notifications: bool, warmup: usize, hours: usize)
                         if counted {
                             *sent.entry(appli).or_default() += 1;
                             delivered += d;
+                            if appli == 16 && !syncs.iter().any(|(j, _)| *j == i) {
+                                syncs.push((i, at));
+                            }
                         }
                     }
                 }
@@ -346,6 +377,13 @@ async fn cost(accounts: usize, notifications: bool, warmup: usize, hours: usize)
                 }
             }
             counter.mark(&b.sim, b.app.clock().unix_seconds());
+            syncs.retain(|(i, at)| match counter.intraday_read.get(i) {
+                Some(read) if read >= at => {
+                    sync_waits.push(read - at);
+                    false
+                }
+                _ => true,
+            });
         }
     }
     let (peak, rss_after) = memory_kib(std::process::id());
@@ -358,6 +396,7 @@ async fn cost(accounts: usize, notifications: bool, warmup: usize, hours: usize)
         app,
         _dir,
         _stop,
+        ..
     } = b;
     let rss_end = trimmed_rss();
     drop(_stop);
@@ -385,6 +424,8 @@ async fn cost(accounts: usize, notifications: bool, warmup: usize, hours: usize)
         rss_without_app,
         rss_base,
         wall: wall.elapsed().as_secs_f64(),
+        syncs_unread: syncs.len(),
+        sync_waits,
     }
 }
 
@@ -428,6 +469,23 @@ fn print_cost(c: &Cost) {
         c.peak as f64 / 1024.0,
         c.wall,
     );
+    if c.notifications {
+        let mut waits = c.sync_waits.clone();
+        waits.sort_unstable();
+        let at = |q: usize| {
+            waits
+                .get((waits.len() * q / 100).min(waits.len().saturating_sub(1)))
+                .map_or("-".to_owned(), |w| format!("{:.1} min", *w as f64 / 60.0))
+        };
+        println!(
+            "|  | watch syncs notified (appli 16) until their `getintradayactivity`, test clock (20 s ticks): {} read, median {}, p90 {}, max {}; {} still waiting at the end |",
+            waits.len(),
+            at(50),
+            at(90),
+            at(100),
+            c.syncs_unread
+        );
+    }
 }
 
 async fn costs(accounts: &[usize]) {

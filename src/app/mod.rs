@@ -670,7 +670,13 @@ impl App {
 
 impl Admission for App {
     fn admit(&self, account: &str) -> Option<Wake> {
-        self.gate.admit(account)
+        self.gate.admit(account, |wake| {
+            self.settings
+                .collectors
+                .iter()
+                .filter(|c| wake.runs(*c))
+                .count()
+        })
     }
 
     fn refused_as(&self, account: &str) -> ServedFrom {

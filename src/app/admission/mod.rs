@@ -55,12 +55,15 @@ impl Gate {
     }
 
     /// Whether a fetch for `account` may start now, and which collectors it runs (when its
-    /// schedule let it, it is counted as started).
-    pub fn admit(&self, account: &str) -> Option<Wake> {
+    /// schedule let it, it is counted as started). `cost`: the requests a fetch woken so
+    /// makes, for the fair share to count it at its own size.
+    pub fn admit(&self, account: &str, cost: impl Fn(&Wake) -> usize) -> Option<Wake> {
         let Some(schedule) = self.schedule() else {
             return self.share.admit(account).then_some(Wake::All);
         };
-        if schedule.wants(account) == Some(false) || !self.share.admit(account) {
+        if schedule.wants(account) == Some(false)
+            || !self.share.admit_costing(account, cost(&schedule.upcoming(account)))
+        {
             return None;
         }
         Some(schedule.started(account))

@@ -119,6 +119,25 @@ impl Schedule {
             .is_none_or(|at| now.saturating_duration_since(at) >= self.safety_poll)
     }
 
+    /// Whether a fetch of `e` starting at `now` runs only the notified collectors: for a
+    /// subscribed account whose safety poll is not due.
+    fn notified_only(&self, e: &Entry, now: Instant) -> bool {
+        e.subscribed && e.triggered && !e.woken.is_empty() && !self.poll_due(e, now)
+    }
+
+    /// Which collectors a fetch of `account` starting now would run (see [`Self::started`]).
+    pub fn upcoming(&self, account: &str) -> Wake {
+        let now = self.clock.now();
+        self.read(account, |e| {
+            if self.notified_only(e, now) {
+                Wake::Applis(e.woken.clone())
+            } else {
+                Wake::All
+            }
+        })
+        .unwrap_or_default()
+    }
+
     /// A fetch of `account` was admitted: which collectors it runs. Only those of the
     /// notifications, for a subscribed account whose safety poll is not due; otherwise all
     /// of them. The fetch starting now reads whatever the notifications so far announced
@@ -126,9 +145,7 @@ impl Schedule {
     pub fn started(&self, account: &str) -> Wake {
         let now = self.clock.now();
         self.with(account, |e| {
-            let notified_only =
-                e.subscribed && e.triggered && !e.woken.is_empty() && !self.poll_due(e, now);
-            let wake = if notified_only {
+            let wake = if self.notified_only(e, now) {
                 Wake::Applis(std::mem::take(&mut e.woken))
             } else {
                 e.last_full_fetch = Some(now);
@@ -205,7 +222,10 @@ mod tests {
         assert!(s.notified("a", 44));
         assert!(!s.notified("a", 54));
         assert_eq!(s.take_due(), vec!["a".to_owned()]);
+        // What the admission counts the fetch as, before it starts, is what it runs.
+        assert_eq!(s.upcoming("a"), Wake::Applis([44, 54].into()));
         assert_eq!(s.started("a"), Wake::Applis([44, 54].into()));
+        assert_eq!(s.upcoming("a"), Wake::All);
         // Notified fetches every half hour do not hold back the safety poll: it counts
         // from the last fetch of every collector.
         for _ in 0..3 {

@@ -32,7 +32,7 @@ struct Entry {
 pub struct FairShare {
     limits: Arc<Limits>,
     clock: Clock,
-    /// Requests one fetch makes: one per enabled collector.
+    /// Requests a whole fetch makes: one per enabled collector.
     cost: usize,
     entries: Mutex<HashMap<String, Entry>>,
 }
@@ -49,8 +49,14 @@ impl FairShare {
 }
 
 impl FairShare {
-    /// A fetch for `account` may start now: its share of the budget allows one.
+    /// A whole fetch for `account` may start now: its share of the budget allows one.
     pub fn admit(&self, account: &str) -> bool {
+        self.admit_costing(account, self.cost)
+    }
+
+    /// A fetch of `cost` requests for `account` may start now (a notification's fetch runs
+    /// only some collectors, and counting it as a whole one would hold back the others').
+    pub fn admit_costing(&self, account: &str, cost: usize) -> bool {
         let now = self.clock.now();
         let mut entries = crate::lock::lock(&self.entries);
         let mine = {
@@ -63,7 +69,7 @@ impl FairShare {
         };
         // Counted in whole fetches: a fetch that could make only some of its requests would
         // leave its other collectors behind.
-        let free = self.limits.budget.free() / self.cost;
+        let free = self.limits.budget.free() / cost.max(1);
         if free == 0 {
             return false;
         }
@@ -144,6 +150,25 @@ mod tests {
             .filter(|_| fetch_if_admitted(&share, &limits, "flood"))
             .count();
         assert_eq!(admitted, 5);
+    }
+
+    #[test]
+    fn a_fetch_of_some_collectors_is_admitted_at_its_own_cost() {
+        let clock = Clock::default();
+        let limits = Arc::new(Limits::new(12, clock.clone()));
+        // A whole fetch is nine requests.
+        let share = FairShare::new(Arc::clone(&limits), clock.clone(), 9);
+        for _ in 0..5 {
+            limits.budget.try_take().unwrap();
+        }
+        // Seven free: no whole fetch, but a notification's fetch of three collectors.
+        assert!(!share.admit("a"));
+        assert!(share.admit_costing("a", 3));
+        for _ in 0..6 {
+            limits.budget.try_take().unwrap();
+        }
+        assert!(!share.admit_costing("a", 3));
+        assert!(share.admit_costing("a", 1));
     }
 
     #[test]
