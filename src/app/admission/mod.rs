@@ -62,7 +62,9 @@ impl Gate {
             return self.share.admit(account).then_some(Wake::All);
         };
         if schedule.wants(account) == Some(false)
-            || !self.share.admit_costing(account, cost(&schedule.upcoming(account)))
+            || !self
+                .share
+                .admit_costing(account, cost(&schedule.upcoming(account)))
         {
             return None;
         }
