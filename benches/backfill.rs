@@ -13,8 +13,7 @@
 mod common;
 
 use common::run_bench;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use withings_sim::data::UserExtras;
 use withings_sim::history::{self, HistorySpec};
 use withings_sim::{Simulator, SimulatorOptions};
@@ -23,56 +22,13 @@ const TOKEN: &str = "bench-token";
 const YEAR: i64 = 365 * 86_400;
 
 /// Runs the binary to completion; wall time and peak RSS in KiB.
-// Reaped by `waitpid` after its stderr was handed to a reader thread.
-#[allow(clippy::zombie_processes)]
 fn backfill(api_url: &str, output: &std::path::Path, collectors: &str) -> (Duration, i64, String) {
-    let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
-        .args(["backfill", "--account", "default", "--output"])
-        .arg(output)
-        .env_clear()
-        .env("WITHINGS_API_URL", api_url)
-        .env("WITHINGS_ACCESS_TOKEN", TOKEN)
-        .env("WITHINGS_REQUESTS_PER_MINUTE", "120")
-        .env("WITHINGS_COLLECTORS", collectors)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the exporter binary runs");
-    let pid = child.id() as libc::pid_t;
-    // VmHWM of the child's own address space, sampled until it is reaped: `ru_maxrss` would
-    // include this process's memory at the fork (the simulator's whole history).
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let done = std::sync::Arc::clone(&done);
-        let pid = child.id();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(common::memory_kib(pid).0);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            peak
-        })
-    };
-    let mut stderr = child.stderr.expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    let mut status = 0;
-    // SAFETY: `pid` is our own child, not yet reaped (std's Child was consumed without a wait).
-    let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
-    let took = started.elapsed();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak_kib = sampler.join().unwrap_or(0);
-    assert_eq!(reaped, pid, "wait4");
-    let text = reader.join().unwrap_or_default();
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "backfill failed: {text}"
+    let output = output.display().to_string();
+    let (took, peak_kib, text) = common::run_backfill(
+        api_url,
+        TOKEN,
+        &[("WITHINGS_COLLECTORS", collectors)],
+        &["--output", &output],
     );
     (took, peak_kib as i64, text)
 }

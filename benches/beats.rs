@@ -865,7 +865,7 @@ async fn year(prometheus: &common::Prometheus) {
         let since = since.clone();
         let (took, peak, stderr) = tokio::task::spawn_blocking(move || {
             let target: Vec<&str> = target.iter().map(String::as_str).collect();
-            let mut args = vec!["--since", since.as_str()];
+            let mut args = vec!["--instance", "bench:19100", "--since", since.as_str()];
             args.extend(target);
             common::run_backfill(
                 &url,

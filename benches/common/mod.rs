@@ -236,7 +236,8 @@ impl Prometheus {
 }
 
 /// Runs the binary's `backfill` of the account of `token` to completion, `env` on top of
-/// the budget of 120 a minute, `target` its output; wall time, peak RSS in KiB, stderr.
+/// the budget of 120 a minute, `target` its other arguments (where it writes); wall time,
+/// peak RSS in KiB, stderr.
 // Reaped by `waitpid` after its stderr was handed to a reader thread.
 #[allow(clippy::zombie_processes)]
 pub fn run_backfill(
@@ -247,13 +248,7 @@ pub fn run_backfill(
 ) -> (Duration, u64, String) {
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_withings-exporter"))
-        .args([
-            "backfill",
-            "--account",
-            "default",
-            "--instance",
-            "bench:19100",
-        ])
+        .args(["backfill", "--account", "default"])
         .args(target)
         .env_clear()
         .env("WITHINGS_API_URL", api_url)

@@ -52,27 +52,15 @@ const PIXELS_PER_UNIT: i64 = 75;
 /// the scrape filter docs/dashboard.md gives.
 async fn prometheus(dir: &std::path::Path, exporter: &str) -> crate::backfill::Prometheus {
     let filter = scrape_filter_of_the_docs();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-             storage:\n  tsdb:\n    out_of_order_time_window: 10y\n\
-             scrape_configs:\n  - job_name: withings\n    http_sd_configs:\n      - url: http://{exporter}/sd\n        refresh_interval: 1s\n{filter}"
-        ),
-    )
-    .expect("write prometheus.yml");
-    let data = dir.join("data");
     crate::backfill::Prometheus(
-        common::prometheus::start_daemon("prometheus", "prometheus", dir, |port| {
-            vec![
-                format!("--config.file={}", config.display()),
-                format!("--storage.tsdb.path={}", data.display()),
-                "--storage.tsdb.retention.time=20y".to_owned(),
-                "--web.enable-remote-write-receiver".to_owned(),
-                format!("--web.listen-address=127.0.0.1:{port}"),
-            ]
-        })
+        common::prometheus::start_remote_write_receiver(
+            dir,
+            &format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 storage:\n  tsdb:\n    out_of_order_time_window: 10y\n\
+                 scrape_configs:\n  - job_name: withings\n    http_sd_configs:\n      - url: http://{exporter}/sd\n        refresh_interval: 1s\n{filter}"
+            ),
+        )
         .await,
     )
 }

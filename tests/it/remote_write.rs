@@ -1163,23 +1163,11 @@ async fn prometheus_samples(
 /// A Prometheus that takes remote write, with an out-of-order window wide enough for the
 /// years a backfill brings.
 async fn prometheus_receiver(dir: &std::path::Path) -> crate::backfill::Prometheus {
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        "global:\n  scrape_interval: 1m\nstorage:\n  tsdb:\n    out_of_order_time_window: 10y\n",
-    )
-    .unwrap();
-    let data = dir.join("rw-data");
     crate::backfill::Prometheus(
-        common::prometheus::start_daemon("prometheus", "prometheus", dir, |port| {
-            vec![
-                format!("--config.file={}", config.display()),
-                format!("--storage.tsdb.path={}", data.display()),
-                "--storage.tsdb.retention.time=20y".to_owned(),
-                "--web.enable-remote-write-receiver".to_owned(),
-                format!("--web.listen-address=127.0.0.1:{port}"),
-            ]
-        })
+        common::prometheus::start_remote_write_receiver(
+            dir,
+            "global:\n  scrape_interval: 1m\nstorage:\n  tsdb:\n    out_of_order_time_window: 10y\n",
+        )
         .await,
     )
 }

@@ -184,3 +184,21 @@ pub fn shipped_discovery_config(exporter: &str) -> String {
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n{jobs}"
     )
 }
+
+/// A Prometheus that takes remote write, started in `dir` with `config` as its
+/// prometheus.yml, keeping 20 years (a backfill brings years).
+pub async fn start_remote_write_receiver(dir: &Path, config: &str) -> Daemon {
+    let path = dir.join("prometheus.yml");
+    std::fs::write(&path, config).expect("write prometheus.yml");
+    let data = dir.join("rw-data");
+    start_daemon("prometheus", "prometheus", dir, |port| {
+        vec![
+            format!("--config.file={}", path.display()),
+            format!("--storage.tsdb.path={}", data.display()),
+            "--storage.tsdb.retention.time=20y".to_owned(),
+            "--web.enable-remote-write-receiver".to_owned(),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ]
+    })
+    .await
+}
