@@ -360,6 +360,27 @@ fn vector_selector_parser_self_test() {
     assert_eq!(selector_problems("vector(1)").len(), 1);
 }
 
+/// The table panel's column `name` has a non-empty unit among its field overrides.
+fn assert_column_has_a_unit(table: &serde_json::Value, name: &str) {
+    let title = table["title"].as_str().unwrap_or("a table");
+    let unit = table["fieldConfig"]["overrides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["matcher"]["options"] == name)
+        .and_then(|o| {
+            o["properties"]
+                .as_array()?
+                .iter()
+                .find(|p| p["id"] == "unit")
+        })
+        .unwrap_or_else(|| panic!("{title}: column {name:?} has no unit"));
+    assert!(
+        unit["value"].as_str().is_some_and(|u| !u.is_empty()),
+        "{title}: column {name:?} has an empty unit"
+    );
+}
+
 #[test]
 fn dashboard_provisions_without_import_placeholders() {
     let text = read(DASHBOARD);
@@ -588,19 +609,7 @@ fn dashboard_household_overview_is_one_row_per_account() {
         let name = organize["renameByName"][format!("Value #{refid}")]
             .as_str()
             .unwrap_or_else(|| panic!("column {refid} not renamed"));
-        let unit = table["fieldConfig"]["overrides"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|o| o["matcher"]["options"] == name)
-            .and_then(|o| {
-                o["properties"]
-                    .as_array()?
-                    .iter()
-                    .find(|p| p["id"] == "unit")
-            })
-            .unwrap_or_else(|| panic!("column {name:?} has no unit"));
-        assert!(unit["value"].as_str().is_some_and(|u| !u.is_empty()));
+        assert_column_has_a_unit(table, name);
         shown.push_str(expr);
     }
     for metric in [
@@ -1134,19 +1143,7 @@ fn dashboard_day_row_is_one_per_account_with_the_hypnogram_under_the_heart_rate(
             assert!(query.contains(")[$__range:$__interval])"), "{query}");
             let refid = target["refId"].as_str().unwrap();
             let name = rename[format!("Value #{refid}")].as_str().expect("renamed");
-            let unit = table["fieldConfig"]["overrides"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|o| o["matcher"]["options"] == name)
-                .and_then(|o| {
-                    o["properties"]
-                        .as_array()?
-                        .iter()
-                        .find(|p| p["id"] == "unit")
-                })
-                .unwrap_or_else(|| panic!("{title}: column {name} has no unit"));
-            assert!(unit["value"].as_str().is_some_and(|u| !u.is_empty()));
+            assert_column_has_a_unit(table, name);
         }
     }
     let classification = panel("ECGs")["fieldConfig"]["overrides"]
