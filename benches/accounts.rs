@@ -31,6 +31,7 @@ const ACCOUNTS: usize = 1_000;
 const PROBES: usize = 10_000;
 const CONCURRENCY: usize = 16;
 const SD_REQUESTS: usize = 200;
+const LANDING_REQUESTS: usize = 50;
 const BUDGET: usize = 100;
 const TIME_LIMIT: Duration = Duration::from_secs(600);
 
@@ -219,6 +220,27 @@ async fn child_process(sim: &Simulator, dir: &Path) {
     let (hwm, rss_after) = memory_kib(exporter.pid());
     let upstream = sim.request_count("/measure");
     let max_minute = sim.max_requests_in_any_minute();
+    // The household landing page of a practice: every account's latest readings, from
+    // state (the probes above fetched them), beside /sd.
+    let mut landing_times = Vec::with_capacity(LANDING_REQUESTS);
+    let mut landing_bytes = 0;
+    for _ in 0..LANDING_REQUESTS {
+        let t = Instant::now();
+        let response = http.get(format!("{base}/")).send().await.expect("/");
+        assert!(
+            response.status().is_success(),
+            "/ answered {}",
+            response.status()
+        );
+        let body = response.bytes().await.expect("/ body");
+        landing_times.push(t.elapsed());
+        landing_bytes = body.len();
+    }
+    assert_eq!(
+        sim.request_count("/measure"),
+        upstream,
+        "the landing page asked Withings"
+    );
 
     let all = stats(probed.latencies);
     let from_state_n = probed.from_state.len();
@@ -265,6 +287,13 @@ async fn child_process(sim: &Simulator, dir: &Path) {
         sds.n,
         ms(sds.p50),
         ms(sds.p99)
+    );
+    let landing = stats(landing_times);
+    println!(
+        "| / (the landing page, {landing_bytes} bytes), {} requests | p50 {} ms, p99 {} ms |",
+        landing.n,
+        ms(landing.p50),
+        ms(landing.p99)
     );
     println!(
         "| upstream requests during the probes | {upstream}; most in any 60 s: {max_minute} (budget {BUDGET}) |"
