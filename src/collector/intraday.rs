@@ -13,7 +13,7 @@
 //! changes nothing there, and the remote writer reads days back).
 
 use super::{
-    Collector, Fetch, History, HistoryPage, Paged, Settings, Sink, State, Synced, Window,
+    Collector, Emitted, Fetch, History, HistoryPage, Paged, Settings, Sink, State, Synced, Window,
     bounded_since, lock, write_each,
 };
 use crate::render::families::GaugeFamilies;
@@ -299,6 +299,7 @@ struct Latest {
     by_series: BTreeMap<(String, String, usize), (i64, Decimal)>,
     /// The newest sample's time.
     newest: Option<i64>,
+    emitted: Emitted,
 }
 
 impl Latest {
@@ -348,15 +349,18 @@ impl State for Live {
                 .call(&request(from, now), parse_getintradayactivity)
                 .await?;
             fetch.skip("malformed", page.malformed_rows);
-            // Final as soon as synced: to the remote writer at once (the hour read again
-            // is written again with the same values, which stores take without harm).
-            for sample in &page.samples {
-                sample_series(sample, |name, help, labels, value| {
-                    fetch.emit((name, help), labels, sample.at, value.to_f64());
-                });
-            }
+            let mut latest = lock(&self.0);
+            // Final as soon as synced: to the remote writer at once, what the last reads of
+            // the hour had not.
+            latest.emitted.emit_new(fetch, from, |put| {
+                for sample in &page.samples {
+                    sample_series(sample, |name, help, labels, value| {
+                        put(name, help, labels, sample.at, value.to_f64());
+                    });
+                }
+            });
             let rows = page.samples.len();
-            let updated = lock(&self.0).merge(page);
+            let updated = latest.merge(page);
             Ok(Synced {
                 groups: rows,
                 updated,

@@ -769,6 +769,53 @@ pub(crate) struct SeriesBody<'a> {
     pub offset: Option<i64>,
 }
 
+/// What of a window read again the remote writer was already handed: each device's sample
+/// times, so that a fetch re-reading the window for late syncs emits only the samples the
+/// last reads had not (a late sync's older ones included), none twice. By device and time,
+/// not by series: a sample's fields arrive together, and a night of minutes stays a few
+/// hundred entries an account.
+#[derive(Debug, Default)]
+pub(crate) struct Emitted(std::collections::BTreeSet<(i64, u64)>);
+
+impl Emitted {
+    /// The device of a sample's labels.
+    fn device(labels: &[(&str, &str)]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        for (name, value) in labels {
+            if matches!(*name, "device_id" | "device_model") {
+                (name, value).hash(&mut hasher);
+            }
+        }
+        hasher.finish()
+    }
+
+    /// Hands to `fetch`'s remote writer the samples `series` lists that no earlier read of
+    /// the window did, and forgets the times before `from`, which no later read asks again.
+    pub(crate) fn emit_new(
+        &mut self,
+        fetch: &Fetch<'_>,
+        from: i64,
+        series: impl FnOnce(
+            &mut dyn FnMut(&'static str, &'static str, &[(&'static str, &str)], i64, f64),
+        ),
+    ) {
+        if fetch.emit.is_none() {
+            return;
+        }
+        self.0 = self.0.split_off(&(from, 0));
+        let mut fresh = Vec::new();
+        series(&mut |name, help, labels, at, value| {
+            let key = (at, Self::device(labels));
+            if !self.0.contains(&key) {
+                fetch.emit((name, help), labels, at, value);
+                fresh.push(key);
+            }
+        });
+        self.0.extend(fresh);
+    }
+}
+
 /// Where a fetch of a history answered a bounded span at a time (intraday samples, a
 /// night's minutes) starts: `late` before the newest time seen, but no earlier than one
 /// `span` before `now`; a span before `now` the first time.

@@ -12,7 +12,7 @@
 //! each fetch asks again from [`LATE_SECONDS`] before the newest minute seen.
 
 use super::{
-    Collector, Fetch, History, HistoryPage, Paged, Settings, Sink, State, Synced, Window,
+    Collector, Emitted, Fetch, History, HistoryPage, Paged, Settings, Sink, State, Synced, Window,
     bounded_since, lock, write_each,
 };
 use crate::render::families::GaugeFamilies;
@@ -301,6 +301,7 @@ struct Latest {
     /// (device id, model, field) to (time, value).
     minutes: BTreeMap<(String, String, usize), (i64, Decimal)>,
     newest: Option<i64>,
+    emitted: Emitted,
 }
 
 impl Latest {
@@ -363,12 +364,14 @@ impl State for Live {
             let from = bounded_since(newest, now, LATE_SECONDS, MAX_SPAN_SECONDS);
             let page = fetch.call(&request(from, now), parse_get).await?;
             fetch.skip("malformed", page.malformed_rows);
-            // A night's minutes and stages are final once uploaded: to the remote writer.
-            page_series(&page, |name, help, labels, at, value| {
-                fetch.emit((name, help), labels, at, value);
-            });
+            let mut latest = lock(&self.0);
+            // A night's minutes and stages are final once uploaded: to the remote writer,
+            // what the last reads of the window had not.
+            latest
+                .emitted
+                .emit_new(fetch, from, |put| page_series(&page, put));
             let rows = page.segments.len();
-            let updated = lock(&self.0).merge(page);
+            let updated = latest.merge(page);
             Ok(Synced {
                 groups: rows,
                 updated,

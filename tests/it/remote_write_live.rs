@@ -283,6 +283,43 @@ async fn intraday_samples_reach_the_store_as_a_fetch_reads_them() {
             (now - 600, vec![65.0])
         ]
     );
+    // A late sync: one sample older than the newest seen, one newer. The next fetch reads
+    // the hour again and hands the writer those two only: no sample twice, none lost.
+    let mut intraday = std::collections::BTreeMap::new();
+    for (minutes, bpm) in [(30, 61), (25, 62), (20, 63), (10, 65), (5, 66)] {
+        intraday.insert(
+            now - minutes * 60,
+            json!({"deviceid": "w1", "model": "ScanWatch 2", "heart_rate": bpm}),
+        );
+    }
+    sim.set_user_extras(
+        "41",
+        withings_sim::data::UserExtras {
+            intraday,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let body = common::get_text(&format!("http://{}/probe?account=mom", served.address)).await;
+    assert!(body.contains("withings_intraday_heart_rate_bpm{"), "{body}");
+    assert!(
+        common::eventually(Duration::from_secs(5), || heart_rate().len() == 5).await,
+        "{:?}",
+        heart_rate()
+    );
+    // Anything written twice would show here as a second value.
+    let bodies = receiver.requests().len();
+    assert_eq!(
+        heart_rate(),
+        [
+            (now - 1_800, vec![61.0]),
+            (now - 1_500, vec![62.0]),
+            (now - 1_200, vec![63.0]),
+            (now - 600, vec![65.0]),
+            (now - 300, vec![66.0])
+        ],
+        "after {bodies} write requests"
+    );
     receiver.assert_no_violation();
     task.abort();
 }
