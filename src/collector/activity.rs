@@ -5,7 +5,7 @@
 
 use super::{
     Collector, History, HistoryPage, Latest, LatestRows, Paged, Put, RowPage, RowQuery, Settings,
-    Sink, SourceRow, State, Window, days, device_id, row_request, write_row,
+    Sink, SourceRow, State, Window, days, device_id, row_request, write_rows,
 };
 use crate::secret::Secret;
 use crate::withings::lenient::{self, Decimal};
@@ -203,6 +203,9 @@ impl SourceRow for ActivityDay {
     fn modified(&self) -> Option<i64> {
         self.modified
     }
+    fn written_at(&self) -> i64 {
+        self.day_end
+    }
     fn series(&self, put: &mut Put<'_>) {
         day_series(self, put);
     }
@@ -369,9 +372,6 @@ impl HistoryPage for ActivityPage {
 
     /// A day's totals at its last second: the last moment the live exporter shows them.
     fn write(&self, _: &Settings, _: i64, out: &mut dyn Sink) -> std::io::Result<usize> {
-        for day in &self.days {
-            write_row(out, day.day_end, day.modified, |put| day_series(day, put))?;
-        }
-        Ok(self.days.len())
+        write_rows(&self.days, out)
     }
 }

@@ -9,7 +9,7 @@
 
 use super::{
     Collector, History, HistoryPage, LatestRows, Paged, Put, RowPage, RowQuery, SeriesBody,
-    Settings, Sink, SourceRow, State, Window, device_id, write_row,
+    Settings, Sink, SourceRow, State, Window, device_id, write_rows,
 };
 use crate::withings::lenient::{self, Decimal};
 use crate::withings::{ApiError, Request, row_as, success_body_as};
@@ -134,6 +134,9 @@ impl SourceRow for Recording {
     fn modified(&self) -> Option<i64> {
         self.modified
     }
+    fn written_at(&self) -> i64 {
+        self.timestamp
+    }
     fn series(&self, put: &mut Put<'_>) {
         recording_series(self, put);
     }
@@ -240,12 +243,7 @@ impl HistoryPage for HeartPage {
 
     /// Each recording at its own time.
     fn write(&self, _: &Settings, _: i64, out: &mut dyn Sink) -> std::io::Result<usize> {
-        for recording in &self.recordings {
-            write_row(out, recording.timestamp, recording.modified, |put| {
-                recording_series(recording, put);
-            })?;
-        }
-        Ok(self.recordings.len())
+        write_rows(&self.recordings, out)
     }
 }
 

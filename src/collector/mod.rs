@@ -487,6 +487,10 @@ pub trait SourceRow {
     fn source(&self) -> (&str, &str);
     fn period(&self) -> Self::Period;
     fn modified(&self) -> Option<i64>;
+    /// When the row stands in history: a day's totals at its last second, a night at its
+    /// end (when the live exporter starts showing them), a workout at its start, an ECG at
+    /// its recording.
+    fn written_at(&self) -> i64;
     /// The row's samples, a value the source does not measure left out.
     fn series(&self, put: &mut Put<'_>);
 }
@@ -704,7 +708,15 @@ pub fn write_each(out: &mut dyn Sink, series: impl FnOnce(&mut PutAt<'_>)) -> st
 }
 
 /// Writes the samples `series` gives for one row (a day, a night) to `out`, all at `at`.
-pub fn write_row(
+/// A history page's rows, each at [`SourceRow::written_at`]; how many.
+pub fn write_rows<R: SourceRow>(rows: &[R], out: &mut dyn Sink) -> std::io::Result<usize> {
+    for row in rows {
+        write_row(out, row.written_at(), row.modified(), |put| row.series(put))?;
+    }
+    Ok(rows.len())
+}
+
+fn write_row(
     out: &mut dyn Sink,
     at: i64,
     modified: Option<i64>,

@@ -3,7 +3,7 @@
 
 use super::{
     Collector, History, HistoryPage, Latest, LatestRows, Paged, Put, RowPage, RowQuery, SeriesBody,
-    Settings, Sink, SourceRow, State, Window, days, device_id, row_request, write_row,
+    Settings, Sink, SourceRow, State, Window, days, device_id, row_request, write_rows,
 };
 use crate::secret::Secret;
 use crate::withings::lenient::{self, Decimal};
@@ -329,6 +329,9 @@ impl SourceRow for SleepNight {
     fn modified(&self) -> Option<i64> {
         self.modified
     }
+    fn written_at(&self) -> i64 {
+        self.enddate
+    }
     fn series(&self, put: &mut Put<'_>) {
         night_series(self, put);
     }
@@ -437,11 +440,6 @@ impl HistoryPage for SleepPage {
 
     /// A night's values at its end: when the live exporter starts showing them.
     fn write(&self, _: &Settings, _: i64, out: &mut dyn Sink) -> std::io::Result<usize> {
-        for night in &self.nights {
-            write_row(out, night.enddate, night.modified, |put| {
-                night_series(night, put);
-            })?;
-        }
-        Ok(self.nights.len())
+        write_rows(&self.nights, out)
     }
 }

@@ -6,7 +6,7 @@
 use super::{
     Collector, History, HistoryPage, LatestRows, Paged, Put, RowPage, RowQuery, SeriesBody,
     Settings, Sink, SourceRow, State, Window, activity::JOULES_PER_KCAL, days, device_id,
-    row_request, write_row,
+    row_request, write_rows,
 };
 use crate::withings::lenient::{self, Decimal};
 use crate::withings::{ApiError, Request, row_as, success_body_as};
@@ -306,6 +306,9 @@ impl SourceRow for Workout {
     fn modified(&self) -> Option<i64> {
         self.modified
     }
+    fn written_at(&self) -> i64 {
+        self.startdate
+    }
     fn series(&self, put: &mut Put<'_>) {
         workout_series(self, put);
     }
@@ -471,12 +474,7 @@ impl HistoryPage for WorkoutPage {
 
     /// Each workout at its start: when it happened.
     fn write(&self, _: &Settings, _: i64, out: &mut dyn Sink) -> std::io::Result<usize> {
-        for workout in &self.workouts {
-            write_row(out, workout.startdate, workout.modified, |put| {
-                workout_series(workout, put);
-            })?;
-        }
-        Ok(self.workouts.len())
+        write_rows(&self.workouts, out)
     }
 }
 
