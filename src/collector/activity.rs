@@ -3,13 +3,14 @@
 //! A phone and a watch report the same day as two rows; they are two series, never added
 //! (their steps overlap). The day is the user's local day in the row's `timezone`.
 
+use super::rows_of;
 use super::{
     Collector, History, HistoryPage, Latest, LatestRows, Paged, Put, RowPage, RowQuery, Settings,
     Sink, SourceRow, State, Window, days, device_id, row_request, write_rows,
 };
 use crate::secret::Secret;
 use crate::withings::lenient::{self, Decimal};
-use crate::withings::{ApiError, Request, WithingsClient, row_as, success_body_as};
+use crate::withings::{ApiError, Request, WithingsClient, success_body_as};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
@@ -173,20 +174,13 @@ fn day(raw: RowRaw) -> Option<ActivityDay> {
 /// envelope or body fails the whole answer.
 pub fn parse_getactivity(body: &[u8]) -> Result<ActivityPage, ApiError> {
     let parsed: BodyRaw = success_body_as(ACTION, body)?;
-    let mut page = ActivityPage {
-        days: Vec::with_capacity(parsed.activities.len()),
-        malformed_rows: 0,
+    let (days, malformed_rows) = rows_of(ACTION, parsed.activities, "row", day);
+    Ok(ActivityPage {
+        days,
+        malformed_rows,
         more: parsed.more,
         offset: parsed.offset,
-    };
-    for row in parsed.activities {
-        let parsed = row_as::<RowRaw>(ACTION, row, "row").and_then(day);
-        match parsed {
-            Some(day) => page.days.push(day),
-            None => page.malformed_rows += 1,
-        }
-    }
-    Ok(page)
+    })
 }
 
 /// The latest day of each source, and where the sync stands.

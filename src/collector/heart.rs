@@ -7,12 +7,13 @@
 //! Withings received them, and a device syncs an ECG taken offline later: each fetch asks
 //! again from [`LATE_SYNC_SECONDS`] before the newest change it saw.
 
+use super::rows_of;
 use super::{
     Collector, History, HistoryPage, LatestRows, Paged, Put, RowPage, RowQuery, SeriesBody,
     Settings, Sink, SourceRow, State, Window, device_id, write_rows,
 };
 use crate::withings::lenient::{self, Decimal};
-use crate::withings::{ApiError, Request, row_as, success_body_as};
+use crate::withings::{ApiError, Request, success_body_as};
 use serde::Deserialize;
 
 /// The form's `action`; `withings_api_requests_total` labels it [`LABEL`], apart from the
@@ -109,18 +110,15 @@ fn recording(raw: RowRaw) -> Recording {
 /// Parses a `v2/heart list` answer. A malformed row is counted and skipped.
 pub fn parse_list(body: &[u8]) -> Result<HeartPage, ApiError> {
     let parsed: SeriesBody = success_body_as(LABEL, body)?;
-    let mut page = HeartPage {
+    let (recordings, malformed_rows) = rows_of(LABEL, parsed.series, "recording", |raw: RowRaw| {
+        Some(recording(raw))
+    });
+    Ok(HeartPage {
+        recordings,
+        malformed_rows,
         more: parsed.more,
         offset: parsed.offset,
-        ..HeartPage::default()
-    };
-    for row in parsed.series {
-        match row_as::<RowRaw>(LABEL, row, "recording") {
-            Some(raw) => page.recordings.push(recording(raw)),
-            None => page.malformed_rows += 1,
-        }
-    }
-    Ok(page)
+    })
 }
 
 impl SourceRow for Recording {

@@ -781,6 +781,25 @@ pub(crate) struct SeriesBody<'a> {
     pub offset: Option<i64>,
 }
 
+/// Each row of an answer made into a `Row` by `make` (`None`, or a row that is not a
+/// `Raw`: it made no sense); the rows, and how many made no sense.
+pub(crate) fn rows_of<'a, Raw: serde::Deserialize<'a>, Row>(
+    action: &'static str,
+    rows: Vec<&'a serde_json::value::RawValue>,
+    what: &str,
+    make: impl Fn(Raw) -> Option<Row>,
+) -> (Vec<Row>, usize) {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut malformed = 0;
+    for row in rows {
+        match crate::withings::row_as::<Raw>(action, row, what).and_then(&make) {
+            Some(row) => out.push(row),
+            None => malformed += 1,
+        }
+    }
+    (out, malformed)
+}
+
 /// What of a window read again the remote writer was already handed: each device's sample
 /// times, so that a fetch re-reading the window for late syncs emits only the samples the
 /// last reads had not (a late sync's older ones included), none twice. By device and time,

@@ -3,13 +3,14 @@
 //! its zones, SpO2. The scrape shows the latest workout of each device; the backfill writes
 //! every workout at its start time.
 
+use super::rows_of;
 use super::{
     Collector, History, HistoryPage, LatestRows, Paged, Put, RowPage, RowQuery, SeriesBody,
     Settings, Sink, SourceRow, State, Window, activity::JOULES_PER_KCAL, days, device_id,
     row_request, write_rows,
 };
 use crate::withings::lenient::{self, Decimal};
-use crate::withings::{ApiError, Request, row_as, success_body_as};
+use crate::withings::{ApiError, Request, success_body_as};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -281,18 +282,13 @@ fn workout(raw: RowRaw) -> Option<Workout> {
 /// Parses a `getworkouts` answer. A malformed workout is counted and skipped.
 pub fn parse_getworkouts(body: &[u8]) -> Result<WorkoutPage, ApiError> {
     let parsed: SeriesBody = success_body_as(ACTION, body)?;
-    let mut page = WorkoutPage {
+    let (workouts, malformed_rows) = rows_of(ACTION, parsed.series, "workout", workout);
+    Ok(WorkoutPage {
+        workouts,
+        malformed_rows,
         more: parsed.more,
         offset: parsed.offset,
-        ..WorkoutPage::default()
-    };
-    for row in parsed.series {
-        match row_as::<RowRaw>(ACTION, row, "workout").and_then(workout) {
-            Some(w) => page.workouts.push(w),
-            None => page.malformed_rows += 1,
-        }
-    }
-    Ok(page)
+    })
 }
 
 impl SourceRow for Workout {
